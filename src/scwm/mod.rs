@@ -2,5 +2,11 @@
 //! circuit breaker, concurrency limit) and the simulator that stands in for it.
 
 pub mod envelope;
+pub mod error;
+pub mod retry;
 
-pub use envelope::{Operation, Payload, RequestEnvelope, RequestHeader, ResponseEnvelope, ResponseHeader};
+pub use envelope::{
+    Operation, Payload, RequestEnvelope, RequestHeader, ResponseEnvelope, ResponseHeader,
+};
+pub use error::ScwmError;
+pub use retry::{RetryPolicy, Sleeper, TokioSleeper, parse_retry_after};
