@@ -1,12 +1,12 @@
 //! Everything about speaking to SCWM: the envelope format, the client that calls it (retries,
 //! circuit breaker, concurrency limit) and the simulator that stands in for it.
 
+pub mod breaker;
 pub mod envelope;
 pub mod error;
 pub mod retry;
 
-pub use envelope::{
-    Operation, Payload, RequestEnvelope, RequestHeader, ResponseEnvelope, ResponseHeader,
-};
+pub use breaker::{BreakerSettings, CircuitBreaker, CircuitState};
+pub use envelope::{Operation, Payload, RequestEnvelope, RequestHeader, ResponseEnvelope, ResponseHeader};
 pub use error::ScwmError;
 pub use retry::{RetryPolicy, Sleeper, TokioSleeper, parse_retry_after};
