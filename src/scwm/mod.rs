@@ -2,11 +2,15 @@
 //! circuit breaker, concurrency limit) and the simulator that stands in for it.
 
 pub mod breaker;
+pub mod client;
 pub mod envelope;
 pub mod error;
 pub mod retry;
 
 pub use breaker::{BreakerSettings, CircuitBreaker, CircuitState};
+pub use client::{
+    ClientBuildError, ClientSettings, Endpoint, ScwmClient, ScwmFailure, ScwmRequest, ScwmSuccess,
+};
 pub use envelope::{Operation, Payload, RequestEnvelope, RequestHeader, ResponseEnvelope, ResponseHeader};
 pub use error::ScwmError;
 pub use retry::{RetryPolicy, Sleeper, TokioSleeper, parse_retry_after};
