@@ -239,7 +239,7 @@ impl fmt::Debug for ScwmClient {
 
 /// What one HTTP attempt came to.
 enum Answer {
-    Success(ResponseEnvelope),
+    Success { envelope: ResponseEnvelope, status: u16 },
     Failure { error: ScwmError, envelope: Option<ResponseEnvelope> },
 }
 
@@ -375,14 +375,14 @@ impl ScwmClient {
             let Attempt { status, retry_after, answer } =
                 self.attempt(endpoint, headers.clone(), body.clone(), &req.license_plate).await;
             permit.record(match &answer {
-                Answer::Success(_) => false,
+                Answer::Success { .. } => false,
                 Answer::Failure { error, .. } => error.is_availability_failure(),
             });
             drop(slot);
             let attempt_ms = attempt_started.elapsed().as_millis() as u64;
 
             let (error, envelope) = match answer {
-                Answer::Success(envelope) => {
+                Answer::Success { envelope, status } => {
                     tracing::debug!(
                         op,
                         license_plate = plate,
@@ -392,19 +392,14 @@ impl ScwmClient {
                         elapsed_ms = attempt_ms,
                         "SCWM accepted the request"
                     );
-                    return Ok(ScwmSuccess {
-                        envelope,
-                        status: status.unwrap_or(200),
-                        attempts,
-                        elapsed: started.elapsed(),
-                    });
+                    return Ok(ScwmSuccess { envelope, status, attempts, elapsed: started.elapsed() });
                 }
                 Answer::Failure { error, envelope } => (error, envelope),
             };
+            let err_code = envelope.as_ref().map(|e| e.header().err_code.clone());
             if envelope.is_some() {
                 last_envelope = envelope;
             }
-            let err_code = last_envelope.as_ref().map(|e| e.header().err_code.as_str());
 
             if !error.is_retryable() || attempts >= inner.retry.max_attempts {
                 tracing::debug!(
@@ -412,7 +407,7 @@ impl ScwmClient {
                     license_plate = plate,
                     attempt = attempts,
                     status,
-                    err_code,
+                    err_code = err_code.as_deref(),
                     error_kind = error.kind(),
                     retryable = error.is_retryable(),
                     elapsed_ms = attempt_ms,
@@ -427,6 +422,22 @@ impl ScwmClient {
                 });
             }
 
+            // An open circuit refuses the next attempt anyway; say so now rather than after
+            // sleeping for nothing.
+            if let Err(retry_after) = inner.breaker.check() {
+                tracing::warn!(
+                    op,
+                    license_plate = plate,
+                    attempt = attempts,
+                    status,
+                    err_code = err_code.as_deref(),
+                    error_kind = error.kind(),
+                    error = %error,
+                    "SCWM attempt failed and the circuit is now open; not retrying"
+                );
+                return Err(circuit_open(retry_after, attempts, last_envelope));
+            }
+
             let hint = error.retry_after().or(retry_after);
             // The thread-local rng is not Send; it lives only for this statement.
             let delay = inner.retry.delay_for(attempts - 1, hint, &mut rand::rng());
@@ -435,7 +446,7 @@ impl ScwmClient {
                 license_plate = plate,
                 attempt = attempts,
                 status,
-                err_code,
+                err_code = err_code.as_deref(),
                 error_kind = error.kind(),
                 delay_ms = delay.as_millis() as u64,
                 elapsed_ms = attempt_ms,
@@ -549,7 +560,7 @@ fn classify(status: u16, retry_after: Option<Duration>, body: Bytes, expected: &
     };
     match error {
         Some(error) => Answer::Failure { error, envelope: Some(envelope) },
-        None => Answer::Success(envelope),
+        None => Answer::Success { envelope, status },
     }
 }
 
@@ -582,7 +593,7 @@ mod tests {
 
     fn error_of(answer: Answer) -> (ScwmError, bool) {
         match answer {
-            Answer::Success(_) => panic!("expected a failure"),
+            Answer::Success { .. } => panic!("expected a failure"),
             Answer::Failure { error, envelope } => (error, envelope.is_some()),
         }
     }
@@ -590,7 +601,7 @@ mod tests {
     #[test]
     fn a_matching_ok_envelope_is_a_success() {
         match classify(200, None, envelope(false, "200_OK", PLATE), &plate()) {
-            Answer::Success(env) => {
+            Answer::Success { envelope: env, .. } => {
                 assert_eq!(env.item_id().map(|i| i.to_string()), Some("IT-1".into()))
             }
             Answer::Failure { error, .. } => panic!("unexpected {error}"),
@@ -598,7 +609,7 @@ mod tests {
         // 201 is a success status too, and the echo may differ in case.
         assert!(matches!(
             classify(201, None, envelope(false, "200_OK", &PLATE.to_lowercase()), &plate()),
-            Answer::Success(_)
+            Answer::Success { status: 201, .. }
         ));
     }
 
