@@ -150,9 +150,9 @@ pub struct ScwmSuccess {
 
 /// The call gave up: a permanent error, a transient one on the last attempt, or an open circuit.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("SCWM call failed after {attempts} attempt(s)")]
+#[error("{error} (after {attempts} attempt(s))")]
 pub struct ScwmFailure {
-    #[source]
+    /// What ended the call. Also in this type's message, so it is not a `source` as well.
     pub error: ScwmError,
     /// HTTP attempts made; 0 when the circuit was open from the start.
     pub attempts: u32,
