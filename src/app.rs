@@ -97,9 +97,10 @@ impl App {
             body_limit: config.server.body_limit_bytes,
             sync_timeout: config.server.sync_timeout,
         });
+        let addr = listener.local_addr()?;
         let http_stop = CancellationToken::new();
         let server = tokio::spawn(http::serve(listener, router, http_stop.clone()));
-        tracing::info!(addr = %config.server.listen, "incident-bridge ready");
+        tracing::info!(%addr, "incident-bridge ready");
 
         shutdown.cancelled().await;
         tracing::info!(in_flight = runner.depth(), grace = ?config.server.shutdown_grace, "shutting down");
