@@ -454,6 +454,22 @@ async fn a_repeated_license_plate_gets_the_identical_answer_and_has_one_effect()
 }
 
 #[tokio::test]
+async fn concurrent_requests_with_one_license_plate_add_one_incident() {
+    let sim = start(SimConfig::default()).await;
+    let request = envelope(Operation::Add, json!({"title": "raced"}));
+    let url = sim.url();
+    let bodies = futures::future::join_all((0..8).map(|_| async {
+        let response = post_raw(&url, &request).await;
+        response.bytes().await.expect("body")
+    }))
+    .await;
+    assert!(bodies.windows(2).all(|pair| pair[0] == pair[1]));
+    assert_eq!(sim.incidents().len(), 1);
+    let originals = sim.requests().iter().filter(|r| !r.duplicate).count();
+    assert_eq!(originals, 1);
+}
+
+#[tokio::test]
 async fn a_repeated_license_plate_replays_an_error_answer_too() {
     let sim = start(SimConfig::default()).await;
     let id = add(&sim, json!({})).await;

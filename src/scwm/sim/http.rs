@@ -181,22 +181,17 @@ async fn answer(
         return Outcome::injected(failure, &state.config, &echo);
     }
     if !state.authorized(headers) {
-        let answer = render(
+        let message = "missing or wrong Authorization";
+        return refused(
             &state.config,
             &echo,
-            Err((
-                StatusCode::UNAUTHORIZED,
-                "missing or wrong Authorization".into(),
-            )),
+            StatusCode::UNAUTHORIZED,
+            message.into(),
         );
-        return Outcome::json(answer, false);
     }
     let request = match parse_envelope(received, &state.config.event_names) {
         Ok(request) => request,
-        Err(reason) => {
-            let answer = render(&state.config, &echo, Err((StatusCode::BAD_REQUEST, reason)));
-            return Outcome::json(answer, false);
-        }
+        Err(reason) => return refused(&state.config, &echo, StatusCode::BAD_REQUEST, reason),
     };
     let (answer, duplicate) =
         state.answer_once(&request.license_plate, SystemTime::now(), |store, now| {
@@ -206,6 +201,11 @@ async fn answer(
             render(&state.config, &echo, result)
         });
     Outcome::json(answer, duplicate)
+}
+
+/// An error answer that comes before the licensePlate is looked at, so it is not remembered.
+fn refused(config: &SimConfig, echo: &Echo, status: StatusCode, message: String) -> Outcome {
+    Outcome::json(render(config, echo, Err((status, message))), false)
 }
 
 /// Sleeps out injected latency; `false` if the server is shutting down meanwhile.

@@ -1,6 +1,6 @@
-//! The SCWM simulator: a real HTTP server that speaks the contract in
-//! `shared/scwm-incident-api.md`, for tests and for users who want to run the bridge without an
-//! SCWM tenant.
+//! The SCWM simulator: a real HTTP server that speaks the SCWM Incident API as the project's
+//! contract pins it down, for tests and for users who want to run the bridge without an SCWM
+//! tenant.
 //!
 //! It keeps incidents in memory, answers every operation with a contract envelope, replays the
 //! first answer to a repeated licensePlate, logs every operation request for inspection, and can
@@ -10,9 +10,11 @@
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
+//! use std::net::SocketAddr;
+//!
 //! use incident_bridge::scwm::sim::{SimConfig, Simulator};
 //!
-//! let sim = Simulator::start(SimConfig::default(), "127.0.0.1:0".parse().unwrap()).await?;
+//! let sim = Simulator::start(SimConfig::default(), SocketAddr::from(([127, 0, 0, 1], 0))).await?;
 //! // point a client at sim.url(), then inspect sim.incidents() and sim.requests()
 //! sim.stop().await
 //! # }

@@ -116,7 +116,8 @@ pub struct RecordedRequest {
     pub body: Value,
     /// The answer's HTTP status; `None` while the request is still being answered.
     pub status: Option<u16>,
-    /// The `kind` of the injected failure, if one was.
+    /// The `kind` of the injected failure, if one was, or `shutdown` when the server stopped
+    /// while the request was waiting out injected latency.
     pub fault: Option<String>,
     /// Whether the answer was replayed from an earlier request with the same licensePlate.
     pub duplicate: bool,
