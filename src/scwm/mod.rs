@@ -2,5 +2,6 @@
 //! circuit breaker, concurrency limit) and the simulator that stands in for it.
 
 pub mod envelope;
+pub mod sim;
 
 pub use envelope::{Operation, Payload, RequestEnvelope, RequestHeader, ResponseEnvelope, ResponseHeader};
