@@ -1,1 +1,154 @@
-fn main() {}
+//! The `incident-bridge` binary: parse the command line, load the config, run until a signal.
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use incident_bridge::{
+    app::App,
+    config,
+    scwm::sim::{Faults, SimConfig, Simulator},
+    secret::Secret,
+    telemetry,
+};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    name = "incident-bridge",
+    version,
+    about = "Bridges alerts and incident commands to the SCWM Incident API"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the bridge.
+    Serve {
+        /// The TOML configuration file.
+        #[arg(long, short, env = "INCIDENT_BRIDGE_CONFIG")]
+        config: PathBuf,
+    },
+    /// Validate a configuration (file and environment) and exit.
+    CheckConfig {
+        #[arg(long, short, env = "INCIDENT_BRIDGE_CONFIG")]
+        config: PathBuf,
+    },
+    /// Run the SCWM simulator alone.
+    SimulateScwm {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8090")]
+        listen: SocketAddr,
+        /// Require `Authorization: Basic <TOKEN>`.
+        #[arg(long, env = "SCWM_SIM_TOKEN")]
+        token: Option<String>,
+        /// Answer contract errors with HTTP 200 and `isErr: true` instead of the matching status.
+        #[arg(long)]
+        errors_in_http_200: bool,
+        /// The initial fault plan as JSON (the body `POST /_sim/faults` takes).
+        #[arg(long)]
+        faults: Option<String>,
+    },
+}
+
+/// Exit code for a configuration that does not validate (sysexits' EX_CONFIG).
+const EXIT_CONFIG: u8 = 78;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { config } => match config::load_from_path(&config) {
+            Ok(_) => {
+                println!("{}: configuration is valid", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprint!("{}: {e}", config.display());
+                ExitCode::from(EXIT_CONFIG)
+            }
+        },
+        Command::Serve { config } => {
+            // Validation happens before anything starts, including the runtime and logging.
+            let config = match config::load_from_path(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprint!("{}: {e}", config.display());
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            run(async move {
+                let app = App::build(config).await?;
+                app.run(shutdown_on_signal()).await
+            })
+        }
+        Command::SimulateScwm { listen, token, errors_in_http_200, faults } => {
+            let faults: Faults = match faults.as_deref().map(serde_json::from_str).transpose() {
+                Ok(f) => f.unwrap_or_default(),
+                Err(e) => {
+                    eprintln!("--faults: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            run(async move {
+                let config = SimConfig {
+                    token: token.map(Secret::new),
+                    errors_in_http_200,
+                    faults,
+                    ..SimConfig::default()
+                };
+                let sim = Simulator::start(config, listen).await?;
+                tracing::info!(addr = %sim.addr(), "SCWM simulator listening");
+                shutdown_on_signal().cancelled().await;
+                sim.stop().await;
+                Ok(())
+            })
+        }
+    }
+}
+
+fn run(fut: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
+    telemetry::init_logging();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(fut) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "exiting on error");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A token cancelled on the first SIGTERM or SIGINT.
+fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("signal received");
+        cancel.cancel();
+    });
+    token
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() {
+    let _ = tokio::signal::ctrl_c().await;
+}

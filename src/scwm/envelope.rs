@@ -99,10 +99,7 @@ pub struct UnknownOperation(pub String);
 impl FromStr for Operation {
     type Err = UnknownOperation;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Operation::ALL
-            .into_iter()
-            .find(|op| op.as_str() == s)
-            .ok_or_else(|| UnknownOperation(s.to_owned()))
+        Operation::ALL.into_iter().find(|op| op.as_str() == s).ok_or_else(|| UnknownOperation(s.to_owned()))
     }
 }
 
@@ -193,10 +190,9 @@ impl ResponseEnvelope {
             #[serde(default)]
             payload: Value,
         }
-        let wire: Wire<'_> =
-            serde_json::from_slice(&body).map_err(|e| NotAnEnvelope(e.to_string()))?;
-        let header: ResponseHeader = serde_json::from_str(wire.header.get())
-            .map_err(|e| NotAnEnvelope(format!("header: {e}")))?;
+        let wire: Wire<'_> = serde_json::from_slice(&body).map_err(|e| NotAnEnvelope(e.to_string()))?;
+        let header: ResponseHeader =
+            serde_json::from_str(wire.header.get()).map_err(|e| NotAnEnvelope(format!("header: {e}")))?;
         let raw_header = wire.header.to_owned();
         let payload = wire.payload;
         Ok(Self { body, raw_header, header, payload })
@@ -256,10 +252,7 @@ mod tests {
     fn err_code_for_follows_the_contract_spelling() {
         assert_eq!(err_code_for(http::StatusCode::NOT_FOUND), "404_NOT_FOUND");
         assert_eq!(err_code_for(http::StatusCode::TOO_MANY_REQUESTS), "429_TOO_MANY_REQUESTS");
-        assert_eq!(
-            err_code_for(http::StatusCode::INTERNAL_SERVER_ERROR),
-            "500_INTERNAL_SERVER_ERROR"
-        );
+        assert_eq!(err_code_for(http::StatusCode::INTERNAL_SERVER_ERROR), "500_INTERNAL_SERVER_ERROR");
     }
 
     #[test]

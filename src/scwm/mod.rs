@@ -6,6 +6,7 @@ pub mod client;
 pub mod envelope;
 pub mod error;
 pub mod retry;
+pub mod sim;
 
 pub use breaker::{BreakerSettings, CircuitBreaker, CircuitState};
 pub use client::{

@@ -1,0 +1,164 @@
+//! Wiring only: [`App::build`] turns a validated [`Config`] into running parts (listener,
+//! optional in-process simulator, SCWM client, pipeline, queue); [`App::run`] serves until the
+//! shutdown token fires and then drains in-flight work within the configured grace period.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::{Config, ScwmConfig},
+    health::Health,
+    ingest::http::{self, HttpState},
+    pipeline::{Pipeline, Runner},
+    publish::{LogSink, Publisher, Sink},
+    scwm::{
+        breaker::BreakerSettings,
+        client::{ClientSettings, Endpoint, ScwmClient},
+        retry::RetryPolicy,
+        sim::{SimConfig, SimHandle, Simulator},
+    },
+};
+
+/// Parts a caller adds beyond what the config describes (tests, embedding applications).
+#[derive(Default)]
+pub struct Extras {
+    pub sinks: Vec<Arc<dyn Sink>>,
+}
+
+pub struct App {
+    config: Config,
+    listener: TcpListener,
+    simulator: Option<SimHandle>,
+    runner: Runner,
+    health: Health,
+}
+
+impl App {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        Self::build_with(config, Extras::default()).await
+    }
+
+    pub async fn build_with(config: Config, extras: Extras) -> anyhow::Result<Self> {
+        // The simulator starts first so that the SCWM URL already answers when work arrives.
+        let simulator = match &config.simulator {
+            Some(sim) => {
+                let sim_config = SimConfig {
+                    token: sim.token.clone(),
+                    errors_in_http_200: sim.errors_in_http_200,
+                    ..SimConfig::default()
+                };
+                let handle = Simulator::start(sim_config, sim.listen)
+                    .await
+                    .with_context(|| format!("starting the SCWM simulator on {}", sim.listen))?;
+                tracing::info!(addr = %handle.addr(), "SCWM simulator listening");
+                Some(handle)
+            }
+            None => None,
+        };
+
+        let client = ScwmClient::new(client_settings(&config.scwm)).context("building the SCWM client")?;
+        let mut sinks: Vec<Arc<dyn Sink>> = Vec::new();
+        if config.results.log {
+            sinks.push(Arc::new(LogSink));
+        }
+        sinks.extend(extras.sinks);
+        let pipeline = Arc::new(Pipeline::new(client, Publisher::new(sinks), retry_policy(&config.scwm)));
+        let runner = Runner::new(pipeline, config.pipeline.queue_capacity, config.pipeline.workers);
+
+        let listener = TcpListener::bind(config.server.listen)
+            .await
+            .with_context(|| format!("binding {}", config.server.listen))?;
+        Ok(Self { config, listener, simulator, runner, health: Health::default() })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    pub fn simulator(&self) -> Option<&SimHandle> {
+        self.simulator.as_ref()
+    }
+
+    pub fn health(&self) -> Health {
+        self.health.clone()
+    }
+
+    /// Serves until `shutdown` is cancelled, then: readiness goes 503, the listener stops
+    /// accepting, open requests and queued work finish. Errors when the grace period ends with
+    /// work still unfinished.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let Self { config, listener, simulator, runner, health } = self;
+        let router = http::router(HttpState {
+            runner: runner.clone(),
+            health: health.clone(),
+            body_limit: config.server.body_limit_bytes,
+            sync_timeout: config.server.sync_timeout,
+        });
+        let addr = listener.local_addr()?;
+        let http_stop = CancellationToken::new();
+        let server = tokio::spawn(http::serve(listener, router, http_stop.clone()));
+        tracing::info!(%addr, "incident-bridge ready");
+
+        shutdown.cancelled().await;
+        tracing::info!(in_flight = runner.depth(), grace = ?config.server.shutdown_grace, "shutting down");
+        health.set_draining();
+        runner.close();
+        http_stop.cancel();
+        let drain = async {
+            match server.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "HTTP server failed"),
+                Err(e) => tracing::error!(error = %e, "HTTP server task failed"),
+            }
+            runner.drained().await;
+        };
+        let drained = tokio::time::timeout(config.server.shutdown_grace, drain).await;
+        if let Some(sim) = simulator {
+            sim.stop().await;
+        }
+        match drained {
+            Ok(()) => {
+                tracing::info!("shutdown complete");
+                Ok(())
+            }
+            Err(_) => anyhow::bail!(
+                "shutdown grace period of {:?} ended with {} events unfinished",
+                config.server.shutdown_grace,
+                runner.depth()
+            ),
+        }
+    }
+}
+
+fn retry_policy(c: &ScwmConfig) -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: c.max_attempts,
+        initial_backoff: c.initial_backoff,
+        max_backoff: c.max_backoff,
+        max_retry_after: c.max_retry_after,
+    }
+}
+
+pub fn client_settings(c: &ScwmConfig) -> ClientSettings {
+    ClientSettings {
+        endpoints: c
+            .endpoints
+            .iter()
+            .map(|(op, e)| (*op, Endpoint { url: e.url.clone(), event_name: e.event_name.clone() }))
+            .collect(),
+        basic_token: c.basic_token.clone(),
+        owner_id: c.owner_id.clone(),
+        connect_timeout: c.connect_timeout,
+        request_timeout: c.request_timeout,
+        retry: retry_policy(c),
+        breaker: BreakerSettings {
+            failure_threshold: c.breaker_failure_threshold,
+            open_for: c.breaker_open_for,
+        },
+        max_concurrency: c.max_concurrency,
+        user_agent: concat!("incident-bridge/", env!("CARGO_PKG_VERSION")).to_owned(),
+    }
+}

@@ -1,0 +1,36 @@
+//! Deserializers that accept a value either typed or as a string.
+//!
+//! Environment overrides arrive as strings (`INCIDENT_BRIDGE_PIPELINE__WORKERS=8`) while the TOML
+//! file has typed values; the numeric and boolean fields use these helpers so both work without
+//! guessing types from the text of every variable.
+
+use std::{fmt::Display, str::FromStr, time::Duration};
+
+use serde::{Deserialize, Deserializer, de::Error};
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OrString<T> {
+    Typed(T),
+    Text(String),
+}
+
+/// A number or boolean, typed or as text.
+pub fn value<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + FromStr,
+    T::Err: Display,
+{
+    match OrString::<T>::deserialize(d)? {
+        OrString::Typed(v) => Ok(v),
+        OrString::Text(s) => s.trim().parse().map_err(|e| D::Error::custom(format!("`{s}`: {e}"))),
+    }
+}
+
+/// A human duration such as `"250ms"`, `"30s"` or `"5m"`.
+pub fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    humantime::parse_duration(s.trim())
+        .map_err(|e| D::Error::custom(format!("`{s}` is not a duration like \"30s\": {e}")))
+}

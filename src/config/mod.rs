@@ -1,0 +1,359 @@
+//! Configuration: a TOML file, overridden by `INCIDENT_BRIDGE_*` environment variables, turned
+//! into typed values by a pure validation step.
+//!
+//! [`load`] is a function of (file text, environment, secret-file reader) so tests drive it
+//! without touching the process environment. It reports every problem it finds, each with the
+//! dotted key that has it; nothing starts on a config with problems.
+
+mod env;
+mod lenient;
+mod raw;
+
+use std::{
+    collections::BTreeMap,
+    fmt, io,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use base64::Engine;
+use reqwest::Url;
+
+pub use env::PREFIX as ENV_PREFIX;
+use raw::RawConfig;
+
+use crate::{scwm::Operation, secret::Secret};
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub scwm: ScwmConfig,
+    pub pipeline: PipelineConfig,
+    pub results: ResultsConfig,
+    /// When set, `serve` also runs the SCWM simulator in-process (local trials, quickstart).
+    pub simulator: Option<SimulatorConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Largest request body accepted on any endpoint.
+    pub body_limit_bytes: usize,
+    /// How long shutdown waits for in-flight work before giving up on it.
+    pub shutdown_grace: Duration,
+    /// How long a synchronous HTTP command waits for its SCWM answer before answering 503.
+    pub sync_timeout: Duration,
+}
+
+/// Where and how one operation is sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperationEndpoint {
+    pub url: Url,
+    pub event_name: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ScwmConfig {
+    /// One entry per operation; all seven are always present.
+    pub endpoints: BTreeMap<Operation, OperationEndpoint>,
+    /// The value after `Authorization: Basic `.
+    pub basic_token: Secret,
+    pub owner_id: String,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub max_concurrency: usize,
+    pub max_attempts: u32,
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    pub max_retry_after: Duration,
+    pub breaker_failure_threshold: u32,
+    pub breaker_open_for: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    /// Events accepted but not yet finished, across all keys. When full, ingest pushes back.
+    pub queue_capacity: usize,
+    /// Keys processed at the same time.
+    pub workers: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct ResultsConfig {
+    /// Write every result event and dead letter to the log as a JSON line.
+    pub log: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct SimulatorConfig {
+    pub listen: SocketAddr,
+    pub token: Option<Secret>,
+    pub errors_in_http_200: bool,
+}
+
+/// One problem, with the dotted key (or environment variable) that has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+/// Every problem found in a configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "invalid configuration ({} problem{}):",
+            self.0.len(),
+            if self.0.len() == 1 { "" } else { "s" }
+        )?;
+        for e in &self.0 {
+            writeln!(f, "  {}: {}", e.key, e.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl ConfigErrors {
+    fn one(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self(vec![ConfigError { key: key.into(), message: message.into() }])
+    }
+
+    /// Whether some problem is reported for `key`.
+    pub fn has_key(&self, key: &str) -> bool {
+        self.0.iter().any(|e| e.key == key)
+    }
+}
+
+/// Reads a configuration file and the process environment.
+pub fn load_from_path(path: &Path) -> Result<Config, ConfigErrors> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigErrors::one(path.display().to_string(), format!("cannot read: {e}")))?;
+    let env: BTreeMap<String, String> = std::env::vars().collect();
+    load(&text, &env, &|p: &Path| std::fs::read_to_string(p))
+}
+
+/// Parses, overrides and validates. `read_file` reads `*_file` secrets.
+pub fn load(
+    text: &str,
+    env: &BTreeMap<String, String>,
+    read_file: &dyn Fn(&Path) -> io::Result<String>,
+) -> Result<Config, ConfigErrors> {
+    let mut table: toml::Table = toml::from_str(text)
+        .map_err(|e| ConfigErrors::one("(file)", format!("not valid TOML: {}", e.message())))?;
+    env::apply(&mut table, env).map_err(|m| ConfigErrors::one("(environment)", m))?;
+    let raw: RawConfig = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+        let key = e.path().to_string();
+        ConfigErrors::one(if key == "." { "(file)".into() } else { key }, e.into_inner().to_string())
+    })?;
+    Validator { read_file, errors: Vec::new() }.run(raw)
+}
+
+struct Validator<'a> {
+    read_file: &'a dyn Fn(&Path) -> io::Result<String>,
+    errors: Vec<ConfigError>,
+}
+
+impl Validator<'_> {
+    fn error(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(ConfigError { key: key.into(), message: message.into() });
+    }
+
+    fn run(mut self, raw: RawConfig) -> Result<Config, ConfigErrors> {
+        let server = self.server(raw.server);
+        let simulator = self.simulator(raw.simulator);
+        let scwm = self.scwm(raw.scwm);
+        let pipeline = self.pipeline(raw.pipeline);
+        let results = ResultsConfig { log: raw.results.log };
+        match (server, scwm, pipeline) {
+            (Some(server), Some(scwm), Some(pipeline)) if self.errors.is_empty() => {
+                Ok(Config { server, scwm, pipeline, results, simulator })
+            }
+            _ => Err(ConfigErrors(self.errors)),
+        }
+    }
+
+    fn socket_addr(&mut self, key: &str, value: &str) -> Option<SocketAddr> {
+        match value.parse() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.error(key, format!("`{value}` is not an address like 0.0.0.0:8080"));
+                None
+            }
+        }
+    }
+
+    fn positive<T: PartialOrd + Default + Copy>(&mut self, key: &str, v: T) -> T {
+        if v <= T::default() {
+            self.error(key, "must be greater than zero");
+        }
+        v
+    }
+
+    /// A secret given inline or as a file path (a mounted Kubernetes Secret); not both.
+    fn secret(&mut self, key: &str, inline: Option<String>, file: Option<PathBuf>) -> Option<Secret> {
+        match (inline, file) {
+            (Some(_), Some(_)) => {
+                self.error(key, format!("set either `{key}` or `{key}_file`, not both"));
+                None
+            }
+            (Some(v), None) => Some(Secret::new(v)),
+            (None, Some(path)) => match (self.read_file)(&path) {
+                // Secret files usually end with a newline the value does not include.
+                Ok(v) => Some(Secret::new(v.trim_end_matches(['\r', '\n']))),
+                Err(e) => {
+                    self.error(format!("{key}_file"), format!("cannot read {}: {e}", path.display()));
+                    None
+                }
+            },
+            (None, None) => None,
+        }
+    }
+
+    fn server(&mut self, raw: raw::RawServer) -> Option<ServerConfig> {
+        let listen = self.socket_addr("server.listen", &raw.listen);
+        let body_limit_bytes = self.positive("server.body_limit_bytes", raw.body_limit_bytes);
+        let shutdown_grace = raw.shutdown_grace;
+        let sync_timeout = self.positive("server.sync_timeout", raw.sync_timeout);
+        Some(ServerConfig { listen: listen?, body_limit_bytes, shutdown_grace, sync_timeout })
+    }
+
+    fn simulator(&mut self, raw: raw::RawSimulator) -> Option<SimulatorConfig> {
+        let token = self.secret("simulator.token", raw.token, raw.token_file);
+        let listen = self.socket_addr("simulator.listen", &raw.listen);
+        if !raw.enabled {
+            return None;
+        }
+        Some(SimulatorConfig { listen: listen?, token, errors_in_http_200: raw.errors_in_http_200 })
+    }
+
+    fn url(&mut self, key: &str, value: &str) -> Option<Url> {
+        match Url::parse(value) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() => Some(u),
+            Ok(_) => {
+                self.error(key, format!("`{value}` must be an http or https URL"));
+                None
+            }
+            Err(e) => {
+                self.error(key, format!("`{value}` is not a URL: {e}"));
+                None
+            }
+        }
+    }
+
+    fn scwm(&mut self, raw: raw::RawScwm) -> Option<ScwmConfig> {
+        let default_url = match raw.url.as_deref() {
+            Some(u) => self.url("scwm.url", u),
+            None => None,
+        };
+        let mut endpoints = BTreeMap::new();
+        let mut overrides = raw.operations;
+        for (name, _) in overrides.iter() {
+            if name.parse::<Operation>().is_err() {
+                self.error(
+                    format!("scwm.operations.{name}"),
+                    "unknown operation (expected add, edit, copy, close, reopen, submit or read)",
+                );
+            }
+        }
+        for op in Operation::ALL {
+            let over = overrides.remove(op.as_str()).unwrap_or_default();
+            let key = format!("scwm.operations.{op}.url");
+            let url = match over.url.as_deref() {
+                Some(u) => self.url(&key, u),
+                None if raw.url.is_none() => {
+                    // One missing-url problem is enough when no default exists at all.
+                    if op == Operation::Add {
+                        self.error("scwm.url", "required (or give every scwm.operations.<op>.url)");
+                    }
+                    None
+                }
+                None => default_url.clone(),
+            };
+            let event_name = over.event_name.unwrap_or_else(|| op.default_event_name().to_owned());
+            if event_name.trim().is_empty() {
+                self.error(format!("scwm.operations.{op}.event_name"), "must not be empty");
+            }
+            if let Some(url) = url {
+                endpoints.insert(op, OperationEndpoint { url, event_name });
+            }
+        }
+
+        let password = self.secret("scwm.password", raw.password, raw.password_file);
+        let token = self.secret("scwm.token", raw.token, raw.token_file);
+        let basic_token = match (token, raw.username, password) {
+            (Some(t), None, None) => Some(t),
+            (None, Some(user), Some(pass)) => Some(Secret::new(
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{}", pass.expose())),
+            )),
+            (None, None, None) => {
+                self.error("scwm.token", "required: SCWM needs Basic auth (token, or username and password)");
+                None
+            }
+            (Some(_), _, _) => {
+                self.error("scwm.token", "set either token or username/password, not both");
+                None
+            }
+            (None, Some(_), None) => {
+                self.error("scwm.password", "required with scwm.username");
+                None
+            }
+            (None, None, Some(_)) => {
+                self.error("scwm.username", "required with scwm.password");
+                None
+            }
+        };
+        let owner_id = match raw.owner_id {
+            Some(o) if !o.trim().is_empty() => Some(o),
+            _ => {
+                self.error("scwm.owner_id", "required: every SCWM request names its owner");
+                None
+            }
+        };
+        let connect_timeout = self.positive("scwm.connect_timeout", raw.connect_timeout);
+        let request_timeout = self.positive("scwm.request_timeout", raw.request_timeout);
+        let max_concurrency = self.positive("scwm.max_concurrency", raw.max_concurrency);
+        let max_attempts = self.positive("scwm.retry.max_attempts", raw.retry.max_attempts);
+        let initial_backoff = raw.retry.initial_backoff;
+        if raw.retry.max_backoff < initial_backoff {
+            self.error("scwm.retry.max_backoff", "must not be less than scwm.retry.initial_backoff");
+        }
+        let breaker_failure_threshold =
+            self.positive("scwm.breaker.failure_threshold", raw.breaker.failure_threshold);
+        let breaker_open_for = self.positive("scwm.breaker.open_for", raw.breaker.open_for);
+
+        if endpoints.len() != Operation::ALL.len() {
+            return None;
+        }
+        Some(ScwmConfig {
+            endpoints,
+            basic_token: basic_token?,
+            owner_id: owner_id?,
+            connect_timeout,
+            request_timeout,
+            max_concurrency,
+            max_attempts,
+            initial_backoff,
+            max_backoff: raw.retry.max_backoff,
+            max_retry_after: raw.retry.max_retry_after,
+            breaker_failure_threshold,
+            breaker_open_for,
+        })
+    }
+
+    fn pipeline(&mut self, raw: raw::RawPipeline) -> Option<PipelineConfig> {
+        let queue_capacity = self.positive("pipeline.queue_capacity", raw.queue_capacity);
+        let workers = self.positive("pipeline.workers", raw.workers);
+        Some(PipelineConfig { queue_capacity, workers })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,163 @@
+use std::{collections::BTreeMap, io, path::Path};
+
+use super::*;
+
+const MINIMAL: &str = r#"
+[scwm]
+url = "https://scwm.example.com/api/incident"
+token = "dXNlcjpwYXNz"
+owner_id = "OWNER_ID"
+"#;
+
+fn no_files(_: &Path) -> io::Result<String> {
+    Err(io::Error::new(io::ErrorKind::NotFound, "no such file"))
+}
+
+fn load_with(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigErrors> {
+    let env: BTreeMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    load(text, &env, &no_files)
+}
+
+#[test]
+fn a_minimal_file_gets_defaults_for_everything_else() {
+    let c = load_with(MINIMAL, &[]).unwrap();
+    assert_eq!(c.server.listen.to_string(), "0.0.0.0:8080");
+    assert_eq!(c.server.body_limit_bytes, 1024 * 1024);
+    assert_eq!(c.scwm.endpoints.len(), 7);
+    assert_eq!(
+        c.scwm.endpoints[&Operation::Submit].event_name,
+        "agile-process-teams:submit-incident-to-partner:v3"
+    );
+    assert_eq!(c.scwm.basic_token.expose(), "dXNlcjpwYXNz");
+    assert!(c.simulator.is_none());
+}
+
+#[test]
+fn environment_overrides_nested_keys_and_typed_values() {
+    let c = load_with(
+        MINIMAL,
+        &[
+            ("INCIDENT_BRIDGE_SCWM__TOKEN", "from-env"),
+            ("INCIDENT_BRIDGE_PIPELINE__WORKERS", "7"),
+            ("INCIDENT_BRIDGE_SCWM__REQUEST_TIMEOUT", "3s"),
+            ("INCIDENT_BRIDGE_RESULTS__LOG", "false"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(c.scwm.basic_token.expose(), "from-env");
+    assert_eq!(c.pipeline.workers, 7);
+    assert_eq!(c.scwm.request_timeout, Duration::from_secs(3));
+    assert!(!c.results.log);
+}
+
+#[test]
+fn secrets_can_come_from_files_without_their_trailing_newline() {
+    let text = MINIMAL.replace("token = \"dXNlcjpwYXNz\"", "token_file = \"/run/secrets/scwm\"");
+    let read = |p: &Path| -> io::Result<String> {
+        assert_eq!(p, Path::new("/run/secrets/scwm"));
+        Ok("s3cret\n".into())
+    };
+    let c = load(&text, &BTreeMap::new(), &read).unwrap();
+    assert_eq!(c.scwm.basic_token.expose(), "s3cret");
+}
+
+#[test]
+fn an_unreadable_secret_file_names_its_key() {
+    let text = MINIMAL.replace("token = \"dXNlcjpwYXNz\"", "token_file = \"/missing\"");
+    let err = load_with(&text, &[]).unwrap_err();
+    assert!(err.has_key("scwm.token_file"), "{err}");
+}
+
+#[test]
+fn username_and_password_become_a_basic_token() {
+    let text = MINIMAL.replace("token = \"dXNlcjpwYXNz\"", "username = \"user\"\npassword = \"pass\"");
+    let c = load_with(&text, &[]).unwrap();
+    assert_eq!(c.scwm.basic_token.expose(), "dXNlcjpwYXNz");
+}
+
+#[test]
+fn every_problem_is_reported_with_its_key() {
+    let text = r#"
+[server]
+listen = "nowhere"
+body_limit_bytes = 0
+[scwm]
+url = "ftp://x"
+[scwm.retry]
+max_attempts = 0
+[scwm.operations.delete]
+url = "http://x"
+[pipeline]
+workers = 0
+"#;
+    let err = load_with(text, &[]).unwrap_err();
+    for key in [
+        "server.listen",
+        "server.body_limit_bytes",
+        "scwm.url",
+        "scwm.token",
+        "scwm.owner_id",
+        "scwm.retry.max_attempts",
+        "scwm.operations.delete",
+        "pipeline.workers",
+    ] {
+        assert!(err.has_key(key), "missing {key} in:\n{err}");
+    }
+}
+
+#[test]
+fn an_unknown_key_is_an_error_naming_its_path() {
+    let err = load_with(&format!("{MINIMAL}\n[pipeline]\nworkerz = 3\n"), &[]).unwrap_err();
+    assert_eq!(err.0.len(), 1);
+    assert!(err.0[0].key.starts_with("pipeline"), "{err}");
+    assert!(err.0[0].message.contains("workerz"), "{err}");
+}
+
+#[test]
+fn a_badly_typed_environment_value_names_its_key() {
+    let err = load_with(MINIMAL, &[("INCIDENT_BRIDGE_PIPELINE__WORKERS", "many")]).unwrap_err();
+    assert_eq!(err.0[0].key, "pipeline.workers", "{err}");
+}
+
+#[test]
+fn a_misspelt_environment_variable_is_an_unknown_key() {
+    let err = load_with(MINIMAL, &[("INCIDENT_BRIDGE_SCWM__TOKN", "x")]).unwrap_err();
+    assert!(err.to_string().contains("tokn"), "{err}");
+}
+
+#[test]
+fn per_operation_urls_and_event_names_override_the_defaults() {
+    let text = format!(
+        "{MINIMAL}\n[scwm.operations.close]\nurl = \"https://other.example.com/close\"\nevent_name = \"custom:close:v9\"\n"
+    );
+    let c = load_with(&text, &[]).unwrap();
+    let close = &c.scwm.endpoints[&Operation::Close];
+    assert_eq!(close.url.as_str(), "https://other.example.com/close");
+    assert_eq!(close.event_name, "custom:close:v9");
+    assert_eq!(c.scwm.endpoints[&Operation::Add].url.as_str(), "https://scwm.example.com/api/incident");
+}
+
+#[test]
+fn error_messages_never_contain_secret_values() {
+    let text = MINIMAL.replace("owner_id = \"OWNER_ID\"", "") + "\n[simulator]\ntoken = \"sim-secret\"\n";
+    let err = load_with(&text, &[]).unwrap_err();
+    let shown = err.to_string();
+    assert!(!shown.contains("dXNlcjpwYXNz") && !shown.contains("sim-secret"), "{shown}");
+}
+
+#[test]
+fn every_example_config_is_valid() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            if let Err(e) = load_with(&text, &[]) {
+                panic!("{}: {e}", path.display());
+            }
+            seen += 1;
+        }
+    }
+    assert!(seen > 0, "no example configs found in {}", dir.display());
+}

@@ -1,0 +1,86 @@
+//! The transport-neutral event every ingest path produces and the pipeline consumes: what to do,
+//! for which key, under which licensePlate, and where it came from (kept for result events and
+//! dead letters).
+
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use crate::{
+    ids::{CorrelationKey, LicensePlate},
+    scwm::{Operation, Payload},
+};
+
+/// How an event reached the bridge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    Http,
+    Nats,
+    Jetstream,
+}
+
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Http => "http",
+            Transport::Nats => "nats",
+            Transport::Jetstream => "jetstream",
+        }
+    }
+}
+
+/// Where an event came from. Copied into its result event and dead letter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Source {
+    pub transport: Transport,
+    /// The configured source name (`native` for `/v1/incidents`).
+    pub name: String,
+    /// HTTP path or NATS subject.
+    pub subject: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream_sequence: Option<u64>,
+}
+
+/// The bytes and headers an event arrived with, so a dead letter can carry them unchanged.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Original {
+    pub body: Bytes,
+    pub headers: Vec<(String, String)>,
+}
+
+/// One SCWM operation requested directly by a client (a "native command").
+#[derive(Debug, Clone, PartialEq)]
+pub struct Command {
+    pub op: Operation,
+    pub payload: Payload,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventKind {
+    Command(Command),
+}
+
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// The licensePlate of the event's (first) SCWM request.
+    pub license_plate: LicensePlate,
+    /// Events with the same key are processed in arrival order.
+    pub key: CorrelationKey,
+    pub source: Source,
+    pub received_at: SystemTime,
+    pub original: Original,
+    pub kind: EventKind,
+}
+
+impl Event {
+    /// The operation this event asks for, when it names one.
+    pub fn operation(&self) -> Option<Operation> {
+        match &self.kind {
+            EventKind::Command(c) => Some(c.op),
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! The HTTP front door: native commands (`POST /v1/incidents/{op}`), health endpoints, and the
+//! shared plumbing (problem+json, body limits). [`router`] needs no socket, so tests can drive
+//! it directly; [`serve`] runs it on a bound listener until shutdown.
+
+pub mod body;
+mod native;
+pub mod problem;
+
+use std::{net::SocketAddr, time::Duration};
+
+use axum::{
+    Json, Router,
+    extract::State,
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use http::StatusCode;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use self::problem::Problem;
+use crate::{health::Health, pipeline::Runner};
+
+/// What every handler needs.
+#[derive(Clone)]
+pub struct HttpState {
+    pub runner: Runner,
+    pub health: Health,
+    pub body_limit: usize,
+    pub sync_timeout: Duration,
+}
+
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/v1/incidents/{op}", post(native::command))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+/// Serves until `shutdown` fires, then stops accepting and lets open requests finish.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+async fn healthz() -> impl IntoResponse {
+    Json(json!({"status": "alive"}))
+}
+
+async fn readyz(State(state): State<HttpState>) -> Response {
+    match state.health.readiness() {
+        Ok(()) => Json(json!({"status": "ready"})).into_response(),
+        Err(not_ready) => Problem::new(StatusCode::SERVICE_UNAVAILABLE, "not-ready", "Not ready")
+            .detail(not_ready.0.join("; "))
+            .into_response(),
+    }
+}
+
+async fn not_found() -> Problem {
+    Problem::new(StatusCode::NOT_FOUND, "not-found", "Not found")
+}
+
+async fn method_not_allowed() -> Problem {
+    Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed")
+}

@@ -1,0 +1,198 @@
+//! `POST /v1/incidents/{op}`: one native command. Synchronous by default (the answer is SCWM's
+//! envelope); with `Prefer: respond-async` it answers 202 as soon as the command is queued.
+
+use std::time::SystemTime;
+
+use axum::{
+    body::Body,
+    extract::{Path, State},
+    response::{IntoResponse, Response},
+};
+use futures::FutureExt;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use serde_json::json;
+use tokio::sync::oneshot;
+
+use super::{HttpState, body, problem::Problem};
+use crate::{
+    decode::native,
+    event::{Event, EventKind, Original, Source, Transport},
+    ids::{CorrelationKey, LicensePlate},
+    pipeline::{Delivery, Job, Outcome, RejectError, queue::SubmitError},
+    scwm::{Operation, error::ScwmError},
+};
+
+/// Request headers that never travel further (into dead letters or logs).
+const SENSITIVE_HEADERS: [&str; 3] = ["authorization", "cookie", "proxy-authorization"];
+
+pub async fn command(
+    State(state): State<HttpState>,
+    Path(op): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match accept(&state, &op, &headers, body).await {
+        Ok(resp) | Err(resp) => resp,
+    }
+}
+
+async fn accept(state: &HttpState, op: &str, headers: &HeaderMap, body: Body) -> Result<Response, Response> {
+    let op: Operation = op.parse().map_err(|e: crate::scwm::envelope::UnknownOperation| {
+        Problem::new(StatusCode::NOT_FOUND, "unknown-operation", "Unknown operation")
+            .detail(e.to_string())
+            .into_response()
+    })?;
+    let bytes =
+        body::read_json(headers, body, state.body_limit).await.map_err(IntoResponse::into_response)?;
+    let decoded = native::decode(op, &bytes).map_err(|e| {
+        Problem::new(e.http_status(), "invalid-command", "Invalid command")
+            .detail(e.to_string())
+            .into_response()
+    })?;
+    let license_plate = license_plate(op, headers).map_err(IntoResponse::into_response)?;
+    let key = decoded.key.unwrap_or_else(|| CorrelationKey::new(format!("plate:{license_plate}")));
+    let event = Event {
+        license_plate: license_plate.clone(),
+        key,
+        source: Source {
+            transport: Transport::Http,
+            name: "native".into(),
+            subject: format!("/v1/incidents/{op}"),
+            stream: None,
+            stream_sequence: None,
+        },
+        received_at: SystemTime::now(),
+        original: Original { body: bytes, headers: kept_headers(headers) },
+        kind: EventKind::Command(decoded.command),
+    };
+
+    if prefers_async(headers) {
+        let job = Job { event, delivery: Delivery::ONLY, reply: None };
+        state.runner.try_submit(job).map_err(|(e, _)| queue_refused(e))?;
+        let mut resp = (
+            StatusCode::ACCEPTED,
+            [(header::CONTENT_TYPE, "application/json")],
+            json!({"licensePlate": license_plate, "status": "accepted"}).to_string(),
+        )
+            .into_response();
+        resp.headers_mut().insert("preference-applied", HeaderValue::from_static("respond-async"));
+        return Ok(with_plate(resp, &license_plate));
+    }
+
+    let (tx, rx) = oneshot::channel();
+    let reply = Box::new(move |outcome: Outcome| {
+        // The caller may have given up waiting; the outcome is already logged and published.
+        let _ = tx.send(outcome);
+        async {}.boxed()
+    });
+    let job = Job { event, delivery: Delivery::SENDER_RETRIES, reply: Some(reply) };
+    state.runner.try_submit(job).map_err(|(e, _)| queue_refused(e))?;
+    let resp = match tokio::time::timeout(state.sync_timeout, rx).await {
+        Ok(Ok(outcome)) => outcome_response(outcome),
+        Ok(Err(_)) => Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error")
+            .detail("the command ended without an outcome")
+            .into_response(),
+        Err(_) => Problem::new(StatusCode::SERVICE_UNAVAILABLE, "scwm-timeout", "SCWM did not answer in time")
+            .detail("the command continues in the background; resend it with the same Idempotency-Key to get its answer without a second effect")
+            .retry_after(std::time::Duration::from_secs(1))
+            .into_response(),
+    };
+    Ok(with_plate(resp, &license_plate))
+}
+
+/// A client makes a command idempotent with `Idempotency-Key`: the same key for the same
+/// operation always yields the same licensePlate, so SCWM sees a repeat, not a new request.
+fn license_plate(op: Operation, headers: &HeaderMap) -> Result<LicensePlate, Problem> {
+    match headers.get("idempotency-key") {
+        None => Ok(LicensePlate::generate()),
+        Some(v) => {
+            let key = v.to_str().ok().filter(|k| !k.is_empty() && k.len() <= 255).ok_or_else(|| {
+                Problem::new(StatusCode::BAD_REQUEST, "invalid-idempotency-key", "Invalid Idempotency-Key")
+                    .detail("Idempotency-Key must be 1 to 255 visible ASCII characters")
+            })?;
+            Ok(LicensePlate::derived(0, format!("http:{op}:{key}").as_bytes()))
+        }
+    }
+}
+
+fn prefers_async(headers: &HeaderMap) -> bool {
+    headers.get_all("prefer").iter().filter_map(|v| v.to_str().ok()).any(|v| {
+        v.split(',').any(|pref| {
+            pref.split(';').next().is_some_and(|p| p.trim().eq_ignore_ascii_case("respond-async"))
+        })
+    })
+}
+
+fn kept_headers(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter(|(name, _)| !SENSITIVE_HEADERS.contains(&name.as_str()))
+        .map(|(name, value)| {
+            (name.as_str().to_owned(), String::from_utf8_lossy(value.as_bytes()).into_owned())
+        })
+        .collect()
+}
+
+fn queue_refused(e: SubmitError) -> Response {
+    let (kind, title) = match e {
+        SubmitError::Full => ("queue-full", "Too much work queued"),
+        SubmitError::Closed => ("shutting-down", "Shutting down"),
+    };
+    Problem::new(StatusCode::SERVICE_UNAVAILABLE, kind, title)
+        .retry_after(std::time::Duration::from_secs(1))
+        .into_response()
+}
+
+fn with_plate(mut resp: Response, plate: &LicensePlate) -> Response {
+    if let Ok(v) = HeaderValue::from_str(plate.as_str()) {
+        resp.headers_mut().insert("license-plate", v);
+    }
+    resp
+}
+
+fn envelope_response(status: StatusCode, body: bytes::Bytes) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+fn outcome_response(outcome: Outcome) -> Response {
+    match outcome {
+        Outcome::Done(done) => envelope_response(StatusCode::OK, done.envelope.body().clone()),
+        Outcome::Duplicate { reason } => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            json!({"status": "duplicate", "reason": reason}).to_string(),
+        )
+            .into_response(),
+        Outcome::Retry { after, cause } => {
+            Problem::new(StatusCode::SERVICE_UNAVAILABLE, "scwm-unavailable", "SCWM is unavailable")
+                .detail(cause.to_string())
+                .retry_after(after)
+                .into_response()
+        }
+        Outcome::Reject(rejection) => {
+            let scwm_error = match &rejection.error {
+                RejectError::Scwm(e) | RejectError::Exhausted { error: e, .. } => e,
+            };
+            // A permanent 4xx from SCWM: the caller gets SCWM's own answer and status.
+            if let (Some(envelope), Some(status)) = (&rejection.envelope, scwm_error.status())
+                && let Ok(status) = StatusCode::from_u16(status)
+                && status.is_client_error()
+            {
+                return envelope_response(status, envelope.body().clone());
+            }
+            match scwm_error {
+                ScwmError::Rejected { .. }
+                | ScwmError::InvalidResponse { .. }
+                | ScwmError::LicensePlateMismatch { .. } => {
+                    Problem::new(StatusCode::BAD_GATEWAY, "scwm-bad-answer", "SCWM gave an unusable answer")
+                        .detail(rejection.error.to_string())
+                        .into_response()
+                }
+                _ => Problem::new(StatusCode::SERVICE_UNAVAILABLE, "scwm-unavailable", "SCWM is unavailable")
+                    .detail(rejection.error.to_string())
+                    .retry_after(std::time::Duration::from_secs(1))
+                    .into_response(),
+            }
+        }
+    }
+}

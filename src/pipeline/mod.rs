@@ -1,0 +1,250 @@
+//! The one place the steps meet: [`Pipeline::process_one`] takes a decoded event, calls SCWM,
+//! publishes the result event or dead letter, and returns an [`Outcome`]. Each transport alone
+//! turns the outcome into its own words (HTTP status; JetStream ack, nak or term).
+//!
+//! The pipeline never acknowledges anything itself and never drops an event: it either
+//! finishes it (result published), gives up on it for good (dead letter published), or says
+//! "retry later" and lets the transport keep it.
+
+pub mod queue;
+mod runner;
+
+use std::time::{Duration, Instant};
+
+use http::HeaderMap;
+use tracing::Instrument;
+
+pub use runner::{Job, Runner};
+
+use crate::{
+    event::{Command, Event, EventKind},
+    publish::{DeadLetter, PublishError, Publisher, ResultEvent},
+    scwm::{
+        ResponseEnvelope,
+        client::{ScwmClient, ScwmFailure, ScwmRequest, ScwmSuccess},
+        error::ScwmError,
+        retry::RetryPolicy,
+    },
+};
+
+/// How the transport delivered this event, which decides what a transient failure means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    /// 1 for the first delivery.
+    pub attempt: u32,
+    /// No redelivery will follow: a transient failure now is final and gets dead-lettered.
+    pub last: bool,
+}
+
+impl Delivery {
+    /// A delivery whose sender will retry on its own (synchronous HTTP).
+    pub const SENDER_RETRIES: Delivery = Delivery { attempt: 1, last: false };
+    /// A delivery nobody will repeat (asynchronous HTTP).
+    pub const ONLY: Delivery = Delivery { attempt: 1, last: true };
+}
+
+/// What happened to one event.
+#[derive(Debug)]
+pub enum Outcome {
+    /// SCWM accepted every operation; result events are published.
+    Done(Box<Done>),
+    /// Nothing needed doing (e.g. a repeat notification).
+    Duplicate { reason: String },
+    /// A transient failure: keep the event and offer it again after `after`.
+    Retry { after: Duration, cause: RetryCause },
+    /// A permanent failure; the event is dead-lettered.
+    Reject(Box<Rejection>),
+}
+
+impl Outcome {
+    /// A bounded label for logs and metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Done(_) => "done",
+            Outcome::Duplicate { .. } => "duplicate",
+            Outcome::Retry { .. } => "retry",
+            Outcome::Reject(_) => "reject",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Done {
+    /// SCWM's answer to the last operation.
+    pub envelope: ResponseEnvelope,
+    pub results: Vec<ResultEvent>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RetryCause {
+    #[error(transparent)]
+    Scwm(ScwmError),
+    #[error("publishing failed: {0}")]
+    Publish(PublishError),
+}
+
+#[derive(Debug)]
+pub struct Rejection {
+    pub error: RejectError,
+    /// SCWM's answer, when it sent one: a synchronous caller receives it as is.
+    pub envelope: Option<ResponseEnvelope>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RejectError {
+    #[error("SCWM refused the request: {0}")]
+    Scwm(ScwmError),
+    #[error("gave up after {attempts} attempts: {error}")]
+    Exhausted { attempts: u32, error: ScwmError },
+}
+
+impl RejectError {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RejectError::Scwm(_) => "scwm_rejected",
+            RejectError::Exhausted { .. } => "retries_exhausted",
+        }
+    }
+}
+
+pub struct Pipeline {
+    scwm: ScwmClient,
+    publisher: Publisher,
+    /// Redelivery delays for transient failures that SCWM gave no Retry-After for.
+    redelivery: RetryPolicy,
+}
+
+impl Pipeline {
+    pub fn new(scwm: ScwmClient, publisher: Publisher, redelivery: RetryPolicy) -> Self {
+        Self { scwm, publisher, redelivery }
+    }
+
+    pub fn publisher(&self) -> &Publisher {
+        &self.publisher
+    }
+
+    pub fn scwm(&self) -> &ScwmClient {
+        &self.scwm
+    }
+
+    pub async fn process_one(&self, event: &Event, delivery: Delivery) -> Outcome {
+        let span = tracing::info_span!(
+            "event",
+            license_plate = %event.license_plate,
+            key = %event.key,
+            source = %event.source.name,
+            transport = event.source.transport.as_str(),
+            attempt = delivery.attempt,
+        );
+        async {
+            let outcome = match &event.kind {
+                EventKind::Command(cmd) => self.run_command(event, cmd, delivery).await,
+            };
+            match &outcome {
+                Outcome::Retry { after, cause } => {
+                    tracing::warn!(retry_in_ms = after.as_millis() as u64, error = %cause, "event will be retried")
+                }
+                Outcome::Reject(r) => tracing::warn!(error = %r.error, "event dead-lettered"),
+                other => tracing::debug!(outcome = other.label(), "event finished"),
+            }
+            outcome
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn run_command(&self, event: &Event, cmd: &Command, delivery: Delivery) -> Outcome {
+        let request = ScwmRequest {
+            op: cmd.op,
+            license_plate: event.license_plate.clone(),
+            owner_id: None,
+            payload: cmd.payload.clone(),
+            headers: HeaderMap::new(),
+        };
+        let started = Instant::now();
+        match self.scwm.call(&request).await {
+            Ok(success) => self.finish(event, &request, success).await,
+            Err(failure) => self.fail(event, &request, failure, delivery, started.elapsed()).await,
+        }
+    }
+
+    async fn finish(&self, event: &Event, request: &ScwmRequest, success: ScwmSuccess) -> Outcome {
+        let result = result_event(event, request, &success.envelope, success.attempts, success.elapsed);
+        if let Err(e) = self.publisher.result(&result).await {
+            return Outcome::Retry { after: self.redelivery.initial_backoff, cause: RetryCause::Publish(e) };
+        }
+        Outcome::Done(Box::new(Done { envelope: success.envelope, results: vec![result] }))
+    }
+
+    async fn fail(
+        &self,
+        event: &Event,
+        request: &ScwmRequest,
+        failure: ScwmFailure,
+        delivery: Delivery,
+        elapsed: Duration,
+    ) -> Outcome {
+        let ScwmFailure { error, attempts, envelope, .. } = failure;
+        // SCWM answered: that answer is a result like any other, even when it is an error.
+        if let Some(env) = &envelope {
+            let result = result_event(event, request, env, attempts, elapsed);
+            if let Err(e) = self.publisher.result(&result).await {
+                return Outcome::Retry {
+                    after: self.redelivery.initial_backoff,
+                    cause: RetryCause::Publish(e),
+                };
+            }
+        }
+        let error = if error.is_retryable() {
+            if !delivery.last {
+                let after = error
+                    .retry_after()
+                    .unwrap_or_else(|| self.redelivery.backoff(delivery.attempt, &mut rand::rng()));
+                return Outcome::Retry { after, cause: RetryCause::Scwm(error) };
+            }
+            RejectError::Exhausted { attempts, error }
+        } else {
+            RejectError::Scwm(error)
+        };
+        let letter = DeadLetter {
+            op: Some(request.op),
+            license_plate: Some(request.license_plate.clone()),
+            key: Some(event.key.clone()),
+            source: event.source.clone(),
+            reason_kind: error.kind(),
+            reason: error.to_string(),
+            attempts,
+            scwm_header: envelope.as_ref().map(|e| e.raw_header().to_owned()),
+            at: std::time::SystemTime::now(),
+            original: event.original.clone(),
+        };
+        if let Err(e) = self.publisher.dead_letter(&letter).await {
+            return Outcome::Retry { after: self.redelivery.initial_backoff, cause: RetryCause::Publish(e) };
+        }
+        Outcome::Reject(Box::new(Rejection { error, envelope }))
+    }
+}
+
+fn result_event(
+    event: &Event,
+    request: &ScwmRequest,
+    envelope: &ResponseEnvelope,
+    attempts: u32,
+    duration: Duration,
+) -> ResultEvent {
+    let header = envelope.header();
+    ResultEvent {
+        op: request.op,
+        license_plate: request.license_plate.clone(),
+        item_id: envelope
+            .item_id()
+            .or_else(|| request.payload.get("id").and_then(|v| v.as_str()).map(crate::ids::ItemId::new)),
+        key: event.key.clone(),
+        source: event.source.clone(),
+        attempts,
+        duration,
+        header: envelope.raw_header().to_owned(),
+        is_err: header.is_err,
+        err_code: header.err_code.clone(),
+    }
+}

@@ -1,0 +1,49 @@
+//! The log sink: one structured line per result event and per dead letter.
+
+use futures::{FutureExt, future::BoxFuture};
+
+use super::{DeadLetter, PublishError, ResultEvent, Sink};
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LogSink;
+
+impl Sink for LogSink {
+    fn name(&self) -> &'static str {
+        "log"
+    }
+
+    fn result<'a>(&'a self, e: &'a ResultEvent) -> BoxFuture<'a, Result<(), PublishError>> {
+        tracing::info!(
+            target: "incident_bridge::result",
+            op = %e.op,
+            license_plate = %e.license_plate,
+            item_id = e.item_id.as_ref().map(|i| i.as_str()),
+            key = %e.key,
+            source = %e.source.name,
+            transport = e.source.transport.as_str(),
+            attempts = e.attempts,
+            duration_ms = u64::try_from(e.duration.as_millis()).unwrap_or(u64::MAX),
+            is_err = e.is_err,
+            err_code = %e.err_code,
+            header = %e.header.get(),
+            "SCWM result"
+        );
+        async { Ok(()) }.boxed()
+    }
+
+    fn dead_letter<'a>(&'a self, d: &'a DeadLetter) -> BoxFuture<'a, Result<(), PublishError>> {
+        tracing::warn!(
+            target: "incident_bridge::dead_letter",
+            op = d.op.map(|o| o.as_str()),
+            license_plate = d.license_plate.as_ref().map(|l| l.as_str()),
+            key = d.key.as_ref().map(|k| k.as_str()),
+            source = %d.source.name,
+            transport = d.source.transport.as_str(),
+            reason_kind = d.reason_kind,
+            reason = %d.reason,
+            attempts = d.attempts,
+            "dead letter"
+        );
+        async { Ok(()) }.boxed()
+    }
+}

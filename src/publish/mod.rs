@@ -1,0 +1,140 @@
+//! What the bridge emits after processing: a result event for every SCWM answer and a dead
+//! letter for every event that cannot succeed. Sinks deliver them (the log, a channel for tests,
+//! NATS); the [`Publisher`] fans out to all configured sinks.
+//!
+//! A sink reports failure instead of dropping: the pipeline then retries the event rather than
+//! acknowledge it, so nothing is lost silently.
+
+mod channel;
+mod log;
+
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use base64::Engine;
+use futures::future::BoxFuture;
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+pub use channel::{ChannelSink, Published};
+pub use log::LogSink;
+
+use crate::{
+    event::{Original, Source},
+    ids::{CorrelationKey, ItemId, LicensePlate},
+    scwm::Operation,
+};
+
+/// One SCWM answer, with the metadata that ties it to its request.
+#[derive(Debug, Clone, Serialize)]
+pub struct ResultEvent {
+    pub op: Operation,
+    #[serde(rename = "licensePlate")]
+    pub license_plate: LicensePlate,
+    #[serde(rename = "itemId", skip_serializing_if = "Option::is_none")]
+    pub item_id: Option<ItemId>,
+    pub key: CorrelationKey,
+    pub source: Source,
+    pub attempts: u32,
+    #[serde(rename = "durationMs", serialize_with = "millis")]
+    pub duration: Duration,
+    /// SCWM's response header exactly as received.
+    pub header: Box<RawValue>,
+    #[serde(rename = "isErr")]
+    pub is_err: bool,
+    #[serde(rename = "errCode")]
+    pub err_code: String,
+}
+
+/// An event the bridge gave up on, with everything needed to understand and replay it.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadLetter {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub op: Option<Operation>,
+    #[serde(rename = "licensePlate", skip_serializing_if = "Option::is_none")]
+    pub license_plate: Option<LicensePlate>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<CorrelationKey>,
+    pub source: Source,
+    /// A bounded label: `decode`, `scwm_rejected`, `retries_exhausted`, ...
+    pub reason_kind: &'static str,
+    /// A sentence for humans.
+    pub reason: String,
+    pub attempts: u32,
+    /// SCWM's response header when SCWM answered.
+    #[serde(rename = "scwmHeader", skip_serializing_if = "Option::is_none")]
+    pub scwm_header: Option<Box<RawValue>>,
+    #[serde(serialize_with = "rfc3339")]
+    pub at: SystemTime,
+    #[serde(serialize_with = "original")]
+    pub original: Original,
+}
+
+fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&humantime::format_rfc3339_millis(*t))
+}
+
+/// The original body as text when it is UTF-8, else base64, so any body survives JSON.
+fn original<S: serde::Serializer>(o: &Original, s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeStruct;
+    let mut st = s.serialize_struct("Original", 3)?;
+    match std::str::from_utf8(&o.body) {
+        Ok(text) => {
+            st.serialize_field("encoding", "utf-8")?;
+            st.serialize_field("body", text)?;
+        }
+        Err(_) => {
+            st.serialize_field("encoding", "base64")?;
+            st.serialize_field("body", &base64::engine::general_purpose::STANDARD.encode(&o.body))?;
+        }
+    }
+    st.serialize_field("headers", &o.headers)?;
+    st.end()
+}
+
+/// A sink could not take an event; the caller must not acknowledge the event's source.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{sink}: {message}")]
+pub struct PublishError {
+    pub sink: &'static str,
+    pub message: String,
+}
+
+/// Somewhere result events and dead letters go.
+pub trait Sink: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn result<'a>(&'a self, event: &'a ResultEvent) -> BoxFuture<'a, Result<(), PublishError>>;
+    fn dead_letter<'a>(&'a self, letter: &'a DeadLetter) -> BoxFuture<'a, Result<(), PublishError>>;
+}
+
+/// Every configured sink; an event counts as published when all of them took it.
+#[derive(Clone, Default)]
+pub struct Publisher {
+    sinks: Vec<Arc<dyn Sink>>,
+}
+
+impl Publisher {
+    pub fn new(sinks: Vec<Arc<dyn Sink>>) -> Self {
+        Self { sinks }
+    }
+
+    pub async fn result(&self, event: &ResultEvent) -> Result<(), PublishError> {
+        for sink in &self.sinks {
+            sink.result(event).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn dead_letter(&self, letter: &DeadLetter) -> Result<(), PublishError> {
+        for sink in &self.sinks {
+            sink.dead_letter(letter).await?;
+        }
+        Ok(())
+    }
+}

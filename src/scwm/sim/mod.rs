@@ -1,0 +1,342 @@
+//! The SCWM simulator: a real HTTP server that speaks the SCWM Incident API as the project's
+//! contract pins it down, for tests and for users who want to run the bridge without an SCWM
+//! tenant.
+//!
+//! It keeps incidents in memory, answers every operation with a contract envelope, replays the
+//! first answer to a repeated licensePlate, logs every operation request for inspection, and can
+//! be told to be slow or to fail in the ways a real SCWM (or the network in front of it) fails.
+//! `state` holds the rules, `faults` the fault plan and `http` the wire; this module wires them
+//! to a socket and owns the shared state. It never calls out anywhere.
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! use std::net::SocketAddr;
+//!
+//! use incident_bridge::scwm::sim::{SimConfig, Simulator};
+//!
+//! let sim = Simulator::start(SimConfig::default(), SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+//! // point a client at sim.url(), then inspect sim.incidents() and sim.requests()
+//! sim.stop().await
+//! # }
+//! ```
+
+mod faults;
+mod http;
+mod state;
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    time::{Duration, SystemTime},
+};
+
+use axum::{Extension, http::HeaderMap};
+use tokio::{net::TcpListener, sync::watch, task::JoinHandle, time::error::Elapsed};
+use tokio_util::sync::CancellationToken;
+
+use self::{
+    faults::Draw,
+    state::{Completion, Store, StoredAnswer, Ticket},
+};
+pub use self::{
+    faults::{Failure, Faults, InvalidFaults, Latency},
+    http::router,
+    state::{DEDUP_WINDOW, Incident, IncidentStatus, RecordedRequest},
+};
+use crate::{
+    scwm::envelope::{DEFAULT_RESPONSE_EVENT_NAME, Operation},
+    secret::Secret,
+};
+
+/// How the simulator behaves. The default matches the contract's documented SCWM.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// The token expected as `Authorization: Basic <token>`; `None` accepts any request, for
+    /// setups that test something other than credentials.
+    pub token: Option<Secret>,
+    /// The `eventName` of every answer. Configurable because tenants differ and clients must
+    /// not depend on it.
+    pub response_event_name: String,
+    /// The request `eventName`s accepted and the operation each one means, so a test can play a
+    /// tenant with its own names.
+    pub event_names: Vec<(String, Operation)>,
+    /// Report contract errors as HTTP 200 with an `isErr` envelope instead of the matching HTTP
+    /// status; the contract allows both and clients must handle both.
+    pub errors_in_http_200: bool,
+    /// The fault plan in force when the simulator starts.
+    pub faults: Faults,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            token: None,
+            response_event_name: DEFAULT_RESPONSE_EVENT_NAME.to_owned(),
+            event_names: Operation::ALL
+                .into_iter()
+                .map(|op| (op.default_event_name().to_owned(), op))
+                .collect(),
+            errors_in_http_200: false,
+            faults: Faults::default(),
+        }
+    }
+}
+
+/// Everything a simulator knows, shared by every connection and every `serve` call over it. It
+/// outlives a server, which is how a test stops SCWM and brings the same SCWM back.
+///
+/// The mutexes are never held across an `.await`.
+#[derive(Debug)]
+pub struct SimState {
+    config: SimConfig,
+    /// `Basic <token>`, built once so each request is a single constant-time comparison.
+    expected_authorization: Option<Secret>,
+    store: Mutex<Store>,
+    faults: Mutex<Faults>,
+    /// How many requests the log holds, so waiters wake on arrival instead of polling.
+    logged: watch::Sender<usize>,
+}
+
+/// A poisoned lock only means another request panicked mid-update; the simulator keeps serving
+/// rather than turning one bug into a failure of every later request.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl SimState {
+    fn new(config: SimConfig) -> Self {
+        let expected_authorization = config
+            .token
+            .as_ref()
+            .map(|token| Secret::new(format!("Basic {}", token.expose())));
+        Self {
+            faults: Mutex::new(config.faults.clone()),
+            config,
+            expected_authorization,
+            store: Mutex::new(Store::default()),
+            logged: watch::Sender::new(0),
+        }
+    }
+
+    /// The configuration the simulator was created with; `faults` there is the initial plan,
+    /// see [`SimState::faults`] for the current one.
+    pub fn config(&self) -> &SimConfig {
+        &self.config
+    }
+
+    /// All incidents in id order.
+    pub fn incidents(&self) -> Vec<Incident> {
+        lock(&self.store).incidents()
+    }
+
+    /// Every operation request received since the start or the last reset, in arrival order.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        lock(&self.store).requests()
+    }
+
+    /// The fault plan in force, with `fail_next` counted down by the requests it has failed.
+    pub fn faults(&self) -> Faults {
+        lock(&self.faults).clone()
+    }
+
+    pub fn set_faults(&self, faults: Faults) {
+        *lock(&self.faults) = faults;
+    }
+
+    /// Forgets incidents, requests and remembered answers, restarts ids at `IT-000001` and
+    /// removes every fault.
+    pub fn reset(&self) {
+        {
+            let mut store = lock(&self.store);
+            store.reset();
+            self.logged.send_replace(store.request_count());
+        }
+        self.set_faults(Faults::default());
+    }
+
+    /// Waits until at least `n` requests have been logged and returns the whole log.
+    pub async fn wait_for_requests(
+        &self,
+        n: usize,
+        timeout: Duration,
+    ) -> Result<Vec<RecordedRequest>, Elapsed> {
+        let mut logged = self.logged.subscribe();
+        // The sender lives as long as `self`, so the wait cannot end in a closed channel.
+        let _ = tokio::time::timeout(timeout, logged.wait_for(|count| *count >= n)).await?;
+        Ok(self.requests())
+    }
+
+    fn record(
+        &self,
+        now: SystemTime,
+        method: String,
+        path: String,
+        headers: Vec<(String, String)>,
+        body: serde_json::Value,
+    ) -> Ticket {
+        let mut store = lock(&self.store);
+        let ticket = store.record(now, method, path, headers, body);
+        // Published under the lock so the count seen by waiters never goes backwards.
+        self.logged.send_replace(store.request_count());
+        ticket
+    }
+
+    fn complete(&self, ticket: Ticket, completion: Completion) {
+        lock(&self.store).complete(ticket, completion);
+    }
+
+    fn draw_faults(&self) -> Draw {
+        lock(&self.faults).draw(&mut rand::rng())
+    }
+
+    fn authorized(&self, headers: &HeaderMap) -> bool {
+        let Some(expected) = &self.expected_authorization else {
+            return true;
+        };
+        let mut values = headers.get_all(axum::http::header::AUTHORIZATION).iter();
+        match (values.next(), values.next()) {
+            (Some(value), None) => expected.ct_eq(value.as_bytes()),
+            _ => false,
+        }
+    }
+
+    /// The remembered answer for `plate`, or the answer `operate` gives, remembered. One lock
+    /// covers both so two concurrent requests with one licensePlate have one effect.
+    fn answer_once(
+        &self,
+        plate: &str,
+        now: SystemTime,
+        operate: impl FnOnce(&mut Store, SystemTime) -> StoredAnswer,
+    ) -> (StoredAnswer, bool) {
+        let mut store = lock(&self.store);
+        if let Some(answer) = store.remembered(plate, now) {
+            return (answer, true);
+        }
+        let answer = operate(&mut store, now);
+        store.remember(plate, answer.clone(), now);
+        (answer, false)
+    }
+}
+
+/// Runs simulators.
+pub struct Simulator;
+
+impl Simulator {
+    pub fn new_state(config: SimConfig) -> Arc<SimState> {
+        Arc::new(SimState::new(config))
+    }
+
+    /// Serves `state` on an already bound listener until `shutdown` is cancelled, then closes
+    /// every connection. Serving the same state again on a new listener bound to the same
+    /// address lets tests simulate SCWM refusing connections and then coming back.
+    pub async fn serve(
+        state: Arc<SimState>,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<()> {
+        let app = router(state).layer(Extension(http::ShutdownSignal(shutdown.clone())));
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
+    }
+
+    /// Binds `addr` (port 0 picks a free port) and serves a new simulator in the background.
+    pub async fn start(config: SimConfig, addr: SocketAddr) -> std::io::Result<SimHandle> {
+        Self::start_with_state(Self::new_state(config), addr).await
+    }
+
+    /// Like [`Simulator::start`], over existing state: after [`SimHandle::stop`], this brings
+    /// the same SCWM back, incidents and all, typically at the address it had.
+    pub async fn start_with_state(
+        state: Arc<SimState>,
+        addr: SocketAddr,
+    ) -> std::io::Result<SimHandle> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(Self::serve(Arc::clone(&state), listener, shutdown.clone()));
+        tracing::debug!(%addr, "SCWM simulator listening");
+        Ok(SimHandle {
+            addr,
+            state,
+            shutdown,
+            task: Some(task),
+        })
+    }
+}
+
+/// A simulator running in the background. Dropping the handle shuts the server down without
+/// waiting; [`SimHandle::stop`] waits until the port refuses connections.
+#[derive(Debug)]
+pub struct SimHandle {
+    addr: SocketAddr,
+    state: Arc<SimState>,
+    shutdown: CancellationToken,
+    /// `None` only once `stop` has taken it.
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl SimHandle {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://<addr>/incident`, the URL to configure as SCWM's.
+    pub fn url(&self) -> String {
+        format!("http://{}/incident", self.addr)
+    }
+
+    /// `http://<addr>`, for the `/_sim/` endpoints and per-operation URLs.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn state(&self) -> Arc<SimState> {
+        Arc::clone(&self.state)
+    }
+
+    pub fn incidents(&self) -> Vec<Incident> {
+        self.state.incidents()
+    }
+
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.state.requests()
+    }
+
+    pub fn faults(&self) -> Faults {
+        self.state.faults()
+    }
+
+    pub fn set_faults(&self, faults: Faults) {
+        self.state.set_faults(faults);
+    }
+
+    pub fn reset(&self) {
+        self.state.reset();
+    }
+
+    /// See [`SimState::wait_for_requests`].
+    pub async fn wait_for_requests(
+        &self,
+        n: usize,
+        timeout: Duration,
+    ) -> Result<Vec<RecordedRequest>, Elapsed> {
+        self.state.wait_for_requests(n, timeout).await
+    }
+
+    /// Shuts the server down and waits until it has closed its listener and every connection.
+    /// Requests sleeping out injected latency are cut off rather than waited for.
+    pub async fn stop(mut self) -> std::io::Result<()> {
+        self.shutdown.cancel();
+        match self.task.take() {
+            Some(task) => task.await.map_err(std::io::Error::other)?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for SimHandle {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}

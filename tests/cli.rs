@@ -1,0 +1,134 @@
+//! The binary as users run it: version, config checking, and shutdown on SIGTERM.
+
+mod common;
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use common::within;
+use incident_bridge::scwm::sim::{Faults, Latency};
+use serde_json::json;
+
+const BIN: &str = env!("CARGO_BIN_EXE_incident-bridge");
+
+fn write_config(dir: &tempfile::TempDir, text: &str) -> std::path::PathBuf {
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn version_prints_the_crate_version() {
+    let out = Command::new(BIN).arg("--version").output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("incident-bridge {}", env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn check_config_accepts_the_quickstart() {
+    let out = Command::new(BIN).args(["check-config", "--config", "examples/quickstart.toml"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn a_bad_config_exits_non_zero_naming_every_bad_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(&dir, "[scwm]\nurl = \"http://127.0.0.1:1/x\"\n[pipeline]\nworkers = 0\n");
+    for sub in ["check-config", "serve"] {
+        let out = Command::new(BIN).args([sub, "--config"]).arg(&path).output().unwrap();
+        assert_eq!(out.status.code(), Some(78), "{sub}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        for key in ["scwm.token", "scwm.owner_id", "pipeline.workers"] {
+            assert!(err.contains(key), "{sub}: {key} missing from: {err}");
+        }
+    }
+}
+
+#[test]
+fn an_environment_override_can_fix_or_break_a_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(&dir, "[scwm]\nurl = \"http://127.0.0.1:1/x\"\nowner_id = \"O\"\n");
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .env("INCIDENT_BRIDGE_SCWM__TOKEN", "t")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .env("INCIDENT_BRIDGE_SCWM__TOKEN", "t")
+        .env("INCIDENT_BRIDGE_SCWM__MAX_CONCURRENCY", "lots")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("scwm.max_concurrency"));
+}
+
+#[tokio::test]
+async fn sigterm_during_in_flight_work_finishes_it_and_exits_zero() {
+    let sim = common::start_simulator().await;
+    sim.set_faults(Faults { latency: Some(Latency::Fixed { fixed_ms: 1000 }), ..Faults::default() });
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(&dir, &common::config_text(&sim.url(), ""));
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&path)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+
+    // The bridge logs its bound address (JSON lines, as stdout is not a terminal).
+    let stdout = child.stdout.take().unwrap();
+    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut addr_tx = Some(addr_tx);
+        for line in BufReader::new(stdout.into_owned_fd_compat()).lines().map_while(Result::ok) {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+            if v["message"] == "incident-bridge ready" {
+                if let Some(tx) = addr_tx.take() {
+                    let _ = tx.send(v["addr"].as_str().unwrap_or_default().to_owned());
+                }
+            }
+        }
+    });
+    let addr = within(20, "the bridge to be ready", addr_rx).await.unwrap();
+
+    let http = reqwest::Client::new();
+    for i in 0..5 {
+        let resp = http
+            .post(format!("http://{addr}/v1/incidents/add"))
+            .header("prefer", "respond-async")
+            .json(&json!({"title": format!("in flight {i}"), "externalRef": format!("k{i}")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 202);
+    }
+    within(10, "the requests to reach SCWM", sim.wait_for_requests(5, Duration::from_secs(10))).await.unwrap();
+    assert!(sim.incidents().is_empty(), "the simulator is still holding every request");
+
+    let pid = child.id().unwrap().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let status = within(15, "the bridge to exit", child.wait()).await.unwrap();
+    assert!(status.success(), "exit status {status:?}");
+    assert_eq!(sim.incidents().len(), 5, "every in-flight command finished before exit");
+}
+
+/// `tokio::process::ChildStdout` into a blocking reader for a helper thread.
+trait IntoOwnedFd {
+    fn into_owned_fd_compat(self) -> std::fs::File;
+}
+
+impl IntoOwnedFd for tokio::process::ChildStdout {
+    fn into_owned_fd_compat(self) -> std::fs::File {
+        std::fs::File::from(self.into_owned_fd().expect("stdout fd"))
+    }
+}

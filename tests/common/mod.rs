@@ -1,0 +1,114 @@
+//! Test helpers: a bridge and an SCWM simulator, each on its own loopback port 0, wired the way
+//! `serve` wires them, plus small utilities to await things with a timeout instead of sleeping.
+
+#![allow(dead_code)]
+
+use std::{collections::BTreeMap, future::Future, net::SocketAddr, time::Duration};
+
+use incident_bridge::{
+    app::{App, Extras},
+    config,
+    publish::{ChannelSink, Published},
+    scwm::sim::{SimConfig, SimHandle, Simulator},
+    secret::Secret,
+};
+use tokio::{sync::mpsc, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+
+/// The Basic token the test simulator expects and the test bridge sends.
+pub const TOKEN: &str = "dGVzdDp0ZXN0";
+
+/// Awaits `fut`, failing the test after `secs` seconds.
+pub async fn within<T>(secs: u64, what: &str, fut: impl Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(secs), fut)
+        .await
+        .unwrap_or_else(|_| panic!("timed out after {secs}s waiting for {what}"))
+}
+
+pub async fn start_simulator() -> SimHandle {
+    Simulator::start(SimConfig { token: Some(Secret::new(TOKEN)), ..SimConfig::default() }, loopback())
+        .await
+        .expect("simulator starts")
+}
+
+pub fn loopback() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+/// The config text of a bridge on port 0 talking to `scwm_url`. `extra` is appended verbatim.
+pub fn config_text(scwm_url: &str, extra: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+shutdown_grace = "10s"
+sync_timeout = "10s"
+
+[scwm]
+url = "{scwm_url}"
+token = "{TOKEN}"
+owner_id = "TEST_OWNER"
+request_timeout = "5s"
+[scwm.retry]
+initial_backoff = "10ms"
+max_backoff = "50ms"
+
+[results]
+log = false
+{extra}
+"#
+    )
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub sim: SimHandle,
+    pub published: mpsc::Receiver<Published>,
+    pub shutdown: CancellationToken,
+    pub task: JoinHandle<anyhow::Result<()>>,
+    pub http: reqwest::Client,
+}
+
+impl TestApp {
+    pub async fn start() -> Self {
+        Self::start_with("").await
+    }
+
+    /// A bridge with `extra` config appended, talking to a fresh simulator.
+    pub async fn start_with(extra: &str) -> Self {
+        let sim = start_simulator().await;
+        Self::start_against(sim, extra).await
+    }
+
+    pub async fn start_against(sim: SimHandle, extra: &str) -> Self {
+        let text = config_text(&sim.url(), extra);
+        let config = config::load(&text, &BTreeMap::new(), &|p| std::fs::read_to_string(p))
+            .unwrap_or_else(|e| panic!("test config is invalid: {e}"));
+        let (sink, published) = ChannelSink::new(100_000);
+        let app = App::build_with(config, Extras { sinks: vec![std::sync::Arc::new(sink)] })
+            .await
+            .expect("app builds");
+        let addr = app.local_addr();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(app.run(shutdown.clone()));
+        Self { addr, sim, published, shutdown, task, http: reqwest::Client::new() }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub async fn command(&self, op: &str, body: serde_json::Value) -> reqwest::Response {
+        self.http.post(self.url(&format!("/v1/incidents/{op}"))).json(&body).send().await.expect("bridge answers")
+    }
+
+    /// The next published item, failing after 10 s.
+    pub async fn next_published(&mut self) -> Published {
+        within(10, "a published result", self.published.recv()).await.expect("sink open")
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        within(15, "the bridge to stop", self.task).await.unwrap().unwrap();
+    }
+}
