@@ -105,6 +105,10 @@ impl App {
         shutdown.cancelled().await;
         tracing::info!(in_flight = runner.depth(), grace = ?config.server.shutdown_grace, "shutting down");
         health.set_draining();
+        if !config.server.shutdown_delay.is_zero() {
+            tracing::info!(delay = ?config.server.shutdown_delay, "not ready; still serving until load balancers notice");
+            tokio::time::sleep(config.server.shutdown_delay).await;
+        }
         runner.close();
         http_stop.cancel();
         let drain = async {
@@ -116,8 +120,10 @@ impl App {
             runner.drained().await;
         };
         let drained = tokio::time::timeout(config.server.shutdown_grace, drain).await;
-        if let Some(sim) = simulator {
-            sim.stop().await;
+        if let Some(sim) = simulator
+            && let Err(e) = sim.stop().await
+        {
+            tracing::warn!(error = %e, "the SCWM simulator did not stop cleanly");
         }
         match drained {
             Ok(()) => {

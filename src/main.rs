@@ -101,7 +101,7 @@ fn main() -> ExitCode {
                 let sim = Simulator::start(config, listen).await?;
                 tracing::info!(addr = %sim.addr(), "SCWM simulator listening");
                 shutdown_on_signal().cancelled().await;
-                sim.stop().await;
+                sim.stop().await?;
                 Ok(())
             })
         }

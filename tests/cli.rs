@@ -24,12 +24,16 @@ fn write_config(dir: &tempfile::TempDir, text: &str) -> std::path::PathBuf {
 fn version_prints_the_crate_version() {
     let out = Command::new(BIN).arg("--version").output().unwrap();
     assert!(out.status.success());
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("incident-bridge {}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("incident-bridge {}", env!("CARGO_PKG_VERSION"))
+    );
 }
 
 #[test]
 fn check_config_accepts_the_quickstart() {
-    let out = Command::new(BIN).args(["check-config", "--config", "examples/quickstart.toml"]).output().unwrap();
+    let out =
+        Command::new(BIN).args(["check-config", "--config", "examples/quickstart.toml"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
@@ -92,10 +96,10 @@ async fn sigterm_during_in_flight_work_finishes_it_and_exits_zero() {
         let mut addr_tx = Some(addr_tx);
         for line in BufReader::new(stdout.into_owned_fd_compat()).lines().map_while(Result::ok) {
             let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
-            if v["message"] == "incident-bridge ready" {
-                if let Some(tx) = addr_tx.take() {
-                    let _ = tx.send(v["addr"].as_str().unwrap_or_default().to_owned());
-                }
+            if v["message"] == "incident-bridge ready"
+                && let Some(tx) = addr_tx.take()
+            {
+                let _ = tx.send(v["addr"].as_str().unwrap_or_default().to_owned());
             }
         }
     });
@@ -112,7 +116,9 @@ async fn sigterm_during_in_flight_work_finishes_it_and_exits_zero() {
             .unwrap();
         assert_eq!(resp.status(), 202);
     }
-    within(10, "the requests to reach SCWM", sim.wait_for_requests(5, Duration::from_secs(10))).await.unwrap();
+    within(10, "the requests to reach SCWM", sim.wait_for_requests(5, Duration::from_secs(10)))
+        .await
+        .unwrap();
     assert!(sim.incidents().is_empty(), "the simulator is still holding every request");
 
     let pid = child.id().unwrap().to_string();

@@ -46,11 +46,13 @@ async fn every_operation_round_trips_through_the_bridge_to_the_simulator() {
     let copied = json_of(app.command("copy", json!({"id": id})).await).await;
     let copy_id = copied["payload"]["id"].as_str().unwrap();
     assert_ne!(copy_id, id);
-    let submitted = json_of(app.command("submit", json!({"id": id, "partnerId": "P-7", "note": "yours"})).await).await;
+    let submitted =
+        json_of(app.command("submit", json!({"id": id, "partnerId": "P-7", "note": "yours"})).await).await;
     assert!(ok(&submitted), "{submitted}");
-    let closed =
-        json_of(app.command("close", json!({"id": id, "resolution": "fixed", "closeNotes": "rm -rf /tmp"})).await)
-            .await;
+    let closed = json_of(
+        app.command("close", json!({"id": id, "resolution": "fixed", "closeNotes": "rm -rf /tmp"})).await,
+    )
+    .await;
     assert!(ok(&closed), "{closed}");
     let read = json_of(app.command("read", json!({"id": id})).await).await;
     assert_eq!(read["payload"]["status"], "closed");
@@ -76,7 +78,8 @@ async fn every_operation_round_trips_through_the_bridge_to_the_simulator() {
     );
     for r in &requests {
         assert_eq!(r.body["header"]["ownerId"], "TEST_OWNER");
-        let auth = r.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case("authorization")).map(|(_, v)| v.as_str());
+        let auth =
+            r.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case("authorization")).map(|(_, v)| v.as_str());
         assert_eq!(auth, Some(format!("Basic {}", common::TOKEN).as_str()));
     }
     let plates: std::collections::HashSet<_> =
@@ -117,7 +120,7 @@ async fn closing_a_closed_incident_answers_409_from_scwm() {
 
 #[tokio::test]
 async fn bad_requests_get_problem_json_and_never_reach_scwm() {
-    let app = TestApp::start_with("[server]\nbody_limit_bytes = 1024\n").await;
+    let app = TestApp::start_with(&[("server.body_limit_bytes", "1024")]).await;
     let post = |path: &str, ct: Option<&str>, body: Vec<u8>| {
         let mut req = app.http.post(app.url(path)).body(body);
         if let Some(ct) = ct {
@@ -128,19 +131,41 @@ async fn bad_requests_get_problem_json_and_never_reach_scwm() {
     let json_ct = Some("application/json");
     let cases: Vec<(&str, u16, reqwest::Response)> = vec![
         ("not JSON", 400, post("/v1/incidents/add", json_ct, b"{title:".to_vec()).await.unwrap()),
-        ("invalid UTF-8", 400, post("/v1/incidents/add", json_ct, b"{\"title\":\"\xff\"}".to_vec()).await.unwrap()),
+        (
+            "invalid UTF-8",
+            400,
+            post("/v1/incidents/add", json_ct, b"{\"title\":\"\xff\"}".to_vec()).await.unwrap(),
+        ),
         ("empty body", 400, post("/v1/incidents/add", json_ct, Vec::new()).await.unwrap()),
         ("an array", 422, post("/v1/incidents/add", json_ct, b"[]".to_vec()).await.unwrap()),
         ("numeric id", 422, post("/v1/incidents/edit", json_ct, br#"{"id":5}"#.to_vec()).await.unwrap()),
-        ("missing id", 422, post("/v1/incidents/close", json_ct, br#"{"resolution":"x"}"#.to_vec()).await.unwrap()),
-        ("submit without partner", 422, post("/v1/incidents/submit", json_ct, br#"{"id":"IT-1"}"#.to_vec()).await.unwrap()),
+        (
+            "missing id",
+            422,
+            post("/v1/incidents/close", json_ct, br#"{"resolution":"x"}"#.to_vec()).await.unwrap(),
+        ),
+        (
+            "submit without partner",
+            422,
+            post("/v1/incidents/submit", json_ct, br#"{"id":"IT-1"}"#.to_vec()).await.unwrap(),
+        ),
         ("text/plain", 415, post("/v1/incidents/add", Some("text/plain"), b"{}".to_vec()).await.unwrap()),
         ("no content type", 415, post("/v1/incidents/add", None, b"{}".to_vec()).await.unwrap()),
         ("oversized", 413, post("/v1/incidents/add", json_ct, vec![b' '; 4096]).await.unwrap()),
         ("unknown operation", 404, post("/v1/incidents/delete", json_ct, b"{}".to_vec()).await.unwrap()),
         ("unknown path", 404, post("/v2/nothing", json_ct, b"{}".to_vec()).await.unwrap()),
         ("wrong method", 405, app.http.get(app.url("/v1/incidents/add")).send().await.unwrap()),
-        ("bad idempotency key", 400, app.http.post(app.url("/v1/incidents/add")).header("idempotency-key", "").json(&json!({})).send().await.unwrap()),
+        (
+            "bad idempotency key",
+            400,
+            app.http
+                .post(app.url("/v1/incidents/add"))
+                .header("idempotency-key", "")
+                .json(&json!({}))
+                .send()
+                .await
+                .unwrap(),
+        ),
     ];
     for (what, status, resp) in cases {
         assert_eq!(resp.status().as_u16(), status, "{what}");
@@ -211,7 +236,11 @@ async fn an_idempotency_key_reuses_the_license_plate_so_scwm_acts_once() {
 #[tokio::test]
 async fn a_transient_fault_is_retried_with_the_same_license_plate_and_then_succeeds() {
     let app = TestApp::start().await;
-    app.sim.set_faults(Faults { fail_next: 2, fail_next_with: Failure::Status { status: 503 }, ..Faults::default() });
+    app.sim.set_faults(Faults {
+        fail_next: 2,
+        fail_next_with: Failure::Status { status: 503 },
+        ..Faults::default()
+    });
     let resp = app.command("add", json!({"title": "flaky"})).await;
     assert_eq!(resp.status(), 200);
     let requests = app.sim.requests();
@@ -224,9 +253,13 @@ async fn a_transient_fault_is_retried_with_the_same_license_plate_and_then_succe
 
 #[tokio::test]
 async fn scwm_down_answers_503_with_retry_after_once_attempts_are_spent() {
-    let app = TestApp::start_with("[scwm.retry]\nmax_attempts = 2\ninitial_backoff = \"10ms\"\nmax_backoff = \"20ms\"\n")
-        .await;
-    app.sim.set_faults(Faults { fail_next: 100, fail_next_with: Failure::Status { status: 503 }, ..Faults::default() });
+    let app =
+        TestApp::start_with(&[("scwm.retry.max_attempts", "2"), ("scwm.retry.max_backoff", "20ms")]).await;
+    app.sim.set_faults(Faults {
+        fail_next: 100,
+        fail_next_with: Failure::Status { status: 503 },
+        ..Faults::default()
+    });
     let resp = app.command("add", json!({"title": "nobody home"})).await;
     assert_eq!(resp.status(), 503);
     assert!(resp.headers().contains_key("retry-after"));
@@ -237,7 +270,7 @@ async fn scwm_down_answers_503_with_retry_after_once_attempts_are_spent() {
 
 #[tokio::test]
 async fn commands_for_one_key_reach_scwm_in_submission_order() {
-    let app = TestApp::start_with("[pipeline]\nworkers = 8\n").await;
+    let app = TestApp::start_with(&[("pipeline.workers", "8")]).await;
     let mut ids = Vec::new();
     for k in 0..10 {
         ids.push(add(&app, &format!("key {k}")).await);
@@ -262,9 +295,10 @@ async fn commands_for_one_key_reach_scwm_in_submission_order() {
     for s in senders {
         within(30, "the senders", s).await.unwrap();
     }
-    let requests = within(30, "1,010 SCWM requests", app.sim.wait_for_requests(1010, Duration::from_secs(30)))
-        .await
-        .expect("all requests arrive");
+    let requests =
+        within(30, "1,010 SCWM requests", app.sim.wait_for_requests(1010, Duration::from_secs(30)))
+            .await
+            .expect("all requests arrive");
     let mut seen: BTreeMap<String, Vec<i64>> = BTreeMap::new();
     for r in requests.iter().skip(10) {
         let p = &r.body["payload"];
@@ -279,15 +313,11 @@ async fn commands_for_one_key_reach_scwm_in_submission_order() {
 
 #[tokio::test]
 async fn a_full_queue_answers_503_with_retry_after_and_recovers() {
-    let mut app = TestApp::start_with("[pipeline]\nqueue_capacity = 2\nworkers = 1\n").await;
+    let mut app = TestApp::start_with(&[("pipeline.queue_capacity", "2"), ("pipeline.workers", "1")]).await;
     app.sim.set_faults(Faults { latency: Some(Latency::Fixed { fixed_ms: 1500 }), ..Faults::default() });
-    let send_async = |title: &str| {
-        app.http
-            .post(app.url("/v1/incidents/add"))
-            .header("prefer", "respond-async")
-            .json(&json!({"title": title}))
-            .send()
-    };
+    let (http, url) = (app.http.clone(), app.url("/v1/incidents/add"));
+    let send_async =
+        |title: &str| http.post(&url).header("prefer", "respond-async").json(&json!({"title": title})).send();
     assert_eq!(send_async("one").await.unwrap().status(), 202);
     assert_eq!(send_async("two").await.unwrap().status(), 202);
     let refused = send_async("three").await.unwrap();
@@ -301,21 +331,36 @@ async fn a_full_queue_answers_503_with_retry_after_and_recovers() {
     }
     // Room is given back right after a job publishes its result; each attempt is a full
     // HTTP round trip, so this loop ends within a few iterations.
-    within(10, "room in the queue", async {
-        while send_async("four").await.unwrap().status() != 202 {}
-    })
-    .await;
+    within(10, "room in the queue", async { while send_async("four").await.unwrap().status() != 202 {} })
+        .await;
     app.stop().await;
 }
 
 #[tokio::test]
-async fn health_endpoints_answer_and_readiness_reflects_shutdown() {
-    let app = TestApp::start().await;
-    let alive = app.http.get(app.url("/healthz")).send().await.unwrap();
-    assert_eq!(alive.status(), 200);
-    let ready = app.http.get(app.url("/readyz")).send().await.unwrap();
+async fn readiness_turns_503_on_shutdown_while_liveness_stays_200() {
+    let app = TestApp::start_with(&[("server.shutdown_delay", "3s")]).await;
+    let get = |path: &str| app.http.get(app.url(path)).send();
+    assert_eq!(get("/healthz").await.unwrap().status(), 200);
+    let ready = get("/readyz").await.unwrap();
     assert_eq!(ready.status(), 200);
-    app.stop().await;
+    assert_eq!(json_of(ready).await["status"], "ready");
+
+    app.shutdown.cancel();
+    // The run task flips readiness as soon as it sees the cancellation; each probe is a full
+    // round trip, so this settles within a few iterations.
+    let not_ready = within(5, "readiness to turn 503", async {
+        loop {
+            let resp = get("/readyz").await.unwrap();
+            if resp.status() == 503 {
+                break resp;
+            }
+        }
+    })
+    .await;
+    assert_eq!(not_ready.headers()["content-type"], "application/problem+json");
+    assert!(json_of(not_ready).await["detail"].as_str().unwrap().contains("shutting down"));
+    assert_eq!(get("/healthz").await.unwrap().status(), 200, "still alive while draining");
+    within(15, "the bridge to stop", app.task).await.unwrap().unwrap();
 }
 
 #[tokio::test]
@@ -333,7 +378,9 @@ async fn shutdown_finishes_in_flight_work_before_returning() {
             .unwrap();
         assert_eq!(resp.status(), 202);
     }
-    within(10, "the requests to reach SCWM", app.sim.wait_for_requests(5, Duration::from_secs(10))).await.unwrap();
+    within(10, "the requests to reach SCWM", app.sim.wait_for_requests(5, Duration::from_secs(10)))
+        .await
+        .unwrap();
     app.shutdown.cancel();
     within(15, "shutdown", &mut app.task).await.unwrap().unwrap();
     assert_eq!(app.sim.incidents().len(), 5);

@@ -9,8 +9,8 @@ use incident_bridge::{
         Operation, RequestEnvelope, RequestHeader, ResponseEnvelope,
         envelope::DEFAULT_RESPONSE_EVENT_NAME,
         sim::{
-            Failure, Faults, Incident, IncidentStatus, Latency, RecordedRequest, SimConfig,
-            SimHandle, Simulator, router,
+            Failure, Faults, Incident, IncidentStatus, Latency, RecordedRequest, SimConfig, SimHandle,
+            Simulator, router,
         },
     },
     secret::Secret,
@@ -25,9 +25,7 @@ const WAIT: Duration = Duration::from_secs(10);
 const OWNER: &str = "OWNER_ID";
 
 async fn start(config: SimConfig) -> SimHandle {
-    Simulator::start(config, local_any_port())
-        .await
-        .expect("simulator starts")
+    Simulator::start(config, local_any_port()).await.expect("simulator starts")
 }
 
 fn local_any_port() -> SocketAddr {
@@ -75,12 +73,7 @@ impl Answer {
 }
 
 async fn post_raw(url: &str, body: &RequestEnvelope) -> reqwest::Response {
-    client()
-        .post(url)
-        .json(body)
-        .send()
-        .await
-        .expect("the simulator answers")
+    client().post(url).json(body).send().await.expect("the simulator answers")
 }
 
 async fn decode(response: reqwest::Response) -> Answer {
@@ -88,11 +81,7 @@ async fn decode(response: reqwest::Response) -> Answer {
     let headers = response.headers().clone();
     let body = response.bytes().await.expect("body");
     let envelope = ResponseEnvelope::parse(body).expect("an envelope");
-    Answer {
-        status,
-        headers,
-        envelope,
-    }
+    Answer { status, headers, envelope }
 }
 
 async fn call(sim: &SimHandle, body: &RequestEnvelope) -> Answer {
@@ -110,10 +99,7 @@ async fn add(sim: &SimHandle, fields: Value) -> String {
 }
 
 fn incident(sim: &SimHandle, id: &str) -> Incident {
-    sim.incidents()
-        .into_iter()
-        .find(|i| i.id.as_str() == id)
-        .expect("incident exists")
+    sim.incidents().into_iter().find(|i| i.id.as_str() == id).expect("incident exists")
 }
 
 async fn get_json<T: serde::de::DeserializeOwned>(sim: &SimHandle, path: &str) -> T {
@@ -133,55 +119,33 @@ async fn get_json<T: serde::de::DeserializeOwned>(sim: &SimHandle, path: &str) -
 async fn every_operation_round_trips_with_a_contract_envelope() {
     let sim = start(SimConfig::default()).await;
 
-    let add_request = envelope(
-        Operation::Add,
-        json!({"title": "disk full", "severity": "minor"}),
-    );
+    let add_request = envelope(Operation::Add, json!({"title": "disk full", "severity": "minor"}));
     let added = call(&sim, &add_request).await;
     assert_eq!(added.status, StatusCode::OK);
-    assert_eq!(
-        added.headers[header::CONTENT_TYPE],
-        "application/json",
-        "answers are JSON"
-    );
+    assert_eq!(added.headers[header::CONTENT_TYPE], "application/json", "answers are JSON");
     let header = added.envelope.header();
     assert_eq!(header.header_version, Some(1));
     assert_eq!(header.event_name, DEFAULT_RESPONSE_EVENT_NAME);
     assert_eq!(header.owner_id, OWNER);
     assert!(!header.is_err);
     assert_eq!(header.err_code, "200_OK");
-    assert_eq!(
-        header.license_plate,
-        add_request.header.license_plate.as_str()
-    );
+    assert_eq!(header.license_plate, add_request.header.license_plate.as_str());
     let id = added.id();
     assert_eq!(id, "IT-000001");
 
-    let edited = op(
-        &sim,
-        Operation::Edit,
-        json!({"id": id, "severity": "major"}),
-    )
-    .await;
+    let edited = op(&sim, Operation::Edit, json!({"id": id, "severity": "major"})).await;
     assert_eq!(edited.envelope.payload(), &json!({"id": id}));
 
     let copied = op(&sim, Operation::Copy, json!({"id": id, "title": "copy"})).await;
     assert_eq!(copied.id(), "IT-000002");
 
-    let submitted = op(
-        &sim,
-        Operation::Submit,
-        json!({"id": id, "partnerId": "P-1", "note": "over to you"}),
-    )
-    .await;
+    let submitted =
+        op(&sim, Operation::Submit, json!({"id": id, "partnerId": "P-1", "note": "over to you"})).await;
     assert_eq!(submitted.envelope.payload(), &json!({"id": id}));
 
-    let closed = op(
-        &sim,
-        Operation::Close,
-        json!({"id": id, "resolution": "fixed", "closeNotes": "freed space"}),
-    )
-    .await;
+    let closed =
+        op(&sim, Operation::Close, json!({"id": id, "resolution": "fixed", "closeNotes": "freed space"}))
+            .await;
     assert_eq!(closed.envelope.payload(), &json!({"id": id}));
 
     let read = op(&sim, Operation::Read, json!({"id": id})).await;
@@ -191,12 +155,7 @@ async fn every_operation_round_trips_with_a_contract_envelope() {
                 "status": "closed", "partnerId": "P-1"})
     );
 
-    let reopened = op(
-        &sim,
-        Operation::Reopen,
-        json!({"id": id, "reason": "came back"}),
-    )
-    .await;
+    let reopened = op(&sim, Operation::Reopen, json!({"id": id, "reason": "came back"})).await;
     assert_eq!(reopened.envelope.payload(), &json!({"id": id}));
     let read = op(&sim, Operation::Read, json!({"id": id})).await;
     assert_eq!(read.envelope.payload()["status"], "open");
@@ -208,22 +167,14 @@ async fn every_operation_round_trips_with_a_contract_envelope() {
     assert_eq!(original.reopen_reason, Some(json!("came back")));
     let copy = incident(&sim, "IT-000002");
     assert_eq!(copy.copied_from.map(|c| c.to_string()), Some(id));
-    assert_eq!(
-        Value::Object(copy.fields),
-        json!({"title": "copy", "severity": "major"})
-    );
+    assert_eq!(Value::Object(copy.fields), json!({"title": "copy", "severity": "major"}));
 }
 
 #[tokio::test]
 async fn close_records_resolution_notes_and_time() {
     let sim = start(SimConfig::default()).await;
     let id = add(&sim, json!({})).await;
-    op(
-        &sim,
-        Operation::Close,
-        json!({"id": id, "resolution": "fixed", "closeNotes": "n"}),
-    )
-    .await;
+    op(&sim, Operation::Close, json!({"id": id, "resolution": "fixed", "closeNotes": "n"})).await;
     let closed = incident(&sim, &id);
     assert_eq!(closed.status, IncidentStatus::Closed);
     assert_eq!(closed.resolution, Some(json!("fixed")));
@@ -242,27 +193,16 @@ async fn the_operation_is_chosen_by_event_name_not_by_path() {
     }
     assert_eq!(sim.incidents().len(), 1, "one licensePlate, one incident");
     let paths: Vec<_> = sim.requests().into_iter().map(|r| r.path).collect();
-    assert_eq!(
-        paths,
-        ["/", "/close-incident", "/deep/per/operation/url?tenant=a"]
-    );
+    assert_eq!(paths, ["/", "/close-incident", "/deep/per/operation/url?tenant=a"]);
 }
 
 #[tokio::test]
 async fn requests_without_the_configured_basic_token_are_unauthorized() {
-    let sim = start(SimConfig {
-        token: Some(Secret::new("s3cret")),
-        ..SimConfig::default()
-    })
-    .await;
+    let sim = start(SimConfig { token: Some(Secret::new("s3cret")), ..SimConfig::default() }).await;
     let request = envelope(Operation::Add, json!({}));
-    for authorization in [
-        None,
-        Some("Basic wrong"),
-        Some("Bearer s3cret"),
-        Some("Basic s3cre"),
-        Some("s3cret"),
-    ] {
+    for authorization in
+        [None, Some("Basic wrong"), Some("Bearer s3cret"), Some("Basic s3cre"), Some("s3cret")]
+    {
         let mut builder = client().post(sim.url()).json(&request);
         if let Some(value) = authorization {
             builder = builder.header(header::AUTHORIZATION, value);
@@ -290,11 +230,7 @@ async fn requests_without_the_configured_basic_token_are_unauthorized() {
     )
     .await;
     assert_eq!(answer.status, StatusCode::OK);
-    assert_eq!(
-        sim.incidents().len(),
-        1,
-        "a refused request is not remembered"
-    );
+    assert_eq!(sim.incidents().len(), 1, "a refused request is not remembered");
 }
 
 #[tokio::test]
@@ -308,8 +244,7 @@ async fn malformed_envelopes_are_bad_requests() {
         json!({"header": {"eventName": "agile-process-teams:add-incident:v3", "licensePlate": "P"}})
             .to_string(),
         json!({"header": {"licensePlate": "P"}, "payload": {}}).to_string(),
-        json!({"header": {"eventName": "agile-process-teams:add-incident:v3"}, "payload": {}})
-            .to_string(),
+        json!({"header": {"eventName": "agile-process-teams:add-incident:v3"}, "payload": {}}).to_string(),
     ];
     for body in bodies {
         let response = client()
@@ -334,11 +269,7 @@ async fn an_unknown_event_name_is_a_bad_request() {
     request.header.event_name = "agile-process-teams:delete-incident:v3".into();
     let answer = call(&sim, &request).await;
     assert_eq!(answer.status, StatusCode::BAD_REQUEST);
-    assert!(
-        answer.message().contains("delete-incident"),
-        "{}",
-        answer.message()
-    );
+    assert!(answer.message().contains("delete-incident"), "{}", answer.message());
 }
 
 #[tokio::test]
@@ -354,11 +285,7 @@ async fn operations_on_an_item_without_an_id_are_bad_requests() {
     ] {
         let answer = op(&sim, operation, json!({"partnerId": "P"})).await;
         assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{operation}");
-        assert!(
-            answer.message().contains("payload.id"),
-            "{}",
-            answer.message()
-        );
+        assert!(answer.message().contains("payload.id"), "{}", answer.message());
     }
 }
 
@@ -374,12 +301,7 @@ async fn submit_without_a_partner_is_a_bad_request() {
 #[tokio::test]
 async fn an_unknown_id_is_not_found() {
     let sim = start(SimConfig::default()).await;
-    let answer = op(
-        &sim,
-        Operation::Edit,
-        json!({"id": "IT-424242", "title": "x"}),
-    )
-    .await;
+    let answer = op(&sim, Operation::Edit, json!({"id": "IT-424242", "title": "x"})).await;
     assert_eq!(answer.status, StatusCode::NOT_FOUND);
     assert_eq!(answer.err_code(), "404_NOT_FOUND");
     assert!(answer.message().contains("IT-424242"));
@@ -394,10 +316,7 @@ async fn closing_a_closed_incident_and_reopening_an_open_one_conflict() {
     assert_eq!(reopen.status, StatusCode::CONFLICT);
     assert_eq!(reopen.err_code(), "409_CONFLICT");
 
-    assert_eq!(
-        op(&sim, Operation::Close, json!({"id": id})).await.status,
-        StatusCode::OK
-    );
+    assert_eq!(op(&sim, Operation::Close, json!({"id": id})).await.status, StatusCode::OK);
     let close = op(&sim, Operation::Close, json!({"id": id})).await;
     assert_eq!(close.status, StatusCode::CONFLICT);
     assert_eq!(close.err_code(), "409_CONFLICT");
@@ -405,12 +324,9 @@ async fn closing_a_closed_incident_and_reopening_an_open_one_conflict() {
 
 #[tokio::test]
 async fn errors_in_http_200_mode_reports_errors_in_a_200_envelope() {
-    let sim = start(SimConfig {
-        errors_in_http_200: true,
-        token: Some(Secret::new("t")),
-        ..SimConfig::default()
-    })
-    .await;
+    let sim =
+        start(SimConfig { errors_in_http_200: true, token: Some(Secret::new("t")), ..SimConfig::default() })
+            .await;
     let unauthorized = op(&sim, Operation::Add, json!({})).await;
     assert_eq!(unauthorized.status, StatusCode::OK);
     assert!(unauthorized.envelope.header().is_err);
@@ -447,10 +363,7 @@ async fn a_repeated_license_plate_gets_the_identical_answer_and_has_one_effect()
     assert_eq!(sim.incidents().len(), 1);
     assert_eq!(incident(&sim, "IT-000001").fields["title"], "once");
     let log = sim.requests();
-    assert_eq!(
-        log.iter().map(|r| r.duplicate).collect::<Vec<_>>(),
-        [false, true]
-    );
+    assert_eq!(log.iter().map(|r| r.duplicate).collect::<Vec<_>>(), [false, true]);
 }
 
 #[tokio::test]
@@ -485,11 +398,7 @@ async fn a_repeated_license_plate_replays_an_error_answer_too() {
 
 async fn answer_under(failure: Failure) -> (SimHandle, reqwest::Response, RequestEnvelope) {
     let sim = start(SimConfig {
-        faults: Faults {
-            fail_next: 1,
-            fail_next_with: failure,
-            ..Faults::default()
-        },
+        faults: Faults { fail_next: 1, fail_next_with: failure, ..Faults::default() },
         ..SimConfig::default()
     })
     .await;
@@ -505,14 +414,8 @@ async fn a_status_fault_answers_that_status_with_an_error_envelope() {
     assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(answer.envelope.header().is_err);
     assert_eq!(answer.err_code(), "503_SERVICE_UNAVAILABLE");
-    assert_eq!(
-        answer.envelope.header().license_plate,
-        request.header.license_plate.as_str()
-    );
-    assert!(
-        sim.incidents().is_empty(),
-        "an injected failure has no effect"
-    );
+    assert_eq!(answer.envelope.header().license_plate, request.header.license_plate.as_str());
+    assert!(sim.incidents().is_empty(), "an injected failure has no effect");
     assert_eq!(sim.requests()[0].fault.as_deref(), Some("status"));
 }
 
@@ -528,10 +431,7 @@ async fn a_status_in_200_fault_answers_200_with_an_error_envelope() {
 
 #[tokio::test]
 async fn a_rate_limited_fault_answers_429_with_retry_after() {
-    let (_sim, response, _) = answer_under(Failure::RateLimited {
-        retry_after_secs: 7,
-    })
-    .await;
+    let (_sim, response, _) = answer_under(Failure::RateLimited { retry_after_secs: 7 }).await;
     let answer = decode(response).await;
     assert_eq!(answer.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(answer.headers[header::RETRY_AFTER], "7");
@@ -542,12 +442,7 @@ async fn a_rate_limited_fault_answers_429_with_retry_after() {
 async fn a_not_json_fault_answers_an_html_page() {
     let (_sim, response, _) = answer_under(Failure::NotJson { status: 502 }).await;
     assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
-    assert!(
-        response.headers()[header::CONTENT_TYPE]
-            .to_str()
-            .expect("ascii")
-            .starts_with("text/html")
-    );
+    assert!(response.headers()[header::CONTENT_TYPE].to_str().expect("ascii").starts_with("text/html"));
     let body = response.bytes().await.expect("body");
     assert!(serde_json::from_slice::<Value>(&body).is_err());
     assert!(ResponseEnvelope::parse(body).is_err());
@@ -556,10 +451,7 @@ async fn a_not_json_fault_answers_an_html_page() {
 #[tokio::test]
 async fn a_drop_connection_fault_makes_the_response_body_fail() {
     let (sim, response, _) = answer_under(Failure::DropConnection).await;
-    assert!(
-        response.bytes().await.is_err(),
-        "the body must break off, not complete"
-    );
+    assert!(response.bytes().await.is_err(), "the body must break off, not complete");
     assert_eq!(sim.requests()[0].fault.as_deref(), Some("drop_connection"));
     assert!(sim.incidents().is_empty());
 }
@@ -567,10 +459,7 @@ async fn a_drop_connection_fault_makes_the_response_body_fail() {
 #[tokio::test]
 async fn fail_next_fails_that_many_requests_then_succeeds_once() {
     let sim = start(SimConfig::default()).await;
-    sim.set_faults(Faults {
-        fail_next: 2,
-        ..Faults::default()
-    });
+    sim.set_faults(Faults { fail_next: 2, ..Faults::default() });
     // A client retrying with one licensePlate: failures are not remembered for replay.
     let request = envelope(Operation::Add, json!({"title": "t"}));
     let statuses = [
@@ -581,12 +470,7 @@ async fn fail_next_fails_that_many_requests_then_succeeds_once() {
     ];
     assert_eq!(
         statuses,
-        [
-            StatusCode::SERVICE_UNAVAILABLE,
-            StatusCode::SERVICE_UNAVAILABLE,
-            StatusCode::OK,
-            StatusCode::OK
-        ]
+        [StatusCode::SERVICE_UNAVAILABLE, StatusCode::SERVICE_UNAVAILABLE, StatusCode::OK, StatusCode::OK]
     );
     assert_eq!(sim.incidents().len(), 1);
     assert_eq!(sim.faults().fail_next, 0);
@@ -600,11 +484,7 @@ async fn fail_next_fails_that_many_requests_then_succeeds_once() {
 #[tokio::test]
 async fn an_error_rate_of_one_fails_every_request() {
     let sim = start(SimConfig::default()).await;
-    sim.set_faults(Faults {
-        error_rate: 1.0,
-        error: Failure::Status { status: 500 },
-        ..Faults::default()
-    });
+    sim.set_faults(Faults { error_rate: 1.0, error: Failure::Status { status: 500 }, ..Faults::default() });
     for _ in 0..5 {
         let answer = op(&sim, Operation::Add, json!({})).await;
         assert_eq!(answer.status, StatusCode::INTERNAL_SERVER_ERROR);
@@ -615,14 +495,8 @@ async fn an_error_rate_of_one_fails_every_request() {
 #[tokio::test]
 async fn latency_holds_the_answer_past_a_client_timeout() {
     let sim = start(SimConfig::default()).await;
-    sim.set_faults(Faults {
-        latency: Some(Latency::Fixed { fixed_ms: 5_000 }),
-        ..Faults::default()
-    });
-    let impatient = Client::builder()
-        .timeout(Duration::from_millis(100))
-        .build()
-        .expect("client");
+    sim.set_faults(Faults { latency: Some(Latency::Fixed { fixed_ms: 5_000 }), ..Faults::default() });
+    let impatient = Client::builder().timeout(Duration::from_millis(100)).build().expect("client");
     let err = impatient
         .post(sim.url())
         .json(&envelope(Operation::Add, json!({})))
@@ -641,52 +515,23 @@ async fn faults_can_be_read_and_replaced_over_http() {
     let current: Faults = get_json(&sim, "/_sim/faults").await;
     assert_eq!(current, Faults::default());
 
-    let plan =
-        json!({"fail_next": 1, "fail_next_with": {"kind": "rate_limited", "retry_after_secs": 2}});
-    let response = client()
-        .post(&faults_url)
-        .json(&plan)
-        .send()
-        .await
-        .expect("answer");
+    let plan = json!({"fail_next": 1, "fail_next_with": {"kind": "rate_limited", "retry_after_secs": 2}});
+    let response = client().post(&faults_url).json(&plan).send().await.expect("answer");
     assert_eq!(response.status(), StatusCode::OK);
     let installed = sim.faults();
     assert_eq!(installed.fail_next, 1);
 
     let answer = op(&sim, Operation::Add, json!({})).await;
     assert_eq!(answer.status, StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(
-        op(&sim, Operation::Add, json!({})).await.status,
-        StatusCode::OK
-    );
+    assert_eq!(op(&sim, Operation::Add, json!({})).await.status, StatusCode::OK);
 
-    let bad = client()
-        .post(&faults_url)
-        .json(&json!({"error_rate": 3}))
-        .send()
-        .await
-        .expect("answer");
+    let bad = client().post(&faults_url).json(&json!({"error_rate": 3})).send().await.expect("answer");
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
-    assert_eq!(
-        bad.headers()[header::CONTENT_TYPE],
-        "application/problem+json"
-    );
+    assert_eq!(bad.headers()[header::CONTENT_TYPE], "application/problem+json");
     let problem: Value = bad.json().await.expect("problem json");
     assert_eq!(problem["status"], 400);
-    assert!(
-        problem["detail"]
-            .as_str()
-            .unwrap_or("")
-            .contains("error_rate")
-    );
-    assert_eq!(
-        sim.faults(),
-        Faults {
-            fail_next: 0,
-            ..installed
-        },
-        "a bad plan changes nothing"
-    );
+    assert!(problem["detail"].as_str().unwrap_or("").contains("error_rate"));
+    assert_eq!(sim.faults(), Faults { fail_next: 0, ..installed }, "a bad plan changes nothing");
 }
 
 #[tokio::test]
@@ -694,16 +539,9 @@ async fn reset_over_http_clears_incidents_requests_faults_and_ids() {
     let sim = start(SimConfig::default()).await;
     let request = envelope(Operation::Add, json!({}));
     call(&sim, &request).await;
-    sim.set_faults(Faults {
-        fail_next: 5,
-        ..Faults::default()
-    });
+    sim.set_faults(Faults { fail_next: 5, ..Faults::default() });
 
-    let response = client()
-        .post(format!("{}/_sim/reset", sim.base_url()))
-        .send()
-        .await
-        .expect("answer");
+    let response = client().post(format!("{}/_sim/reset", sim.base_url())).send().await.expect("answer");
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
     assert!(sim.incidents().is_empty());
     assert!(sim.requests().is_empty());
@@ -728,30 +566,16 @@ async fn the_request_log_records_order_headers_bodies_and_answers() {
         .send()
         .await
         .expect("answer");
-    client()
-        .post(format!("{}/other", sim.base_url()))
-        .body("plain text")
-        .send()
-        .await
-        .expect("answer");
+    client().post(format!("{}/other", sim.base_url())).body("plain text").send().await.expect("answer");
 
     let log: Vec<RecordedRequest> = get_json(&sim, "/_sim/requests").await;
     assert_eq!(log, sim.requests());
     assert_eq!(log.len(), 2);
 
     let first = &log[0];
-    assert_eq!(
-        (first.seq, first.method.as_str(), first.path.as_str()),
-        (1, "POST", "/incident")
-    );
+    assert_eq!((first.seq, first.method.as_str(), first.path.as_str()), (1, "POST", "/incident"));
     assert!(humantime::parse_rfc3339(&first.received_at).is_ok());
-    let header = |name: &str| {
-        first
-            .headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    };
+    let header = |name: &str| first.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
     assert_eq!(header("x-trace"), Some("abc"));
     assert_eq!(header("authorization"), Some("Basic anything"));
     assert_eq!(header("content-type"), Some("application/json"));
@@ -789,11 +613,7 @@ async fn wait_for_requests_wakes_when_requests_arrive_and_times_out_otherwise() 
     let log = waiting.await.expect("task").expect("two requests arrive");
     assert_eq!(log.len(), 2);
 
-    assert!(
-        sim.wait_for_requests(3, Duration::from_millis(50))
-            .await
-            .is_err()
-    );
+    assert!(sim.wait_for_requests(3, Duration::from_millis(50)).await.is_err());
 }
 
 #[tokio::test]
@@ -827,15 +647,10 @@ async fn stop_refuses_connections_and_serving_the_same_state_again_brings_it_bac
     let id = add(&sim, json!({"title": "survives"})).await;
     let (state, addr) = (sim.state(), sim.addr());
 
-    tokio::time::timeout(WAIT, sim.stop())
-        .await
-        .expect("stops promptly")
-        .expect("served cleanly");
+    tokio::time::timeout(WAIT, sim.stop()).await.expect("stops promptly").expect("served cleanly");
     assert!(connection_refused(addr).await);
 
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .expect("the address is free again");
+    let listener = tokio::net::TcpListener::bind(addr).await.expect("the address is free again");
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(Simulator::serve(state.clone(), listener, shutdown.clone()));
     let listed: Vec<Incident> = client()
@@ -851,16 +666,10 @@ async fn stop_refuses_connections_and_serving_the_same_state_again_brings_it_bac
     assert_eq!(listed[0].fields["title"], "survives");
 
     shutdown.cancel();
-    tokio::time::timeout(WAIT, server)
-        .await
-        .expect("stops promptly")
-        .expect("task")
-        .expect("served cleanly");
+    tokio::time::timeout(WAIT, server).await.expect("stops promptly").expect("task").expect("served cleanly");
     assert!(connection_refused(addr).await);
 
-    let again = Simulator::start_with_state(state, addr)
-        .await
-        .expect("restart");
+    let again = Simulator::start_with_state(state, addr).await.expect("restart");
     let read = op(&again, Operation::Read, json!({"id": id})).await;
     assert_eq!(read.envelope.payload()["title"], "survives");
 }
@@ -868,25 +677,14 @@ async fn stop_refuses_connections_and_serving_the_same_state_again_brings_it_bac
 #[tokio::test]
 async fn stop_does_not_wait_for_a_request_held_by_latency() {
     let sim = start(SimConfig::default()).await;
-    sim.set_faults(Faults {
-        latency: Some(Latency::Fixed { fixed_ms: 60_000 }),
-        ..Faults::default()
-    });
-    let pending = tokio::spawn(
-        client()
-            .post(sim.url())
-            .json(&envelope(Operation::Add, json!({})))
-            .send(),
-    );
+    sim.set_faults(Faults { latency: Some(Latency::Fixed { fixed_ms: 60_000 }), ..Faults::default() });
+    let pending = tokio::spawn(client().post(sim.url()).json(&envelope(Operation::Add, json!({}))).send());
     sim.wait_for_requests(1, WAIT).await.expect("arrived");
     tokio::time::timeout(WAIT, sim.stop())
         .await
         .expect("stop does not wait out the latency")
         .expect("served cleanly");
-    let outcome = tokio::time::timeout(WAIT, pending)
-        .await
-        .expect("the client hears back")
-        .expect("task");
+    let outcome = tokio::time::timeout(WAIT, pending).await.expect("the client hears back").expect("task");
     match outcome {
         Err(_) => {}
         Ok(response) => assert!(response.bytes().await.is_err()),
@@ -901,22 +699,12 @@ async fn the_router_answers_without_a_socket() {
     let request = envelope(Operation::Add, json!({"title": "in memory"}));
     let http_request = axum::http::Request::post("/incident")
         .header(header::CONTENT_TYPE, "application/json")
-        .body(axum::body::Body::from(
-            serde_json::to_vec(&request).expect("json"),
-        ))
+        .body(axum::body::Body::from(serde_json::to_vec(&request).expect("json")))
         .expect("request");
-    let response = router(state.clone())
-        .oneshot(http_request)
-        .await
-        .expect("infallible");
+    let response = router(state.clone()).oneshot(http_request).await.expect("infallible");
     assert_eq!(response.status(), StatusCode::OK);
-    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
-        .await
-        .expect("body");
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.expect("body");
     let answer = ResponseEnvelope::parse(body).expect("envelope");
-    assert_eq!(
-        answer.item_id().map(|id| id.to_string()).as_deref(),
-        Some("IT-000001")
-    );
+    assert_eq!(answer.item_id().map(|id| id.to_string()).as_deref(), Some("IT-000001"));
     assert_eq!(state.incidents()[0].fields["title"], "in memory");
 }

@@ -41,6 +41,9 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Largest request body accepted on any endpoint.
     pub body_limit_bytes: usize,
+    /// How long the bridge keeps serving with `/readyz` at 503 after a shutdown signal, so load
+    /// balancers stop routing to it before it stops accepting.
+    pub shutdown_delay: Duration,
     /// How long shutdown waits for in-flight work before giving up on it.
     pub shutdown_grace: Duration,
     /// How long a synchronous HTTP command waits for its SCWM answer before answering 503.
@@ -220,9 +223,14 @@ impl Validator<'_> {
     fn server(&mut self, raw: raw::RawServer) -> Option<ServerConfig> {
         let listen = self.socket_addr("server.listen", &raw.listen);
         let body_limit_bytes = self.positive("server.body_limit_bytes", raw.body_limit_bytes);
-        let shutdown_grace = raw.shutdown_grace;
         let sync_timeout = self.positive("server.sync_timeout", raw.sync_timeout);
-        Some(ServerConfig { listen: listen?, body_limit_bytes, shutdown_grace, sync_timeout })
+        Some(ServerConfig {
+            listen: listen?,
+            body_limit_bytes,
+            shutdown_delay: raw.shutdown_delay,
+            shutdown_grace: raw.shutdown_grace,
+            sync_timeout,
+        })
     }
 
     fn simulator(&mut self, raw: raw::RawSimulator) -> Option<SimulatorConfig> {

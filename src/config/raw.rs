@@ -25,6 +25,8 @@ pub struct RawServer {
     #[serde(deserialize_with = "lenient::value")]
     pub body_limit_bytes: usize,
     #[serde(deserialize_with = "lenient::duration")]
+    pub shutdown_delay: Duration,
+    #[serde(deserialize_with = "lenient::duration")]
     pub shutdown_grace: Duration,
     #[serde(deserialize_with = "lenient::duration")]
     pub sync_timeout: Duration,
@@ -35,6 +37,7 @@ impl Default for RawServer {
         Self {
             listen: "0.0.0.0:8080".into(),
             body_limit_bytes: 1024 * 1024,
+            shutdown_delay: Duration::ZERO,
             shutdown_grace: Duration::from_secs(20),
             sync_timeout: Duration::from_secs(30),
         }

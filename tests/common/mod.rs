@@ -71,18 +71,30 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn start() -> Self {
-        Self::start_with("").await
+        Self::start_with(&[]).await
     }
 
-    /// A bridge with `extra` config appended, talking to a fresh simulator.
-    pub async fn start_with(extra: &str) -> Self {
+    /// A bridge talking to a fresh simulator, with `overrides` (dotted key, value) applied the
+    /// way environment variables are.
+    pub async fn start_with(overrides: &[(&str, &str)]) -> Self {
         let sim = start_simulator().await;
-        Self::start_against(sim, extra).await
+        Self::start_against(sim, "", overrides).await
     }
 
-    pub async fn start_against(sim: SimHandle, extra: &str) -> Self {
+    /// A bridge talking to `sim`, with `extra` appended to the config text and `overrides`
+    /// applied as environment variables.
+    pub async fn start_against(sim: SimHandle, extra: &str, overrides: &[(&str, &str)]) -> Self {
         let text = config_text(&sim.url(), extra);
-        let config = config::load(&text, &BTreeMap::new(), &|p| std::fs::read_to_string(p))
+        let env: BTreeMap<String, String> = overrides
+            .iter()
+            .map(|(k, v)| {
+                (
+                    format!("{}{}", config::ENV_PREFIX, k.replace('.', "__").to_ascii_uppercase()),
+                    v.to_string(),
+                )
+            })
+            .collect();
+        let config = config::load(&text, &env, &|p| std::fs::read_to_string(p))
             .unwrap_or_else(|e| panic!("test config is invalid: {e}"));
         let (sink, published) = ChannelSink::new(100_000);
         let app = App::build_with(config, Extras { sinks: vec![std::sync::Arc::new(sink)] })
@@ -99,7 +111,12 @@ impl TestApp {
     }
 
     pub async fn command(&self, op: &str, body: serde_json::Value) -> reqwest::Response {
-        self.http.post(self.url(&format!("/v1/incidents/{op}"))).json(&body).send().await.expect("bridge answers")
+        self.http
+            .post(self.url(&format!("/v1/incidents/{op}")))
+            .json(&body)
+            .send()
+            .await
+            .expect("bridge answers")
     }
 
     /// The next published item, failing after 10 s.

@@ -89,9 +89,7 @@ impl Failure {
 
     fn validate(&self, field: &'static str) -> Result<(), InvalidFaults> {
         let ok = match *self {
-            Failure::Status { status } | Failure::StatusIn200 { status } => {
-                (400..=599).contains(&status)
-            }
+            Failure::Status { status } | Failure::StatusIn200 { status } => (400..=599).contains(&status),
             Failure::NotJson { status } => (200..=599).contains(&status),
             Failure::RateLimited { .. } | Failure::DropConnection => true,
         };
@@ -181,20 +179,8 @@ struct FaultsWire {
 
 impl Default for FaultsWire {
     fn default() -> Self {
-        let Faults {
-            latency,
-            error_rate,
-            error,
-            fail_next,
-            fail_next_with,
-        } = Faults::default();
-        Self {
-            latency,
-            error_rate,
-            error,
-            fail_next,
-            fail_next_with,
-        }
+        let Faults { latency, error_rate, error, fail_next, fail_next_with } = Faults::default();
+        Self { latency, error_rate, error, fail_next, fail_next_with }
     }
 }
 
@@ -235,13 +221,7 @@ mod tests {
     fn the_default_plan_injects_nothing() {
         let mut faults = Faults::default();
         for _ in 0..1000 {
-            assert_eq!(
-                faults.draw(&mut rng()),
-                Draw {
-                    latency: Duration::ZERO,
-                    failure: None
-                }
-            );
+            assert_eq!(faults.draw(&mut rng()), Draw { latency: Duration::ZERO, failure: None });
         }
     }
 
@@ -270,14 +250,9 @@ mod tests {
         assert_eq!(
             faults,
             Faults {
-                latency: Some(Latency::Range {
-                    min_ms: 10,
-                    max_ms: 5000
-                }),
+                latency: Some(Latency::Range { min_ms: 10, max_ms: 5000 }),
                 error_rate: 0.25,
-                error: Failure::RateLimited {
-                    retry_after_secs: 1
-                },
+                error: Failure::RateLimited { retry_after_secs: 1 },
                 fail_next: 2,
                 fail_next_with: Failure::DropConnection,
             }
@@ -288,24 +263,13 @@ mod tests {
     #[test]
     fn every_failure_kind_parses_from_its_documented_form() {
         let cases = [
-            (
-                json!({"kind":"status","status":503}),
-                Failure::Status { status: 503 },
-            ),
-            (
-                json!({"kind":"status_in_200","status":503}),
-                Failure::StatusIn200 { status: 503 },
-            ),
+            (json!({"kind":"status","status":503}), Failure::Status { status: 503 }),
+            (json!({"kind":"status_in_200","status":503}), Failure::StatusIn200 { status: 503 }),
             (
                 json!({"kind":"rate_limited","retry_after_secs":1}),
-                Failure::RateLimited {
-                    retry_after_secs: 1,
-                },
+                Failure::RateLimited { retry_after_secs: 1 },
             ),
-            (
-                json!({"kind":"not_json","status":502}),
-                Failure::NotJson { status: 502 },
-            ),
+            (json!({"kind":"not_json","status":502}), Failure::NotJson { status: 502 }),
             (json!({"kind":"drop_connection"}), Failure::DropConnection),
         ];
         for (text, failure) in cases {
@@ -334,78 +298,48 @@ mod tests {
 
     #[test]
     fn fail_next_fails_that_many_requests_then_succeeds() {
-        let mut faults = Faults {
-            fail_next: 2,
-            fail_next_with: Failure::NotJson { status: 502 },
-            ..Faults::default()
-        };
+        let mut faults =
+            Faults { fail_next: 2, fail_next_with: Failure::NotJson { status: 502 }, ..Faults::default() };
         let mut rng = rng();
-        assert_eq!(
-            faults.draw(&mut rng).failure,
-            Some(Failure::NotJson { status: 502 })
-        );
+        assert_eq!(faults.draw(&mut rng).failure, Some(Failure::NotJson { status: 502 }));
         assert_eq!(faults.fail_next, 1);
-        assert_eq!(
-            faults.draw(&mut rng).failure,
-            Some(Failure::NotJson { status: 502 })
-        );
+        assert_eq!(faults.draw(&mut rng).failure, Some(Failure::NotJson { status: 502 }));
         assert_eq!(faults.draw(&mut rng).failure, None);
         assert_eq!(faults.fail_next, 0);
     }
 
     #[test]
     fn fail_next_takes_precedence_over_error_rate() {
-        let mut faults = Faults {
-            error_rate: 1.0,
-            error: Failure::DropConnection,
-            fail_next: 1,
-            ..Faults::default()
-        };
+        let mut faults =
+            Faults { error_rate: 1.0, error: Failure::DropConnection, fail_next: 1, ..Faults::default() };
         let mut rng = rng();
-        assert_eq!(
-            faults.draw(&mut rng).failure,
-            Some(Failure::SERVICE_UNAVAILABLE)
-        );
+        assert_eq!(faults.draw(&mut rng).failure, Some(Failure::SERVICE_UNAVAILABLE));
         assert_eq!(faults.draw(&mut rng).failure, Some(Failure::DropConnection));
     }
 
     #[test]
     fn error_rate_one_always_fails_and_zero_never_does() {
-        let mut always = Faults {
-            error_rate: 1.0,
-            ..Faults::default()
-        };
+        let mut always = Faults { error_rate: 1.0, ..Faults::default() };
         let mut never = Faults::default();
         let mut rng = rng();
         for _ in 0..1000 {
-            assert_eq!(
-                always.draw(&mut rng).failure,
-                Some(Failure::SERVICE_UNAVAILABLE)
-            );
+            assert_eq!(always.draw(&mut rng).failure, Some(Failure::SERVICE_UNAVAILABLE));
             assert_eq!(never.draw(&mut rng).failure, None);
         }
     }
 
     #[test]
     fn error_rate_fails_about_that_share_of_requests() {
-        let mut faults = Faults {
-            error_rate: 0.3,
-            ..Faults::default()
-        };
+        let mut faults = Faults { error_rate: 0.3, ..Faults::default() };
         let mut rng = rng();
-        let failed = (0..10_000)
-            .filter(|_| faults.draw(&mut rng).failure.is_some())
-            .count();
+        let failed = (0..10_000).filter(|_| faults.draw(&mut rng).failure.is_some()).count();
         assert!((2_500..3_500).contains(&failed), "{failed} of 10000 failed");
     }
 
     #[test]
     fn an_unchecked_plan_with_swapped_bounds_or_nan_rate_does_not_panic() {
         let mut faults = Faults {
-            latency: Some(Latency::Range {
-                min_ms: 20,
-                max_ms: 10,
-            }),
+            latency: Some(Latency::Range { min_ms: 20, max_ms: 10 }),
             error_rate: f64::NAN,
             ..Faults::default()
         };
@@ -438,10 +372,7 @@ mod tests {
 
     #[test]
     fn validate_explains_what_is_wrong() {
-        let faults = Faults {
-            error_rate: 2.0,
-            ..Faults::default()
-        };
+        let faults = Faults { error_rate: 2.0, ..Faults::default() };
         let err = faults.validate().unwrap_err();
         assert!(err.to_string().contains("error_rate"), "{err}");
         assert!(Faults::default().validate().is_ok());

@@ -73,11 +73,7 @@ async fn set_faults(State(state): State<Arc<SimState>>, body: Bytes) -> Response
             debug!(?faults, "simulator fault plan replaced");
             Json(faults).into_response()
         }
-        Err(e) => problem(
-            StatusCode::BAD_REQUEST,
-            "invalid fault plan",
-            &e.to_string(),
-        ),
+        Err(e) => problem(StatusCode::BAD_REQUEST, "invalid fault plan", &e.to_string()),
     }
 }
 
@@ -95,12 +91,7 @@ fn problem(status: StatusCode, title: &str, detail: &str) -> Response {
         "status": status.as_u16(),
         "detail": detail,
     });
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/problem+json")],
-        body.to_string(),
-    )
-        .into_response()
+    (status, [(header::CONTENT_TYPE, "application/problem+json")], body.to_string()).into_response()
 }
 
 /// What the request body turned out to be.
@@ -148,10 +139,7 @@ async fn read_body(body: Body) -> (Received, Value) {
     match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
         Ok(bytes) => match serde_json::from_slice::<Value>(&bytes) {
             Ok(v) => (Received::Json(v.clone()), v),
-            Err(_) => (
-                Received::NotJson,
-                Value::String(String::from_utf8_lossy(&bytes).into_owned()),
-            ),
+            Err(_) => (Received::NotJson, Value::String(String::from_utf8_lossy(&bytes).into_owned())),
         },
         Err(e) => {
             let reason = format!("the body could not be read: {e}");
@@ -171,35 +159,25 @@ async fn answer(
     let echo = Echo::from_body(received.json());
     let draw = state.draw_faults();
     if !sleep_unless_shut_down(draw.latency, shutdown).await {
-        return Outcome {
-            reply: Reply::Broken,
-            fault: Some("shutdown"),
-            duplicate: false,
-        };
+        return Outcome { reply: Reply::Broken, fault: Some("shutdown"), duplicate: false };
     }
     if let Some(failure) = draw.failure {
         return Outcome::injected(failure, &state.config, &echo);
     }
     if !state.authorized(headers) {
         let message = "missing or wrong Authorization";
-        return refused(
-            &state.config,
-            &echo,
-            StatusCode::UNAUTHORIZED,
-            message.into(),
-        );
+        return refused(&state.config, &echo, StatusCode::UNAUTHORIZED, message.into());
     }
     let request = match parse_envelope(received, &state.config.event_names) {
         Ok(request) => request,
         Err(reason) => return refused(&state.config, &echo, StatusCode::BAD_REQUEST, reason),
     };
-    let (answer, duplicate) =
-        state.answer_once(&request.license_plate, SystemTime::now(), |store, now| {
-            let result = store
-                .apply(request.op, &request.payload, now)
-                .map_err(|refusal| (refusal.status(), refusal.to_string()));
-            render(&state.config, &echo, result)
-        });
+    let (answer, duplicate) = state.answer_once(&request.license_plate, SystemTime::now(), |store, now| {
+        let result = store
+            .apply(request.op, &request.payload, now)
+            .map_err(|refusal| (refusal.status(), refusal.to_string()));
+        render(&state.config, &echo, result)
+    });
     Outcome::json(answer, duplicate)
 }
 
@@ -237,16 +215,9 @@ impl Echo {
     fn from_body(body: Option<&Value>) -> Self {
         let header = body.and_then(|b| b.get("header"));
         let text = |key: &str| {
-            header
-                .and_then(|h| h.get(key))
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned()
+            header.and_then(|h| h.get(key)).and_then(Value::as_str).unwrap_or_default().to_owned()
         };
-        Self {
-            owner_id: text("ownerId"),
-            license_plate: text("licensePlate"),
-        }
+        Self { owner_id: text("ownerId"), license_plate: text("licensePlate") }
     }
 }
 
@@ -284,11 +255,7 @@ fn parse_envelope(
         .and_then(Value::as_str)
         .filter(|plate| !plate.is_empty())
         .ok_or("header.licensePlate is missing, empty or not a string")?;
-    Ok(OperationRequest {
-        op,
-        license_plate: license_plate.to_owned(),
-        payload: payload.clone(),
-    })
+    Ok(OperationRequest { op, license_plate: license_plate.to_owned(), payload: payload.clone() })
 }
 
 fn object_member<'a>(body: &'a Payload, key: &str) -> Result<&'a Payload, String> {
@@ -301,26 +268,15 @@ fn object_member<'a>(body: &'a Payload, key: &str) -> Result<&'a Payload, String
 
 /// Renders a response envelope. `result` carries the contract status of an error; whether that
 /// status also goes on the wire depends on `errors_in_http_200`.
-fn render(
-    config: &SimConfig,
-    echo: &Echo,
-    result: Result<Payload, (StatusCode, String)>,
-) -> StoredAnswer {
+fn render(config: &SimConfig, echo: &Echo, result: Result<Payload, (StatusCode, String)>) -> StoredAnswer {
     let (status, wire_status, payload) = match result {
         Ok(payload) => (StatusCode::OK, StatusCode::OK, payload),
         Err((status, message)) => {
-            let wire = if config.errors_in_http_200 {
-                StatusCode::OK
-            } else {
-                status
-            };
+            let wire = if config.errors_in_http_200 { StatusCode::OK } else { status };
             (status, wire, message_payload(message))
         }
     };
-    StoredAnswer {
-        status: wire_status,
-        body: envelope(config, echo, status, payload),
-    }
+    StoredAnswer { status: wire_status, body: envelope(config, echo, status, payload) }
 }
 
 fn message_payload(message: String) -> Payload {
@@ -360,29 +316,17 @@ enum Reply {
 impl IntoResponse for Reply {
     fn into_response(self) -> Response {
         match self {
-            Reply::Json {
-                answer,
-                retry_after_secs,
-            } => {
-                let mut response = (
-                    answer.status,
-                    [(header::CONTENT_TYPE, "application/json")],
-                    answer.body,
-                )
+            Reply::Json { answer, retry_after_secs } => {
+                let mut response = (answer.status, [(header::CONTENT_TYPE, "application/json")], answer.body)
                     .into_response();
                 if let Some(secs) = retry_after_secs {
-                    response
-                        .headers_mut()
-                        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
                 }
                 response
             }
-            Reply::Html { status, body } => (
-                status,
-                [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-                body,
-            )
-                .into_response(),
+            Reply::Html { status, body } => {
+                (status, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response()
+            }
             Reply::Broken => broken_response(),
         }
     }
@@ -392,23 +336,14 @@ impl IntoResponse for Reply {
 /// pause between the two lets hyper flush the status line first, so the client sees a response
 /// whose body fails rather than no response at all.
 fn broken_response() -> Response {
-    let start = futures::stream::iter([Ok::<_, io::Error>(Bytes::from_static(
-        b"{\"header\":{\"headerVersion\":1,",
-    ))]);
+    let start =
+        futures::stream::iter([Ok::<_, io::Error>(Bytes::from_static(b"{\"header\":{\"headerVersion\":1,"))]);
     let fail = futures::stream::once(async {
         tokio::task::yield_now().await;
-        Err(io::Error::new(
-            io::ErrorKind::ConnectionReset,
-            "simulated connection drop",
-        ))
+        Err(io::Error::new(io::ErrorKind::ConnectionReset, "simulated connection drop"))
     });
     let body = Body::from_stream(futures::StreamExt::chain(start, fail));
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/json")],
-        body,
-    )
-        .into_response()
+    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 /// An answer and how the request log describes it.
@@ -420,14 +355,7 @@ struct Outcome {
 
 impl Outcome {
     fn json(answer: StoredAnswer, duplicate: bool) -> Self {
-        Self {
-            reply: Reply::Json {
-                answer,
-                retry_after_secs: None,
-            },
-            fault: None,
-            duplicate,
-        }
+        Self { reply: Reply::Json { answer, retry_after_secs: None }, fault: None, duplicate }
     }
 
     /// The wire form of an injected failure. Faults say exactly what goes on the wire, so
@@ -447,25 +375,16 @@ impl Outcome {
                 json(status, status, None)
             }
             Failure::StatusIn200 { status } => json(status_or_500(status), StatusCode::OK, None),
-            Failure::RateLimited { retry_after_secs } => json(
-                StatusCode::TOO_MANY_REQUESTS,
-                StatusCode::TOO_MANY_REQUESTS,
-                Some(retry_after_secs),
-            ),
+            Failure::RateLimited { retry_after_secs } => {
+                json(StatusCode::TOO_MANY_REQUESTS, StatusCode::TOO_MANY_REQUESTS, Some(retry_after_secs))
+            }
             Failure::NotJson { status } => {
                 let status = status_or_500(status);
-                Reply::Html {
-                    status,
-                    body: html_page(status),
-                }
+                Reply::Html { status, body: html_page(status) }
             }
             Failure::DropConnection => Reply::Broken,
         };
-        Self {
-            reply,
-            fault: Some(failure.name()),
-            duplicate: false,
-        }
+        Self { reply, fault: Some(failure.name()), duplicate: false }
     }
 
     fn completion(&self) -> Completion {
@@ -474,11 +393,7 @@ impl Outcome {
             Reply::Html { status, .. } => *status,
             Reply::Broken => StatusCode::OK,
         };
-        Completion {
-            status: status.as_u16(),
-            fault: self.fault,
-            duplicate: self.duplicate,
-        }
+        Completion { status: status.as_u16(), fault: self.fault, duplicate: self.duplicate }
     }
 }
 
@@ -489,11 +404,7 @@ fn status_or_500(status: u16) -> StatusCode {
 
 /// The kind of page a proxy in front of SCWM answers with.
 fn html_page(status: StatusCode) -> String {
-    let title = format!(
-        "{} {}",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or("Error")
-    );
+    let title = format!("{} {}", status.as_u16(), status.canonical_reason().unwrap_or("Error"));
     format!(
         "<!DOCTYPE html>\n<html><head><title>{title}</title></head>\
          <body><h1>{title}</h1><hr><p>scwm-sim</p></body></html>\n"
@@ -502,18 +413,13 @@ fn html_page(status: StatusCode) -> String {
 
 /// The request log's view of the request line and headers.
 fn describe(parts: &Parts) -> (String, String, Vec<(String, String)>) {
-    let path = parts
-        .uri
-        .path_and_query()
-        .map_or_else(|| parts.uri.path().to_owned(), |pq| pq.as_str().to_owned());
+    let path =
+        parts.uri.path_and_query().map_or_else(|| parts.uri.path().to_owned(), |pq| pq.as_str().to_owned());
     let headers = parts
         .headers
         .iter()
         .map(|(name, value)| {
-            (
-                name.as_str().to_owned(),
-                String::from_utf8_lossy(value.as_bytes()).into_owned(),
-            )
+            (name.as_str().to_owned(), String::from_utf8_lossy(value.as_bytes()).into_owned())
         })
         .collect();
     (parts.method.to_string(), path, headers)
@@ -576,10 +482,7 @@ mod tests {
 
     #[test]
     fn errors_carry_the_contract_status_on_the_wire_unless_configured_otherwise() {
-        let echo = Echo {
-            owner_id: "O".into(),
-            license_plate: "P".into(),
-        };
+        let echo = Echo { owner_id: "O".into(), license_plate: "P".into() };
         let mut config = SimConfig::default();
         let err = || Err((StatusCode::CONFLICT, "no".to_owned()));
         assert_eq!(render(&config, &echo, err()).status, StatusCode::CONFLICT);
@@ -600,13 +503,8 @@ mod tests {
 
     #[test]
     fn the_echo_is_taken_from_whatever_header_the_body_has() {
-        let echo = Echo::from_body(Some(
-            &json!({"header": {"licensePlate": "P", "ownerId": 7}}),
-        ));
-        assert_eq!(
-            (echo.owner_id.as_str(), echo.license_plate.as_str()),
-            ("", "P")
-        );
+        let echo = Echo::from_body(Some(&json!({"header": {"licensePlate": "P", "ownerId": 7}})));
+        assert_eq!((echo.owner_id.as_str(), echo.license_plate.as_str()), ("", "P"));
         let echo = Echo::from_body(None);
         assert_eq!(echo.license_plate, "");
     }

@@ -105,10 +105,8 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl SimState {
     fn new(config: SimConfig) -> Self {
-        let expected_authorization = config
-            .token
-            .as_ref()
-            .map(|token| Secret::new(format!("Basic {}", token.expose())));
+        let expected_authorization =
+            config.token.as_ref().map(|token| Secret::new(format!("Basic {}", token.expose())));
         Self {
             faults: Mutex::new(config.faults.clone()),
             config,
@@ -235,9 +233,7 @@ impl Simulator {
         shutdown: CancellationToken,
     ) -> std::io::Result<()> {
         let app = router(state).layer(Extension(http::ShutdownSignal(shutdown.clone())));
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await
+        axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await
     }
 
     /// Binds `addr` (port 0 picks a free port) and serves a new simulator in the background.
@@ -247,21 +243,13 @@ impl Simulator {
 
     /// Like [`Simulator::start`], over existing state: after [`SimHandle::stop`], this brings
     /// the same SCWM back, incidents and all, typically at the address it had.
-    pub async fn start_with_state(
-        state: Arc<SimState>,
-        addr: SocketAddr,
-    ) -> std::io::Result<SimHandle> {
+    pub async fn start_with_state(state: Arc<SimState>, addr: SocketAddr) -> std::io::Result<SimHandle> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(Self::serve(Arc::clone(&state), listener, shutdown.clone()));
         tracing::debug!(%addr, "SCWM simulator listening");
-        Ok(SimHandle {
-            addr,
-            state,
-            shutdown,
-            task: Some(task),
-        })
+        Ok(SimHandle { addr, state, shutdown, task: Some(task) })
     }
 }
 

@@ -150,9 +150,7 @@ pub(crate) enum Refusal {
 impl Refusal {
     pub fn status(&self) -> StatusCode {
         match self {
-            Refusal::MissingId(_) | Refusal::BadId | Refusal::MissingField { .. } => {
-                StatusCode::BAD_REQUEST
-            }
+            Refusal::MissingId(_) | Refusal::BadId | Refusal::MissingField { .. } => StatusCode::BAD_REQUEST,
             Refusal::UnknownId(_) => StatusCode::NOT_FOUND,
             Refusal::AlreadyClosed(_) | Refusal::AlreadyOpen(_) => StatusCode::CONFLICT,
         }
@@ -245,12 +243,7 @@ fn id_payload(id: &ItemId) -> Payload {
 impl Store {
     /// Applies one operation and returns the success payload, or why it was refused. A refused
     /// operation changes nothing.
-    pub fn apply(
-        &mut self,
-        op: Operation,
-        payload: &Payload,
-        now: SystemTime,
-    ) -> Result<Payload, Refusal> {
+    pub fn apply(&mut self, op: Operation, payload: &Payload, now: SystemTime) -> Result<Payload, Refusal> {
         match op {
             Operation::Add => {
                 check_required_fields(op, payload)?;
@@ -272,16 +265,13 @@ impl Store {
     fn target(&self, op: Operation, payload: &Payload) -> Result<u64, Refusal> {
         let id = requested_id(op, payload)?;
         check_required_fields(op, payload)?;
-        parse_id(&id)
-            .filter(|n| self.incidents.contains_key(n))
-            .ok_or(Refusal::UnknownId(id))
+        parse_id(&id).filter(|n| self.incidents.contains_key(n)).ok_or(Refusal::UnknownId(id))
     }
 
     fn add(&mut self, fields: Payload) -> ItemId {
         self.last_number += 1;
         let id = ItemId::new(format_id(self.last_number));
-        self.incidents
-            .insert(self.last_number, Incident::new(id.clone(), fields));
+        self.incidents.insert(self.last_number, Incident::new(id.clone(), fields));
         id
     }
 
@@ -304,10 +294,8 @@ impl Store {
         payload: &Payload,
         now: SystemTime,
     ) -> Result<Payload, Refusal> {
-        let incident = self
-            .incidents
-            .get_mut(&number)
-            .ok_or_else(|| Refusal::UnknownId(format_id(number)))?;
+        let incident =
+            self.incidents.get_mut(&number).ok_or_else(|| Refusal::UnknownId(format_id(number)))?;
         let field = |name: &str| payload.get(name).cloned();
         match op {
             Operation::Edit => incident.fields.extend(fields_of(payload)),
@@ -340,9 +328,7 @@ impl Store {
     }
 
     fn get(&self, number: u64) -> Result<&Incident, Refusal> {
-        self.incidents
-            .get(&number)
-            .ok_or_else(|| Refusal::UnknownId(format_id(number)))
+        self.incidents.get(&number).ok_or_else(|| Refusal::UnknownId(format_id(number)))
     }
 
     /// All incidents in id order.
@@ -359,8 +345,7 @@ impl Store {
     }
 
     pub fn remember(&mut self, plate: &str, answer: StoredAnswer, now: SystemTime) {
-        self.answers
-            .insert(plate.to_owned(), Remembered { at: now, answer });
+        self.answers.insert(plate.to_owned(), Remembered { at: now, answer });
     }
 
     /// Logs a request on arrival, before anything can fail, and returns the ticket with which
@@ -385,10 +370,7 @@ impl Store {
             fault: None,
             duplicate: false,
         });
-        Ticket {
-            epoch: self.epoch,
-            seq,
-        }
+        Ticket { epoch: self.epoch, seq }
     }
 
     /// Fills in how a logged request was answered. A ticket from before a reset is ignored.
@@ -396,9 +378,7 @@ impl Store {
         if ticket.epoch != self.epoch {
             return;
         }
-        let entry = usize::try_from(ticket.seq - 1)
-            .ok()
-            .and_then(|i| self.requests.get_mut(i));
+        let entry = usize::try_from(ticket.seq - 1).ok().and_then(|i| self.requests.get_mut(i));
         if let Some(entry) = entry {
             entry.status = Some(done.status);
             entry.fault = done.fault.map(str::to_owned);
@@ -417,10 +397,7 @@ impl Store {
     /// Forgets incidents, answers and requests and restarts ids at `IT-000001`.
     pub fn reset(&mut self) {
         let epoch = self.epoch + 1;
-        *self = Store {
-            epoch,
-            ..Store::default()
-        };
+        *self = Store { epoch, ..Store::default() };
     }
 }
 
@@ -451,11 +428,7 @@ mod tests {
     }
 
     fn incident(store: &Store, id: &str) -> Incident {
-        store
-            .incidents()
-            .into_iter()
-            .find(|i| i.id.as_str() == id)
-            .unwrap()
+        store.incidents().into_iter().find(|i| i.id.as_str() == id).unwrap()
     }
 
     #[test]
@@ -468,24 +441,15 @@ mod tests {
     #[test]
     fn add_stores_the_payload_fields_as_an_open_incident_and_ignores_a_given_id() {
         let mut store = Store::default();
-        let id = add(
-            &mut store,
-            json!({"id": "mine", "title": "disk full", "labels": {"team": "ops"}}),
-        );
+        let id = add(&mut store, json!({"id": "mine", "title": "disk full", "labels": {"team": "ops"}}));
         let i = incident(&store, &id);
         assert_eq!(i.status, IncidentStatus::Open);
-        assert_eq!(
-            Value::Object(i.fields),
-            json!({"title": "disk full", "labels": {"team": "ops"}})
-        );
+        assert_eq!(Value::Object(i.fields), json!({"title": "disk full", "labels": {"team": "ops"}}));
     }
 
     #[test]
     fn ids_past_six_digits_still_list_in_creation_order() {
-        let mut store = Store {
-            last_number: 999_998,
-            ..Store::default()
-        };
+        let mut store = Store { last_number: 999_998, ..Store::default() };
         let a = add(&mut store, json!({}));
         let b = add(&mut store, json!({}));
         assert_eq!((a.as_str(), b.as_str()), ("IT-999999", "IT-1000000"));
@@ -519,13 +483,7 @@ mod tests {
     fn unknown_ids_are_not_found() {
         let mut store = Store::default();
         add(&mut store, json!({}));
-        for id in [
-            json!("IT-000002"),
-            json!("IT-1"),
-            json!("x"),
-            json!(""),
-            json!(1),
-        ] {
+        for id in [json!("IT-000002"), json!("IT-1"), json!("x"), json!(""), json!(1)] {
             let refusal = run(&mut store, Operation::Edit, json!({"id": id})).unwrap_err();
             assert!(matches!(refusal, Refusal::UnknownId(_)), "{refusal:?}");
             assert_eq!(refusal.status(), StatusCode::NOT_FOUND);
@@ -536,12 +494,9 @@ mod tests {
     fn edit_merges_fields_except_the_id() {
         let mut store = Store::default();
         let id = add(&mut store, json!({"title": "a", "severity": "minor"}));
-        let answer = run(
-            &mut store,
-            Operation::Edit,
-            json!({"id": id, "severity": "major", "service": "db"}),
-        )
-        .unwrap();
+        let answer =
+            run(&mut store, Operation::Edit, json!({"id": id, "severity": "major", "service": "db"}))
+                .unwrap();
         assert_eq!(Value::Object(answer), json!({"id": id}));
         assert_eq!(
             Value::Object(incident(&store, &id).fields),
@@ -559,14 +514,8 @@ mod tests {
         let copy = incident(&store, "IT-000002");
         assert_eq!(copy.status, IncidentStatus::Open);
         assert_eq!(copy.copied_from, Some(ItemId::new(id.clone())));
-        assert_eq!(
-            Value::Object(copy.fields),
-            json!({"title": "b", "service": "db"})
-        );
-        assert_eq!(
-            Value::Object(incident(&store, &id).fields),
-            json!({"title": "a", "service": "db"})
-        );
+        assert_eq!(Value::Object(copy.fields), json!({"title": "b", "service": "db"}));
+        assert_eq!(Value::Object(incident(&store, &id).fields), json!({"title": "a", "service": "db"}));
     }
 
     #[test]
@@ -591,18 +540,9 @@ mod tests {
     fn closing_a_closed_incident_conflicts_and_changes_nothing() {
         let mut store = Store::default();
         let id = add(&mut store, json!({}));
-        run(
-            &mut store,
-            Operation::Close,
-            json!({"id": id, "resolution": "fixed"}),
-        )
-        .unwrap();
-        let refusal = run(
-            &mut store,
-            Operation::Close,
-            json!({"id": id, "resolution": "other"}),
-        )
-        .unwrap_err();
+        run(&mut store, Operation::Close, json!({"id": id, "resolution": "fixed"})).unwrap();
+        let refusal =
+            run(&mut store, Operation::Close, json!({"id": id, "resolution": "other"})).unwrap_err();
         assert_eq!(refusal, Refusal::AlreadyClosed(ItemId::new(id.clone())));
         assert_eq!(refusal.status(), StatusCode::CONFLICT);
         assert_eq!(incident(&store, &id).resolution, Some(json!("fixed")));
@@ -621,37 +561,19 @@ mod tests {
     fn reopen_records_the_reason_and_clears_the_closure() {
         let mut store = Store::default();
         let id = add(&mut store, json!({}));
-        run(
-            &mut store,
-            Operation::Close,
-            json!({"id": id, "resolution": "fixed"}),
-        )
-        .unwrap();
-        run(
-            &mut store,
-            Operation::Reopen,
-            json!({"id": id, "reason": "back"}),
-        )
-        .unwrap();
+        run(&mut store, Operation::Close, json!({"id": id, "resolution": "fixed"})).unwrap();
+        run(&mut store, Operation::Reopen, json!({"id": id, "reason": "back"})).unwrap();
         let i = incident(&store, &id);
         assert_eq!(i.status, IncidentStatus::Open);
         assert_eq!(i.reopen_reason, Some(json!("back")));
-        assert_eq!(
-            (i.closed_at, i.resolution, i.close_notes),
-            (None, None, None)
-        );
+        assert_eq!((i.closed_at, i.resolution, i.close_notes), (None, None, None));
     }
 
     #[test]
     fn submit_records_partner_and_note() {
         let mut store = Store::default();
         let id = add(&mut store, json!({}));
-        run(
-            &mut store,
-            Operation::Submit,
-            json!({"id": id, "partnerId": "P-7", "note": "yours"}),
-        )
-        .unwrap();
+        run(&mut store, Operation::Submit, json!({"id": id, "partnerId": "P-7", "note": "yours"})).unwrap();
         let i = incident(&store, &id);
         assert_eq!(i.partner_id, Some(json!("P-7")));
         assert_eq!(i.note, Some(json!("yours")));
@@ -663,13 +585,7 @@ mod tests {
         let id = add(&mut store, json!({}));
         for payload in [json!({"id": id}), json!({"id": id, "partnerId": null})] {
             let refusal = run(&mut store, Operation::Submit, payload).unwrap_err();
-            assert_eq!(
-                refusal,
-                Refusal::MissingField {
-                    op: Operation::Submit,
-                    field: "partnerId"
-                }
-            );
+            assert_eq!(refusal, Refusal::MissingField { op: Operation::Submit, field: "partnerId" });
             assert_eq!(refusal.status(), StatusCode::BAD_REQUEST);
         }
         assert_eq!(incident(&store, &id).partner_id, None);
@@ -680,16 +596,8 @@ mod tests {
         let mut store = Store::default();
         let id = add(&mut store, json!({"title": "a", "status": "spoofed"}));
         let answer = run(&mut store, Operation::Read, json!({"id": id})).unwrap();
-        assert_eq!(
-            Value::Object(answer),
-            json!({"id": id, "title": "a", "status": "open"})
-        );
-        run(
-            &mut store,
-            Operation::Submit,
-            json!({"id": id, "partnerId": "P"}),
-        )
-        .unwrap();
+        assert_eq!(Value::Object(answer), json!({"id": id, "title": "a", "status": "open"}));
+        run(&mut store, Operation::Submit, json!({"id": id, "partnerId": "P"})).unwrap();
         run(&mut store, Operation::Close, json!({"id": id})).unwrap();
         let answer = run(&mut store, Operation::Read, json!({"id": id})).unwrap();
         assert_eq!(
@@ -702,19 +610,13 @@ mod tests {
     fn a_numeric_id_is_read_as_text() {
         let mut store = Store::default();
         add(&mut store, json!({}));
-        assert_eq!(
-            run(&mut store, Operation::Read, json!({"id": 1})),
-            Err(Refusal::UnknownId("1".into()))
-        );
+        assert_eq!(run(&mut store, Operation::Read, json!({"id": 1})), Err(Refusal::UnknownId("1".into())));
     }
 
     #[test]
     fn answers_are_remembered_for_24_hours() {
         let mut store = Store::default();
-        let answer = StoredAnswer {
-            status: StatusCode::OK,
-            body: Bytes::from_static(b"{}"),
-        };
+        let answer = StoredAnswer { status: StatusCode::OK, body: Bytes::from_static(b"{}") };
         store.remember("plate", answer.clone(), t0());
         assert_eq!(store.remembered("plate", t0()), Some(answer.clone()));
         let almost = t0() + DEDUP_WINDOW - Duration::from_millis(1);
@@ -728,22 +630,8 @@ mod tests {
         let mut store = Store::default();
         let first = store.record(t0(), "POST".into(), "/a".into(), vec![], json!(1));
         let second = store.record(t0(), "POST".into(), "/b".into(), vec![], json!(2));
-        store.complete(
-            second,
-            Completion {
-                status: 429,
-                fault: Some("rate_limited"),
-                duplicate: false,
-            },
-        );
-        store.complete(
-            first,
-            Completion {
-                status: 200,
-                fault: None,
-                duplicate: true,
-            },
-        );
+        store.complete(second, Completion { status: 429, fault: Some("rate_limited"), duplicate: false });
+        store.complete(first, Completion { status: 200, fault: None, duplicate: true });
         let log = store.requests();
         assert_eq!(log.len(), 2);
         assert_eq!((log[0].seq, log[0].path.as_str()), (1, "/a"));
@@ -764,14 +652,7 @@ mod tests {
     fn reset_forgets_everything_and_restarts_ids() {
         let mut store = Store::default();
         add(&mut store, json!({}));
-        store.remember(
-            "plate",
-            StoredAnswer {
-                status: StatusCode::OK,
-                body: Bytes::new(),
-            },
-            t0(),
-        );
+        store.remember("plate", StoredAnswer { status: StatusCode::OK, body: Bytes::new() }, t0());
         let stale = store.record(t0(), "POST".into(), "/".into(), vec![], Value::Null);
         store.reset();
         assert!(store.incidents().is_empty());
@@ -780,14 +661,7 @@ mod tests {
         assert_eq!(add(&mut store, json!({})), "IT-000001");
 
         store.record(t0(), "POST".into(), "/new".into(), vec![], Value::Null);
-        store.complete(
-            stale,
-            Completion {
-                status: 500,
-                fault: None,
-                duplicate: false,
-            },
-        );
+        store.complete(stale, Completion { status: 500, fault: None, duplicate: false });
         assert_eq!(store.requests()[0].status, None);
     }
 }
