@@ -1,0 +1,242 @@
+//! Load generator: drives a bridge (a child process running the release binary) and, for
+//! comparison, the SCWM simulator directly, with the same load loop, and reports throughput,
+//! latency percentiles (HDR histogram), errors by kind and the SCWM calls the simulator saw.
+//!
+//! Run with `cargo bench --bench loadgen -- <scenario> [options]`; `--help` lists them.
+//! Everything runs on loopback; the simulator runs inside this process.
+
+use std::{
+    collections::BTreeMap,
+    io::{BufRead, BufReader},
+    path::PathBuf,
+    process::Stdio,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use clap::{Parser, ValueEnum};
+use hdrhistogram::Histogram;
+use incident_bridge::{
+    ids::LicensePlate,
+    scwm::sim::{SimConfig, SimHandle, Simulator},
+    secret::Secret,
+};
+use serde_json::json;
+
+const TOKEN: &str = "bG9hZDpsb2Fk";
+
+#[derive(Parser, Debug)]
+#[command(about = "Load generator for incident-bridge")]
+struct Args {
+    /// What to drive.
+    #[arg(value_enum)]
+    scenario: Scenario,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Stop after this many requests (per target)...
+    #[arg(long, default_value_t = 20_000)]
+    count: u64,
+    /// ...or after this long, whichever comes first.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
+    duration: Duration,
+    /// Target rate in requests/s across all workers; 0 = as fast as possible.
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// The bridge binary to run.
+    #[arg(long, default_value = "target/release/incident-bridge")]
+    bridge_bin: PathBuf,
+    /// Ignored (cargo bench passes it).
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Scenario {
+    /// Synchronous `add` through the bridge vs the simulator called directly.
+    HttpAdd,
+}
+
+struct Report {
+    name: String,
+    sent: u64,
+    elapsed: Duration,
+    latency: Histogram<u64>,
+    errors: BTreeMap<String, u64>,
+}
+
+impl Report {
+    fn print(&self) {
+        let ok = self.latency.len();
+        let rps = ok as f64 / self.elapsed.as_secs_f64();
+        let q = |p: f64| Duration::from_micros(self.latency.value_at_quantile(p));
+        println!(
+            "| {} | {} | {} | {:.0} | {:.2?} | {:.2?} | {:.2?} | {:.2?} | {:?} |",
+            self.name,
+            self.sent,
+            ok,
+            rps,
+            q(0.50),
+            q(0.90),
+            q(0.99),
+            Duration::from_micros(self.latency.max()),
+            self.errors
+        );
+    }
+}
+
+/// One request of the load; returns Ok on a 2xx answer or a short error kind.
+type Shot = Arc<dyn Fn(reqwest::Client, u64) -> futures::future::BoxFuture<'static, Result<(), String>> + Send + Sync>;
+
+async fn drive(name: &str, args: &Args, shot: Shot) -> Report {
+    let http = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency).build().unwrap();
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = started + args.duration;
+    let per_worker_gap =
+        (args.rate > 0).then(|| Duration::from_secs_f64(args.concurrency as f64 / args.rate as f64));
+    let mut workers = Vec::new();
+    for _ in 0..args.concurrency {
+        let (http, next, shot, count) = (http.clone(), Arc::clone(&next), Arc::clone(&shot), args.count);
+        workers.push(tokio::spawn(async move {
+            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+            let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+            let mut ticker = per_worker_gap.map(tokio::time::interval);
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= count || Instant::now() >= deadline {
+                    break;
+                }
+                if let Some(t) = ticker.as_mut() {
+                    t.tick().await;
+                }
+                let t0 = Instant::now();
+                match shot(http.clone(), i).await {
+                    Ok(()) => hist.record(t0.elapsed().as_micros().max(1) as u64).unwrap(),
+                    Err(kind) => *errors.entry(kind).or_default() += 1,
+                }
+            }
+            (hist, errors)
+        }));
+    }
+    let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+    let mut errors = BTreeMap::new();
+    for w in workers {
+        let (h, e) = w.await.unwrap();
+        latency.add(h).unwrap();
+        for (k, v) in e {
+            *errors.entry(k).or_default() += v;
+        }
+    }
+    let elapsed = started.elapsed();
+    let sent = next.load(Ordering::Relaxed).min(args.count);
+    Report { name: name.to_owned(), sent, elapsed, latency, errors }
+}
+
+fn classify(r: Result<reqwest::Response, reqwest::Error>) -> Result<(), String> {
+    match r {
+        Ok(resp) if resp.status().is_success() => Ok(()),
+        Ok(resp) => Err(format!("http_{}", resp.status().as_u16())),
+        Err(e) if e.is_timeout() => Err("timeout".into()),
+        Err(e) if e.is_connect() => Err("connect".into()),
+        Err(_) => Err("transport".into()),
+    }
+}
+
+/// The bridge binary as a child process, configured against `sim`; returns it and its address.
+async fn spawn_bridge(args: &Args, sim: &SimHandle) -> (tokio::process::Child, String, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bridge.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[scwm]\nurl = \"{}\"\ntoken = \"{TOKEN}\"\nowner_id = \"LOAD\"\n\
+             max_concurrency = 256\n[results]\nlog = false\n[pipeline]\nworkers = 256\n",
+            sim.url()
+        ),
+    )
+    .unwrap();
+    let mut child = tokio::process::Command::new(&args.bridge_bin)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "warn,incident_bridge::app=info")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e} (build it with cargo build --release)", args.bridge_bin.display()));
+    let stdout = child.stdout.take().unwrap().into_owned_fd().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(std::fs::File::from(stdout)).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                && v["message"] == "incident-bridge ready"
+                && let Some(tx) = tx.take()
+            {
+                let _ = tx.send(v["addr"].as_str().unwrap_or_default().to_owned());
+            }
+        }
+    });
+    let addr = tokio::time::timeout(Duration::from_secs(30), rx).await.expect("bridge ready").unwrap();
+    (child, addr, dir)
+}
+
+async fn http_add(args: &Args) {
+    let sim = Simulator::start(
+        SimConfig { token: Some(Secret::new(TOKEN)), ..SimConfig::default() },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+
+    let sim_url = sim.url();
+    let direct: Shot = Arc::new(move |http, i| {
+        let url = sim_url.clone();
+        Box::pin(async move {
+            let body = json!({
+                "header": {"headerVersion": 1, "eventName": "agile-process-teams:add-incident:v3",
+                           "ownerId": "LOAD", "licensePlate": LicensePlate::generate()},
+                "payload": {"title": format!("load {i}")},
+            });
+            classify(http.post(&url).header("authorization", format!("Basic {TOKEN}")).json(&body).send().await)
+        })
+    });
+    let direct_report = drive("simulator direct", args, direct).await;
+    let direct_calls = sim.requests().len();
+    sim.reset();
+
+    let (mut child, addr, _dir) = spawn_bridge(args, &sim).await;
+    let url = format!("http://{addr}/v1/incidents/add");
+    let bridged: Shot = Arc::new(move |http, i| {
+        let url = url.clone();
+        Box::pin(async move { classify(http.post(&url).json(&json!({"title": format!("load {i}")})).send().await) })
+    });
+    let bridge_report = drive("bridge (sync add)", args, bridged).await;
+    let bridge_calls = sim.requests().len();
+    child.kill().await.ok();
+
+    println!("| target | sent | ok | req/s | p50 | p90 | p99 | max | errors |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    direct_report.print();
+    bridge_report.print();
+    println!("\nSCWM calls seen by the simulator: direct {direct_calls}, through the bridge {bridge_calls}");
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    println!(
+        "loadgen {:?}: concurrency {}, count {}, duration {:?}, rate {}",
+        args.scenario,
+        args.concurrency,
+        args.count,
+        args.duration,
+        if args.rate == 0 { "max".to_owned() } else { args.rate.to_string() }
+    );
+    match args.scenario {
+        Scenario::HttpAdd => http_add(&args).await,
+    }
+}
