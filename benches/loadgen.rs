@@ -89,7 +89,9 @@ impl Report {
 }
 
 /// One request of the load; returns Ok on a 2xx answer or a short error kind.
-type Shot = Arc<dyn Fn(reqwest::Client, u64) -> futures::future::BoxFuture<'static, Result<(), String>> + Send + Sync>;
+type Shot = Arc<
+    dyn Fn(reqwest::Client, u64) -> futures::future::BoxFuture<'static, Result<(), String>> + Send + Sync,
+>;
 
 async fn drive(name: &str, args: &Args, shot: Shot) -> Report {
     let http = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency).build().unwrap();
@@ -166,7 +168,9 @@ async fn spawn_bridge(args: &Args, sim: &SimHandle) -> (tokio::process::Child, S
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e} (build it with cargo build --release)", args.bridge_bin.display()));
+        .unwrap_or_else(|e| {
+            panic!("cannot run {}: {e} (build it with cargo build --release)", args.bridge_bin.display())
+        });
     let stdout = child.stdout.take().unwrap().into_owned_fd().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::spawn(move || {
@@ -201,7 +205,9 @@ async fn http_add(args: &Args) {
                            "ownerId": "LOAD", "licensePlate": LicensePlate::generate()},
                 "payload": {"title": format!("load {i}")},
             });
-            classify(http.post(&url).header("authorization", format!("Basic {TOKEN}")).json(&body).send().await)
+            classify(
+                http.post(&url).header("authorization", format!("Basic {TOKEN}")).json(&body).send().await,
+            )
         })
     });
     let direct_report = drive("simulator direct", args, direct).await;
@@ -212,7 +218,9 @@ async fn http_add(args: &Args) {
     let url = format!("http://{addr}/v1/incidents/add");
     let bridged: Shot = Arc::new(move |http, i| {
         let url = url.clone();
-        Box::pin(async move { classify(http.post(&url).json(&json!({"title": format!("load {i}")})).send().await) })
+        Box::pin(async move {
+            classify(http.post(&url).json(&json!({"title": format!("load {i}")})).send().await)
+        })
     });
     let bridge_report = drive("bridge (sync add)", args, bridged).await;
     let bridge_calls = sim.requests().len();

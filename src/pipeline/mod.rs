@@ -92,7 +92,7 @@ pub struct Rejection {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RejectError {
-    #[error("SCWM refused the request: {0}")]
+    #[error(transparent)]
     Scwm(ScwmError),
     #[error("gave up after {attempts} attempts: {error}")]
     Exhausted { attempts: u32, error: ScwmError },

@@ -32,7 +32,9 @@ impl Sink for LogSink {
     }
 
     fn dead_letter<'a>(&'a self, d: &'a DeadLetter) -> BoxFuture<'a, Result<(), PublishError>> {
-        tracing::warn!(
+        // The pipeline already logged the failure as a warning where it handled it; this is
+        // the dead-letter record itself.
+        tracing::info!(
             target: "incident_bridge::dead_letter",
             op = d.op.map(|o| o.as_str()),
             license_plate = d.license_plate.as_ref().map(|l| l.as_str()),
