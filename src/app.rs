@@ -6,14 +6,17 @@ use std::{net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     config::{Config, ScwmConfig},
     health::Health,
-    ingest::http::{self, HttpState},
+    ingest::{
+        self,
+        http::{self, HttpState},
+    },
     pipeline::{Pipeline, Runner},
-    publish::{LogSink, Publisher, Sink},
+    publish::{LogSink, Publisher, Sink, nats::NatsSink},
     scwm::{
         breaker::BreakerSettings,
         client::{ClientSettings, Endpoint, ScwmClient},
@@ -34,6 +37,7 @@ pub struct App {
     simulator: Option<SimHandle>,
     runner: Runner,
     health: Health,
+    nats: Option<async_nats::Client>,
 }
 
 impl App {
@@ -59,10 +63,26 @@ impl App {
             None => None,
         };
 
+        let health = Health::default();
+        let nats = match &config.nats {
+            Some(n) => {
+                Some(ingest::nats::connect(n, &health).await.context("setting up the NATS connection")?)
+            }
+            None => None,
+        };
+
         let client = ScwmClient::new(client_settings(&config.scwm)).context("building the SCWM client")?;
         let mut sinks: Vec<Arc<dyn Sink>> = Vec::new();
         if config.results.log {
             sinks.push(Arc::new(LogSink));
+        }
+        if let (Some(client), Some(results)) = (&nats, config.nats.as_ref().and_then(|n| n.results.as_ref()))
+        {
+            sinks.push(Arc::new(NatsSink::new(
+                client.clone(),
+                results.subject.clone(),
+                results.dead_letter_subject.clone(),
+            )));
         }
         sinks.extend(extras.sinks);
         let pipeline = Arc::new(Pipeline::new(client, Publisher::new(sinks), retry_policy(&config.scwm)));
@@ -71,7 +91,7 @@ impl App {
         let listener = TcpListener::bind(config.server.listen)
             .await
             .with_context(|| format!("binding {}", config.server.listen))?;
-        Ok(Self { config, listener, simulator, runner, health: Health::default() })
+        Ok(Self { config, listener, simulator, runner, health, nats })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -90,7 +110,7 @@ impl App {
     /// accepting, open requests and queued work finish. Errors when the grace period ends with
     /// work still unfinished.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let Self { config, listener, simulator, runner, health } = self;
+        let Self { config, listener, simulator, runner, health, nats } = self;
         let router = http::router(HttpState {
             runner: runner.clone(),
             health: health.clone(),
@@ -100,6 +120,12 @@ impl App {
         let addr = listener.local_addr()?;
         let http_stop = CancellationToken::new();
         let server = tokio::spawn(http::serve(listener, router, http_stop.clone()));
+        let ingest_stop = CancellationToken::new();
+        let ingest_tasks = TaskTracker::new();
+        if let (Some(client), Some(nats_config)) = (&nats, &config.nats) {
+            ingest::nats::start(client, nats_config, &runner, &ingest_stop, &ingest_tasks);
+        }
+        ingest_tasks.close();
         tracing::info!(%addr, "incident-bridge ready");
 
         shutdown.cancelled().await;
@@ -109,15 +135,27 @@ impl App {
             tracing::info!(delay = ?config.server.shutdown_delay, "not ready; still serving until load balancers notice");
             tokio::time::sleep(config.server.shutdown_delay).await;
         }
-        runner.close();
+        // Stop taking work on every transport; what was accepted still finishes.
+        ingest_stop.cancel();
         http_stop.cancel();
+        runner.close();
         let drain = async {
+            ingest_tasks.wait().await;
             match server.await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => tracing::error!(error = %e, "HTTP server failed"),
                 Err(e) => tracing::error!(error = %e, "HTTP server task failed"),
             }
             runner.drained().await;
+            // Acks, replies and results are buffered in the client until flushed.
+            if let Some(client) = &nats {
+                if let Err(e) = client.flush().await {
+                    tracing::warn!(error = %e, "flushing NATS failed");
+                }
+                if let Err(e) = client.drain().await {
+                    tracing::warn!(error = %e, "draining NATS failed");
+                }
+            }
         };
         let drained = tokio::time::timeout(config.server.shutdown_grace, drain).await;
         if let Some(sim) = simulator

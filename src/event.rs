@@ -10,6 +10,7 @@ use serde::Serialize;
 use crate::{
     ids::{CorrelationKey, LicensePlate},
     scwm::{Operation, Payload},
+    trace_context::TraceParent,
 };
 
 /// How an event reached the bridge.
@@ -52,6 +53,13 @@ pub struct Original {
     pub headers: Vec<(String, String)>,
 }
 
+impl Original {
+    /// The first header of that name, compared case-insensitively.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
 /// One SCWM operation requested directly by a client (a "native command").
 #[derive(Debug, Clone, PartialEq)]
 pub struct Command {
@@ -73,6 +81,8 @@ pub struct Event {
     pub source: Source,
     pub received_at: SystemTime,
     pub original: Original,
+    /// The trace this event belongs to: continued from the sender's `traceparent`, or new.
+    pub trace: TraceParent,
     pub kind: EventKind,
 }
 

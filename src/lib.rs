@@ -24,3 +24,4 @@ pub mod publish;
 pub mod scwm;
 pub mod secret;
 pub mod telemetry;
+pub mod trace_context;

@@ -23,7 +23,7 @@ use reqwest::Url;
 pub use env::PREFIX as ENV_PREFIX;
 use raw::RawConfig;
 
-use crate::{scwm::Operation, secret::Secret};
+use crate::{publish::SubjectTemplate, scwm::Operation, secret::Secret};
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
@@ -34,6 +34,70 @@ pub struct Config {
     pub results: ResultsConfig,
     /// When set, `serve` also runs the SCWM simulator in-process (local trials, quickstart).
     pub simulator: Option<SimulatorConfig>,
+    /// When set, the bridge connects to NATS: sources, result events, dead letters.
+    pub nats: Option<NatsConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NatsConfig {
+    pub servers: Vec<String>,
+    /// The connection name the server shows in its monitoring.
+    pub name: String,
+    pub auth: NatsAuth,
+    pub connect_timeout: Duration,
+    pub tls: NatsTls,
+    pub subscriptions: Vec<SubscriptionConfig>,
+    pub consumers: Vec<ConsumerConfig>,
+    /// `None` when result events and dead letters are not published to NATS.
+    pub results: Option<NatsResultsConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub enum NatsAuth {
+    None,
+    UserPassword { user: String, password: Secret },
+    Token(Secret),
+    NkeySeed(Secret),
+    CredsFile(PathBuf),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct NatsTls {
+    pub required: bool,
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and key, for servers that verify clients.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+}
+
+/// A core NATS subscription: at-most-once, shared across replicas by the queue group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionConfig {
+    pub subject: String,
+    pub queue_group: String,
+    /// Which source decodes the messages (`native` for incident commands).
+    pub source: String,
+}
+
+/// A durable JetStream pull consumer: at-least-once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerConfig {
+    pub stream: String,
+    pub durable: String,
+    pub create: bool,
+    pub stream_subjects: Vec<String>,
+    pub filter_subject: Option<String>,
+    /// Deliveries before a message that keeps failing transiently is dead-lettered.
+    pub max_deliver: i64,
+    pub ack_wait: Duration,
+    /// Messages delivered but not yet acknowledged, across all replicas.
+    pub max_ack_pending: i64,
+    pub source: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct NatsResultsConfig {
+    pub subject: SubjectTemplate,
+    pub dead_letter_subject: SubjectTemplate,
 }
 
 #[derive(Debug, Clone)]
@@ -175,9 +239,10 @@ impl Validator<'_> {
         let scwm = self.scwm(raw.scwm);
         let pipeline = self.pipeline(raw.pipeline);
         let results = ResultsConfig { log: raw.results.log };
+        let nats = raw.nats.and_then(|n| self.nats(n));
         match (server, scwm, pipeline) {
             (Some(server), Some(scwm), Some(pipeline)) if self.errors.is_empty() => {
-                Ok(Config { server, scwm, pipeline, results, simulator })
+                Ok(Config { server, scwm, pipeline, results, simulator, nats })
             }
             _ => Err(ConfigErrors(self.errors)),
         }
@@ -354,6 +419,156 @@ impl Validator<'_> {
             breaker_failure_threshold,
             breaker_open_for,
         })
+    }
+
+    fn nats(&mut self, raw: raw::RawNats) -> Option<NatsConfig> {
+        if raw.url.is_empty() {
+            self.error("nats.url", "at least one server URL is required");
+        }
+        for url in &raw.url {
+            match Url::parse(url) {
+                Ok(u) if matches!(u.scheme(), "nats" | "tls" | "ws" | "wss") && u.has_host() => {}
+                _ => self.error("nats.url", format!("`{url}` is not a URL like nats://host:4222")),
+            }
+        }
+        let password = self.secret("nats.password", raw.password, raw.password_file);
+        let token = self.secret("nats.token", raw.token, raw.token_file);
+        let seed = self.secret("nats.nkey_seed", raw.nkey_seed, raw.nkey_seed_file);
+        let auth = match (raw.user, password, token, seed, raw.creds_file) {
+            (None, None, None, None, None) => NatsAuth::None,
+            (Some(user), Some(password), None, None, None) => NatsAuth::UserPassword { user, password },
+            (None, None, Some(t), None, None) => NatsAuth::Token(t),
+            (None, None, None, Some(s), None) => NatsAuth::NkeySeed(s),
+            (None, None, None, None, Some(p)) => NatsAuth::CredsFile(p),
+            (Some(_), None, None, None, None) => {
+                self.error("nats.password", "required with nats.user");
+                NatsAuth::None
+            }
+            (None, Some(_), None, None, None) => {
+                self.error("nats.user", "required with nats.password");
+                NatsAuth::None
+            }
+            _ => {
+                self.error("nats", "choose one of user/password, token, nkey_seed or creds_file");
+                NatsAuth::None
+            }
+        };
+        let client_cert = match (raw.tls.cert_file, raw.tls.key_file) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            _ => {
+                self.error("nats.tls", "cert_file and key_file go together");
+                None
+            }
+        };
+        let connect_timeout = self.positive("nats.connect_timeout", raw.connect_timeout);
+
+        let subscriptions = match raw.subscriptions {
+            None => vec![SubscriptionConfig {
+                subject: "incidents.commands.*".into(),
+                queue_group: "incident-bridge".into(),
+                source: "native".into(),
+            }],
+            Some(subs) => subs
+                .into_iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    let key = format!("nats.subscriptions[{i}]");
+                    self.subject(&format!("{key}.subject"), &s.subject, true);
+                    self.source_name(&format!("{key}.source"), &s.source);
+                    SubscriptionConfig { subject: s.subject, queue_group: s.queue_group, source: s.source }
+                })
+                .collect(),
+        };
+        let consumers = raw
+            .consumers
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let key = format!("nats.consumers[{i}]");
+                if c.stream.is_empty() || c.stream.contains(['.', '*', '>', ' ']) {
+                    self.error(format!("{key}.stream"), "must be a stream name without . * > or spaces");
+                }
+                if c.durable.is_empty() || c.durable.contains(['.', '*', '>', ' ']) {
+                    self.error(format!("{key}.durable"), "must be a consumer name without . * > or spaces");
+                }
+                if c.create && c.stream_subjects.is_empty() {
+                    self.error(format!("{key}.stream_subjects"), "required to create the stream");
+                }
+                for s in &c.stream_subjects {
+                    self.subject(&format!("{key}.stream_subjects"), s, true);
+                }
+                if let Some(f) = &c.filter_subject {
+                    self.subject(&format!("{key}.filter_subject"), f, true);
+                }
+                if c.max_deliver < 1 {
+                    self.error(format!("{key}.max_deliver"), "must be at least 1");
+                }
+                self.positive(&format!("{key}.ack_wait"), c.ack_wait);
+                self.positive(&format!("{key}.max_ack_pending"), c.max_ack_pending);
+                self.source_name(&format!("{key}.source"), &c.source);
+                ConsumerConfig {
+                    stream: c.stream,
+                    durable: c.durable,
+                    create: c.create,
+                    stream_subjects: c.stream_subjects,
+                    filter_subject: c.filter_subject,
+                    max_deliver: c.max_deliver,
+                    ack_wait: c.ack_wait,
+                    max_ack_pending: c.max_ack_pending,
+                    source: c.source,
+                }
+            })
+            .collect();
+        let results = if raw.results.enabled {
+            let subject = self.template("nats.results.subject", &raw.results.subject);
+            let dead_letter_subject =
+                self.template("nats.results.dead_letter_subject", &raw.results.dead_letter_subject);
+            Some(NatsResultsConfig { subject: subject?, dead_letter_subject: dead_letter_subject? })
+        } else {
+            None
+        };
+        Some(NatsConfig {
+            servers: raw.url,
+            name: raw.name,
+            auth,
+            connect_timeout,
+            tls: NatsTls { required: raw.tls.required, ca_file: raw.tls.ca_file, client_cert },
+            subscriptions,
+            consumers,
+            results,
+        })
+    }
+
+    /// A NATS subject: dot-separated non-empty tokens, wildcards only where subscribing.
+    fn subject(&mut self, key: &str, subject: &str, wildcards: bool) {
+        let tokens: Vec<&str> = subject.split('.').collect();
+        let bad_token = |(i, t): (usize, &&str)| {
+            t.is_empty()
+                || t.contains(char::is_whitespace)
+                || (!wildcards && (*t == "*" || *t == ">"))
+                || (*t == ">" && i + 1 != tokens.len())
+                || (t.len() > 1 && t.contains(['*', '>']))
+        };
+        if tokens.iter().enumerate().any(bad_token) {
+            self.error(key, format!("`{subject}` is not a valid NATS subject"));
+        }
+    }
+
+    fn template(&mut self, key: &str, text: &str) -> Option<SubjectTemplate> {
+        match SubjectTemplate::parse(text) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                self.error(key, e);
+                None
+            }
+        }
+    }
+
+    fn source_name(&mut self, key: &str, name: &str) {
+        if name != "native" {
+            self.error(key, format!("unknown source `{name}` (known: native)"));
+        }
     }
 
     fn pipeline(&mut self, raw: raw::RawPipeline) -> Option<PipelineConfig> {

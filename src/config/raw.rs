@@ -16,6 +16,8 @@ pub struct RawConfig {
     pub pipeline: RawPipeline,
     pub results: RawResults,
     pub simulator: RawSimulator,
+    /// Absent: the bridge does not use NATS.
+    pub nats: Option<RawNats>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -179,6 +181,134 @@ impl Default for RawSimulator {
             token: None,
             token_file: None,
             errors_in_http_200: false,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawNats {
+    /// One server URL, a list, or a comma-separated string.
+    #[serde(deserialize_with = "lenient::list")]
+    pub url: Vec<String>,
+    pub name: String,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub token: Option<String>,
+    pub token_file: Option<PathBuf>,
+    pub nkey_seed: Option<String>,
+    pub nkey_seed_file: Option<PathBuf>,
+    pub creds_file: Option<PathBuf>,
+    #[serde(deserialize_with = "lenient::duration")]
+    pub connect_timeout: Duration,
+    pub tls: RawNatsTls,
+    /// Absent: native commands on `incidents.commands.*`. An empty list: no core subscriptions.
+    pub subscriptions: Option<Vec<RawSubscription>>,
+    pub consumers: Vec<RawConsumer>,
+    pub results: RawNatsResults,
+}
+
+impl Default for RawNats {
+    fn default() -> Self {
+        Self {
+            url: vec!["nats://127.0.0.1:4222".into()],
+            name: "incident-bridge".into(),
+            user: None,
+            password: None,
+            password_file: None,
+            token: None,
+            token_file: None,
+            nkey_seed: None,
+            nkey_seed_file: None,
+            creds_file: None,
+            connect_timeout: Duration::from_secs(5),
+            tls: RawNatsTls::default(),
+            subscriptions: None,
+            consumers: Vec::new(),
+            results: RawNatsResults::default(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawNatsTls {
+    #[serde(deserialize_with = "lenient::value")]
+    pub required: bool,
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSubscription {
+    pub subject: String,
+    #[serde(default = "default_queue_group")]
+    pub queue_group: String,
+    #[serde(default = "default_source")]
+    pub source: String,
+}
+
+fn default_queue_group() -> String {
+    "incident-bridge".into()
+}
+
+fn default_source() -> String {
+    "native".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConsumer {
+    pub stream: String,
+    #[serde(default = "default_queue_group")]
+    pub durable: String,
+    /// Create the stream and the consumer when they do not exist.
+    #[serde(default, deserialize_with = "lenient::value")]
+    pub create: bool,
+    /// The stream's subjects, used only when creating it.
+    #[serde(default, deserialize_with = "lenient::list")]
+    pub stream_subjects: Vec<String>,
+    pub filter_subject: Option<String>,
+    #[serde(default = "default_max_deliver", deserialize_with = "lenient::value")]
+    pub max_deliver: i64,
+    #[serde(default = "default_ack_wait", deserialize_with = "lenient::duration")]
+    pub ack_wait: Duration,
+    #[serde(default = "default_max_ack_pending", deserialize_with = "lenient::value")]
+    pub max_ack_pending: i64,
+    #[serde(default = "default_source")]
+    pub source: String,
+}
+
+fn default_max_deliver() -> i64 {
+    10
+}
+
+fn default_ack_wait() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_max_ack_pending() -> i64 {
+    1000
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawNatsResults {
+    #[serde(deserialize_with = "lenient::value")]
+    pub enabled: bool,
+    pub subject: String,
+    pub dead_letter_subject: String,
+}
+
+impl Default for RawNatsResults {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            subject: "scwm.results.{op}".into(),
+            dead_letter_subject: "scwm.dlq.{op}".into(),
         }
     }
 }

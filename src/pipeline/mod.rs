@@ -66,6 +66,26 @@ impl Outcome {
             Outcome::Reject(_) => "reject",
         }
     }
+
+    /// The HTTP status that reports this outcome (also sent with NATS replies).
+    pub fn status(&self) -> u16 {
+        match self {
+            Outcome::Done(_) | Outcome::Duplicate { .. } => 200,
+            Outcome::Retry { .. } => 503,
+            Outcome::Reject(r) => r.error_status(),
+        }
+    }
+
+    /// A short JSON account of the outcome, for answers that cover several events.
+    pub fn summary(&self) -> serde_json::Value {
+        let detail = match self {
+            Outcome::Done(d) => d.results.last().map(|r| r.license_plate.to_string()),
+            Outcome::Duplicate { reason } => Some(reason.clone()),
+            Outcome::Retry { cause, .. } => Some(cause.to_string()),
+            Outcome::Reject(r) => Some(r.error.to_string()),
+        };
+        serde_json::json!({"outcome": self.label(), "status": self.status(), "detail": detail})
+    }
 }
 
 #[derive(Debug)]
@@ -81,6 +101,10 @@ pub enum RetryCause {
     Scwm(ScwmError),
     #[error("publishing failed: {0}")]
     Publish(PublishError),
+    #[error("the bridge is shutting down")]
+    ShuttingDown,
+    #[error("too much work queued")]
+    Overloaded,
 }
 
 #[derive(Debug)]
@@ -88,6 +112,26 @@ pub struct Rejection {
     pub error: RejectError,
     /// SCWM's answer, when it sent one: a synchronous caller receives it as is.
     pub envelope: Option<ResponseEnvelope>,
+}
+
+impl Rejection {
+    pub fn scwm_error(&self) -> &ScwmError {
+        match &self.error {
+            RejectError::Scwm(e) | RejectError::Exhausted { error: e, .. } => e,
+        }
+    }
+
+    /// SCWM's own status for a permanent 4xx; 502 for an answer that cannot be used; 503 when
+    /// SCWM could not be reached in time.
+    pub fn error_status(&self) -> u16 {
+        let error = self.scwm_error();
+        match (error.status(), &self.error) {
+            (Some(s), RejectError::Scwm(_)) if (400..500).contains(&s) && self.envelope.is_some() => s,
+            (_, RejectError::Exhausted { .. }) => 503,
+            _ if !error.is_retryable() => 502,
+            _ => 503,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +165,38 @@ impl Pipeline {
 
     pub fn publisher(&self) -> &Publisher {
         &self.publisher
+    }
+
+    /// Dead-letters a message no decoder could read. The transport acknowledges the message
+    /// only when this succeeds.
+    pub async fn reject_undecodable(
+        &self,
+        source: &crate::event::Source,
+        original: &crate::event::Original,
+        op: Option<crate::scwm::Operation>,
+        error: &crate::decode::DecodeError,
+        attempts: u32,
+    ) -> Result<(), PublishError> {
+        tracing::warn!(
+            source = %source.name,
+            subject = %source.subject,
+            reason_kind = error.kind(),
+            error = %error,
+            "message cannot be decoded; dead-lettering it"
+        );
+        let letter = DeadLetter {
+            op,
+            license_plate: None,
+            key: None,
+            source: source.clone(),
+            reason_kind: "decode",
+            reason: error.to_string(),
+            attempts,
+            scwm_header: None,
+            at: std::time::SystemTime::now(),
+            original: original.clone(),
+        };
+        self.publisher.dead_letter(&letter).await
     }
 
     pub fn scwm(&self) -> &ScwmClient {
@@ -246,5 +322,7 @@ fn result_event(
         header: envelope.raw_header().to_owned(),
         is_err: header.is_err,
         err_code: header.err_code.clone(),
+        finished_at: std::time::SystemTime::now(),
+        traceparent: event.trace.child().to_string(),
     }
 }

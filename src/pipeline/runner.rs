@@ -24,12 +24,14 @@ pub struct Job {
 #[derive(Clone)]
 pub struct Runner {
     queue: KeyedQueue<CorrelationKey, Job>,
+    pipeline: Arc<Pipeline>,
 }
 
 impl Runner {
     pub fn new(pipeline: Arc<Pipeline>, capacity: usize, workers: usize) -> Self {
+        let worker_pipeline = Arc::clone(&pipeline);
         let queue = KeyedQueue::new(capacity, workers, move |job: Job| {
-            let pipeline = Arc::clone(&pipeline);
+            let pipeline = Arc::clone(&worker_pipeline);
             async move {
                 let outcome = pipeline.process_one(&job.event, job.delivery).await;
                 if let Some(reply) = job.reply {
@@ -38,7 +40,11 @@ impl Runner {
             }
             .boxed()
         });
-        Self { queue }
+        Self { queue, pipeline }
+    }
+
+    pub fn pipeline(&self) -> &Arc<Pipeline> {
+        &self.pipeline
     }
 
     /// Accepts the job if there is room now (HTTP: a full queue answers 503).

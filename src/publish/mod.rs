@@ -7,6 +7,8 @@
 
 mod channel;
 mod log;
+pub mod nats;
+mod subject;
 
 use std::{
     sync::Arc,
@@ -20,6 +22,7 @@ use serde_json::value::RawValue;
 
 pub use channel::{ChannelSink, Published};
 pub use log::LogSink;
+pub use subject::SubjectTemplate;
 
 use crate::{
     event::{Original, Source},
@@ -46,6 +49,11 @@ pub struct ResultEvent {
     pub is_err: bool,
     #[serde(rename = "errCode")]
     pub err_code: String,
+    #[serde(rename = "finishedAt", serialize_with = "rfc3339")]
+    pub finished_at: SystemTime,
+    /// The `traceparent` to send on with the result.
+    #[serde(skip)]
+    pub traceparent: String,
 }
 
 /// An event the bridge gave up on, with everything needed to understand and replay it.

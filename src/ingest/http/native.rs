@@ -18,8 +18,9 @@ use crate::{
     decode::native,
     event::{Event, EventKind, Original, Source, Transport},
     ids::{CorrelationKey, LicensePlate},
-    pipeline::{Delivery, Job, Outcome, RejectError, queue::SubmitError},
-    scwm::{Operation, error::ScwmError},
+    pipeline::{Delivery, Job, Outcome, queue::SubmitError},
+    scwm::Operation,
+    trace_context::TraceParent,
 };
 
 /// Request headers that never travel further (into dead letters or logs).
@@ -62,6 +63,7 @@ async fn accept(state: &HttpState, op: &str, headers: &HeaderMap, body: Body) ->
             stream_sequence: None,
         },
         received_at: SystemTime::now(),
+        trace: TraceParent::continue_from(headers.get("traceparent").and_then(|v| v.to_str().ok())),
         original: Original { body: bytes, headers: kept_headers(headers) },
         kind: EventKind::Command(decoded.command),
     };
@@ -170,27 +172,20 @@ fn outcome_response(outcome: Outcome) -> Response {
                 .into_response()
         }
         Outcome::Reject(rejection) => {
-            let scwm_error = match &rejection.error {
-                RejectError::Scwm(e) | RejectError::Exhausted { error: e, .. } => e,
-            };
+            let status = StatusCode::from_u16(rejection.error_status()).unwrap_or(StatusCode::BAD_GATEWAY);
             // A permanent 4xx from SCWM: the caller gets SCWM's own answer and status.
-            if let (Some(envelope), Some(status)) = (&rejection.envelope, scwm_error.status())
-                && let Ok(status) = StatusCode::from_u16(status)
-                && status.is_client_error()
-            {
-                return envelope_response(status, envelope.body().clone());
-            }
-            match scwm_error {
-                ScwmError::Rejected { .. }
-                | ScwmError::InvalidResponse { .. }
-                | ScwmError::LicensePlateMismatch { .. } => {
-                    Problem::new(StatusCode::BAD_GATEWAY, "scwm-bad-answer", "SCWM gave an unusable answer")
+            match &rejection.envelope {
+                Some(envelope) if status.is_client_error() => {
+                    envelope_response(status, envelope.body().clone())
+                }
+                _ if status == StatusCode::SERVICE_UNAVAILABLE => {
+                    Problem::new(status, "scwm-unavailable", "SCWM is unavailable")
                         .detail(rejection.error.to_string())
+                        .retry_after(std::time::Duration::from_secs(1))
                         .into_response()
                 }
-                _ => Problem::new(StatusCode::SERVICE_UNAVAILABLE, "scwm-unavailable", "SCWM is unavailable")
+                _ => Problem::new(status, "scwm-bad-answer", "SCWM gave an unusable answer")
                     .detail(rejection.error.to_string())
-                    .retry_after(std::time::Duration::from_secs(1))
                     .into_response(),
             }
         }

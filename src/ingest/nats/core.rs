@@ -1,0 +1,136 @@
+//! Core NATS subscriptions: at-most-once delivery shared across replicas by a queue group.
+//! A message with a reply subject gets SCWM's answer back (request/reply); the requester owns
+//! retrying, so a transient failure is answered, not dead-lettered.
+
+use std::{sync::Arc, time::SystemTime};
+
+use bytes::Bytes;
+use futures::{FutureExt, StreamExt};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use super::headers::{original_from, to_nats_headers};
+use crate::{
+    config::SubscriptionConfig,
+    event::{Original, Source, Transport},
+    ingest::{
+        batch::submit_all,
+        source::{Decoder, Identity, Inbound},
+    },
+    pipeline::{Delivery, Outcome, Runner},
+};
+
+pub async fn run(
+    client: async_nats::Client,
+    config: SubscriptionConfig,
+    decoder: Arc<Decoder>,
+    runner: Runner,
+    stop: CancellationToken,
+) {
+    let mut sub = match client.queue_subscribe(config.subject.clone(), config.queue_group.clone()).await {
+        Ok(sub) => sub,
+        Err(e) => {
+            // Only a closed client fails here; the connection itself reconnects on its own.
+            tracing::error!(subject = %config.subject, error = %e, "cannot subscribe");
+            return;
+        }
+    };
+    tracing::info!(subject = %config.subject, queue_group = %config.queue_group, "subscribed");
+    loop {
+        let msg = tokio::select! {
+            _ = stop.cancelled() => break,
+            msg = sub.next() => match msg {
+                Some(msg) => msg,
+                None => break,
+            },
+        };
+        handle(&client, &config, &decoder, &runner, msg).await;
+    }
+    if let Err(e) = sub.unsubscribe().await {
+        tracing::debug!(subject = %config.subject, error = %e, "unsubscribe failed");
+    }
+}
+
+async fn handle(
+    client: &async_nats::Client,
+    config: &SubscriptionConfig,
+    decoder: &Decoder,
+    runner: &Runner,
+    msg: async_nats::Message,
+) {
+    let original = Original { body: msg.payload.clone(), headers: original_from(msg.headers.as_ref()) };
+    // A sender that sets an idempotency key (or a message id) gets the same licensePlate when it
+    // sends again, so SCWM sees a repeat.
+    let identity = original
+        .header("idempotency-key")
+        .or_else(|| original.header("nats-msg-id"))
+        .map(|id| Identity { time_ms: 0, seed: format!("nats:{}:{id}", config.source) });
+    let inbound = Inbound {
+        source: Source {
+            transport: Transport::Nats,
+            name: config.source.clone(),
+            subject: msg.subject.to_string(),
+            stream: None,
+            stream_sequence: None,
+        },
+        original,
+        received_at: SystemTime::now(),
+        identity,
+    };
+    let reply = msg.reply.clone();
+    let events = match decoder.events(&inbound) {
+        Ok(events) => events,
+        Err(e) => {
+            let op = decoder.operation_hint(&inbound);
+            let published =
+                runner.pipeline().reject_undecodable(&inbound.source, &inbound.original, op, &e, 1).await;
+            if let Err(pe) = published {
+                tracing::error!(error = %pe, "dead letter could not be published; the message is lost to core NATS");
+            }
+            if let Some(reply) = reply {
+                let body = json!({"status": 422, "title": "Invalid message", "detail": e.to_string()});
+                respond(client, reply, 422, Bytes::from(body.to_string())).await;
+            }
+            return;
+        }
+    };
+    let delivery = if reply.is_some() { Delivery::SENDER_RETRIES } else { Delivery::ONLY };
+    let client = client.clone();
+    submit_all(runner, events, delivery, true, move |outcomes| {
+        async move {
+            if let Some(reply) = reply {
+                let (status, body) = reply_body(outcomes);
+                respond(&client, reply, status, body).await;
+            }
+        }
+        .boxed()
+    })
+    .await;
+}
+
+/// The reply to a request: SCWM's envelope for a single command, else a summary.
+fn reply_body(mut outcomes: Vec<Outcome>) -> (u16, Bytes) {
+    if outcomes.len() == 1 {
+        match outcomes.pop() {
+            Some(Outcome::Done(done)) => return (200, done.envelope.body().clone()),
+            Some(Outcome::Reject(r)) if r.envelope.is_some() => {
+                let status = r.error_status();
+                return (status, r.envelope.as_ref().map(|e| e.body().clone()).unwrap_or_default());
+            }
+            Some(other) => outcomes.push(other),
+            None => {}
+        }
+    }
+    let summary: Vec<_> = outcomes.iter().map(Outcome::summary).collect();
+    let status = outcomes.iter().map(Outcome::status).max().unwrap_or(200);
+    (status, Bytes::from(json!({"outcomes": summary}).to_string()))
+}
+
+async fn respond(client: &async_nats::Client, reply: async_nats::Subject, status: u16, body: Bytes) {
+    let status = status.to_string();
+    let headers =
+        to_nats_headers([("Incident-Bridge-Status", status.as_str()), ("Content-Type", "application/json")]);
+    if let Err(e) = client.publish_with_headers(reply, headers, body).await {
+        tracing::warn!(error = %e, "reply could not be sent");
+    }
+}

@@ -1,0 +1,267 @@
+//! JetStream pull consumers: at-least-once delivery. A message is acknowledged only after
+//! every event it carries reached SCWM (or was dead-lettered); a transient failure naks it with
+//! the pipeline's retry delay; a message that can never succeed is dead-lettered and then
+//! terminated so the server stops offering it. Long SCWM calls send in-progress acks so the
+//! server does not redeliver work that is still running.
+//!
+//! Consuming restarts by itself (with backoff) when the stream, the consumer or the server goes
+//! away, so work resumes after a NATS restart without intervention.
+
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use async_nats::jetstream::{
+    self, AckKind,
+    consumer::{AckPolicy, PullConsumer, pull, pull::MessagesErrorKind},
+    message::Acker,
+    stream,
+};
+use futures::{FutureExt, StreamExt};
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use super::headers::original_from;
+use crate::{
+    config::ConsumerConfig,
+    event::{Original, Source, Transport},
+    ingest::{
+        batch::submit_all,
+        source::{Decoder, Identity, Inbound},
+    },
+    pipeline::{Delivery, Outcome, Runner},
+};
+
+/// Messages fetched per pull request; the runner's queue bounds what is actually in flight.
+const MAX_BATCH: i64 = 256;
+
+pub async fn run(
+    client: async_nats::Client,
+    config: ConsumerConfig,
+    decoder: Arc<Decoder>,
+    runner: Runner,
+    stop: CancellationToken,
+) {
+    let js = jetstream::new(client);
+    let mut failures: u32 = 0;
+    loop {
+        match consume(&js, &config, &decoder, &runner, &stop, &mut failures).await {
+            Ok(()) => return,
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                let delay = Duration::from_millis(200u64.saturating_mul(1 << failures.min(5)).min(5_000));
+                tracing::warn!(stream = %config.stream, consumer = %config.durable, error = %e, retry_in = ?delay, "JetStream consumer interrupted");
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}
+
+async fn consumer(
+    js: &jetstream::Context,
+    config: &ConsumerConfig,
+) -> Result<PullConsumer, async_nats::Error> {
+    if !config.create {
+        let stream = js.get_stream(&config.stream).await?;
+        return stream.get_consumer(&config.durable).await;
+    }
+    let stream = js
+        .get_or_create_stream(stream::Config {
+            name: config.stream.clone(),
+            subjects: config.stream_subjects.clone(),
+            storage: stream::StorageType::File,
+            ..Default::default()
+        })
+        .await?;
+    Ok(stream
+        .get_or_create_consumer(
+            &config.durable,
+            pull::Config {
+                durable_name: Some(config.durable.clone()),
+                filter_subject: config.filter_subject.clone().unwrap_or_default(),
+                ack_policy: AckPolicy::Explicit,
+                ack_wait: config.ack_wait,
+                max_deliver: config.max_deliver,
+                max_ack_pending: config.max_ack_pending,
+                ..Default::default()
+            },
+        )
+        .await?)
+}
+
+async fn consume(
+    js: &jetstream::Context,
+    config: &ConsumerConfig,
+    decoder: &Arc<Decoder>,
+    runner: &Runner,
+    stop: &CancellationToken,
+    failures: &mut u32,
+) -> Result<(), async_nats::Error> {
+    let consumer = consumer(js, config).await?;
+    let batch = usize::try_from(config.max_ack_pending.clamp(1, MAX_BATCH)).unwrap_or(1);
+    let mut messages = consumer.stream().max_messages_per_batch(batch).messages().await?;
+    tracing::info!(stream = %config.stream, consumer = %config.durable, "consuming");
+    loop {
+        let next = tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            next = messages.next() => next,
+        };
+        match next {
+            None => return Err("the message stream ended".into()),
+            // Heartbeats go missing while the server is away; the stream carries on after.
+            Some(Err(e)) if e.kind() == MessagesErrorKind::MissingHeartbeat => {
+                tracing::debug!(stream = %config.stream, "missed a JetStream heartbeat");
+            }
+            Some(Err(e)) => return Err(e.into()),
+            Some(Ok(msg)) => {
+                *failures = 0;
+                handle(js, config, decoder, runner, msg).await;
+            }
+        }
+    }
+}
+
+async fn handle(
+    js: &jetstream::Context,
+    config: &ConsumerConfig,
+    decoder: &Decoder,
+    runner: &Runner,
+    msg: jetstream::Message,
+) {
+    let Ok(info) = msg.info() else {
+        tracing::error!(subject = %msg.subject, "a JetStream message without delivery info; skipping it");
+        return;
+    };
+    let (stream, sequence, delivered) = (info.stream.to_owned(), info.stream_sequence, info.delivered);
+    let published_ms = u64::try_from(info.published.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+    let reply = msg.reply.clone();
+    let (message, acker) = msg.split();
+    let delivered = u32::try_from(delivered.max(1)).unwrap_or(u32::MAX);
+    let inbound = Inbound {
+        source: Source {
+            transport: Transport::Jetstream,
+            name: config.source.clone(),
+            subject: message.subject.to_string(),
+            stream: Some(stream.clone()),
+            stream_sequence: Some(sequence),
+        },
+        original: Original {
+            body: message.payload.clone(),
+            headers: original_from(message.headers.as_ref()),
+        },
+        received_at: SystemTime::now(),
+        identity: Some(Identity {
+            time_ms: if published_ms > 0 { published_ms } else { now_ms() },
+            seed: format!("js:{stream}:{sequence}"),
+        }),
+    };
+    let last = i64::from(delivered) >= config.max_deliver;
+
+    let events = match decoder.events(&inbound) {
+        Ok(events) => events,
+        Err(e) => {
+            let op = decoder.operation_hint(&inbound);
+            let ack = match runner
+                .pipeline()
+                .reject_undecodable(&inbound.source, &inbound.original, op, &e, delivered)
+                .await
+            {
+                Ok(()) => AckKind::Term,
+                Err(pe) => {
+                    tracing::error!(error = %pe, "dead letter could not be published; the message will come again");
+                    AckKind::Nak(Some(Duration::from_secs(1)))
+                }
+            };
+            send_ack(&acker, ack, last).await;
+            return;
+        }
+    };
+
+    let (done_tx, done_rx) = oneshot::channel();
+    tokio::spawn(keep_in_progress(Acker::new(js.clone(), reply), config.ack_wait, done_rx));
+    let delivery = Delivery { attempt: delivered, last };
+    submit_all(runner, events, delivery, true, move |outcomes| {
+        async move {
+            let _ = done_tx.send(());
+            send_ack(&acker, ack_for(&outcomes), last).await;
+        }
+        .boxed()
+    })
+    .await;
+}
+
+/// What the server hears about a message once all its events have outcomes.
+fn ack_for(outcomes: &[Outcome]) -> AckKind {
+    let retry_after = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            Outcome::Retry { after, .. } => Some(*after),
+            _ => None,
+        })
+        .max();
+    match retry_after {
+        Some(after) => AckKind::Nak(Some(after)),
+        None if !outcomes.is_empty() && outcomes.iter().all(|o| matches!(o, Outcome::Reject(_))) => {
+            AckKind::Term
+        }
+        None => AckKind::Ack,
+    }
+}
+
+async fn send_ack(acker: &Acker, ack: AckKind, last: bool) {
+    if last && matches!(ack, AckKind::Nak(_)) {
+        // The server will not deliver it again; the log is all that is left of it.
+        tracing::error!("a message used its last delivery without finishing or being dead-lettered");
+    }
+    if let Err(e) = acker.ack_with(ack).await {
+        // The server redelivers an unacknowledged message after ack_wait; the licensePlate is
+        // derived from the stream sequence, so SCWM sees the repeat as the same request.
+        tracing::warn!(error = %e, "acknowledgement failed; the message will be redelivered");
+    }
+}
+
+/// Tells the server the message is still being worked on, every half ack_wait, until done.
+async fn keep_in_progress(acker: Acker, ack_wait: Duration, mut done: oneshot::Receiver<()>) {
+    let mut ticker = tokio::time::interval(ack_wait / 2);
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            _ = &mut done => return,
+            _ = ticker.tick() => {
+                if let Err(e) = acker.ack_with(AckKind::Progress).await {
+                    tracing::debug!(error = %e, "in-progress ack failed");
+                }
+            }
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::RetryCause;
+
+    fn retry(secs: u64) -> Outcome {
+        Outcome::Retry { after: Duration::from_secs(secs), cause: RetryCause::ShuttingDown }
+    }
+
+    #[test]
+    fn any_retry_naks_with_the_longest_delay() {
+        let outcomes = [retry(1), Outcome::Duplicate { reason: "x".into() }, retry(3)];
+        assert!(matches!(ack_for(&outcomes), AckKind::Nak(Some(d)) if d == Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn finished_outcomes_ack_and_an_empty_message_acks() {
+        assert!(matches!(ack_for(&[Outcome::Duplicate { reason: "x".into() }]), AckKind::Ack));
+        assert!(matches!(ack_for(&[]), AckKind::Ack));
+    }
+}

@@ -1,0 +1,49 @@
+//! NATS ingest: core subscriptions (at-most-once, queue groups, request/reply) and durable
+//! JetStream pull consumers (at-least-once). Both decode with the same [`Decoder`]s as HTTP and
+//! hand events to the same runner.
+
+mod connect;
+mod core;
+mod headers;
+mod jetstream;
+
+use std::sync::Arc;
+
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+pub use connect::{COMPONENT, connect};
+pub use headers::{original_from, to_nats_headers};
+
+use super::source::Decoder;
+use crate::{config::NatsConfig, pipeline::Runner};
+
+/// Starts every configured subscription and consumer on `tracker`. They stop pulling when
+/// `stop` fires; work already submitted finishes through the runner.
+pub fn start(
+    client: &async_nats::Client,
+    config: &NatsConfig,
+    runner: &Runner,
+    stop: &CancellationToken,
+    tracker: &TaskTracker,
+) {
+    for sub in &config.subscriptions {
+        let decoder = Decoder::for_source(&sub.source).expect("validated source");
+        tracker.spawn(core::run(
+            client.clone(),
+            sub.clone(),
+            Arc::new(decoder),
+            runner.clone(),
+            stop.clone(),
+        ));
+    }
+    for consumer in &config.consumers {
+        let decoder = Decoder::for_source(&consumer.source).expect("validated source");
+        tracker.spawn(jetstream::run(
+            client.clone(),
+            consumer.clone(),
+            Arc::new(decoder),
+            runner.clone(),
+            stop.clone(),
+        ));
+    }
+}

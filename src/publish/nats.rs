@@ -1,0 +1,211 @@
+//! Result events and dead letters on NATS.
+//!
+//! A result goes to `scwm.results.<op>` (a template): the body is SCWM's response header
+//! exactly as received; headers carry the metadata (`Incident-Bridge-*`), `Nats-Msg-Id` =
+//! licensePlate (a stream capturing results drops a republished one), W3C `traceparent`, and
+//! the CloudEvents binary-mode attributes (`ce-*`, values percent-encoded as the binding says).
+//! A dead letter goes to `scwm.dlq.<op>`: the original body and headers unchanged, plus
+//! `Incident-Bridge-Error*` headers saying why and after how many attempts.
+//!
+//! When a JetStream stream captures the subject, the sink publishes through JetStream and waits
+//! for the stream's ack, retrying; otherwise a core publish is enough. Which subjects are
+//! captured is looked up on the server and remembered for a while.
+
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use async_nats::{HeaderMap, jetstream};
+use bytes::Bytes;
+use futures::{FutureExt, future::BoxFuture};
+
+use super::{DeadLetter, PublishError, ResultEvent, Sink, SubjectTemplate};
+use crate::ingest::nats::to_nats_headers;
+
+/// How long a "captured or not" answer is trusted before it is asked again.
+const CAPTURE_TTL: Duration = Duration::from_secs(30);
+/// JetStream publish attempts before the caller is told to retry the event later.
+const PUBLISH_ATTEMPTS: u32 = 5;
+
+pub struct NatsSink {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    results: SubjectTemplate,
+    dead_letters: SubjectTemplate,
+    captured: Mutex<HashMap<String, (bool, Instant)>>,
+}
+
+impl NatsSink {
+    pub fn new(client: async_nats::Client, results: SubjectTemplate, dead_letters: SubjectTemplate) -> Self {
+        let js = jetstream::new(client.clone());
+        Self { client, js, results, dead_letters, captured: Mutex::new(HashMap::new()) }
+    }
+
+    async fn is_captured(&self, subject: &str) -> Result<bool, PublishError> {
+        if let Some((captured, at)) = self.captured.lock().unwrap_or_else(|e| e.into_inner()).get(subject)
+            && at.elapsed() < CAPTURE_TTL
+        {
+            return Ok(*captured);
+        }
+        let captured = match self.js.stream_by_subject(subject).await {
+            Ok(_) => true,
+            Err(e) if e.kind() == jetstream::context::GetStreamByNameErrorKind::NotFound => false,
+            // JetStream disabled on this server: no stream can capture anything.
+            Err(e) if e.to_string().contains("not enabled") => false,
+            Err(e) => return Err(error(format!("cannot tell whether a stream captures {subject}: {e}"))),
+        };
+        self.captured
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(subject.to_owned(), (captured, Instant::now()));
+        Ok(captured)
+    }
+
+    async fn send(&self, subject: String, headers: HeaderMap, body: Bytes) -> Result<(), PublishError> {
+        if !self.is_captured(&subject).await? {
+            return self
+                .client
+                .publish_with_headers(subject, headers, body)
+                .await
+                .map_err(|e| error(format!("publish failed: {e}")));
+        }
+        let mut last = String::new();
+        for attempt in 0..PUBLISH_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+            }
+            match self.js.publish_with_headers(subject.clone(), headers.clone(), body.clone()).await {
+                Ok(ack) => match ack.await {
+                    Ok(_) => return Ok(()),
+                    Err(e) => last = e.to_string(),
+                },
+                Err(e) => last = e.to_string(),
+            }
+            tracing::debug!(%subject, attempt, error = %last, "JetStream publish not acknowledged; retrying");
+        }
+        Err(error(format!("JetStream did not acknowledge {subject}: {last}")))
+    }
+}
+
+fn error(message: String) -> PublishError {
+    PublishError { sink: "nats", message }
+}
+
+impl Sink for NatsSink {
+    fn name(&self) -> &'static str {
+        "nats"
+    }
+
+    fn result<'a>(&'a self, e: &'a ResultEvent) -> BoxFuture<'a, Result<(), PublishError>> {
+        let subject = self.results.render(e.op.as_str(), &e.source.name);
+        let body = Bytes::copy_from_slice(e.header.get().as_bytes());
+        self.send(subject, result_headers(e), body).boxed()
+    }
+
+    fn dead_letter<'a>(&'a self, d: &'a DeadLetter) -> BoxFuture<'a, Result<(), PublishError>> {
+        let op = d.op.map(|o| o.as_str()).unwrap_or("unknown");
+        let subject = self.dead_letters.render(op, &d.source.name);
+        self.send(subject, dead_letter_headers(d), d.original.body.clone()).boxed()
+    }
+}
+
+/// Metadata headers common to results and dead letters.
+fn source_headers(pairs: &mut Vec<(&'static str, String)>, source: &crate::event::Source) {
+    pairs.push(("Incident-Bridge-Source", source.name.clone()));
+    pairs.push(("Incident-Bridge-Source-Transport", source.transport.as_str().to_owned()));
+    pairs.push(("Incident-Bridge-Source-Subject", source.subject.clone()));
+    if let Some(stream) = &source.stream {
+        pairs.push(("Incident-Bridge-Source-Stream", stream.clone()));
+    }
+    if let Some(seq) = source.stream_sequence {
+        pairs.push(("Incident-Bridge-Source-Sequence", seq.to_string()));
+    }
+}
+
+pub fn result_headers(e: &ResultEvent) -> HeaderMap {
+    let mut pairs: Vec<(&'static str, String)> = vec![
+        ("Nats-Msg-Id", e.license_plate.to_string()),
+        ("Content-Type", "application/json".into()),
+        ("Incident-Bridge-Op", e.op.to_string()),
+        ("Incident-Bridge-License-Plate", e.license_plate.to_string()),
+        ("Incident-Bridge-Key", e.key.to_string()),
+        ("Incident-Bridge-Attempts", e.attempts.to_string()),
+        ("Incident-Bridge-Duration-Ms", e.duration.as_millis().to_string()),
+        ("Incident-Bridge-Err-Code", e.err_code.clone()),
+    ];
+    if let Some(id) = &e.item_id {
+        pairs.push(("Incident-Bridge-Item-Id", id.to_string()));
+    }
+    source_headers(&mut pairs, &e.source);
+    pairs.push(("traceparent", e.traceparent.clone()));
+    pairs.push(("ce-specversion", "1.0".into()));
+    pairs.push(("ce-id", ce_encode(e.license_plate.as_str())));
+    pairs.push(("ce-source", ce_encode(&format!("/incident-bridge/sources/{}", e.source.name))));
+    pairs.push(("ce-type", ce_encode(&format!("io.incident-bridge.scwm.{}.result", e.op))));
+    pairs.push(("ce-time", ce_encode(&humantime::format_rfc3339_millis(e.finished_at).to_string())));
+    pairs.push(("ce-datacontenttype", "application/json".into()));
+    if let Some(id) = &e.item_id {
+        pairs.push(("ce-subject", ce_encode(id.as_str())));
+    }
+    to_nats_headers(pairs.iter().map(|(n, v)| (*n, v.as_str())))
+}
+
+pub fn dead_letter_headers(d: &DeadLetter) -> HeaderMap {
+    let mut pairs: Vec<(&'static str, String)> = vec![
+        ("Incident-Bridge-Error", d.reason.replace(['\r', '\n'], " ")),
+        ("Incident-Bridge-Error-Kind", d.reason_kind.to_owned()),
+        ("Incident-Bridge-Attempts", d.attempts.to_string()),
+        ("Incident-Bridge-Dead-Lettered-At", humantime::format_rfc3339_millis(d.at).to_string()),
+    ];
+    if let Some(op) = d.op {
+        pairs.push(("Incident-Bridge-Op", op.to_string()));
+    }
+    if let Some(plate) = &d.license_plate {
+        pairs.push(("Incident-Bridge-License-Plate", plate.to_string()));
+        pairs.push(("Nats-Msg-Id", format!("{plate}-dlq")));
+    }
+    if let Some(key) = &d.key {
+        pairs.push(("Incident-Bridge-Key", key.to_string()));
+    }
+    if let Some(header) = &d.scwm_header {
+        pairs.push(("Incident-Bridge-Scwm-Header", header.get().replace(['\r', '\n'], " ")));
+    }
+    source_headers(&mut pairs, &d.source);
+    // The original headers come first and unchanged, except a message id of their own: the dead
+    // letter is a new message and must not be dropped as a duplicate of the original.
+    let original = d
+        .original
+        .headers
+        .iter()
+        .filter(|(n, _)| !n.eq_ignore_ascii_case("nats-msg-id"))
+        .map(|(n, v)| (n.as_str(), v.as_str()));
+    to_nats_headers(original.chain(pairs.iter().map(|(n, v)| (*n, v.as_str()))))
+}
+
+/// Percent-encodes a CloudEvents attribute value as the HTTP and NATS bindings require: UTF-8
+/// bytes outside printable ASCII, space, `"` and `%`.
+pub fn ce_encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if (0x21..=0x7e).contains(&b) && b != b'"' && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ce_values_are_percent_encoded_as_the_binding_says() {
+        assert_eq!(ce_encode("/incident-bridge/sources/native"), "/incident-bridge/sources/native");
+        assert_eq!(ce_encode("a b\"c%d"), "a%20b%22c%25d");
+        assert_eq!(ce_encode("Žluť"), "%C5%BDlu%C5%A5");
+    }
+}
