@@ -2,11 +2,7 @@
 
 mod common;
 
-use std::{
-    io::{BufRead, BufReader},
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::{process::Command, time::Duration};
 
 use common::within;
 use incident_bridge::scwm::sim::{Faults, Latency};
@@ -78,32 +74,7 @@ async fn sigterm_during_in_flight_work_finishes_it_and_exits_zero() {
     let sim = common::start_simulator().await;
     sim.set_faults(Faults { latency: Some(Latency::Fixed { fixed_ms: 1000 }), ..Faults::default() });
     let dir = tempfile::tempdir().unwrap();
-    let path = write_config(&dir, &common::config_text(&sim.url(), ""));
-    let mut child = tokio::process::Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(&path)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-
-    // The bridge logs its bound address (JSON lines, as stdout is not a terminal).
-    let stdout = child.stdout.take().unwrap();
-    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
-    std::thread::spawn(move || {
-        let mut addr_tx = Some(addr_tx);
-        for line in BufReader::new(stdout.into_owned_fd_compat()).lines().map_while(Result::ok) {
-            let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
-            if v["message"] == "incident-bridge ready"
-                && let Some(tx) = addr_tx.take()
-            {
-                let _ = tx.send(v["addr"].as_str().unwrap_or_default().to_owned());
-            }
-        }
-    });
-    let addr = within(20, "the bridge to be ready", addr_rx).await.unwrap();
+    let (mut child, addr) = common::spawn_bridge(&common::config_text(&sim.url(), ""), &dir).await;
 
     let http = reqwest::Client::new();
     for i in 0..5 {
@@ -126,15 +97,4 @@ async fn sigterm_during_in_flight_work_finishes_it_and_exits_zero() {
     let status = within(15, "the bridge to exit", child.wait()).await.unwrap();
     assert!(status.success(), "exit status {status:?}");
     assert_eq!(sim.incidents().len(), 5, "every in-flight command finished before exit");
-}
-
-/// `tokio::process::ChildStdout` into a blocking reader for a helper thread.
-trait IntoOwnedFd {
-    fn into_owned_fd_compat(self) -> std::fs::File;
-}
-
-impl IntoOwnedFd for tokio::process::ChildStdout {
-    fn into_owned_fd_compat(self) -> std::fs::File {
-        std::fs::File::from(self.into_owned_fd().expect("stdout fd"))
-    }
 }

@@ -273,9 +273,10 @@ impl Pipeline {
         }
         let error = if error.is_retryable() {
             if !delivery.last {
-                let after = error
-                    .retry_after()
-                    .unwrap_or_else(|| self.redelivery.backoff(delivery.attempt, &mut rand::rng()));
+                // Later deliveries wait longer, whatever SCWM asked for, so a long outage
+                // does not burn through the transport's delivery budget in seconds.
+                let backoff = self.redelivery.backoff(delivery.attempt, &mut rand::rng());
+                let after = error.retry_after().map_or(backoff, |asked| asked.max(backoff));
                 return Outcome::Retry { after, cause: RetryCause::Scwm(error) };
             }
             RejectError::Exhausted { attempts, error }

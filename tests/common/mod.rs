@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod nats;
+
 use std::{collections::BTreeMap, future::Future, net::SocketAddr, time::Duration};
 
 use incident_bridge::{
@@ -85,6 +87,17 @@ impl TestApp {
     /// applied as environment variables.
     pub async fn start_against(sim: SimHandle, extra: &str, overrides: &[(&str, &str)]) -> Self {
         let text = config_text(&sim.url(), extra);
+        Self::start_from(sim, &text, overrides).await
+    }
+
+    /// A bridge from complete config text, with a simulator of its own it does not talk to
+    /// (for a second replica that shares another bridge's simulator through the text).
+    pub async fn start_with_text(text: &str) -> Self {
+        let sim = start_simulator().await;
+        Self::start_from(sim, text, &[]).await
+    }
+
+    async fn start_from(sim: SimHandle, text: &str, overrides: &[(&str, &str)]) -> Self {
         let env: BTreeMap<String, String> = overrides
             .iter()
             .map(|(k, v)| {
@@ -94,7 +107,7 @@ impl TestApp {
                 )
             })
             .collect();
-        let config = config::load(&text, &env, &|p| std::fs::read_to_string(p))
+        let config = config::load(text, &env, &|p| std::fs::read_to_string(p))
             .unwrap_or_else(|e| panic!("test config is invalid: {e}"));
         let (sink, published) = ChannelSink::new(100_000);
         let app = App::build_with(config, Extras { sinks: vec![std::sync::Arc::new(sink)] })
@@ -128,4 +141,36 @@ impl TestApp {
         self.shutdown.cancel();
         within(15, "the bridge to stop", self.task).await.unwrap().unwrap();
     }
+}
+
+/// The bridge binary as a child process with `config` as its config file; returns the child
+/// and the address it reports once ready (its JSON log line).
+pub async fn spawn_bridge(config: &str, dir: &tempfile::TempDir) -> (tokio::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    let path = dir.path().join(format!("bridge-{}.toml", incident_bridge::ids::LicensePlate::generate()));
+    std::fs::write(&path, config).unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_incident-bridge"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stdout = std::fs::File::from(child.stdout.take().unwrap().into_owned_fd().unwrap());
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                && v["message"] == "incident-bridge ready"
+                && let Some(tx) = tx.take()
+            {
+                let _ = tx.send(v["addr"].as_str().unwrap_or_default().to_owned());
+            }
+        }
+    });
+    let addr = within(30, "the bridge to be ready", rx).await.unwrap();
+    (child, addr)
 }

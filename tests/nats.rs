@@ -1,0 +1,518 @@
+//! NATS end to end: each test starts its own nats-server (random port, own store) and its own
+//! simulator, and drives the bridge through core subjects and JetStream.
+
+mod common;
+
+use std::{
+    collections::{HashMap, HashSet},
+    time::Duration,
+};
+
+use async_nats::jetstream::{self, stream};
+use bytes::Bytes;
+use common::{TestApp, nats::NatsServer, within};
+use futures::StreamExt;
+use incident_bridge::{
+    publish::Published,
+    scwm::{
+        ResponseEnvelope,
+        sim::{Failure, Faults},
+    },
+};
+use serde_json::{Value, json};
+
+const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+fn nats_section(url: &str, extra: &str) -> String {
+    format!("[nats]\nurl = \"{url}\"\n{extra}\n")
+}
+
+const JS_CONSUMER: &str = r#"
+[[nats.consumers]]
+stream = "INCIDENTS"
+create = true
+stream_subjects = ["incidents.js.>"]
+ack_wait = "2s"
+max_deliver = 20
+"#;
+
+async fn app_with_nats(nats: &NatsServer, extra: &str) -> TestApp {
+    let sim = common::start_simulator().await;
+    TestApp::start_against(sim, &nats_section(&nats.url(), extra), &[]).await
+}
+
+/// Waits until the bridge's core subscription is registered on the server, so a publish right
+/// after is not lost (core NATS delivers only to current subscribers).
+async fn wait_ready(app: &TestApp) {
+    within(20, "the bridge to be ready", async {
+        loop {
+            let resp = app.http.get(app.url("/readyz")).send().await.unwrap();
+            if resp.status() == 200 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+}
+
+/// Sends a request and waits for its reply; retried while the bridge's subscription is not
+/// yet in place (no responders).
+async fn request(client: &async_nats::Client, subject: &str, body: Value) -> async_nats::Message {
+    within(20, "a reply", async {
+        loop {
+            match client.request(subject.to_owned(), Bytes::from(body.to_string())).await {
+                Ok(msg) => break msg,
+                Err(e) if e.kind() == async_nats::client::RequestErrorKind::NoResponders => {
+                    tokio::task::yield_now().await
+                }
+                Err(e) => panic!("request failed: {e}"),
+            }
+        }
+    })
+    .await
+}
+
+fn header<'a>(msg: &'a async_nats::Message, name: &str) -> Option<&'a str> {
+    msg.headers.as_ref()?.get(name).map(|v| v.as_str())
+}
+
+async fn publish_js(js: &jetstream::Context, subject: &str, bodies: impl IntoIterator<Item = Value>) {
+    let bodies: Vec<Value> = bodies.into_iter().collect();
+    for chunk in bodies.chunks(1000) {
+        let mut acks = Vec::new();
+        for body in chunk {
+            acks.push(js.publish(subject.to_owned(), Bytes::from(body.to_string())).await.unwrap());
+        }
+        for ack in futures::future::join_all(acks.into_iter().map(std::future::IntoFuture::into_future)).await
+        {
+            ack.unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_core_command_yields_scwm_s_header_as_a_result_event_with_every_header() {
+    let nats = NatsServer::start();
+    let app = app_with_nats(&nats, "").await;
+    let client = nats.client().await;
+    let mut results = client.subscribe("scwm.results.>").await.unwrap();
+    client.flush().await.unwrap();
+
+    // Request/reply makes sure the bridge's subscription is live before we look at results.
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("traceparent", TRACEPARENT);
+    let reply = within(20, "a reply", async {
+        loop {
+            match client
+                .request_with_headers(
+                    "incidents.commands.add",
+                    headers.clone(),
+                    Bytes::from(json!({"title": "disk full"}).to_string()),
+                )
+                .await
+            {
+                Ok(msg) => break msg,
+                Err(_) => tokio::task::yield_now().await,
+            }
+        }
+    })
+    .await;
+    let envelope = ResponseEnvelope::parse(reply.payload.clone()).unwrap();
+    let plate = envelope.header().license_plate.clone();
+
+    let result = within(10, "the result event", results.next()).await.unwrap();
+    assert_eq!(result.subject.as_str(), "scwm.results.add");
+
+    // The simulator answers a repeated licensePlate with its first answer byte for byte: ask it
+    // again directly and compare the header bytes with the result event's body.
+    let direct = app
+        .http
+        .post(app.sim.url())
+        .header("authorization", format!("Basic {}", common::TOKEN))
+        .json(&json!({"header": {"headerVersion": 1, "eventName": "agile-process-teams:add-incident:v3",
+                                 "ownerId": "TEST_OWNER", "licensePlate": plate}, "payload": {"title": "disk full"}}))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let direct = ResponseEnvelope::parse(direct).unwrap();
+    assert_eq!(&result.payload[..], direct.raw_header().get().as_bytes());
+    assert_eq!(app.sim.incidents().len(), 1);
+
+    let h = |name| header(&result, name).unwrap_or_else(|| panic!("missing header {name}"));
+    assert_eq!(h("Nats-Msg-Id"), plate);
+    assert_eq!(h("Incident-Bridge-License-Plate"), plate);
+    assert_eq!(h("Incident-Bridge-Op"), "add");
+    assert_eq!(h("Incident-Bridge-Item-Id"), "IT-000001");
+    assert_eq!(h("Incident-Bridge-Key"), format!("plate:{plate}"));
+    assert_eq!(h("Incident-Bridge-Source"), "native");
+    assert_eq!(h("Incident-Bridge-Source-Transport"), "nats");
+    assert_eq!(h("Incident-Bridge-Source-Subject"), "incidents.commands.add");
+    assert_eq!(h("Incident-Bridge-Attempts"), "1");
+    assert!(h("traceparent").starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"), "same trace");
+    assert_ne!(h("traceparent"), TRACEPARENT, "a new span id");
+    assert_eq!(h("ce-specversion"), "1.0");
+    assert_eq!(h("ce-id"), plate);
+    assert_eq!(h("ce-source"), "/incident-bridge/sources/native");
+    assert_eq!(h("ce-type"), "io.incident-bridge.scwm.add.result");
+    assert_eq!(h("ce-datacontenttype"), "application/json");
+    assert_eq!(h("ce-subject"), "IT-000001");
+    assert!(humantime::parse_rfc3339(h("ce-time")).is_ok(), "{}", h("ce-time"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn request_reply_answers_with_scwm_s_envelope_and_its_status() {
+    let nats = NatsServer::start();
+    let app = app_with_nats(&nats, "").await;
+    let client = nats.client().await;
+
+    let ok = request(&client, "incidents.commands.add", json!({"title": "t"})).await;
+    assert_eq!(header(&ok, "Incident-Bridge-Status"), Some("200"));
+    let body: Value = serde_json::from_slice(&ok.payload).unwrap();
+    assert_eq!(body["header"]["isErr"], false);
+    assert_eq!(body["payload"]["id"], "IT-000001");
+
+    let missing = request(&client, "incidents.commands.edit", json!({"id": "IT-424242"})).await;
+    assert_eq!(header(&missing, "Incident-Bridge-Status"), Some("404"));
+    let body: Value = serde_json::from_slice(&missing.payload).unwrap();
+    assert_eq!(body["header"]["errCode"], "404_NOT_FOUND");
+
+    let invalid = request(&client, "incidents.commands.edit", json!({"title": "no id"})).await;
+    assert_eq!(header(&invalid, "Incident-Bridge-Status"), Some("422"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn two_bridges_in_one_queue_group_share_the_work_without_duplicates() {
+    let nats = NatsServer::start();
+    let sim = common::start_simulator().await;
+    let section = nats_section(&nats.url(), "");
+    let mut a = TestApp::start_against(sim, &section, &[]).await;
+    // The second bridge shares the first one's simulator through its URL.
+    let sim_b = common::start_simulator().await;
+    let text_b = common::config_text(&a.sim.url(), &section);
+    drop(sim_b);
+    let mut b = TestApp::start_with_text(&text_b).await;
+    wait_ready(&a).await;
+    wait_ready(&b).await;
+    let client = nats.client().await;
+    // Both subscriptions must be registered before publishing: each answers one request.
+    for _ in 0..20 {
+        request(&client, "incidents.commands.read", json!({"id": "IT-000000"})).await;
+    }
+    let before = a.sim.requests().len();
+    for i in 0..1000 {
+        client
+            .publish(
+                "incidents.commands.add",
+                Bytes::from(json!({"title": format!("m{i}"), "externalRef": format!("r{i}")}).to_string()),
+            )
+            .await
+            .unwrap();
+    }
+    client.flush().await.unwrap();
+    let requests =
+        within(60, "1,000 SCWM calls", a.sim.wait_for_requests(before + 1000, Duration::from_secs(60)))
+            .await
+            .unwrap();
+    let titles: Vec<&str> =
+        requests[before..].iter().map(|r| r.body["payload"]["title"].as_str().unwrap()).collect();
+    let distinct: HashSet<&str> = titles.iter().copied().collect();
+    assert_eq!(titles.len(), 1000);
+    assert_eq!(distinct.len(), 1000, "no message was processed twice");
+    let count = |app: &mut TestApp| {
+        let mut n = 0;
+        while let Ok(p) = app.published.try_recv() {
+            if matches!(p, Published::Result(ref r) if r.op.as_str() == "add") {
+                n += 1;
+            }
+        }
+        n
+    };
+    // Results are published right after SCWM answers; collect them from both replicas.
+    let (mut na, mut nb) = (0, 0);
+    within(30, "1,000 result events", async {
+        while na + nb < 1000 {
+            tokio::select! {
+                p = a.published.recv() => if matches!(p, Some(Published::Result(ref r)) if r.op.as_str() == "add") { na += 1 },
+                p = b.published.recv() => if matches!(p, Some(Published::Result(ref r)) if r.op.as_str() == "add") { nb += 1 },
+            }
+        }
+    })
+    .await;
+    assert_eq!(count(&mut a) + count(&mut b), 0, "no more results than messages");
+    assert!(na > 0 && nb > 0, "both replicas took work: {na} and {nb}");
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn a_malformed_core_message_becomes_a_dead_letter_with_its_reason() {
+    let nats = NatsServer::start();
+    let app = app_with_nats(&nats, "").await;
+    let client = nats.client().await;
+    let mut dlq = client.subscribe("scwm.dlq.>").await.unwrap();
+    client.flush().await.unwrap();
+    // A reply subject makes the publish wait for the bridge's subscription.
+    let reply = request(&client, "incidents.commands.add", json!(["not", "an", "object"])).await;
+    assert_eq!(header(&reply, "Incident-Bridge-Status"), Some("422"));
+    let letter = within(10, "the dead letter", dlq.next()).await.unwrap();
+    assert_eq!(letter.subject.as_str(), "scwm.dlq.add");
+    assert_eq!(&letter.payload[..], br#"["not","an","object"]"#);
+    assert_eq!(header(&letter, "Incident-Bridge-Error-Kind"), Some("decode"));
+    assert_eq!(header(&letter, "Incident-Bridge-Error"), Some("body must be a JSON object"));
+    assert!(app.sim.requests().is_empty());
+    app.stop().await;
+}
+
+async fn consumer_info(js: &jetstream::Context) -> jetstream::consumer::Info {
+    let mut consumer: jetstream::consumer::PullConsumer =
+        js.get_stream("INCIDENTS").await.unwrap().get_consumer("incident-bridge").await.unwrap();
+    consumer.info().await.unwrap().clone()
+}
+
+#[tokio::test]
+async fn jetstream_permanent_errors_and_malformed_messages_are_dead_lettered_once_and_not_redelivered() {
+    let nats = NatsServer::start();
+    let app = app_with_nats(&nats, JS_CONSUMER).await;
+    let client = nats.client().await;
+    let js = jetstream::new(client.clone());
+    let mut dlq = client.subscribe("scwm.dlq.>").await.unwrap();
+    client.flush().await.unwrap();
+    wait_ready(&app).await;
+    // The stream is created by the bridge; wait for it before publishing.
+    within(20, "the stream", async {
+        while js.get_stream("INCIDENTS").await.is_err() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    publish_js(&js, "incidents.js.commands.edit", [json!({"id": "IT-404404", "title": "x"})]).await;
+    js.publish("incidents.js.commands.add", Bytes::from_static(b"{broken")).await.unwrap().await.unwrap();
+
+    let mut letters = HashMap::new();
+    for _ in 0..2 {
+        let m = within(20, "a dead letter", dlq.next()).await.unwrap();
+        letters.insert(m.subject.to_string(), m);
+    }
+    let rejected = &letters["scwm.dlq.edit"];
+    assert_eq!(header(rejected, "Incident-Bridge-Error-Kind"), Some("scwm_rejected"));
+    assert_eq!(header(rejected, "Incident-Bridge-Source-Stream"), Some("INCIDENTS"));
+    assert_eq!(header(rejected, "Incident-Bridge-Source-Sequence"), Some("1"));
+    assert_eq!(header(rejected, "Incident-Bridge-Attempts"), Some("1"));
+    let malformed = &letters["scwm.dlq.add"];
+    assert_eq!(header(malformed, "Incident-Bridge-Error-Kind"), Some("decode"));
+    assert!(header(malformed, "Incident-Bridge-Error").unwrap().contains("not valid JSON"));
+    assert_eq!(&malformed.payload[..], b"{broken");
+
+    // Terminated: nothing pending, nothing redelivered, and SCWM was asked exactly once.
+    let info = within(20, "the consumer to settle", async {
+        loop {
+            let info = consumer_info(&js).await;
+            if info.num_ack_pending == 0 && info.num_pending == 0 {
+                break info;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert_eq!(info.num_redelivered, 0);
+    assert_eq!(app.sim.requests().len(), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn jetstream_events_wait_out_an_scwm_outage_and_complete_after() {
+    let nats = NatsServer::start();
+    let sim = common::start_simulator().await;
+    sim.set_faults(Faults { error_rate: 1.0, error: Failure::Status { status: 503 }, ..Faults::default() });
+    let consumer = JS_CONSUMER.replace("max_deliver = 20", "max_deliver = 100");
+    let app = TestApp::start_against(
+        sim,
+        &nats_section(&nats.url(), &consumer),
+        &[
+            ("scwm.retry.max_attempts", "2"),
+            ("scwm.retry.max_backoff", "1s"),
+            ("scwm.breaker.open_for", "200ms"),
+        ],
+    )
+    .await;
+    let client = nats.client().await;
+    let js = jetstream::new(client.clone());
+    let mut dlq = client.subscribe("scwm.dlq.>").await.unwrap();
+    within(20, "the stream", async {
+        while js.get_stream("INCIDENTS").await.is_err() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    publish_js(
+        &js,
+        "incidents.js.commands.add",
+        (0..20).map(|i| json!({"title": format!("t{i}"), "externalRef": format!("k{i}")})),
+    )
+    .await;
+    // The breaker opens after five failures; then only its probes reach SCWM.
+    within(30, "SCWM to be tried during the outage", app.sim.wait_for_requests(10, Duration::from_secs(30)))
+        .await
+        .unwrap();
+    assert!(app.sim.incidents().is_empty());
+    let redelivered = within(30, "redeliveries during the outage", async {
+        loop {
+            let info = consumer_info(&js).await;
+            if info.num_redelivered > 0 {
+                break info.num_redelivered;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert!(redelivered > 0);
+
+    app.sim.set_faults(Faults::default());
+    within(60, "every event to complete", async {
+        while app.sim.incidents().len() < 20 {
+            let n = app.sim.requests().len();
+            app.sim.wait_for_requests(n + 1, Duration::from_secs(60)).await.unwrap();
+        }
+    })
+    .await;
+    assert_eq!(app.sim.incidents().len(), 20, "exactly one incident per event");
+    client.flush().await.unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), dlq.next()).await.is_err(),
+        "no dead letter while deliveries remained"
+    );
+    app.stop().await;
+}
+
+/// Collects distinct licensePlates of result events until `n` have arrived.
+async fn collect_results(results: &mut async_nats::Subscriber, n: usize, secs: u64) -> HashSet<String> {
+    let mut plates = HashSet::new();
+    within(secs, "every result event", async {
+        while plates.len() < n {
+            let msg = results.next().await.unwrap();
+            plates.insert(header(&msg, "Nats-Msg-Id").unwrap().to_owned());
+        }
+    })
+    .await;
+    plates
+}
+
+/// Every plate reached SCWM and took effect exactly once (repeats are answered from the
+/// simulator's dedup record, without effect).
+fn assert_one_effect_per_plate(app: &TestApp, n: usize) {
+    let mut effects: HashMap<String, usize> = HashMap::new();
+    for r in app.sim.requests() {
+        if r.status == Some(200) && !r.duplicate {
+            *effects.entry(r.body["header"]["licensePlate"].as_str().unwrap().to_owned()).or_default() += 1;
+        }
+    }
+    assert_eq!(effects.len(), n, "distinct licensePlates that took effect");
+    assert!(effects.values().all(|&c| c == 1), "a licensePlate took effect twice");
+    assert_eq!(app.sim.incidents().len(), n);
+}
+
+#[tokio::test]
+async fn a_bridge_killed_mid_stream_and_restarted_loses_nothing_and_duplicates_nothing() {
+    const N: usize = 5000;
+    let nats = NatsServer::start();
+    let client = nats.client().await;
+    let js = jetstream::new(client.clone());
+    js.create_stream(stream::Config {
+        name: "RESULTS".into(),
+        subjects: vec!["scwm.results.>".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut results = client.subscribe("scwm.results.>").await.unwrap();
+    client.flush().await.unwrap();
+    let holder = TestApp::start_with(&[]).await; // only for its simulator and HTTP client
+    let config = common::config_text(&holder.sim.url(), &nats_section(&nats.url(), JS_CONSUMER));
+    let dir = tempfile::tempdir().unwrap();
+
+    let (mut bridge, _) = common::spawn_bridge(&config, &dir).await;
+    within(20, "the stream", async {
+        while js.get_stream("INCIDENTS").await.is_err() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    publish_js(
+        &js,
+        "incidents.js.commands.add",
+        (0..N).map(|i| json!({"title": format!("e{i}"), "externalRef": format!("k{i}")})),
+    )
+    .await;
+
+    within(60, "work to be under way", holder.sim.wait_for_requests(N / 3, Duration::from_secs(60)))
+        .await
+        .unwrap();
+    bridge.start_kill().unwrap();
+    bridge.wait().await.unwrap();
+    let done_before_restart = holder.sim.incidents().len();
+    assert!(done_before_restart < N, "the kill happened mid-stream");
+
+    let (mut bridge, _) = common::spawn_bridge(&config, &dir).await;
+    let plates = collect_results(&mut results, N, 180).await;
+    assert_eq!(plates.len(), N);
+    assert_one_effect_per_plate(&holder, N);
+    let stored = js.get_stream("RESULTS").await.unwrap().info().await.unwrap().state.messages;
+    assert_eq!(stored, N as u64, "the results stream holds one result per licensePlate");
+    bridge.start_kill().unwrap();
+}
+
+#[tokio::test]
+async fn a_nats_server_restart_mid_stream_loses_nothing() {
+    const N: usize = 1500;
+    let mut nats = NatsServer::start();
+    let app = app_with_nats(&nats, JS_CONSUMER).await;
+    let client = nats.client().await;
+    let js = jetstream::new(client.clone());
+    within(20, "the stream", async {
+        while js.get_stream("INCIDENTS").await.is_err() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    publish_js(
+        &js,
+        "incidents.js.commands.add",
+        (0..N).map(|i| json!({"title": format!("e{i}"), "externalRef": format!("k{i}")})),
+    )
+    .await;
+    within(60, "work to be under way", app.sim.wait_for_requests(N / 4, Duration::from_secs(60)))
+        .await
+        .unwrap();
+
+    nats.kill();
+    within(20, "readiness to report NATS down", async {
+        loop {
+            let resp = app.http.get(app.url("/readyz")).send().await.unwrap();
+            if resp.status() == 503 {
+                let body: Value = resp.json().await.unwrap();
+                assert!(body["detail"].as_str().unwrap().contains("nats"), "{body}");
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    nats.start_again();
+
+    within(120, "every event to complete after the restart", async {
+        while app.sim.incidents().len() < N {
+            let n = app.sim.requests().len();
+            app.sim.wait_for_requests(n + 1, Duration::from_secs(120)).await.unwrap();
+        }
+    })
+    .await;
+    assert_one_effect_per_plate(&app, N);
+    wait_ready(&app).await;
+    app.stop().await;
+}
