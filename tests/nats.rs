@@ -516,3 +516,82 @@ async fn a_nats_server_restart_mid_stream_loses_nothing() {
     wait_ready(&app).await;
     app.stop().await;
 }
+
+async fn wait_for_stream(js: &jetstream::Context) {
+    within(20, "the stream", async {
+        while js.get_stream("INCIDENTS").await.is_err() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn jetstream_messages_for_one_key_reach_scwm_in_stream_order() {
+    let nats = NatsServer::start();
+    let app = app_with_nats(&nats, JS_CONSUMER).await;
+    let mut ids = Vec::new();
+    for k in 0..10 {
+        let resp = app.command("add", json!({"title": format!("key {k}")})).await;
+        let body: Value = resp.json().await.unwrap();
+        ids.push(body["payload"]["id"].as_str().unwrap().to_owned());
+    }
+    let js = jetstream::new(nats.client().await);
+    wait_for_stream(&js).await;
+    // Interleaved: key 0 seq 0, key 1 seq 0, ..., key 0 seq 1, ...
+    let bodies = (0..50).flat_map(|seq| ids.iter().map(move |id| json!({"id": id, "seq": seq})));
+    publish_js(&js, "incidents.js.commands.edit", bodies).await;
+    let requests =
+        within(60, "500 edits", app.sim.wait_for_requests(10 + 500, Duration::from_secs(60))).await.unwrap();
+    let mut seen: HashMap<String, Vec<i64>> = HashMap::new();
+    for r in requests.iter().skip(10).filter(|r| !r.duplicate) {
+        let p = &r.body["payload"];
+        seen.entry(p["id"].as_str().unwrap().to_owned()).or_default().push(p["seq"].as_i64().unwrap());
+    }
+    assert_eq!(seen.len(), 10);
+    for (id, seqs) in seen {
+        assert_eq!(seqs, (0..50).collect::<Vec<_>>(), "order for {id}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_slow_scwm_call_keeps_its_message_in_progress_instead_of_redelivered() {
+    let nats = NatsServer::start();
+    let sim = common::start_simulator().await;
+    // Each call takes twice the consumer's ack_wait.
+    sim.set_faults(Faults {
+        latency: Some(incident_bridge::scwm::sim::Latency::Fixed { fixed_ms: 4000 }),
+        ..Faults::default()
+    });
+    let mut app = TestApp::start_against(
+        sim,
+        &nats_section(&nats.url(), JS_CONSUMER),
+        &[("scwm.request_timeout", "10s")],
+    )
+    .await;
+    let js = jetstream::new(nats.client().await);
+    wait_for_stream(&js).await;
+    publish_js(
+        &js,
+        "incidents.js.commands.add",
+        (0..3).map(|i| json!({"title": format!("slow {i}"), "externalRef": format!("s{i}")})),
+    )
+    .await;
+    for _ in 0..3 {
+        assert!(matches!(app.next_published().await, Published::Result(ref r) if !r.is_err));
+    }
+    let info = within(20, "the consumer to settle", async {
+        loop {
+            let info = consumer_info(&js).await;
+            if info.num_ack_pending == 0 {
+                break info;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert_eq!(info.num_redelivered, 0, "in-progress acks held the messages");
+    assert_eq!(app.sim.requests().len(), 3, "one SCWM call per message");
+    app.stop().await;
+}
