@@ -28,6 +28,9 @@ use serde_json::json;
 
 const TOKEN: &str = "bG9hZDpsb2Fk";
 
+#[path = "loadgen/jetstream.rs"]
+mod jetstream;
+
 #[derive(Parser, Debug)]
 #[command(about = "Load generator for incident-bridge")]
 struct Args {
@@ -58,6 +61,9 @@ struct Args {
 enum Scenario {
     /// Synchronous `add` through the bridge vs the simulator called directly.
     HttpAdd,
+    /// JetStream → bridge → simulator → result events, vs raw async-nats publish-with-ack and
+    /// consume+ack on the same server.
+    Jetstream,
 }
 
 struct Report {
@@ -149,14 +155,18 @@ fn classify(r: Result<reqwest::Response, reqwest::Error>) -> Result<(), String> 
 }
 
 /// The bridge binary as a child process, configured against `sim`; returns it and its address.
-async fn spawn_bridge(args: &Args, sim: &SimHandle) -> (tokio::process::Child, String, tempfile::TempDir) {
+async fn spawn_bridge(
+    args: &Args,
+    sim: &SimHandle,
+    extra: &str,
+) -> (tokio::process::Child, String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("bridge.toml");
     std::fs::write(
         &config,
         format!(
             "[server]\nlisten = \"127.0.0.1:0\"\n[scwm]\nurl = \"{}\"\ntoken = \"{TOKEN}\"\nowner_id = \"LOAD\"\n\
-             max_concurrency = 256\n[results]\nlog = false\n[pipeline]\nworkers = 256\n",
+             max_concurrency = 256\n[results]\nlog = false\n[pipeline]\nworkers = 256\n{extra}",
             sim.url()
         ),
     )
@@ -214,7 +224,7 @@ async fn http_add(args: &Args) {
     let direct_calls = sim.requests().len();
     sim.reset();
 
-    let (mut child, addr, _dir) = spawn_bridge(args, &sim).await;
+    let (mut child, addr, _dir) = spawn_bridge(args, &sim, "").await;
     let url = format!("http://{addr}/v1/incidents/add");
     let bridged: Shot = Arc::new(move |http, i| {
         let url = url.clone();
@@ -222,7 +232,9 @@ async fn http_add(args: &Args) {
             classify(http.post(&url).json(&json!({"title": format!("load {i}")})).send().await)
         })
     });
+    let before = ProcStats::read(child.id().unwrap());
     let bridge_report = drive("bridge (sync add)", args, bridged).await;
+    let after = ProcStats::read(child.id().unwrap());
     let bridge_calls = sim.requests().len();
     child.kill().await.ok();
 
@@ -231,6 +243,47 @@ async fn http_add(args: &Args) {
     direct_report.print();
     bridge_report.print();
     println!("\nSCWM calls seen by the simulator: direct {direct_calls}, through the bridge {bridge_calls}");
+    after.print_since(&before, bridge_report.latency.len());
+}
+
+/// CPU time and memory of a process, from /proc.
+struct ProcStats {
+    cpu: Duration,
+    rss_kib: u64,
+    peak_rss_kib: u64,
+}
+
+impl ProcStats {
+    fn read(pid: u32) -> Self {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+        let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+        let ticks: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
+            + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let kib = |key: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        // Linux reports these in clock ticks of 1/100 s on every platform we run on.
+        Self { cpu: Duration::from_millis(ticks * 10), rss_kib: kib("VmRSS:"), peak_rss_kib: kib("VmHWM:") }
+    }
+
+    fn print_since(&self, before: &ProcStats, events: u64) {
+        let cpu = self.cpu.saturating_sub(before.cpu);
+        println!(
+            "bridge process: CPU {:.2?} for {events} events = {:.0} µs/event; RSS before {} MiB, after {} MiB, peak {} MiB",
+            cpu,
+            cpu.as_micros() as f64 / events.max(1) as f64,
+            before.rss_kib / 1024,
+            self.rss_kib / 1024,
+            self.peak_rss_kib / 1024
+        );
+    }
 }
 
 #[tokio::main]
@@ -246,5 +299,6 @@ async fn main() {
     );
     match args.scenario {
         Scenario::HttpAdd => http_add(&args).await,
+        Scenario::Jetstream => jetstream::run(&args).await,
     }
 }
