@@ -6,12 +6,14 @@
 //! - [`config`]: the TOML file and environment overrides, validated into typed values.
 //! - [`ingest`]: transports events arrive on (HTTP today); map outcomes to their own words.
 //! - [`decode`]: bytes to one transport-neutral [`event::Event`].
+//! - [`alert`]: the alert model (alerts, notifications, correlation keys) decoders produce.
 //! - [`pipeline`]: `process_one(event) -> Outcome`, and the keyed queue in front of it.
 //! - [`scwm`]: the wire format, the client (retries, breaker) and the simulator.
 //! - [`publish`]: result events and dead letters, and the sinks they go to.
 //! - [`app`]: wiring; [`health`]: liveness and readiness; [`telemetry`]: logging.
 //! - [`ids`], [`secret`]: newtypes shared by every stage.
 
+pub mod alert;
 pub mod app;
 pub mod config;
 pub mod decode;
