@@ -5,7 +5,7 @@
 //! Data flows one way: ingest → decode → pipeline → scwm → publish.
 //! - [`config`]: the TOML file and environment overrides, validated into typed values.
 //! - [`ingest`]: transports events arrive on (HTTP today); map outcomes to their own words.
-//! - [`decode`]: bytes to one transport-neutral [`event::Event`].
+//! - [`decode`]: bytes to one transport-neutral [`event::Event`] or [`alert::Notification`].
 //! - [`alert`]: the alert model (alerts, notifications, correlation keys) decoders produce.
 //! - [`pipeline`]: `process_one(event) -> Outcome`, and the keyed queue in front of it.
 //! - [`scwm`]: the wire format, the client (retries, breaker) and the simulator.
