@@ -1,10 +1,13 @@
 //! Decoders: bytes from any transport to one transport-neutral shape: native commands to
-//! [`crate::event::Command`], alert webhooks to [`crate::alert::Notification`].
+//! [`crate::event::Command`], alert webhooks to [`crate::alert::Notification`], CloudEvents to
+//! [`cloudevents::CloudEvent`] whose data is then decoded by one of the others.
 //! Decoders never perform I/O and never panic on input; a body they cannot read becomes a
 //! [`DecodeError`] that names what is wrong.
 
 pub mod alertmanager;
+pub mod cloudevents;
 pub mod grafana;
+pub mod headers;
 pub mod native;
 
 /// Why a body could not be decoded. The variants map to HTTP 400 (not JSON at all), 415 (a
