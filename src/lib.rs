@@ -7,6 +7,7 @@
 //! - [`ingest`]: transports events arrive on (HTTP today); map outcomes to their own words.
 //! - [`decode`]: bytes to one transport-neutral [`event::Event`] or [`alert::Notification`].
 //! - [`alert`]: the alert model (alerts, notifications, correlation keys) decoders produce.
+//! - [`route`]: label matchers and ordered routes: what to do with an alert or group.
 //! - [`lifecycle`]: the pure state machine: (stored incident, alert status, content) → operations.
 //! - [`pipeline`]: `process_one(event) -> Outcome`, and the keyed queue in front of it.
 //! - [`scwm`]: the wire format, the client (retries, breaker) and the simulator.
@@ -25,6 +26,7 @@ pub mod ingest;
 pub mod lifecycle;
 pub mod pipeline;
 pub mod publish;
+pub mod route;
 pub mod scwm;
 pub mod secret;
 pub mod telemetry;
