@@ -8,6 +8,7 @@
 //! - [`decode`]: bytes to one transport-neutral [`event::Event`] or [`alert::Notification`].
 //! - [`alert`]: the alert model (alerts, notifications, correlation keys) decoders produce.
 //! - [`route`]: label matchers and ordered routes: what to do with an alert or group.
+//! - [`template`]: minijinja templates that turn alerts into SCWM payloads and content hashes.
 //! - [`lifecycle`]: the pure state machine: (stored incident, alert status, content) → operations.
 //! - [`pipeline`]: `process_one(event) -> Outcome`, and the keyed queue in front of it.
 //! - [`scwm`]: the wire format, the client (retries, breaker) and the simulator.
@@ -30,3 +31,4 @@ pub mod route;
 pub mod scwm;
 pub mod secret;
 pub mod telemetry;
+pub mod template;
