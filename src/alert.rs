@@ -6,6 +6,31 @@
 //! Nothing here parses bytes or knows a transport; decoders live in [`crate::decode`]. Values are
 //! kept as the source sent them (timestamps stay strings) so that a repeated notification is
 //! byte-for-byte the same model and renders to the same content.
+//!
+//! # How the alert pieces fit
+//! All of it is pure; the caller owns the store, the clock and SCWM. Per notification:
+//!
+//! ```text
+//! notification = decode::alertmanager::decode(body)?            // or grafana, or a CloudEvent's
+//!                                                               //   decode_data(InnerKind::..)
+//! for target in routes.plan(&notification, source, grouping):   // route::Routes
+//!     if target.route.action == Drop: log, continue
+//!     renderer = template::Renderer::new(source, &templates, &notification, &target)
+//!     content  = renderer.content()?                            // RenderError → dead letter
+//!     stored   = store.get(target.key)
+//!     decision = lifecycle::decide(stored, &Input { status: target.status,
+//!                    content_hash: &content.hash, now, reopen_window,
+//!                    partner: target.route.partner })           // log decision.reason
+//!     payloads = decision.ops.map(|op| renderer.payload(op, &content, None))?  // render first
+//!     for (op, payload) in payloads:
+//!         payload.id = stored.item_id unless op is add         // known only after an add
+//!         answer = scwm.call(op, payload, owner = target.route.owner_id or the source's)
+//!         on 404: delete the mapping, decision = lifecycle::decide_after_not_found(..), redo
+//!         stored = lifecycle::apply(stored, op, answer.item_id(), &content.hash, now, plate)?
+//!         store.put(target.key, stored)
+//! ```
+//!
+//! `tests/alerts.rs` runs exactly this against an in-memory store.
 
 use std::collections::BTreeMap;
 

@@ -6,15 +6,17 @@
 //! sees only the content hash of what would be sent). The caller runs the operations in order,
 //! stores [`apply`]'s result after each success, and logs every [`Decision`] with its reason.
 //!
-//! | stored \ event            | firing, content changed | firing, unchanged | resolved      |
-//! |---------------------------|-------------------------|-------------------|---------------|
-//! | unknown                   | add (+ submit)          | add (+ submit)    | nothing       |
-//! | open                      | edit                    | nothing           | close         |
-//! | closed < reopen_window ago| reopen, edit            | reopen            | nothing       |
-//! | closed longer ago         | add (+ submit), replace | same              | nothing       |
+//! | stored \ event         | firing, content changed | firing, unchanged | resolved |
+//! |------------------------|-------------------------|-------------------|----------|
+//! | unknown                | add (+ submit)          | add (+ submit)    | nothing  |
+//! | open                   | edit                    | nothing           | close    |
+//! | closed < window ago    | reopen, edit            | reopen            | nothing  |
+//! | closed >= window ago   | replace                 | replace           | nothing  |
 //!
-//! "(+ submit)": when the route names a partner. A repeat notification (same content) must not
-//! call SCWM, which is why unchanged-and-open is nothing.
+//! "(+ submit)": when the route names a partner. "replace": add (+ submit) a new incident; the
+//! key then maps to it and the old one is no longer tracked.
+//! A repeat notification (same content) must not call SCWM, which is why unchanged-and-open is
+//! nothing.
 //!
 //! # When SCWM no longer knows the item
 //! If an operation on a stored item answers 404, the incident is gone on SCWM's side: delete the

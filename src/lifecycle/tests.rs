@@ -1,3 +1,5 @@
+//! The lifecycle table over every state × event, with and without a partner, and `apply`.
+
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::*;

@@ -1,3 +1,5 @@
+//! Route order, drop, grouping overrides and config validation of routes.
+
 use super::*;
 use crate::{
     alert::{AlertStatus, NotificationKind},

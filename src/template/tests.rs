@@ -1,3 +1,5 @@
+//! Default and overridden templates, payload shapes, render errors and the content hash.
+
 use std::sync::Arc;
 
 use serde_json::json;
