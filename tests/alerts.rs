@@ -494,3 +494,15 @@ fn the_decision_for_a_repeat_is_nothing_even_across_a_restart() {
     b.store = persisted.iter().map(|(k, v)| (k.clone(), serde_json::from_str(v).unwrap())).collect();
     assert_eq!(b.receive(&body("repeat-single")), [DecisionKind::NothingUnchanged.as_str()]);
 }
+
+#[test]
+fn compiled_routes_templates_and_targets_can_cross_tasks() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Routes>();
+    send_sync::<TemplateSet>();
+    send_sync::<incident_bridge::route::Target>();
+    send_sync::<Notification>();
+    send_sync::<Renderer<'static>>();
+    send_sync::<cloudevents::CloudEvent>();
+    send_sync::<lifecycle::Decision>();
+}
