@@ -354,6 +354,24 @@ fn truncate_takes_keyword_arguments_in_templates() {
 }
 
 #[test]
+fn builtins_the_docs_promise_are_there() {
+    let n = notification();
+    let t = target(&n, Grouping::Alert, Route::catch_all("r"));
+    let source = set(RawTemplates {
+        title: Some(
+            "{{ labels.instance | upper }} {{ alert.generatorURL | urlencode }} {{ labels | tojson }}".into(),
+        ),
+        description: Some(
+            "{{ ['a', 'b'] | join('+') }} {{ annotations.summary | lower | replace('disk', 'D') }}".into(),
+        ),
+        ..Default::default()
+    });
+    let c = Renderer::new("am", &source, &n, &t).content().unwrap();
+    assert!(c.add["title"].as_str().unwrap().starts_with("DB-1 http%3A//prom/g {"), "{}", c.add["title"]);
+    assert_eq!(c.add["description"], "a+b D full on db-1");
+}
+
+#[test]
 fn the_route_layer_is_shared_not_copied() {
     let n = notification();
     let t = target(&n, Grouping::Alert, Route::catch_all("r"));
