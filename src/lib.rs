@@ -4,14 +4,20 @@
 //! # Layout
 //! Data flows one way: ingest → decode → pipeline → scwm → publish.
 //! - [`config`]: the TOML file and environment overrides, validated into typed values.
-//! - [`ingest`]: transports events arrive on (HTTP today); map outcomes to their own words.
-//! - [`decode`]: bytes to one transport-neutral [`event::Event`].
+//! - [`ingest`]: transports events arrive on (HTTP, NATS core and JetStream); each maps outcomes
+//!   to its own words.
+//! - [`decode`]: bytes to one transport-neutral [`event::Event`] or [`alert::Notification`].
+//! - [`alert`]: the alert model (alerts, notifications, correlation keys) decoders produce.
+//! - [`route`]: label matchers and ordered routes: what to do with an alert or group.
+//! - [`template`]: minijinja templates that turn alerts into SCWM payloads and content hashes.
+//! - [`lifecycle`]: the pure state machine: (stored incident, alert status, content) → operations.
 //! - [`pipeline`]: `process_one(event) -> Outcome`, and the keyed queue in front of it.
 //! - [`scwm`]: the wire format, the client (retries, breaker) and the simulator.
 //! - [`publish`]: result events and dead letters, and the sinks they go to.
 //! - [`app`]: wiring; [`health`]: liveness and readiness; [`telemetry`]: logging.
-//! - [`ids`], [`secret`]: newtypes shared by every stage.
+//! - [`ids`], [`secret`], [`trace_context`]: types shared by every stage.
 
+pub mod alert;
 pub mod app;
 pub mod config;
 pub mod decode;
@@ -19,9 +25,12 @@ pub mod event;
 pub mod health;
 pub mod ids;
 pub mod ingest;
+pub mod lifecycle;
 pub mod pipeline;
 pub mod publish;
+pub mod route;
 pub mod scwm;
 pub mod secret;
 pub mod telemetry;
+pub mod template;
 pub mod trace_context;

@@ -1,11 +1,18 @@
-//! Decoders: bytes from any transport to one transport-neutral [`crate::event::Event`] shape.
+//! Decoders: bytes from any transport to one transport-neutral shape: native commands to
+//! [`crate::event::Command`], alert webhooks to [`crate::alert::Notification`], CloudEvents to
+//! [`cloudevents::CloudEvent`] whose data is then decoded by one of the others.
 //! Decoders never perform I/O and never panic on input; a body they cannot read becomes a
 //! [`DecodeError`] that names what is wrong.
 
+pub mod alertmanager;
+pub mod cloudevents;
+pub mod grafana;
+pub mod headers;
 pub mod native;
 
-/// Why a body could not be decoded. The variants map to HTTP 400 (not JSON at all) and 422
-/// (JSON of the wrong shape); on NATS both become dead letters with this text as the reason.
+/// Why a body could not be decoded. The variants map to HTTP 400 (not JSON at all), 415 (a
+/// format not read at all) and 422 (JSON of the wrong shape); on NATS all become dead letters
+/// with this text as the reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
     #[error("body is not valid JSON: {0}")]
@@ -18,6 +25,16 @@ pub enum DecodeError {
     WrongType { field: &'static str, expected: &'static str },
     #[error("{0}")]
     Invalid(String),
+    /// Like `MissingField`, for a field deeper in the body (`alerts[2].labels`).
+    #[error("`{0}` is required")]
+    MissingAt(String),
+    /// Like `WrongType`, for a field deeper in the body (`alerts[0].labels.instance`).
+    #[error("`{path}` must be {expected}")]
+    WrongTypeAt { path: String, expected: &'static str },
+    /// The body is in a format this decoder does not read at all (a CloudEvents batch, a
+    /// CloudEvent whose data is not JSON).
+    #[error("unsupported media type: {0}")]
+    UnsupportedMediaType(String),
 }
 
 impl DecodeError {
@@ -25,6 +42,7 @@ impl DecodeError {
     pub fn http_status(&self) -> http::StatusCode {
         match self {
             DecodeError::NotJson(_) => http::StatusCode::BAD_REQUEST,
+            DecodeError::UnsupportedMediaType(_) => http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
             _ => http::StatusCode::UNPROCESSABLE_ENTITY,
         }
     }
@@ -34,9 +52,10 @@ impl DecodeError {
         match self {
             DecodeError::NotJson(_) => "not_json",
             DecodeError::NotAnObject => "not_an_object",
-            DecodeError::MissingField(_) => "missing_field",
-            DecodeError::WrongType { .. } => "wrong_type",
+            DecodeError::MissingField(_) | DecodeError::MissingAt(_) => "missing_field",
+            DecodeError::WrongType { .. } | DecodeError::WrongTypeAt { .. } => "wrong_type",
             DecodeError::Invalid(_) => "invalid",
+            DecodeError::UnsupportedMediaType(_) => "unsupported_media_type",
         }
     }
 }

@@ -1,0 +1,530 @@
+//! Templates: how an alert (or a group) becomes the payload of each SCWM operation, and the
+//! content hash the lifecycle compares to tell a repeat from a change.
+//!
+//! Templates are minijinja, compiled when configuration is built (a template that does not
+//! compile is a config error with its dotted key) and rendered per target (a failure is a typed
+//! [`RenderError`]; the caller dead-letters the event with it). They come in layers, most
+//! specific first: the route's overrides, the source's, then [`TemplateSet::defaults`] for the
+//! source kind. Each field renders from the first layer that defines it.
+//!
+//! # What templates see
+//! - `alert`: status, labels, annotations, startsAt, endsAt, generatorURL, fingerprint, extra.
+//!   For a group: its first alert.
+//! - `alerts`: the target's alerts (one for per-alert grouping).
+//! - `group`: receiver, status, groupKey, groupLabels, commonLabels, commonAnnotations,
+//!   externalURL, truncatedAlerts, version, extra.
+//! - `source`: name, kind; `key`: the correlation key; `grouping`; `status` (the target's);
+//!   `partner` when the route names one.
+//! - `labels`, `annotations`: the alert's, or for a group the common ones (common labels with
+//!   the group labels).
+//! - Payload templates also see `fields`: the incident fields as the field templates rendered
+//!   them (title, description, severity, priority, category, service, source, externalRef,
+//!   labels, occurredAt).
+//!
+//! Undefined variables are errors (`UndefinedBehavior::Strict`); write `x | default('...')` or
+//! test `x is defined` for what may be missing. Besides minijinja's builtins (`default`, `join`,
+//! `upper`, `lower`, `replace`, `tojson`, `urlencode`, ...) there is `truncate(length=255,
+//! killwords=false, end='...', leeway=0)`, Jinja's, with no leeway by default so a limit is a
+//! limit.
+//!
+//! # What is sent
+//! Field values are trimmed; a field that renders empty is left out. Payloads per operation:
+//! - add: title, description, severity, priority, category, service, `source`
+//!   (`incident-bridge/<source>`), `externalRef` (the correlation key), `labels`, `occurredAt`
+//!   (the first alert's startsAt).
+//! - edit: `id` + the add fields except `source` and `externalRef`, which never change for a key.
+//! - close: `id`, `resolution`, `closeNotes`; reopen: `id`, `reason`; submit: `id`, `partnerId`,
+//!   `note`.
+//!
+//! A payload template replaces that payload; `id` (and for submit `partnerId`, unless the
+//! template set it) is added by the bridge, since it is a decision, not content. The content
+//! hash is the SHA-256 of the add payload as canonical JSON (keys sorted): byte-identical repeat
+//! notifications hash the same.
+//!
+//! Nothing here performs I/O or reads a clock.
+
+mod config;
+mod context;
+mod defaults;
+
+use std::{collections::BTreeSet, fmt, sync::OnceLock};
+
+use minijinja::{AutoEscape, Environment, UndefinedBehavior, value::Kwargs};
+use serde_json::Value;
+
+pub use config::{RawPayloadTemplates, RawTemplates, build_templates};
+
+use crate::{
+    alert::{Notification, NotificationKind, sha256_hex},
+    ids::ItemId,
+    route::Target,
+    scwm::{Operation, Payload},
+};
+
+/// A templated field of an SCWM payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Field {
+    Title,
+    Description,
+    Severity,
+    Priority,
+    Category,
+    Service,
+    /// Close.
+    Resolution,
+    /// Close.
+    CloseNotes,
+    /// Reopen.
+    Reason,
+    /// Submit.
+    Note,
+}
+
+impl Field {
+    pub const ALL: [Field; 10] = [
+        Field::Title,
+        Field::Description,
+        Field::Severity,
+        Field::Priority,
+        Field::Category,
+        Field::Service,
+        Field::Resolution,
+        Field::CloseNotes,
+        Field::Reason,
+        Field::Note,
+    ];
+
+    /// The incident fields of add (and edit), in payload order.
+    pub const CONTENT: [Field; 6] =
+        [Field::Title, Field::Description, Field::Severity, Field::Priority, Field::Category, Field::Service];
+
+    /// The key in configuration.
+    pub fn key(self) -> &'static str {
+        match self {
+            Field::Title => "title",
+            Field::Description => "description",
+            Field::Severity => "severity",
+            Field::Priority => "priority",
+            Field::Category => "category",
+            Field::Service => "service",
+            Field::Resolution => "resolution",
+            Field::CloseNotes => "close_notes",
+            Field::Reason => "reason",
+            Field::Note => "note",
+        }
+    }
+
+    /// The key in the SCWM payload.
+    pub fn payload_key(self) -> &'static str {
+        match self {
+            Field::CloseNotes => "closeNotes",
+            other => other.key(),
+        }
+    }
+}
+
+/// One compiled layer of templates (a source's, a route's, or the defaults).
+pub struct TemplateSet {
+    /// The dotted config key of the layer; names a failing template in a [`RenderError`].
+    origin: String,
+    env: Environment<'static>,
+    fields: BTreeSet<Field>,
+    payloads: BTreeSet<Operation>,
+}
+
+impl fmt::Debug for TemplateSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TemplateSet")
+            .field("origin", &self.origin)
+            .field("fields", &self.fields)
+            .field("payloads", &self.payloads)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TemplateSet {
+    /// A layer that overrides nothing.
+    pub fn empty(origin: impl Into<String>) -> Self {
+        TemplateSet {
+            origin: origin.into(),
+            env: environment(),
+            fields: BTreeSet::new(),
+            payloads: BTreeSet::new(),
+        }
+    }
+
+    /// The built-in templates for `kind`, below every configured layer.
+    pub fn defaults(kind: NotificationKind) -> &'static TemplateSet {
+        static ALERTMANAGER: OnceLock<TemplateSet> = OnceLock::new();
+        static GRAFANA: OnceLock<TemplateSet> = OnceLock::new();
+        let cell = match kind {
+            NotificationKind::Alertmanager => &ALERTMANAGER,
+            NotificationKind::Grafana => &GRAFANA,
+        };
+        cell.get_or_init(|| {
+            let fields = Field::ALL.iter().map(|f| (*f, defaults::source(kind, *f).to_owned())).collect();
+            // The built-in templates are constants, not input; a unit test compiles them for
+            // both kinds, so this cannot fail in a build that passed its tests.
+            match TemplateSet::compile(&format!("(default {}).templates", kind.as_str()), fields, Vec::new())
+            {
+                Ok(set) => set,
+                Err(errors) => panic!("built-in templates do not compile: {errors:?}"),
+            }
+        })
+    }
+
+    /// Where this layer is configured.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    pub fn has_field(&self, field: Field) -> bool {
+        self.fields.contains(&field)
+    }
+
+    pub fn has_payload(&self, op: Operation) -> bool {
+        self.payloads.contains(&op)
+    }
+
+    pub(crate) fn compile(
+        origin: &str,
+        fields: Vec<(Field, String)>,
+        payloads: Vec<(Operation, String)>,
+    ) -> Result<Self, Vec<(String, String)>> {
+        let mut set = TemplateSet::empty(origin);
+        let mut errors = Vec::new();
+        for (field, source) in fields {
+            match set.env.add_template_owned(field.key(), source) {
+                Ok(()) => {
+                    set.fields.insert(field);
+                }
+                Err(e) => errors.push((format!("{origin}.{}", field.key()), compile_error(&e))),
+            }
+        }
+        for (op, source) in payloads {
+            match set.env.add_template_owned(payload_name(op), source) {
+                Ok(()) => {
+                    set.payloads.insert(op);
+                }
+                Err(e) => errors.push((format!("{origin}.{}", payload_name(op)), compile_error(&e))),
+            }
+        }
+        if errors.is_empty() { Ok(set) } else { Err(errors) }
+    }
+
+    fn render(&self, name: &str, ctx: &minijinja::Value) -> Result<String, RenderError> {
+        let template = format!("{}.{name}", self.origin);
+        let tmpl = self
+            .env
+            .get_template(name)
+            .map_err(|e| RenderError::Template { template: template.clone(), message: describe(&e) })?;
+        tmpl.render(ctx).map_err(|e| RenderError::Template { template, message: describe(&e) })
+    }
+}
+
+fn payload_name(op: Operation) -> String {
+    format!("payload.{op}")
+}
+
+/// The environment every layer compiles in: strict undefined, JSON auto-escaping for payload
+/// templates only, and the helpers the builtins lack.
+fn environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_auto_escape_callback(|name| {
+        if name.starts_with("payload.") { AutoEscape::Json } else { AutoEscape::None }
+    });
+    env.add_filter("truncate", truncate);
+    env
+}
+
+fn compile_error(e: &minijinja::Error) -> String {
+    format!("not a valid template: {}", describe(e))
+}
+
+/// `kind: detail (line n)`, without minijinja's own template name, which the caller replaces
+/// with the config key.
+fn describe(e: &minijinja::Error) -> String {
+    let mut s = e.kind().to_string();
+    if let Some(d) = e.detail() {
+        s.push_str(": ");
+        s.push_str(d);
+    }
+    if let Some(line) = e.line() {
+        s.push_str(&format!(" (line {line})"));
+    }
+    s
+}
+
+/// Jinja's `truncate`: at most `length` characters including `end`; unless `killwords`, cut at
+/// the last space. `leeway` lets a string that far over the limit through untouched.
+fn truncate(
+    s: &str,
+    length: Option<usize>,
+    killwords: Option<bool>,
+    end: Option<String>,
+    kwargs: Kwargs,
+) -> Result<String, minijinja::Error> {
+    let length = match length {
+        Some(l) => l,
+        None => kwargs.get::<Option<usize>>("length")?.unwrap_or(255),
+    };
+    let killwords = match killwords {
+        Some(k) => k,
+        None => kwargs.get::<Option<bool>>("killwords")?.unwrap_or(false),
+    };
+    let end = match end {
+        Some(e) => e,
+        None => kwargs.get::<Option<String>>("end")?.unwrap_or_else(|| "...".to_owned()),
+    };
+    let leeway = kwargs.get::<Option<usize>>("leeway")?.unwrap_or(0);
+    kwargs.assert_all_used()?;
+    let count = s.chars().count();
+    if count <= length.saturating_add(leeway) {
+        return Ok(s.to_owned());
+    }
+    let keep = length.saturating_sub(end.chars().count());
+    let head: String = s.chars().take(keep).collect();
+    let head = if killwords {
+        head
+    } else {
+        match head.rfind(' ') {
+            Some(i) => head[..i].to_owned(),
+            None => head,
+        }
+    };
+    Ok(head + &end)
+}
+
+/// Why a template could not produce what was asked. The event is dead-lettered with this as
+/// its reason; retrying would fail the same way.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RenderError {
+    /// `template` is the dotted config key (`sources.am.templates.title`).
+    #[error("template `{template}` failed: {message}")]
+    Template { template: String, message: String },
+    #[error("template `{template}` must render JSON: {message}")]
+    NotJson { template: String, message: String },
+    #[error("template `{template}` must render a JSON object, not {found}")]
+    NotAnObject { template: String, found: &'static str },
+    #[error("submit needs a partner, and the route names none")]
+    NoPartner,
+    #[error("{0} is not an alert lifecycle operation; it has no payload here")]
+    UnsupportedOperation(Operation),
+}
+
+impl RenderError {
+    /// A bounded label for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RenderError::Template { .. } => "template",
+            RenderError::NotJson { .. } => "not_json",
+            RenderError::NotAnObject { .. } => "not_an_object",
+            RenderError::NoPartner => "no_partner",
+            RenderError::UnsupportedOperation(_) => "unsupported_operation",
+        }
+    }
+}
+
+/// What an incident would contain now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Content {
+    /// The add payload, exactly as it would be sent.
+    pub add: Payload,
+    /// The incident fields as the field templates rendered them (payload templates see these as
+    /// `fields`); equal to `add` unless an add payload template is configured.
+    pub fields: Payload,
+    /// Hex SHA-256 of `add` as canonical JSON: what the lifecycle compares.
+    pub hash: String,
+}
+
+/// Renders one target's payloads through its template layers.
+pub struct Renderer<'a> {
+    /// Most specific first; the defaults last.
+    layers: Vec<&'a TemplateSet>,
+    base: serde_json::Map<String, Value>,
+    ctx: minijinja::Value,
+    source_name: String,
+    key: String,
+    facts: context::Facts,
+    partner: Option<String>,
+}
+
+impl<'a> Renderer<'a> {
+    /// Layers: `target.route`'s templates, then `source_templates`, then the defaults of the
+    /// notification's kind.
+    pub fn new(
+        source_name: &str,
+        source_templates: &'a TemplateSet,
+        notification: &Notification,
+        target: &'a Target,
+    ) -> Self {
+        let (base, facts) = context::build(source_name, notification, target);
+        let ctx = minijinja::Value::from(minijinja::value::Serde(&base));
+        let layers = target
+            .route
+            .templates
+            .iter()
+            .chain([source_templates, TemplateSet::defaults(notification.kind)])
+            .collect();
+        Renderer {
+            layers,
+            base,
+            ctx,
+            source_name: source_name.to_owned(),
+            key: target.key.as_str().to_owned(),
+            facts,
+            partner: target.route.partner.clone(),
+        }
+    }
+
+    /// The add payload and its hash. Render this first: the lifecycle needs the hash to decide.
+    pub fn content(&self) -> Result<Content, RenderError> {
+        let mut fields = Payload::new();
+        for f in Field::CONTENT {
+            if let Some(v) = self.field(f)? {
+                fields.insert(f.payload_key().into(), Value::String(v));
+            }
+        }
+        fields.insert("source".into(), Value::String(format!("incident-bridge/{}", self.source_name)));
+        fields.insert("externalRef".into(), Value::String(self.key.clone()));
+        fields.insert("labels".into(), serde_json::json!(self.facts.labels));
+        if let Some(t) = &self.facts.occurred_at {
+            fields.insert("occurredAt".into(), Value::String(t.clone()));
+        }
+        let add = match self.payload_layer(Operation::Add) {
+            Some(layer) => self.render_payload(layer, Operation::Add, &fields)?,
+            None => fields.clone(),
+        };
+        let hash = content_hash(&add);
+        Ok(Content { add, fields, hash })
+    }
+
+    /// The payload of `op` for this target. `item_id` is inserted as `id` for every operation
+    /// but add; pass `None` to render ahead of an add whose id is not known yet, and insert `id`
+    /// once it is. Rendering everything a decision needs before calling SCWM means a template
+    /// error cannot leave a decision half done.
+    pub fn payload(
+        &self,
+        op: Operation,
+        content: &Content,
+        item_id: Option<&ItemId>,
+    ) -> Result<Payload, RenderError> {
+        let mut payload = match (op, self.payload_layer(op)) {
+            (Operation::Add, _) => return Ok(content.add.clone()),
+            (Operation::Copy | Operation::Read, _) => return Err(RenderError::UnsupportedOperation(op)),
+            (_, Some(layer)) => self.render_payload(layer, op, &content.fields)?,
+            (Operation::Edit, None) => {
+                let mut p = content.add.clone();
+                p.remove("source");
+                p.remove("externalRef");
+                p
+            }
+            (Operation::Close, None) => self.fields_payload(&[Field::Resolution, Field::CloseNotes])?,
+            (Operation::Reopen, None) => self.fields_payload(&[Field::Reason])?,
+            (Operation::Submit, None) => self.fields_payload(&[Field::Note])?,
+        };
+        if op == Operation::Submit && !payload.contains_key("partnerId") {
+            let partner = self.partner.as_ref().ok_or(RenderError::NoPartner)?;
+            payload.insert("partnerId".into(), Value::String(partner.clone()));
+        }
+        if let Some(id) = item_id {
+            payload.insert("id".into(), Value::String(id.as_str().to_owned()));
+        }
+        Ok(payload)
+    }
+
+    fn fields_payload(&self, fields: &[Field]) -> Result<Payload, RenderError> {
+        let mut p = Payload::new();
+        for f in fields {
+            if let Some(v) = self.field(*f)? {
+                p.insert(f.payload_key().into(), Value::String(v));
+            }
+        }
+        Ok(p)
+    }
+
+    /// One field from the first layer that defines it; trimmed; `None` when it renders empty.
+    fn field(&self, field: Field) -> Result<Option<String>, RenderError> {
+        let Some(layer) = self.layers.iter().find(|l| l.has_field(field)) else {
+            return Ok(None);
+        };
+        let text = layer.render(field.key(), &self.ctx)?;
+        let text = text.trim();
+        Ok((!text.is_empty()).then(|| text.to_owned()))
+    }
+
+    fn payload_layer(&self, op: Operation) -> Option<&'a TemplateSet> {
+        self.layers.iter().copied().find(|l| l.has_payload(op))
+    }
+
+    fn render_payload(
+        &self,
+        layer: &TemplateSet,
+        op: Operation,
+        fields: &Payload,
+    ) -> Result<Payload, RenderError> {
+        let mut ctx = self.base.clone();
+        ctx.insert("fields".into(), Value::Object(fields.clone()));
+        let ctx = minijinja::Value::from(minijinja::value::Serde(&ctx));
+        let name = payload_name(op);
+        let text = layer.render(&name, &ctx)?;
+        let template = format!("{}.{name}", layer.origin);
+        match serde_json::from_str::<Value>(&text) {
+            Ok(Value::Object(map)) => Ok(map),
+            Ok(other) => Err(RenderError::NotAnObject { template, found: json_type(&other) }),
+            Err(e) => Err(RenderError::NotJson { template, message: e.to_string() }),
+        }
+    }
+}
+
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Hex SHA-256 of `payload` as canonical JSON (object keys sorted at every level, no spaces).
+pub fn content_hash(payload: &Payload) -> String {
+    let mut out = String::new();
+    canonical(&Value::Object(payload.clone()), &mut out);
+    sha256_hex(out.as_bytes())
+}
+
+fn canonical(v: &Value, out: &mut String) {
+    match v {
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            out.push('{');
+            for (i, (k, v)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(k.clone()).to_string());
+                out.push(':');
+                canonical(v, out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                canonical(item, out);
+            }
+            out.push(']');
+        }
+        scalar => out.push_str(&scalar.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests;

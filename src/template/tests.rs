@@ -1,0 +1,380 @@
+//! Default and overridden templates, payload shapes, render errors and the content hash.
+
+use std::sync::Arc;
+
+use serde_json::json;
+
+use super::*;
+use crate::{
+    alert::{Grouping, NotificationKind},
+    decode::alertmanager,
+    route::{Route, Routes},
+};
+
+const BODY: &str = r#"{"receiver":"r","status":"firing","groupKey":"{}:{alertname=\"DiskFull\"}","version":"4",
+ "groupLabels":{"alertname":"DiskFull"},"commonLabels":{"alertname":"DiskFull","severity":"critical"},
+ "commonAnnotations":{},"externalURL":"http://am","truncatedAlerts":0,
+ "alerts":[
+  {"status":"firing","labels":{"alertname":"DiskFull","instance":"db-1","severity":"critical","service":"postgres"},
+   "annotations":{"summary":"Disk full on db-1","description":"Only 2% left on db-1."},
+   "startsAt":"2026-11-28T12:00:00Z","endsAt":"0001-01-01T00:00:00Z","generatorURL":"http://prom/g","fingerprint":"aaa"},
+  {"status":"resolved","labels":{"alertname":"DiskFull","instance":"db-2","severity":"critical"},
+   "annotations":{"summary":"Disk full on db-2"},
+   "startsAt":"2026-11-28T11:00:00Z","endsAt":"2026-11-28T12:30:00Z","fingerprint":"bbb"}]}"#;
+
+fn notification() -> Notification {
+    alertmanager::decode(BODY.as_bytes()).unwrap()
+}
+
+fn target(n: &Notification, grouping: Grouping, route: Route) -> Target {
+    Routes::new(vec![route]).plan(n, "am", grouping).remove(0)
+}
+
+fn set(raw: RawTemplates) -> TemplateSet {
+    build_templates(&raw, "sources.am.templates").unwrap()
+}
+
+#[test]
+fn built_in_templates_compile_for_every_kind() {
+    for kind in [NotificationKind::Alertmanager, NotificationKind::Grafana] {
+        let d = TemplateSet::defaults(kind);
+        assert!(Field::ALL.iter().all(|f| d.has_field(*f)), "{kind:?}");
+    }
+}
+
+#[test]
+fn defaults_render_a_full_add_payload_for_one_alert() {
+    let n = notification();
+    let t = target(&n, Grouping::Alert, Route::catch_all("r"));
+    let source = TemplateSet::empty("sources.am.templates");
+    let c = Renderer::new("am", &source, &n, &t).content().unwrap();
+    assert_eq!(
+        Value::Object(c.add.clone()),
+        json!({
+            "title": "DiskFull: Disk full on db-1",
+            "description": "Only 2% left on db-1.\n\nSource: http://prom/g",
+            "severity": "critical",
+            "service": "postgres",
+            "source": "incident-bridge/am",
+            "externalRef": "am:fp:aaa",
+            "labels": {"alertname":"DiskFull","instance":"db-1","severity":"critical","service":"postgres"},
+            "occurredAt": "2026-11-28T12:00:00Z",
+        })
+    );
+    assert_eq!(c.fields, c.add);
+    assert_eq!(c.hash.len(), 64);
+}
+
+#[test]
+fn defaults_for_a_group_list_its_alerts() {
+    let n = notification();
+    let t = target(&n, Grouping::Group, Route::catch_all("r"));
+    let source = TemplateSet::empty("s");
+    let c = Renderer::new("am", &source, &n, &t).content().unwrap();
+    assert_eq!(c.add["title"], "DiskFull: 2 alerts");
+    assert_eq!(
+        c.add["description"],
+        "DiskFull is firing\n\nAlerts:\n- [firing] Disk full on db-1\n- [resolved] Disk full on db-2\n\nSource: http://prom/g"
+    );
+    assert_eq!(c.add["labels"], json!({"alertname":"DiskFull","severity":"critical"}));
+    assert!(c.add["externalRef"].as_str().unwrap().starts_with("am:group:"));
+    assert!(!c.add.contains_key("service"), "no common service label: left out");
+}
+
+#[test]
+fn operation_payloads_have_their_documented_shapes() {
+    let n = notification();
+    let mut route = Route::catch_all("r");
+    route.partner = Some("DBA".into());
+    let t = target(&n, Grouping::Alert, route);
+    let source = TemplateSet::empty("s");
+    let r = Renderer::new("am", &source, &n, &t);
+    let c = r.content().unwrap();
+    let id = ItemId::new("IT-7");
+    assert_eq!(r.payload(Operation::Add, &c, Some(&id)).unwrap(), c.add, "add never carries an id");
+    let edit = r.payload(Operation::Edit, &c, Some(&id)).unwrap();
+    assert_eq!(edit["id"], "IT-7");
+    assert!(!edit.contains_key("source") && !edit.contains_key("externalRef"));
+    assert_eq!(edit["title"], c.add["title"]);
+    let close = r.payload(Operation::Close, &c, Some(&id)).unwrap();
+    assert_eq!(
+        Value::Object(close),
+        json!({"id":"IT-7","resolution":"resolved","closeNotes":"Resolved at the source: Disk full on db-1"})
+    );
+    let reopen = r.payload(Operation::Reopen, &c, Some(&id)).unwrap();
+    assert_eq!(
+        Value::Object(reopen),
+        json!({"id":"IT-7","reason":"Firing again since 2026-11-28T12:00:00Z: Disk full on db-1"})
+    );
+    let submit = r.payload(Operation::Submit, &c, None).unwrap();
+    assert_eq!(
+        Value::Object(submit),
+        json!({"partnerId":"DBA","note":"Opened by incident-bridge/am for am:fp:aaa"})
+    );
+    assert_eq!(
+        r.payload(Operation::Read, &c, Some(&id)),
+        Err(RenderError::UnsupportedOperation(Operation::Read))
+    );
+}
+
+#[test]
+fn submit_without_a_partner_is_an_error() {
+    let n = notification();
+    let t = target(&n, Grouping::Alert, Route::catch_all("r"));
+    let source = TemplateSet::empty("s");
+    let r = Renderer::new("am", &source, &n, &t);
+    let c = r.content().unwrap();
+    assert_eq!(r.payload(Operation::Submit, &c, None), Err(RenderError::NoPartner));
+}
+
+#[test]
+fn route_overrides_beat_source_overrides_beat_defaults() {
+    let n = notification();
+    let source = set(RawTemplates {
+        title: Some("S: {{ labels.alertname }}".into()),
+        priority: Some("P3".into()),
+        ..Default::default()
+    });
+    let mut route = Route::catch_all("r");
+    route.templates = Some(
+        build_templates(&RawTemplates { priority: Some("P1".into()), ..Default::default() }, "r.templates")
+            .unwrap(),
+    );
+    let t = target(&n, Grouping::Alert, route);
+    let c = Renderer::new("am", &source, &n, &t).content().unwrap();
+    assert_eq!(c.add["title"], "S: DiskFull");
+    assert_eq!(c.add["priority"], "P1");
+    assert_eq!(c.add["severity"], "critical", "from the defaults");
+}
+
+#[test]
+fn an_empty_template_leaves_its_field_out() {
+    let n = notification();
+    let source = set(RawTemplates { severity: Some(String::new()), ..Default::default() });
+    let t = target(&n, Grouping::Alert, Route::catch_all("r"));
+    let c = Renderer::new("am", &source, &n, &t).content().unwrap();
+    assert!(!c.add.contains_key("severity"));
+}
+
+#[test]
+fn a_template_that_does_not_compile_is_reported_with_its_key() {
+    let raw = RawTemplates {
+        title: Some("{{ labels.alertname ".into()),
+        close_notes: Some("{% if x %}".into()),
+        payload: Some(RawPayloadTemplates { edit: Some("{{ }".into()), ..Default::default() }),
+        ..Default::default()
+    };
+    let errors = build_templates(&raw, "sources.am.templates").unwrap_err();
+    let keys: Vec<&str> = errors.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "sources.am.templates.title",
+            "sources.am.templates.close_notes",
+            "sources.am.templates.payload.edit"
+        ]
+    );
+    assert!(errors[0].1.starts_with("not a valid template: syntax error"), "{}", errors[0].1);
+    assert!(errors[0].1.ends_with("(line 1)"), "{}", errors[0].1);
+}
+
+#[test]
+fn an_undefined_variable_is_a_render_error_naming_the_template() {
+    let n = notification();
+    let source = set(RawTemplates { title: Some("{{ annotations.missing }}".into()), ..Default::default() });
+    let t = target(&n, Grouping::Alert, Route::catch_all("r"));
+    let err = Renderer::new("am", &source, &n, &t).content().unwrap_err();
+    assert_eq!(
+        err,
+        RenderError::Template {
+            template: "sources.am.templates.title".into(),
+            message: "undefined value: `annotations.missing` is undefined (line 1)".into()
+        }
+    );
+    assert_eq!(err.kind(), "template");
+    // ...unless the template says what to print instead.
+    let source = set(RawTemplates {
+        title: Some("{{ annotations.missing | default('none') }}".into()),
+        ..Default::default()
+    });
+    assert_eq!(Renderer::new("am", &source, &n, &t).content().unwrap().add["title"], "none");
+}
+
+#[test]
+fn absent_optional_alert_values_are_undefined_not_null() {
+    let n = notification();
+    let t = target(&n, Grouping::Alert, Route::catch_all("r"));
+    let source = set(RawTemplates { title: Some("{{ alert.endsAt }}".into()), ..Default::default() });
+    assert!(Renderer::new("am", &source, &n, &t).content().is_err());
+    let source = set(RawTemplates {
+        title: Some("{{ alert.endsAt | default('still firing') }}".into()),
+        ..Default::default()
+    });
+    assert_eq!(Renderer::new("am", &source, &n, &t).content().unwrap().add["title"], "still firing");
+}
+
+#[test]
+fn payload_templates_print_json_and_must_render_objects() {
+    let n = notification();
+    let t = target(&n, Grouping::Alert, Route::catch_all("r"));
+    let source = set(RawTemplates {
+        payload: Some(RawPayloadTemplates {
+            add: Some(
+                r#"{"summary": {{ fields.title }}, "ref": {{ key }}, "who": {{ labels.instance | upper }}}"#
+                    .into(),
+            ),
+            close: Some("[1, 2]".into()),
+            reopen: Some("not json".into()),
+            submit: Some(r#"{"partner": {{ partner | default('nobody') }}}"#.into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let r = Renderer::new("am", &source, &n, &t);
+    let c = r.content().unwrap();
+    assert_eq!(
+        Value::Object(c.add.clone()),
+        json!({"summary":"DiskFull: Disk full on db-1","ref":"am:fp:aaa","who":"DB-1"})
+    );
+    assert_eq!(c.fields["title"], "DiskFull: Disk full on db-1");
+    assert_eq!(c.hash, content_hash(&c.add));
+    let id = ItemId::new("IT-1");
+    assert_eq!(
+        r.payload(Operation::Close, &c, Some(&id)),
+        Err(RenderError::NotAnObject {
+            template: "sources.am.templates.payload.close".into(),
+            found: "an array"
+        })
+    );
+    let err = r.payload(Operation::Reopen, &c, Some(&id)).unwrap_err();
+    assert!(
+        matches!(&err, RenderError::NotJson { template, .. } if template == "sources.am.templates.payload.reopen"),
+        "{err}"
+    );
+    assert_eq!(err.kind(), "not_json");
+    // The edit default is derived from the (custom) add payload.
+    let edit = r.payload(Operation::Edit, &c, Some(&id)).unwrap();
+    assert_eq!(
+        Value::Object(edit),
+        json!({"id":"IT-1","summary":"DiskFull: Disk full on db-1","ref":"am:fp:aaa","who":"DB-1"})
+    );
+}
+
+#[test]
+fn a_value_with_quotes_cannot_break_a_payload_template() {
+    let body = BODY.replace("Disk full on db-1", r#"say \"hi\", }{"#);
+    let n = alertmanager::decode(body.as_bytes()).unwrap();
+    let t = target(&n, Grouping::Alert, Route::catch_all("r"));
+    let source = set(RawTemplates {
+        payload: Some(RawPayloadTemplates {
+            add: Some(r#"{"s": {{ annotations.summary }}}"#.into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let c = Renderer::new("am", &source, &n, &t).content().unwrap();
+    assert_eq!(c.add["s"], r#"say "hi", }{"#);
+}
+
+#[test]
+fn submit_payload_template_may_name_the_partner_itself() {
+    let n = notification();
+    let mut route = Route::catch_all("r");
+    route.partner = Some("DBA".into());
+    route.templates = Some(
+        build_templates(
+            &RawTemplates {
+                payload: Some(RawPayloadTemplates {
+                    submit: Some(r#"{"partnerId": {{ partner | lower }}, "note": "n"}"#.into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            "r.templates",
+        )
+        .unwrap(),
+    );
+    let t = target(&n, Grouping::Alert, route);
+    let source = TemplateSet::empty("s");
+    let r = Renderer::new("am", &source, &n, &t);
+    let c = r.content().unwrap();
+    let p = r.payload(Operation::Submit, &c, Some(&ItemId::new("IT-1"))).unwrap();
+    assert_eq!(Value::Object(p), json!({"id":"IT-1","partnerId":"dba","note":"n"}));
+}
+
+#[test]
+fn content_hash_is_canonical() {
+    let a: Payload = serde_json::from_str(r#"{"b":1,"a":{"y":[1,{"q":2,"p":1}],"x":"s"}}"#).unwrap();
+    let b: Payload = serde_json::from_str(r#"{"a":{"x":"s","y":[1,{"p":1,"q":2}]},"b":1}"#).unwrap();
+    assert_eq!(content_hash(&a), content_hash(&b));
+    let c: Payload = serde_json::from_str(r#"{"a":{"x":"s","y":[{"p":1,"q":2},1]},"b":1}"#).unwrap();
+    assert_ne!(content_hash(&a), content_hash(&c), "array order matters");
+}
+
+#[test]
+fn equal_notifications_hash_equal_and_changes_show() {
+    let source = TemplateSet::empty("s");
+    let hash = |body: &str| {
+        let n = alertmanager::decode(body.as_bytes()).unwrap();
+        let t = Routes::default().plan(&n, "am", Grouping::Alert).remove(0);
+        Renderer::new("am", &source, &n, &t).content().unwrap().hash
+    };
+    assert_eq!(hash(BODY), hash(BODY));
+    assert_ne!(hash(BODY), hash(&BODY.replace("Only 2% left", "Only 1% left")));
+}
+
+#[test]
+fn truncate_follows_jinja() {
+    let kw = || Kwargs::from_iter(Vec::<(&str, minijinja::Value)>::new());
+    assert_eq!(truncate("short", Some(10), None, None, kw()).unwrap(), "short");
+    // As in Jinja, the word the cut lands in is dropped whole.
+    assert_eq!(truncate("hello big world", Some(14), None, None, kw()).unwrap(), "hello big...");
+    assert_eq!(truncate("hello big world", Some(12), None, None, kw()).unwrap(), "hello...");
+    assert_eq!(truncate("hello big world", Some(11), Some(true), None, kw()).unwrap(), "hello bi...");
+    assert_eq!(truncate("hello big world", Some(8), Some(true), Some("…".into()), kw()).unwrap(), "hello b…");
+    assert_eq!(truncate("héllo wörld", Some(3), Some(true), Some(String::new()), kw()).unwrap(), "hél");
+    assert_eq!(truncate("ab", Some(1), Some(true), None, kw()).unwrap(), "...");
+}
+
+#[test]
+fn truncate_takes_keyword_arguments_in_templates() {
+    let n = notification();
+    let t = target(&n, Grouping::Alert, Route::catch_all("r"));
+    let source = set(RawTemplates {
+        title: Some("{{ annotations.description | truncate(12, end='~', killwords=true) }}".into()),
+        description: Some("{{ 'a b c d e f g' | truncate(length=12, leeway=2) }}".into()),
+        ..Default::default()
+    });
+    let c = Renderer::new("am", &source, &n, &t).content().unwrap();
+    assert_eq!(c.add["title"], "Only 2% lef~");
+    assert_eq!(c.add["description"], "a b c d e f g");
+    let source =
+        set(RawTemplates { title: Some("{{ 'x' | truncate(bogus=1) }}".into()), ..Default::default() });
+    assert!(Renderer::new("am", &source, &n, &t).content().is_err());
+}
+
+#[test]
+fn builtins_the_docs_promise_are_there() {
+    let n = notification();
+    let t = target(&n, Grouping::Alert, Route::catch_all("r"));
+    let source = set(RawTemplates {
+        title: Some(
+            "{{ labels.instance | upper }} {{ alert.generatorURL | urlencode }} {{ labels | tojson }}".into(),
+        ),
+        description: Some(
+            "{{ ['a', 'b'] | join('+') }} {{ annotations.summary | lower | replace('disk', 'D') }}".into(),
+        ),
+        ..Default::default()
+    });
+    let c = Renderer::new("am", &source, &n, &t).content().unwrap();
+    assert!(c.add["title"].as_str().unwrap().starts_with("DB-1 http%3A//prom/g {"), "{}", c.add["title"]);
+    assert_eq!(c.add["description"], "a+b D full on db-1");
+}
+
+#[test]
+fn the_route_layer_is_shared_not_copied() {
+    let n = notification();
+    let t = target(&n, Grouping::Alert, Route::catch_all("r"));
+    let t2 = t.clone();
+    assert!(Arc::ptr_eq(&t.route, &t2.route));
+}
