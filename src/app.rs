@@ -147,13 +147,20 @@ impl App {
                 Err(e) => tracing::error!(error = %e, "HTTP server task failed"),
             }
             runner.drained().await;
-            // Acks, replies and results are buffered in the client until flushed.
+            // Acks, replies and results are buffered in the client until flushed. A client
+            // that never got a connection (a server refusing its credentials, say) would wait
+            // for one until the grace period ends: nothing came from NATS then, so there is
+            // nothing to ack or answer, and results queued for it are given up.
             if let Some(client) = &nats {
-                if let Err(e) = client.flush().await {
-                    tracing::warn!(error = %e, "flushing NATS failed");
-                }
-                if let Err(e) = client.drain().await {
-                    tracing::warn!(error = %e, "draining NATS failed");
+                if client.connection_state() == async_nats::connection::State::Pending {
+                    tracing::warn!("never connected to NATS; dropping anything queued for it");
+                } else {
+                    if let Err(e) = client.flush().await {
+                        tracing::warn!(error = %e, "flushing NATS failed");
+                    }
+                    if let Err(e) = client.drain().await {
+                        tracing::warn!(error = %e, "draining NATS failed");
+                    }
                 }
             }
         };

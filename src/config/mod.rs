@@ -55,10 +55,16 @@ pub struct NatsConfig {
 #[derive(Debug, Clone)]
 pub enum NatsAuth {
     None,
-    UserPassword { user: String, password: Secret },
+    UserPassword {
+        user: String,
+        password: Secret,
+    },
     Token(Secret),
     NkeySeed(Secret),
-    CredsFile(PathBuf),
+    /// The text of a `.creds` file (user JWT and nkey seed). It is read and parsed while the
+    /// config loads, like other secret files, so a missing or mangled file is a config error
+    /// naming the file rather than a failure deep inside the NATS client.
+    Credentials(Secret),
 }
 
 #[derive(Debug, Clone, Default)]
@@ -439,7 +445,9 @@ impl Validator<'_> {
             (Some(user), Some(password), None, None, None) => NatsAuth::UserPassword { user, password },
             (None, None, Some(t), None, None) => NatsAuth::Token(t),
             (None, None, None, Some(s), None) => NatsAuth::NkeySeed(s),
-            (None, None, None, None, Some(p)) => NatsAuth::CredsFile(p),
+            (None, None, None, None, Some(path)) => {
+                self.nats_credentials(&path).map_or(NatsAuth::None, NatsAuth::Credentials)
+            }
             (Some(_), None, None, None, None) => {
                 self.error("nats.password", "required with nats.user");
                 NatsAuth::None
@@ -538,6 +546,25 @@ impl Validator<'_> {
             consumers,
             results,
         })
+    }
+
+    /// Reads a NATS `.creds` file and checks that it holds a user JWT and an nkey seed.
+    fn nats_credentials(&mut self, path: &Path) -> Option<Secret> {
+        const KEY: &str = "nats.creds_file";
+        let text = match (self.read_file)(path) {
+            Ok(text) => text,
+            Err(e) => {
+                self.error(KEY, format!("cannot read {}: {e}", path.display()));
+                return None;
+            }
+        };
+        match async_nats::ConnectOptions::with_credentials(&text) {
+            Ok(_) => Some(Secret::new(text)),
+            Err(e) => {
+                self.error(KEY, format!("{} is not a NATS credentials file: {e}", path.display()));
+                None
+            }
+        }
     }
 
     /// A NATS subject: dot-separated non-empty tokens, wildcards only where subscribing.

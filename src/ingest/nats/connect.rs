@@ -28,7 +28,8 @@ pub async fn connect(
         }
         NatsAuth::Token(token) => ConnectOptions::with_token(token.expose().to_owned()),
         NatsAuth::NkeySeed(seed) => ConnectOptions::with_nkey(seed.expose().to_owned()),
-        NatsAuth::CredsFile(path) => ConnectOptions::with_credentials_file(path.clone()).await?,
+        // Parsed once already when the config was validated.
+        NatsAuth::Credentials(creds) => ConnectOptions::with_credentials(creds.expose())?,
     };
     if config.tls.required {
         options = options.require_tls(true);
