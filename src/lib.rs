@@ -10,6 +10,8 @@
 //! - [`scwm`]: the wire format, the client (retries, breaker) and the simulator.
 //! - [`publish`]: result events and dead letters, and the sinks they go to.
 //! - [`app`]: wiring; [`health`]: liveness and readiness; [`telemetry`]: logging.
+//! - [`verify`]: authentication of inbound webhooks and NATS messages over the raw body, and
+//!   limits for hostile input.
 //! - [`ids`], [`secret`]: newtypes shared by every stage.
 
 pub mod app;
@@ -24,3 +26,4 @@ pub mod publish;
 pub mod scwm;
 pub mod secret;
 pub mod telemetry;
+pub mod verify;
