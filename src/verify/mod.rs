@@ -1,4 +1,4 @@
-//! Authentication of inbound webhooks and NATS messages.
+//! Authentication of inbound webhooks and NATS messages, and limits for hostile input.
 //!
 //! This module owns deciding whether a message comes from who it claims: signatures and
 //! credentials are checked over the **raw body bytes**, before anything parses them, and the
@@ -35,6 +35,10 @@
 //! oldest one kept, and only while its timestamp is still inside the window. Replicas do not
 //! share caches. Schemes that sign no timestamp (GitHub, Grafana and generic HMAC without one,
 //! Bearer, Basic) cannot refuse replays.
+//!
+//! # Limits
+//! [`limits`] has the pure helpers that keep hostile input bounded: a JSON nesting-depth
+//! scanner, truncation of text for logs, and a token-bucket rate limiter.
 
 mod authorization;
 mod config;
@@ -43,6 +47,7 @@ mod generic_hmac;
 mod github;
 mod grafana;
 mod headers;
+pub mod limits;
 mod mac;
 mod replay;
 mod standard_webhooks;
