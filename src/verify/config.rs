@@ -50,7 +50,7 @@ const SCHEMES: &str = "standard-webhooks, github, grafana, stripe, hmac, bearer,
 /// | `github` | `secrets`/`secret_files` |
 /// | `grafana` | `secrets`/`secret_files`, `header` (default `X-Grafana-Alerting-Signature`), `timestamp_header`, and with it `tolerance`, `replay_cache_size` |
 /// | `stripe` | `secrets`/`secret_files` (the `whsec_...` text as Stripe shows it), `tolerance`, `replay_cache_size` |
-/// | `hmac` | `secrets`/`secret_files`, `header` (required), `encoding` (`hex`, default, or `base64`), `prefix`, `timestamp_header`, and with it `separator` (default `.`), `tolerance`, `replay_cache_size` |
+/// | `hmac` | `secrets`/`secret_files`, `header` (required), `encoding` (`hex`, lower-case and the default; `hex-upper`; or `base64`), `prefix`, `timestamp_header`, and with it `separator` (default `.`), `tolerance`, `replay_cache_size` |
 /// | `bearer` | `tokens`/`token_files` |
 /// | `basic` | `username`, `passwords`/`password_files` |
 /// | `none` | nothing: accepts every message; must be the source's only entry |
@@ -73,7 +73,7 @@ pub struct RawAuth {
     pub header: Option<String>,
     /// The header with the signed Unix timestamp (grafana, hmac).
     pub timestamp_header: Option<String>,
-    /// `hex` or `base64` (hmac).
+    /// `hex` (lower-case), `hex-upper` or `base64` (hmac).
     pub encoding: Option<String>,
     /// Text before the encoded signature, such as `sha256=` (hmac).
     pub prefix: Option<String>,
@@ -299,11 +299,12 @@ impl Builder<'_> {
         };
         let encoding = match raw.encoding.as_deref() {
             None | Some("hex") => generic_hmac::Encoding::Hex,
+            Some("hex-upper") => generic_hmac::Encoding::HexUpper,
             Some("base64") => generic_hmac::Encoding::Base64,
             Some(other) => {
                 self.error(
                     format!("{key}.encoding"),
-                    format!("unknown encoding `{other}` (expected hex or base64)"),
+                    format!("unknown encoding `{other}` (expected hex, hex-upper or base64)"),
                 );
                 generic_hmac::Encoding::Hex
             }

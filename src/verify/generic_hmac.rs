@@ -12,8 +12,10 @@ use super::{
 /// How the signature is written in the header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Encoding {
-    /// Hex, either case (senders of this scheme vary).
+    /// Lower-case hex, as nearly every sender writes it.
     Hex,
+    /// Upper-case hex. One spelling per setting, so a changed signature text is always refused.
+    HexUpper,
     /// Standard base64, padding optional.
     Base64,
 }
@@ -59,8 +61,10 @@ impl GenericHmac {
             VerifyError::malformed(header, "value does not start with the configured prefix")
         })?;
         match self.encoding {
-            Encoding::Hex => mac::decode_hex_any_case(encoded)
-                .ok_or_else(|| VerifyError::malformed(header, "not 64 hex digits")),
+            Encoding::Hex => mac::decode_hex_lower(encoded)
+                .ok_or_else(|| VerifyError::malformed(header, "not 64 lower-case hex digits")),
+            Encoding::HexUpper => mac::decode_hex_upper(encoded)
+                .ok_or_else(|| VerifyError::malformed(header, "not 64 upper-case hex digits")),
             Encoding::Base64 => mac::decode_base64_tag(encoded)
                 .ok_or_else(|| VerifyError::malformed(header, "not 32 bytes of base64")),
         }

@@ -83,24 +83,24 @@ impl KeyRing {
 }
 
 /// Lower-case hex, the form GitHub, Grafana and Stripe send; their reference verifiers compare
-/// the text, so upper-case is refused here too.
+/// the text, so upper-case is refused here too. Accepting one spelling only means any change to
+/// a signature's text is a refusal.
 pub(crate) fn decode_hex_lower(text: &[u8]) -> Option<Tag> {
-    decode_hex(text, false)
+    decode_hex(text, b'a')
 }
 
-/// Hex in either case, for the generic scheme whose senders vary.
-pub(crate) fn decode_hex_any_case(text: &[u8]) -> Option<Tag> {
-    decode_hex(text, true)
+/// Upper-case hex only, for generic senders that write it so.
+pub(crate) fn decode_hex_upper(text: &[u8]) -> Option<Tag> {
+    decode_hex(text, b'A')
 }
 
-fn decode_hex(text: &[u8], upper_ok: bool) -> Option<Tag> {
+fn decode_hex(text: &[u8], ten: u8) -> Option<Tag> {
     if text.len() != TAG_LEN * 2 {
         return None;
     }
     let nibble = |c: u8| match c {
         b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' if upper_ok => Some(c - b'A' + 10),
+        c if (ten..ten + 6).contains(&c) => Some(c - ten + 10),
         _ => None,
     };
     let mut tag = [0u8; TAG_LEN];
@@ -154,7 +154,8 @@ mod tests {
         let tag = decode_hex_lower(lower.as_bytes()).unwrap();
         assert_eq!(tag[0], 0x75);
         assert!(decode_hex_lower(lower.to_uppercase().as_bytes()).is_none());
-        assert_eq!(decode_hex_any_case(lower.to_uppercase().as_bytes()), Some(tag));
+        assert_eq!(decode_hex_upper(lower.to_uppercase().as_bytes()), Some(tag));
+        assert!(decode_hex_upper(lower.as_bytes()).is_none());
         assert!(decode_hex_lower(&lower.as_bytes()[..63]).is_none());
         assert!(decode_hex_lower(format!("{}zz", &lower[..62]).as_bytes()).is_none());
         assert!(decode_hex_lower("é".repeat(32).as_bytes()).is_none());

@@ -172,10 +172,15 @@ fn untimestamped_schemes_accept_the_same_message_again() {
     for _ in 0..2 {
         assert_eq!(kind(g.verify(&h[..], Bytes::from_static(BODY), at(T0))), "ok");
     }
-    let m =
-        auth("[[auth]]\nscheme = \"hmac\"\nsecrets = [\"m\"]\nheader = \"X-Sig\"\nprefix = \"sha256=\"\n");
-    let upper = format!("sha256={}", hex(&tag(b"m", &[BODY])).to_uppercase());
-    assert_eq!(kind(m.verify(&[("x-sig", upper)][..], Bytes::from_static(BODY), at(T0))), "ok");
+    let m = auth(
+        "[[auth]]\nscheme = \"hmac\"\nsecrets = [\"m\"]\nheader = \"X-Sig\"\nprefix = \"sha256=\"\n\
+         encoding = \"hex-upper\"\n",
+    );
+    let upper_hex = hex(&tag(b"m", &[BODY])).to_uppercase();
+    let h = [("x-sig", format!("sha256={upper_hex}"))];
+    assert_eq!(kind(m.verify(&h[..], Bytes::from_static(BODY), at(T0))), "ok");
+    let h = [("x-sig", format!("sha256={}", upper_hex.to_lowercase()))];
+    assert_eq!(kind(m.verify(&h[..], Bytes::from_static(BODY), at(T0))), "malformed_header");
     assert_eq!(
         kind(m.verify(&[("x-sig", "sha1=00")][..], Bytes::from_static(BODY), at(T0))),
         "malformed_header"
