@@ -15,6 +15,8 @@
 //! - [`scwm`]: the wire format, the client (retries, breaker) and the simulator.
 //! - [`publish`]: result events and dead letters, and the sinks they go to.
 //! - [`app`]: wiring; [`health`]: liveness and readiness; [`telemetry`]: logging.
+//! - [`verify`]: authentication of inbound webhooks and NATS messages over the raw body, and
+//!   limits for hostile input.
 //! - [`ids`], [`secret`], [`trace_context`]: types shared by every stage.
 
 pub mod alert;
@@ -34,3 +36,4 @@ pub mod secret;
 pub mod telemetry;
 pub mod template;
 pub mod trace_context;
+pub mod verify;

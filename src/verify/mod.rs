@@ -1,0 +1,223 @@
+//! Authentication of inbound webhooks and NATS messages, and limits for hostile input.
+//!
+//! This module owns deciding whether a message comes from who it claims: signatures and
+//! credentials are checked over the **raw body bytes**, before anything parses them, and the
+//! answer is a [`Verified`] value that only this module can make. The pipeline asks for a
+//! `Verified`, so unverified input cannot reach it by construction. This module must not parse
+//! bodies, perform I/O (secret files are read through the reader [`build`] is given) or read the
+//! wall clock: every verification takes `now`.
+//!
+//! # Schemes
+//! A source lists one or more schemes ([`RawAuth`]): Standard Webhooks, GitHub style, Grafana,
+//! Stripe style, generic HMAC, Bearer token, Basic auth, or `none` (an explicit opt-out that
+//! must stand alone). When a source lists several, **every one must pass**: they are checked in
+//! the order configured and the first failure is the answer. Each scheme may hold several
+//! secrets at once (rotation): any one matching is enough.
+//!
+//! Signatures are compared in constant time, decoded strictly (bad hex or base64 is a
+//! [`VerifyError::MalformedHeader`], never a panic), and a signature or credential header that
+//! appears more than once is refused, so an attacker does not get to choose which copy counts.
+//! A header is looked up through [`HeaderLookup`], implemented for HTTP and NATS header maps.
+//!
+//! # Timestamps and replays
+//! Schemes that sign a timestamp (Standard Webhooks, Stripe, and Grafana or generic HMAC with a
+//! timestamp header) refuse timestamps further than the tolerance from `now`, either way
+//! (default [`DEFAULT_TOLERANCE`]). The timestamp is judged only after the signature verified,
+//! so `timestamp_too_old` in a log means a genuine message that arrived late, not a forgery.
+//!
+//! They also remember each accepted message until its timestamp leaves the window and refuse it
+//! if it comes again ([`VerifyError::Replayed`]): Standard Webhooks by `webhook-id`, the others
+//! by their signed content (timestamp and body, so a replay cannot dodge the cache by re-encoding
+//! or reordering its signatures). A message is remembered only after every scheme passed, so
+//! an attacker cannot fill the cache with garbage. The cache is per process and bounded
+//! ([`DEFAULT_REPLAY_CACHE_SIZE`] entries unless configured): when full, the entries with the
+//! oldest timestamps go first, so a replay can then succeed only for a message older than the
+//! oldest one kept, and only while its timestamp is still inside the window. Replicas do not
+//! share caches. Schemes that sign no timestamp (GitHub, Grafana and generic HMAC without one,
+//! Bearer, Basic) cannot refuse replays.
+//!
+//! # Limits
+//! [`limits`] has the pure helpers that keep hostile input bounded: a JSON nesting-depth
+//! scanner, truncation of text for logs, and a token-bucket rate limiter.
+
+mod authorization;
+mod config;
+mod error;
+mod generic_hmac;
+mod github;
+mod grafana;
+mod headers;
+pub mod limits;
+mod mac;
+mod replay;
+mod standard_webhooks;
+mod stripe;
+mod timestamp;
+
+use std::time::SystemTime;
+
+use bytes::Bytes;
+
+pub use config::{RawAuth, build};
+pub use error::VerifyError;
+pub use headers::HeaderLookup;
+pub use replay::DEFAULT_REPLAY_CACHE_SIZE;
+pub use timestamp::DEFAULT_TOLERANCE;
+
+use mac::Tag;
+use replay::ReplayCache;
+use timestamp::Window;
+
+/// A value that passed its source's authentication. Only this module can make one, so a
+/// function that takes a `Verified<T>` cannot be handed unverified input.
+#[derive(Debug, Clone)]
+pub struct Verified<T> {
+    inner: T,
+}
+
+impl<T> Verified<T> {
+    /// The verified value.
+    pub fn body(&self) -> &T {
+        &self.inner
+    }
+
+    /// The verified value, leaving the typestate behind.
+    pub fn into_inner(self) -> T {
+        self.inner
+    }
+
+    /// Something derived from the verified value (the decoded event of a verified body) stays
+    /// marked as verified.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Verified<U> {
+        Verified { inner: f(self.inner) }
+    }
+}
+
+/// How one source authenticates its messages: the schemes [`build`] made from its `auth`
+/// entries. Shared between requests (its replay caches lock internally); `Debug` shows the
+/// schemes and their settings, never a secret.
+#[derive(Debug)]
+pub struct SourceAuth {
+    schemes: Vec<Scheme>,
+}
+
+impl SourceAuth {
+    /// Checks every configured scheme against `headers` and the raw `body` at time `now` and,
+    /// when all pass, records the message against replays and hands the body back verified.
+    pub fn verify<H: HeaderLookup + ?Sized>(
+        &self,
+        headers: &H,
+        body: Bytes,
+        now: SystemTime,
+    ) -> Result<Verified<Bytes>, VerifyError> {
+        let headers: &dyn HeaderLookup = &headers;
+        let now = timestamp::unix_secs(now);
+        let mut seen = Vec::new();
+        for scheme in &self.schemes {
+            if let Some(replay) = scheme.check(headers, &body, now)? {
+                seen.push(replay);
+            }
+        }
+        record(&seen, now)?;
+        Ok(Verified { inner: body })
+    }
+
+    /// The configured schemes' names, in order, for a start-up log line.
+    pub fn scheme_names(&self) -> Vec<&'static str> {
+        self.schemes.iter().map(Scheme::name).collect()
+    }
+
+    /// Whether this source accepts messages without authentication (`scheme = "none"`), so the
+    /// caller can say so loudly at start-up.
+    pub fn is_unauthenticated(&self) -> bool {
+        matches!(self.schemes.as_slice(), [Scheme::None])
+    }
+}
+
+#[derive(Debug)]
+enum Scheme {
+    StandardWebhooks(standard_webhooks::StandardWebhooks),
+    Github(github::Github),
+    Grafana(grafana::Grafana),
+    Stripe(stripe::Stripe),
+    Hmac(generic_hmac::GenericHmac),
+    Bearer(authorization::Bearer),
+    Basic(authorization::Basic),
+    None,
+}
+
+impl Scheme {
+    fn name(&self) -> &'static str {
+        match self {
+            Scheme::StandardWebhooks(_) => "standard-webhooks",
+            Scheme::Github(_) => "github",
+            Scheme::Grafana(_) => "grafana",
+            Scheme::Stripe(_) => "stripe",
+            Scheme::Hmac(_) => "hmac",
+            Scheme::Bearer(_) => "bearer",
+            Scheme::Basic(_) => "basic",
+            Scheme::None => "none",
+        }
+    }
+
+    fn check(
+        &self,
+        headers: &dyn HeaderLookup,
+        body: &[u8],
+        now: u64,
+    ) -> Result<Option<Replay<'_>>, VerifyError> {
+        match self {
+            Scheme::StandardWebhooks(s) => s.check(headers, body, now),
+            Scheme::Github(s) => s.check(headers, body).map(|()| None),
+            Scheme::Grafana(s) => s.check(headers, body, now),
+            Scheme::Stripe(s) => s.check(headers, body, now),
+            Scheme::Hmac(s) => s.check(headers, body, now),
+            Scheme::Bearer(s) => s.check(headers).map(|()| None),
+            Scheme::Basic(s) => s.check(headers).map(|()| None),
+            Scheme::None => Ok(None),
+        }
+    }
+}
+
+/// Freshness rules of a scheme that signs a timestamp: the window and the replay cache.
+#[derive(Debug)]
+struct Fresh {
+    window: Window,
+    cache: ReplayCache,
+}
+
+impl Fresh {
+    fn new(tolerance_secs: u64, cache_size: usize) -> Self {
+        Self { window: Window { tolerance_secs }, cache: ReplayCache::new(cache_size) }
+    }
+
+    /// Checks the timestamp of a message whose signature verified, and names the message for
+    /// the replay cache.
+    fn admit(&self, ts: u64, now: u64, key: Tag) -> Result<Replay<'_>, VerifyError> {
+        self.window.check(ts, now)?;
+        Ok(Replay { cache: &self.cache, key, expires: self.window.expiry(ts) })
+    }
+}
+
+/// A message to remember once every scheme passed.
+struct Replay<'a> {
+    cache: &'a ReplayCache,
+    key: Tag,
+    expires: u64,
+}
+
+/// Refuses the message if any cache has seen it, else records it in all of them, as one step
+/// (the locks are taken in scheme order, the same for every call, so they cannot deadlock).
+fn record(seen: &[Replay<'_>], now: u64) -> Result<(), VerifyError> {
+    let mut guards: Vec<_> = seen.iter().map(|r| r.cache.lock()).collect();
+    if seen.iter().zip(&guards).any(|(r, g)| g.contains(&r.key, now)) {
+        return Err(VerifyError::Replayed);
+    }
+    for (r, g) in seen.iter().zip(&mut guards) {
+        g.insert(r.key, r.expires, now);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
