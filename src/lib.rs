@@ -9,6 +9,7 @@
 //! - [`pipeline`]: `process_one(event) -> Outcome`, and the keyed queue in front of it.
 //! - [`scwm`]: the wire format, the client (retries, breaker) and the simulator.
 //! - [`publish`]: result events and dead letters, and the sinks they go to.
+//! - [`store`]: the correlation store (key → SCWM item), compare-and-swap; embedded or JetStream KV.
 //! - [`app`]: wiring; [`health`]: liveness and readiness; [`telemetry`]: logging.
 //! - [`ids`], [`secret`]: newtypes shared by every stage.
 
@@ -23,5 +24,6 @@ pub mod pipeline;
 pub mod publish;
 pub mod scwm;
 pub mod secret;
+pub mod store;
 pub mod telemetry;
 pub mod trace_context;
