@@ -2,18 +2,20 @@
 //! kept across restarts and, with JetStream KV, shared by several replicas.
 //!
 //! This module owns the [`CorrelationStore`] trait, its compare-and-swap contract and its two
-//! backends: [`EmbeddedStore`] (a redb file; the default; one replica) and `JetStreamKvStore`
+//! backends: [`EmbeddedStore`] (a redb file; the default; one replica) and [`JetStreamKvStore`]
 //! (a NATS JetStream key-value bucket; any number of replicas). It stores opaque bytes under a
 //! key and knows nothing of what they mean: the record format, and the claim/finish protocol
 //! built on the compare-and-swap, belong to the caller. It must not retry, sleep or log errors
 //! it returns: the caller decides from [`StoreError::kind`] and [`StoreError::is_retryable`].
 
 mod embedded;
+mod kv;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
 
 pub use embedded::EmbeddedStore;
+pub use kv::{JetStreamKvStore, kv_key};
 
 use crate::ids::CorrelationKey;
 
