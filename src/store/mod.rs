@@ -8,12 +8,16 @@
 //! built on the compare-and-swap, belong to the caller. It must not retry, sleep or log errors
 //! it returns: the caller decides from [`StoreError::kind`] and [`StoreError::is_retryable`].
 
+mod config;
 mod embedded;
 mod kv;
+
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
 
+pub use config::{BackendConfig, RawStore, StoreConfig, build};
 pub use embedded::EmbeddedStore;
 pub use kv::{JetStreamKvStore, kv_key};
 
@@ -140,6 +144,33 @@ pub trait CorrelationStore: Send + Sync + 'static {
     fn backend(&self) -> &'static str;
 }
 
+/// Opens the configured backend. `nats` is the bridge's NATS connection, required by
+/// `jetstream-kv` and ignored by `embedded`.
+pub async fn open(
+    config: &StoreConfig,
+    nats: Option<async_nats::Client>,
+) -> Result<Arc<dyn CorrelationStore>, StoreError> {
+    match &config.backend {
+        BackendConfig::Embedded { path } => {
+            let path = path.clone();
+            let store = tokio::task::spawn_blocking(move || EmbeddedStore::open(path))
+                .await
+                .map_err(|e| StoreError::Unavailable(format!("opening the embedded store failed: {e}")))??;
+            Ok(Arc::new(store))
+        }
+        BackendConfig::JetStreamKv { bucket, create_bucket, replicas } => {
+            let Some(client) = nats else {
+                return Err(StoreError::Invalid(
+                    "store.backend = \"jetstream-kv\" needs a NATS connection: add a [nats] section".into(),
+                ));
+            };
+            let store =
+                JetStreamKvStore::open(client, bucket, *create_bucket, *replicas, config.timeout).await?;
+            Ok(Arc::new(store))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,7 +196,6 @@ mod tests {
 
     #[test]
     fn the_trait_is_object_safe() {
-        use std::sync::Arc;
         fn takes(_: Option<Arc<dyn CorrelationStore>>) {}
         takes(None);
     }
