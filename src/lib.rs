@@ -14,6 +14,7 @@
 //! - [`pipeline`]: `process_one(event) -> Outcome`, and the keyed queue in front of it.
 //! - [`scwm`]: the wire format, the client (retries, breaker) and the simulator.
 //! - [`publish`]: result events and dead letters, and the sinks they go to.
+//! - [`store`]: the correlation store (key → SCWM item), compare-and-swap; embedded or JetStream KV.
 //! - [`app`]: wiring; [`health`]: liveness and readiness; [`telemetry`]: logging.
 //! - [`verify`]: authentication of inbound webhooks and NATS messages over the raw body, and
 //!   limits for hostile input.
@@ -33,6 +34,7 @@ pub mod publish;
 pub mod route;
 pub mod scwm;
 pub mod secret;
+pub mod store;
 pub mod telemetry;
 pub mod template;
 pub mod trace_context;

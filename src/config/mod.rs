@@ -6,7 +6,7 @@
 //! dotted key that has it; nothing starts on a config with problems.
 
 mod env;
-mod lenient;
+pub(crate) mod lenient;
 mod raw;
 
 use std::{

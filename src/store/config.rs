@@ -1,0 +1,231 @@
+//! The `[store]` table: its serde shape ([`RawStore`]) and the pure validation into a
+//! [`StoreConfig`]. No I/O here: whether the path is writable or the bucket exists is found out
+//! when the store is opened.
+//!
+//! ```toml
+//! [store]
+//! backend = "embedded"            # or "jetstream-kv" (needs a [nats] section)
+//! path = "incident-bridge.redb"   # embedded: the redb file; relative to the working directory
+//! bucket = "incident-bridge"      # jetstream-kv: the KV bucket
+//! create_bucket = true            # jetstream-kv: create the bucket when missing
+//! kv_replicas = 1                 # jetstream-kv: copies of the bucket when creating it (1-5)
+//! timeout = "5s"                  # bound on every store call
+//! claim_ttl = "30s"               # how long a claim on a key holds before others may take over
+//! ```
+//!
+//! The default path is relative so that a local quickstart works on a fresh machine without a
+//! system directory; deployments set an absolute path on a persistent volume (the Helm chart
+//! does).
+
+use std::{path::PathBuf, time::Duration};
+
+use serde::Deserialize;
+
+use crate::config::lenient;
+
+/// The `[store]` table as written. Unknown keys are an error.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawStore {
+    /// `"embedded"` or `"jetstream-kv"`; checked by [`build`] so that a typo is reported with
+    /// every other problem.
+    pub backend: String,
+    pub path: PathBuf,
+    pub bucket: String,
+    #[serde(deserialize_with = "lenient::value")]
+    pub create_bucket: bool,
+    #[serde(deserialize_with = "lenient::value")]
+    pub kv_replicas: usize,
+    #[serde(deserialize_with = "lenient::duration")]
+    pub timeout: Duration,
+    #[serde(deserialize_with = "lenient::duration")]
+    pub claim_ttl: Duration,
+}
+
+impl Default for RawStore {
+    fn default() -> Self {
+        Self {
+            backend: "embedded".into(),
+            path: "incident-bridge.redb".into(),
+            bucket: "incident-bridge".into(),
+            create_bucket: true,
+            kv_replicas: 1,
+            timeout: Duration::from_secs(5),
+            claim_ttl: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The validated store configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    pub backend: BackendConfig,
+    /// Bound on every store call; past it the call fails as unavailable instead of hanging.
+    pub timeout: Duration,
+    /// How long a claim on a key holds before another replica may take it over. Used by the
+    /// claim/finish protocol on top of the store, not by the store itself.
+    pub claim_ttl: Duration,
+}
+
+/// Which backend, with its own settings only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendConfig {
+    /// A redb file; one replica.
+    Embedded { path: PathBuf },
+    /// A JetStream KV bucket on the bridge's NATS connection; any number of replicas.
+    JetStreamKv {
+        bucket: String,
+        /// Create the bucket when it does not exist; when false a missing bucket is an error.
+        create_bucket: bool,
+        /// Copies the server keeps when the bridge creates the bucket (ignored for an existing one).
+        replicas: usize,
+    },
+}
+
+impl BackendConfig {
+    /// The backend's label, as in the configuration and [`super::CorrelationStore::backend`].
+    pub fn name(&self) -> &'static str {
+        match self {
+            BackendConfig::Embedded { .. } => "embedded",
+            BackendConfig::JetStreamKv { .. } => "jetstream-kv",
+        }
+    }
+}
+
+/// JetStream's limit on stream replicas.
+const MAX_KV_REPLICAS: usize = 5;
+
+/// Validates `raw`, reporting every problem as (dotted key, message). `key_prefix` is the
+/// table's own key (`"store"`), prepended to each field's name.
+pub fn build(raw: RawStore, key_prefix: &str) -> Result<StoreConfig, Vec<(String, String)>> {
+    let key = |field: &str| {
+        if key_prefix.is_empty() { field.to_owned() } else { format!("{key_prefix}.{field}") }
+    };
+    let mut errors = Vec::new();
+    if raw.path.as_os_str().is_empty() {
+        errors.push((key("path"), "must not be empty".into()));
+    }
+    if !super::kv::is_valid_bucket(&raw.bucket) {
+        errors.push((
+            key("bucket"),
+            format!("`{}` is not a KV bucket name: use letters, digits, `_` and `-`", raw.bucket),
+        ));
+    }
+    if !(1..=MAX_KV_REPLICAS).contains(&raw.kv_replicas) {
+        errors.push((key("kv_replicas"), format!("must be between 1 and {MAX_KV_REPLICAS}")));
+    }
+    if raw.timeout.is_zero() {
+        errors.push((key("timeout"), "must be greater than zero".into()));
+    }
+    if raw.claim_ttl.is_zero() {
+        errors.push((key("claim_ttl"), "must be greater than zero".into()));
+    }
+    let backend = match raw.backend.as_str() {
+        "embedded" => Some(BackendConfig::Embedded { path: raw.path }),
+        "jetstream-kv" => Some(BackendConfig::JetStreamKv {
+            bucket: raw.bucket,
+            create_bucket: raw.create_bucket,
+            replicas: raw.kv_replicas,
+        }),
+        other => {
+            errors.push((
+                key("backend"),
+                format!("unknown backend `{other}` (expected \"embedded\" or \"jetstream-kv\")"),
+            ));
+            None
+        }
+    };
+    match backend {
+        Some(backend) if errors.is_empty() => {
+            Ok(StoreConfig { backend, timeout: raw.timeout, claim_ttl: raw.claim_ttl })
+        }
+        _ => Err(errors),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> RawStore {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct File {
+            #[serde(default)]
+            store: RawStore,
+        }
+        toml::from_str::<File>(text).unwrap().store
+    }
+
+    #[test]
+    fn an_absent_table_gives_the_embedded_store_in_the_working_directory() {
+        let c = build(parse(""), "store").unwrap();
+        assert_eq!(c.backend, BackendConfig::Embedded { path: "incident-bridge.redb".into() });
+        assert_eq!(c.timeout, Duration::from_secs(5));
+        assert_eq!(c.claim_ttl, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn the_kv_backend_takes_its_settings_typed_or_as_strings() {
+        let c = build(
+            parse(
+                r#"
+                [store]
+                backend = "jetstream-kv"
+                bucket = "corr_1"
+                create_bucket = "false"
+                kv_replicas = "3"
+                timeout = "250ms"
+                claim_ttl = "1m"
+                "#,
+            ),
+            "store",
+        )
+        .unwrap();
+        assert_eq!(
+            c.backend,
+            BackendConfig::JetStreamKv { bucket: "corr_1".into(), create_bucket: false, replicas: 3 }
+        );
+        assert_eq!(c.backend.name(), "jetstream-kv");
+        assert_eq!(c.timeout, Duration::from_millis(250));
+        assert_eq!(c.claim_ttl, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_dotted_key() {
+        let raw = RawStore {
+            backend: "redis".into(),
+            path: PathBuf::new(),
+            bucket: "no.dots".into(),
+            kv_replicas: 0,
+            timeout: Duration::ZERO,
+            claim_ttl: Duration::ZERO,
+            ..RawStore::default()
+        };
+        let errors = build(raw, "store").unwrap_err();
+        let keys: Vec<&str> = errors.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "store.path",
+                "store.bucket",
+                "store.kv_replicas",
+                "store.timeout",
+                "store.claim_ttl",
+                "store.backend"
+            ]
+        );
+    }
+
+    #[test]
+    fn too_many_replicas_are_refused() {
+        let raw = RawStore { kv_replicas: 6, ..RawStore::default() };
+        assert_eq!(build(raw, "store").unwrap_err()[0].0, "store.kv_replicas");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_durations_are_syntax_errors() {
+        assert!(toml::from_str::<RawStore>("pathh = \"x\"").is_err());
+        assert!(toml::from_str::<RawStore>("timeout = \"soon\"").is_err());
+    }
+}

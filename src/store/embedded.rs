@@ -1,0 +1,309 @@
+//! The embedded correlation store: one redb file on local disk, for a single replica.
+//!
+//! It owns the file's layout (two tables, below), the revision counter and the mapping of redb
+//! errors to [`StoreError`]. redb is synchronous, so every call runs on tokio's blocking pool
+//! and never blocks the async runtime. Each write is one redb write transaction that reads the
+//! current revision, compares it with the expected one and writes only when they match: redb
+//! runs one write transaction at a time, so the compare-and-swap is atomic. Commits use redb's
+//! default immediate durability (fsync before the commit returns), so a committed write survives
+//! a process kill.
+//!
+//! redb locks the file while it is open: a second [`EmbeddedStore::open`] of the same file, from
+//! this process or another, fails with [`StoreError::Unavailable`]. The embedded store therefore
+//! serves exactly one replica; several replicas need the JetStream KV backend.
+
+use std::{
+    io,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use bytes::Bytes;
+use futures::{FutureExt, future::BoxFuture};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use super::{CorrelationStore, Revision, StoreError, Versioned};
+use crate::ids::CorrelationKey;
+
+/// Correlation key → (revision, value).
+const VALUES: TableDefinition<&str, (u64, &[u8])> = TableDefinition::new("correlation");
+/// Store-wide counters and the file's format version.
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// The last revision issued. Only grows, also across deletes, so revisions are never reused.
+const LAST_REVISION: &str = "last_revision";
+/// The layout version written into a new file, checked on open.
+const FORMAT: &str = "format";
+const FORMAT_VERSION: u64 = 1;
+/// redb's page cache. Its default (1 GiB) is sized for large databases; a correlation store's
+/// working set is small, and a bounded cache keeps the process within a container's memory limit.
+const CACHE_BYTES: usize = 64 * 1024 * 1024;
+
+/// A correlation store in a redb file. Cheap to clone; all clones share the open file, which
+/// closes when the last one is dropped.
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    db: Arc<Database>,
+    path: Arc<PathBuf>,
+}
+
+impl std::fmt::Debug for EmbeddedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedStore").field("path", &self.path).finish()
+    }
+}
+
+impl EmbeddedStore {
+    /// Opens the store file at `path`, creating the file (not its directory) when missing.
+    ///
+    /// Blocking: call it at start-up or on the blocking pool. Fails with
+    /// [`StoreError::Invalid`] when the directory does not exist or cannot be written, with
+    /// [`StoreError::Unavailable`] when another store (in this process or another) has the file
+    /// open, and with [`StoreError::Corrupt`] when the file is not a store file. Every message
+    /// names the path.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = path.as_ref();
+        let shown = path.display();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+            && !dir.is_dir()
+        {
+            return Err(StoreError::Invalid(format!(
+                "cannot open the correlation store {shown}: directory {} does not exist",
+                dir.display()
+            )));
+        }
+        if path.is_dir() {
+            return Err(StoreError::Invalid(format!(
+                "cannot open the correlation store {shown}: it is a directory, not a file"
+            )));
+        }
+        let db = Database::builder().set_cache_size(CACHE_BYTES).create(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Unavailable(format!(
+                "the correlation store {shown} is already open (by another process, or another \
+                 store in this one); the embedded store serves one replica — use jetstream-kv for several"
+            )),
+            redb::DatabaseError::Storage(redb::StorageError::Io(io)) if is_setup_io(&io) => {
+                StoreError::Invalid(format!("cannot open the correlation store {shown}: {io}"))
+            }
+            other => in_file(path, map_err(other)),
+        })?;
+        init(&db).map_err(|e| in_file(path, e))?;
+        Ok(Self { db: Arc::new(db), path: Arc::new(path.to_owned()) })
+    }
+
+    /// The file this store uses.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `op` against the database on the blocking pool.
+    fn blocking<T, F>(&self, op: F) -> BoxFuture<'static, Result<T, StoreError>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
+    {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || op(&db))
+            .map(|joined| {
+                joined.unwrap_or_else(|e| Err(StoreError::Unavailable(format!("store task failed: {e}"))))
+            })
+            .boxed()
+    }
+}
+
+/// Errors that say the path or its permissions are wrong, not that the disk is unwell.
+fn is_setup_io(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem
+    )
+}
+
+/// Creates the tables of a new file and checks the format of an existing one.
+fn init(db: &Database) -> Result<(), StoreError> {
+    let txn = db.begin_write().map_err(map_err)?;
+    {
+        txn.open_table(VALUES).map_err(map_err)?;
+        let mut meta = txn.open_table(META).map_err(map_err)?;
+        let format = meta.get(FORMAT).map_err(map_err)?.map(|v| v.value());
+        match format {
+            None => {
+                meta.insert(FORMAT, FORMAT_VERSION).map_err(map_err)?;
+            }
+            Some(FORMAT_VERSION) => {}
+            Some(other) => {
+                return Err(StoreError::Corrupt(format!(
+                    "store format {other} is not the supported format {FORMAT_VERSION}"
+                )));
+            }
+        }
+    }
+    txn.commit().map_err(map_err)
+}
+
+/// Maps a redb error by its kind.
+fn map_err(e: impl Into<redb::Error>) -> StoreError {
+    match e.into() {
+        redb::Error::Corrupted(m) => StoreError::Corrupt(m),
+        e @ (redb::Error::TableTypeMismatch { .. }
+        | redb::Error::TableIsMultimap(_)
+        | redb::Error::TableIsNotMultimap(_)
+        | redb::Error::TypeDefinitionChanged { .. }
+        | redb::Error::UpgradeRequired(_)) => {
+            StoreError::Corrupt(format!("not a correlation store file: {e}"))
+        }
+        // How redb reports a file that is not a redb database at all.
+        redb::Error::Io(e) if e.kind() == io::ErrorKind::InvalidData => {
+            StoreError::Corrupt(format!("not a correlation store file: {e}"))
+        }
+        e @ redb::Error::ValueTooLarge(_) => StoreError::Invalid(e.to_string()),
+        e => StoreError::Unavailable(e.to_string()),
+    }
+}
+
+/// `e` with the file named in its message (for errors at open).
+fn in_file(path: &Path, e: StoreError) -> StoreError {
+    let shown = path.display();
+    match e {
+        StoreError::Corrupt(m) => StoreError::Corrupt(format!("{shown}: {m}")),
+        StoreError::Unavailable(m) => StoreError::Unavailable(format!("{shown}: {m}")),
+        StoreError::Invalid(m) => StoreError::Invalid(format!("{shown}: {m}")),
+        StoreError::Conflict => StoreError::Conflict,
+    }
+}
+
+impl CorrelationStore for EmbeddedStore {
+    fn get<'a>(&'a self, key: &'a CorrelationKey) -> BoxFuture<'a, Result<Option<Versioned>, StoreError>> {
+        let key = key.as_str().to_owned();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(map_err)?;
+            let table = txn.open_table(VALUES).map_err(map_err)?;
+            let found = table.get(key.as_str()).map_err(map_err)?;
+            Ok(found.map(|guard| {
+                let (revision, value) = guard.value();
+                Versioned { value: Bytes::copy_from_slice(value), revision }
+            }))
+        })
+    }
+
+    fn put<'a>(
+        &'a self,
+        key: &'a CorrelationKey,
+        value: Bytes,
+        expected: Option<Revision>,
+    ) -> BoxFuture<'a, Result<Revision, StoreError>> {
+        let key = key.as_str().to_owned();
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(map_err)?;
+            let written = {
+                let mut values = txn.open_table(VALUES).map_err(map_err)?;
+                let current = values.get(key.as_str()).map_err(map_err)?.map(|g| g.value().0);
+                if current != expected {
+                    None
+                } else {
+                    let mut meta = txn.open_table(META).map_err(map_err)?;
+                    let last = meta.get(LAST_REVISION).map_err(map_err)?.map(|g| g.value()).unwrap_or(0);
+                    let revision = last
+                        .checked_add(1)
+                        .ok_or_else(|| StoreError::Corrupt("revision counter exhausted".into()))?;
+                    meta.insert(LAST_REVISION, revision).map_err(map_err)?;
+                    values.insert(key.as_str(), (revision, value.as_ref())).map_err(map_err)?;
+                    Some(revision)
+                }
+            };
+            match written {
+                Some(revision) => {
+                    txn.commit().map_err(map_err)?;
+                    Ok(revision)
+                }
+                None => {
+                    txn.abort().map_err(map_err)?;
+                    Err(StoreError::Conflict)
+                }
+            }
+        })
+    }
+
+    fn delete<'a>(
+        &'a self,
+        key: &'a CorrelationKey,
+        expected: Revision,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let key = key.as_str().to_owned();
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(map_err)?;
+            let removed = {
+                let mut values = txn.open_table(VALUES).map_err(map_err)?;
+                let current = values.get(key.as_str()).map_err(map_err)?.map(|g| g.value().0);
+                if current == Some(expected) {
+                    values.remove(key.as_str()).map_err(map_err)?;
+                    true
+                } else {
+                    false
+                }
+            };
+            if removed {
+                txn.commit().map_err(map_err)
+            } else {
+                txn.abort().map_err(map_err)?;
+                Err(StoreError::Conflict)
+            }
+        })
+    }
+
+    fn backend(&self) -> &'static str {
+        "embedded"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_directory_is_named_in_the_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nope").join("store.redb");
+        let err = EmbeddedStore::open(&path).unwrap_err();
+        assert_eq!(err.kind(), "invalid", "{err}");
+        assert!(err.to_string().contains(&dir.path().join("nope").display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_database_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.redb");
+        std::fs::write(&path, vec![0x5a; 8192]).unwrap();
+        let err = EmbeddedStore::open(&path).unwrap_err();
+        assert_eq!(err.kind(), "corrupt", "{err}");
+        assert!(err.to_string().contains(&path.display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn a_file_of_another_format_version_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.redb");
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(META).unwrap().insert(FORMAT, 99).unwrap();
+            txn.commit().unwrap();
+        }
+        let err = EmbeddedStore::open(&path).unwrap_err();
+        assert_eq!(err.kind(), "corrupt", "{err}");
+    }
+
+    #[test]
+    fn a_file_with_other_tables_types_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.redb");
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            let other: TableDefinition<u64, u64> = TableDefinition::new("correlation");
+            txn.open_table(other).unwrap().insert(1, 2).unwrap();
+            txn.commit().unwrap();
+        }
+        let err = EmbeddedStore::open(&path).unwrap_err();
+        assert_eq!(err.kind(), "corrupt", "{err}");
+    }
+}
