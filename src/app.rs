@@ -23,6 +23,7 @@ use crate::{
         retry::RetryPolicy,
         sim::{SimConfig, SimHandle, Simulator},
     },
+    store,
 };
 
 /// Parts a caller adds beyond what the config describes (tests, embedding applications).
@@ -85,7 +86,15 @@ impl App {
             )));
         }
         sinks.extend(extras.sinks);
-        let pipeline = Arc::new(Pipeline::new(client, Publisher::new(sinks), retry_policy(&config.scwm)));
+        let mut pipeline = Pipeline::new(client, Publisher::new(sinks), retry_policy(&config.scwm));
+        if config.sources.iter().any(|s| s.kind.carries_alerts()) {
+            let store = store::open(&config.store, nats.clone())
+                .await
+                .with_context(|| format!("opening the correlation store ({})", config.store.backend.name()))?;
+            tracing::info!(backend = store.backend(), "correlation store open");
+            pipeline = pipeline.with_store(store, config.store.claim_ttl);
+        }
+        let pipeline = Arc::new(pipeline);
         let runner = Runner::new(pipeline, config.pipeline.queue_capacity, config.pipeline.workers);
 
         let listener = TcpListener::bind(config.server.listen)
@@ -114,6 +123,7 @@ impl App {
         let router = http::router(HttpState {
             runner: runner.clone(),
             health: health.clone(),
+            sources: config.sources.clone(),
             body_limit: config.server.body_limit_bytes,
             sync_timeout: config.server.sync_timeout,
         });
@@ -123,7 +133,7 @@ impl App {
         let ingest_stop = CancellationToken::new();
         let ingest_tasks = TaskTracker::new();
         if let (Some(client), Some(nats_config)) = (&nats, &config.nats) {
-            ingest::nats::start(client, nats_config, &runner, &ingest_stop, &ingest_tasks);
+            ingest::nats::start(client, nats_config, &config.sources, &runner, &ingest_stop, &ingest_tasks);
         }
         ingest_tasks.close();
         tracing::info!(%addr, "incident-bridge ready");

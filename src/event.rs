@@ -2,13 +2,16 @@
 //! for which key, under which licensePlate, and where it came from (kept for result events and
 //! dead letters).
 
-use std::time::SystemTime;
+use std::{sync::Arc, time::SystemTime};
 
 use bytes::Bytes;
 use serde::Serialize;
 
 use crate::{
+    alert::Notification,
     ids::{CorrelationKey, LicensePlate},
+    route::Target,
+    sources::SourceSpec,
     scwm::{Operation, Payload},
     trace_context::TraceParent,
 };
@@ -67,9 +70,20 @@ pub struct Command {
     pub payload: Payload,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+/// One incident's worth of an alert notification: an alert, or a group of alerts that took the
+/// same route, with what the source says about turning it into an incident.
+#[derive(Debug, Clone)]
+pub struct AlertEvent {
+    /// The whole notification, shared by every target planned from it.
+    pub notification: Arc<Notification>,
+    pub target: Target,
+    pub source: Arc<SourceSpec>,
+}
+
+#[derive(Debug, Clone)]
 pub enum EventKind {
     Command(Command),
+    Alert(Box<AlertEvent>),
 }
 
 #[derive(Debug, Clone)]
@@ -91,6 +105,7 @@ impl Event {
     pub fn operation(&self) -> Option<Operation> {
         match &self.kind {
             EventKind::Command(c) => Some(c.op),
+            EventKind::Alert(_) => None,
         }
     }
 }

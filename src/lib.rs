@@ -34,6 +34,7 @@ pub mod publish;
 pub mod route;
 pub mod scwm;
 pub mod secret;
+pub mod sources;
 pub mod store;
 pub mod telemetry;
 pub mod template;

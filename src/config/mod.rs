@@ -23,7 +23,13 @@ use reqwest::Url;
 pub use env::PREFIX as ENV_PREFIX;
 use raw::RawConfig;
 
-use crate::{publish::SubjectTemplate, scwm::Operation, secret::Secret};
+use crate::{
+    publish::SubjectTemplate,
+    scwm::Operation,
+    secret::Secret,
+    sources::{self, Sources},
+    store::{BackendConfig, StoreConfig},
+};
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
@@ -36,6 +42,10 @@ pub struct Config {
     pub simulator: Option<SimulatorConfig>,
     /// When set, the bridge connects to NATS: sources, result events, dead letters.
     pub nats: Option<NatsConfig>,
+    /// Every named input; `native` is always there.
+    pub sources: Sources,
+    /// Where alert keys map to SCWM items. Opened only when a source carries alerts.
+    pub store: StoreConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -245,10 +255,35 @@ impl Validator<'_> {
         let scwm = self.scwm(raw.scwm);
         let pipeline = self.pipeline(raw.pipeline);
         let results = ResultsConfig { log: raw.results.log };
-        let nats = raw.nats.and_then(|n| self.nats(n));
-        match (server, scwm, pipeline) {
-            (Some(server), Some(scwm), Some(pipeline)) if self.errors.is_empty() => {
-                Ok(Config { server, scwm, pipeline, results, simulator, nats })
+        let sources = match sources::build(raw.sources, self.read_file) {
+            Ok(s) => s,
+            Err(errors) => {
+                for (key, message) in errors {
+                    self.error(key, message);
+                }
+                Sources::default()
+            }
+        };
+        let nats_configured = raw.nats.is_some();
+        let nats = raw.nats.and_then(|n| self.nats(n, &sources));
+        let store = match crate::store::build(raw.store, "store") {
+            Ok(s) => Some(s),
+            Err(errors) => {
+                for (key, message) in errors {
+                    self.error(key, message);
+                }
+                None
+            }
+        };
+        if let Some(s) = &store
+            && matches!(s.backend, BackendConfig::JetStreamKv { .. })
+            && !nats_configured
+        {
+            self.error("store.backend", "jetstream-kv needs a [nats] connection");
+        }
+        match (server, scwm, pipeline, store) {
+            (Some(server), Some(scwm), Some(pipeline), Some(store)) if self.errors.is_empty() => {
+                Ok(Config { server, scwm, pipeline, results, simulator, nats, sources, store })
             }
             _ => Err(ConfigErrors(self.errors)),
         }
@@ -427,7 +462,7 @@ impl Validator<'_> {
         })
     }
 
-    fn nats(&mut self, raw: raw::RawNats) -> Option<NatsConfig> {
+    fn nats(&mut self, raw: raw::RawNats, sources: &Sources) -> Option<NatsConfig> {
         if raw.url.is_empty() {
             self.error("nats.url", "at least one server URL is required");
         }
@@ -483,7 +518,7 @@ impl Validator<'_> {
                 .map(|(i, s)| {
                     let key = format!("nats.subscriptions[{i}]");
                     self.subject(&format!("{key}.subject"), &s.subject, true);
-                    self.source_name(&format!("{key}.source"), &s.source);
+                    self.source_name(&format!("{key}.source"), &s.source, sources);
                     SubscriptionConfig { subject: s.subject, queue_group: s.queue_group, source: s.source }
                 })
                 .collect(),
@@ -514,7 +549,7 @@ impl Validator<'_> {
                 }
                 self.positive(&format!("{key}.ack_wait"), c.ack_wait);
                 self.positive(&format!("{key}.max_ack_pending"), c.max_ack_pending);
-                self.source_name(&format!("{key}.source"), &c.source);
+                self.source_name(&format!("{key}.source"), &c.source, sources);
                 ConsumerConfig {
                     stream: c.stream,
                     durable: c.durable,
@@ -592,9 +627,9 @@ impl Validator<'_> {
         }
     }
 
-    fn source_name(&mut self, key: &str, name: &str) {
-        if name != "native" {
-            self.error(key, format!("unknown source `{name}` (known: native)"));
+    fn source_name(&mut self, key: &str, name: &str, sources: &Sources) {
+        if sources.get(name).is_none() {
+            self.error(key, format!("unknown source `{name}` (known: {})", sources.names().join(", ")));
         }
     }
 

@@ -18,6 +18,8 @@ pub struct RawConfig {
     pub simulator: RawSimulator,
     /// Absent: the bridge does not use NATS.
     pub nats: Option<RawNats>,
+    pub sources: BTreeMap<String, crate::sources::RawSource>,
+    pub store: crate::store::RawStore,
 }
 
 #[derive(Debug, Deserialize)]

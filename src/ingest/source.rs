@@ -1,15 +1,29 @@
-//! Sources: named decoders shared by every transport. A transport hands over the bytes it
-//! received and where they came from; the source turns them into events with their keys and
-//! licensePlates. Today the built-in `native` source decodes incident commands.
+//! Decoding a transport's message with its source: bytes and headers in, events with their keys
+//! and licensePlates out. HTTP webhooks, core NATS and JetStream all go through [`Decoder`], so
+//! every source reads the same way whatever carried it.
 
-use std::time::SystemTime;
+use std::{sync::Arc, time::SystemTime};
+
+use serde_json::Value;
 
 use crate::{
-    decode::{DecodeError, native},
-    event::{Event, EventKind, Original, Source},
+    alert::Notification,
+    decode::{
+        DecodeError, alertmanager,
+        cloudevents::{self, Inner},
+        grafana, native,
+    },
+    event::{AlertEvent, Event, EventKind, Original, Source},
+    pipeline::Unreadable,
     ids::{CorrelationKey, LicensePlate},
-    scwm::Operation,
+    route::Action,
+    scwm::{Operation, Payload},
+    sources::{SourceKind, SourceSpec},
     trace_context::TraceParent,
+    verify::{
+        Verified, VerifyError,
+        limits::{json_depth_within, truncate_with_marker},
+    },
 };
 
 /// A message as a transport received it.
@@ -31,45 +45,138 @@ pub struct Identity {
     pub seed: String,
 }
 
-/// How a source reads messages.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decoder {
-    /// Incident commands; on NATS the operation is the subject's last token.
-    Native,
+/// Reads messages the way one source says.
+#[derive(Debug, Clone)]
+pub struct Decoder {
+    spec: Arc<SourceSpec>,
 }
 
 impl Decoder {
-    pub fn for_source(name: &str) -> Option<Self> {
-        (name == "native").then_some(Decoder::Native)
+    pub fn new(spec: Arc<SourceSpec>) -> Self {
+        Self { spec }
+    }
+
+    pub fn spec(&self) -> &Arc<SourceSpec> {
+        &self.spec
     }
 
     /// The operation a message asks for, when it can be told without decoding the body (for
     /// the dead-letter subject of a message that does not decode).
     pub fn operation_hint(&self, inbound: &Inbound) -> Option<Operation> {
-        match self {
-            Decoder::Native => native_op(&inbound.source.subject).ok(),
+        match self.spec.kind {
+            SourceKind::Native => native_op(&inbound.source.subject).ok(),
+            _ => None,
         }
     }
 
-    pub fn events(&self, inbound: &Inbound) -> Result<Vec<Event>, DecodeError> {
-        match self {
-            Decoder::Native => {
+    /// Authenticates a message with the source's schemes (for NATS: only when the source
+    /// verifies NATS) over its raw body, before anything parses it.
+    pub fn verify(&self, inbound: Inbound, over_nats: bool) -> Result<Verified<Inbound>, VerifyError> {
+        let auth = if over_nats { self.spec.nats_auth() } else { &self.spec.auth };
+        let Inbound { source, original, received_at, identity } = inbound;
+        let Original { body, headers } = original;
+        let verified = auth.verify(&headers[..], body, SystemTime::now())?;
+        Ok(verified.map(|body| Inbound { source, original: Original { body, headers }, received_at, identity }))
+    }
+
+    /// Verifies, then decodes: what every transport does with a message.
+    pub fn read(&self, inbound: Inbound, over_nats: bool) -> Result<Vec<Event>, Unreadable> {
+        let verified = self.verify(inbound, over_nats).map_err(Unreadable::Unauthenticated)?;
+        Ok(self.events(&verified)?)
+    }
+
+    /// The events a message carries: one per native command, one per alert or group that a
+    /// route does not drop. Fails, without partial results, when the message is not readable.
+    /// Only a verified message can be decoded.
+    pub fn events(&self, inbound: &Verified<Inbound>) -> Result<Vec<Event>, DecodeError> {
+        let inbound = inbound.body();
+        let body = &inbound.original.body;
+        let limits = &self.spec.limits;
+        // Checked on the raw bytes, before any parser can recurse that deep.
+        if !json_depth_within(body, limits.max_depth) {
+            return Err(DecodeError::Invalid(format!("JSON nested deeper than {} levels", limits.max_depth)));
+        }
+        match self.spec.kind {
+            SourceKind::Native => {
                 let op = native_op(&inbound.source.subject)?;
-                let decoded = native::decode(op, &inbound.original.body)?;
-                let plate = plate_for(inbound, "");
-                let key = decoded.key.unwrap_or_else(|| CorrelationKey::new(format!("plate:{plate}")));
-                Ok(vec![event(inbound, plate, key, EventKind::Command(decoded.command))])
+                Ok(vec![self.command(inbound, native::decode(op, body)?)])
+            }
+            SourceKind::Alertmanager => self.alerts(inbound, alertmanager::decode(body)?),
+            SourceKind::Grafana => self.alerts(inbound, grafana::decode(body)?),
+            SourceKind::CloudEvents(inner) => {
+                let event = cloudevents::decode(&inbound.original.headers[..], body.clone())?;
+                match event.decode_data(inner)? {
+                    Inner::Notification(n) => self.alerts(inbound, n),
+                    Inner::Native(cmd) => Ok(vec![self.command(inbound, cmd)]),
+                }
             }
         }
     }
+
+    fn command(&self, inbound: &Inbound, mut decoded: native::NativeCommand) -> Event {
+        truncate_strings(&mut decoded.command.payload, self.spec.limits.max_string_chars);
+        let plate = plate_for(inbound, "");
+        let key = decoded.key.unwrap_or_else(|| CorrelationKey::new(format!("plate:{plate}")));
+        event(inbound, plate, key, EventKind::Command(decoded.command))
+    }
+
+    fn alerts(&self, inbound: &Inbound, notification: Notification) -> Result<Vec<Event>, DecodeError> {
+        let Some(settings) = &self.spec.alerts else {
+            return Err(DecodeError::Invalid(format!("source `{}` does not take alerts", self.spec.name)));
+        };
+        if notification.alerts.len() > self.spec.limits.max_alerts {
+            return Err(DecodeError::Invalid(format!(
+                "{} alerts in one notification; the limit is {}",
+                notification.alerts.len(),
+                self.spec.limits.max_alerts
+            )));
+        }
+        let notification = Arc::new(notification);
+        let mut events = Vec::new();
+        for target in settings.routes.plan(&notification, &self.spec.name, settings.grouping) {
+            if target.route.action == Action::Drop {
+                tracing::info!(
+                    source = %self.spec.name,
+                    key = %target.key,
+                    route = %target.route.name,
+                    decision = "drop",
+                    "route drops this alert; no incident"
+                );
+                continue;
+            }
+            let plate = plate_for(inbound, target.key.as_str());
+            let key = target.key.clone();
+            let alert = AlertEvent { notification: Arc::clone(&notification), target, source: Arc::clone(&self.spec) };
+            events.push(event(inbound, plate, key, EventKind::Alert(Box::new(alert))));
+        }
+        Ok(events)
+    }
 }
 
-/// `incidents.commands.close` → `close`.
+/// `incidents.commands.close` (NATS) or `/v1/incidents/close` (HTTP) → `close`.
 fn native_op(subject: &str) -> Result<Operation, DecodeError> {
-    let token = subject.rsplit('.').next().unwrap_or(subject);
+    let token = subject.rsplit(['.', '/']).next().unwrap_or(subject);
     token.parse().map_err(|e: crate::scwm::envelope::UnknownOperation| {
         DecodeError::Invalid(format!("subject `{subject}`: {e}"))
     })
+}
+
+/// Cuts every string in the payload (nested ones too) to `max` characters with a visible
+/// marker, so no field sent on to SCWM is unbounded.
+pub fn truncate_strings(payload: &mut Payload, max: usize) {
+    fn walk(v: &mut Value, max: usize) {
+        match v {
+            Value::String(s) => {
+                if let std::borrow::Cow::Owned(cut) = truncate_with_marker(s, max) {
+                    *s = cut;
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(|i| walk(i, max)),
+            Value::Object(map) => map.values_mut().for_each(|i| walk(i, max)),
+            _ => {}
+        }
+    }
+    payload.values_mut().for_each(|v| walk(v, max));
 }
 
 /// A licensePlate derived from the message identity (plus `part` when a message carries
@@ -100,6 +207,14 @@ mod tests {
     use super::*;
     use crate::event::Transport;
 
+    fn native() -> Decoder {
+        Decoder::new(Arc::new(SourceSpec::builtin_native()))
+    }
+
+    fn verified(inbound: Inbound) -> Verified<Inbound> {
+        native().verify(inbound, false).unwrap()
+    }
+
     fn inbound(subject: &str, body: &'static [u8], identity: Option<Identity>) -> Inbound {
         Inbound {
             source: Source {
@@ -117,22 +232,39 @@ mod tests {
 
     #[test]
     fn native_messages_take_their_operation_from_the_subject() {
-        let e =
-            Decoder::Native.events(&inbound("incidents.commands.close", br#"{"id":"IT-1"}"#, None)).unwrap();
+        let e = native().events(&verified(inbound("incidents.commands.close", br#"{"id":"IT-1"}"#, None))).unwrap();
         assert_eq!(e.len(), 1);
         assert_eq!(e[0].operation(), Some(Operation::Close));
         assert_eq!(e[0].key, CorrelationKey::new("item:IT-1"));
-        let err = Decoder::Native.events(&inbound("incidents.commands.delete", b"{}", None)).unwrap_err();
+        let err = native().events(&verified(inbound("incidents.commands.delete", b"{}", None))).unwrap_err();
         assert!(err.to_string().contains("delete"), "{err}");
     }
 
     #[test]
     fn an_identity_makes_the_license_plate_stable_across_redeliveries() {
         let id = Some(Identity { time_ms: 1_700_000_000_000, seed: "js:S:7".into() });
-        let a = Decoder::Native.events(&inbound("x.add", b"{}", id.clone())).unwrap();
-        let b = Decoder::Native.events(&inbound("x.add", b"{}", id)).unwrap();
+        let a = native().events(&verified(inbound("x.add", b"{}", id.clone()))).unwrap();
+        let b = native().events(&verified(inbound("x.add", b"{}", id))).unwrap();
         assert_eq!(a[0].license_plate, b[0].license_plate);
-        let c = Decoder::Native.events(&inbound("x.add", b"{}", None)).unwrap();
+        let c = native().events(&verified(inbound("x.add", b"{}", None))).unwrap();
         assert_ne!(a[0].license_plate, c[0].license_plate);
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_parsing() {
+        let deep: &'static [u8] = Box::leak(format!("{}{}", "[".repeat(10_000), "]".repeat(10_000)).into_bytes().into_boxed_slice());
+        let err = native().events(&verified(inbound("x.add", deep, None))).unwrap_err();
+        assert!(err.to_string().contains("nested deeper"), "{err}");
+    }
+
+    #[test]
+    fn long_strings_are_cut_with_a_marker() {
+        let mut p: Payload = serde_json::from_str(r#"{"a":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx","b":{"c":["yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy"]},"n":1}"#).unwrap();
+        truncate_strings(&mut p, 40);
+        let a = p["a"].as_str().unwrap();
+        assert_eq!(a.chars().count(), 40);
+        assert!(a.ends_with("[truncated]") || a.ends_with('…'), "{a}");
+        assert_eq!(p["b"]["c"][0].as_str().unwrap().chars().count(), 40);
+        assert_eq!(p["n"], 1);
     }
 }

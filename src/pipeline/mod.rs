@@ -6,10 +6,14 @@
 //! finishes it (result published), gives up on it for good (dead letter published), or says
 //! "retry later" and lets the transport keep it.
 
+mod alert;
 pub mod queue;
 mod runner;
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use http::HeaderMap;
 use tracing::Instrument;
@@ -18,6 +22,9 @@ pub use runner::{Job, Runner};
 
 use crate::{
     event::{Command, Event, EventKind},
+    lifecycle::TransitionError,
+    store::{CorrelationStore, StoreError},
+    template::RenderError,
     publish::{DeadLetter, PublishError, Publisher, ResultEvent},
     scwm::{
         ResponseEnvelope,
@@ -90,8 +97,8 @@ impl Outcome {
 
 #[derive(Debug)]
 pub struct Done {
-    /// SCWM's answer to the last operation.
-    pub envelope: ResponseEnvelope,
+    /// SCWM's answer to the last operation, when this event's own work called SCWM.
+    pub envelope: Option<ResponseEnvelope>,
     pub results: Vec<ResultEvent>,
 }
 
@@ -105,6 +112,28 @@ pub enum RetryCause {
     ShuttingDown,
     #[error("too much work queued")]
     Overloaded,
+    #[error("correlation store: {0}")]
+    Store(StoreError),
+    #[error("another replica is working on this key")]
+    Busy,
+}
+
+/// Why a message never became an event.
+#[derive(Debug, thiserror::Error)]
+pub enum Unreadable {
+    #[error("authentication failed: {}", .0.kind())]
+    Unauthenticated(crate::verify::VerifyError),
+    #[error(transparent)]
+    Decode(#[from] crate::decode::DecodeError),
+}
+
+impl Unreadable {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Unreadable::Unauthenticated(_) => "unauthenticated",
+            Unreadable::Decode(_) => "decode",
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -115,21 +144,18 @@ pub struct Rejection {
 }
 
 impl Rejection {
-    pub fn scwm_error(&self) -> &ScwmError {
-        match &self.error {
-            RejectError::Scwm(e) | RejectError::Exhausted { error: e, .. } => e,
-        }
-    }
-
     /// SCWM's own status for a permanent 4xx; 502 for an answer that cannot be used; 503 when
-    /// SCWM could not be reached in time.
+    /// SCWM could not be reached in time; 422 for an event no template can render.
     pub fn error_status(&self) -> u16 {
-        let error = self.scwm_error();
-        match (error.status(), &self.error) {
-            (Some(s), RejectError::Scwm(_)) if (400..500).contains(&s) && self.envelope.is_some() => s,
-            (_, RejectError::Exhausted { .. }) => 503,
-            _ if !error.is_retryable() => 502,
-            _ => 503,
+        match &self.error {
+            RejectError::Scwm(e) => match e.status() {
+                Some(s) if (400..500).contains(&s) && self.envelope.is_some() => s,
+                _ if e.is_retryable() => 503,
+                _ => 502,
+            },
+            RejectError::Exhausted { .. } => 503,
+            RejectError::Render(_) => 422,
+            RejectError::Lifecycle(_) | RejectError::Store(_) | RejectError::Misconfigured(_) => 500,
         }
     }
 }
@@ -140,6 +166,14 @@ pub enum RejectError {
     Scwm(ScwmError),
     #[error("gave up after {attempts} attempts: {error}")]
     Exhausted { attempts: u32, error: ScwmError },
+    #[error("template: {0}")]
+    Render(#[from] RenderError),
+    #[error("lifecycle: {0}")]
+    Lifecycle(#[from] TransitionError),
+    #[error("correlation store: {0}")]
+    Store(StoreError),
+    #[error("{0}")]
+    Misconfigured(String),
 }
 
 impl RejectError {
@@ -147,6 +181,10 @@ impl RejectError {
         match self {
             RejectError::Scwm(_) => "scwm_rejected",
             RejectError::Exhausted { .. } => "retries_exhausted",
+            RejectError::Render(_) => "template",
+            RejectError::Lifecycle(_) => "lifecycle",
+            RejectError::Store(_) => "store",
+            RejectError::Misconfigured(_) => "misconfigured",
         }
     }
 }
@@ -156,41 +194,62 @@ pub struct Pipeline {
     publisher: Publisher,
     /// Redelivery delays for transient failures that SCWM gave no Retry-After for.
     redelivery: RetryPolicy,
+    /// Where alert keys map to SCWM items; `None` when no source carries alerts.
+    store: Option<Arc<dyn CorrelationStore>>,
+    /// Who this process is when it claims a key in the store.
+    instance: String,
+    /// How long another replica's claim is respected before its work is taken over.
+    claim_ttl: Duration,
 }
 
 impl Pipeline {
     pub fn new(scwm: ScwmClient, publisher: Publisher, redelivery: RetryPolicy) -> Self {
-        Self { scwm, publisher, redelivery }
+        Self {
+            scwm,
+            publisher,
+            redelivery,
+            store: None,
+            instance: crate::ids::LicensePlate::generate().to_string(),
+            claim_ttl: Duration::from_secs(30),
+        }
+    }
+
+    /// Alerts need a correlation store; `claim_ttl` bounds how long a crashed replica's
+    /// unfinished work waits before another takes it over.
+    pub fn with_store(mut self, store: Arc<dyn CorrelationStore>, claim_ttl: Duration) -> Self {
+        self.store = Some(store);
+        self.claim_ttl = claim_ttl;
+        self
     }
 
     pub fn publisher(&self) -> &Publisher {
         &self.publisher
     }
 
-    /// Dead-letters a message no decoder could read. The transport acknowledges the message
-    /// only when this succeeds.
-    pub async fn reject_undecodable(
+    /// Dead-letters a message that never became an event: it failed authentication or no
+    /// decoder could read it. The transport acknowledges the message only when this succeeds.
+    pub async fn reject_message(
         &self,
         source: &crate::event::Source,
         original: &crate::event::Original,
         op: Option<crate::scwm::Operation>,
-        error: &crate::decode::DecodeError,
+        unreadable: &Unreadable,
         attempts: u32,
     ) -> Result<(), PublishError> {
         tracing::warn!(
             source = %source.name,
             subject = %source.subject,
-            reason_kind = error.kind(),
-            error = %error,
-            "message cannot be decoded; dead-lettering it"
+            reason_kind = unreadable.kind(),
+            error = %unreadable,
+            "message refused; dead-lettering it"
         );
         let letter = DeadLetter {
             op,
             license_plate: None,
             key: None,
             source: source.clone(),
-            reason_kind: "decode",
-            reason: error.to_string(),
+            reason_kind: unreadable.kind(),
+            reason: unreadable.to_string(),
             attempts,
             scwm_header: None,
             at: std::time::SystemTime::now(),
@@ -215,6 +274,7 @@ impl Pipeline {
         async {
             let outcome = match &event.kind {
                 EventKind::Command(cmd) => self.run_command(event, cmd, delivery).await,
+                EventKind::Alert(alert) => self.run_alert(event, alert, delivery).await,
             };
             match &outcome {
                 Outcome::Retry { after, cause } => {
@@ -245,11 +305,10 @@ impl Pipeline {
     }
 
     async fn finish(&self, event: &Event, request: &ScwmRequest, success: ScwmSuccess) -> Outcome {
-        let result = result_event(event, request, &success.envelope, success.attempts, success.elapsed);
-        if let Err(e) = self.publisher.result(&result).await {
-            return Outcome::Retry { after: self.redelivery.initial_backoff, cause: RetryCause::Publish(e) };
+        match self.publish_answer(event, request, &success.envelope, success.attempts, success.elapsed).await {
+            Ok(result) => Outcome::Done(Box::new(Done { envelope: Some(success.envelope), results: vec![result] })),
+            Err(outcome) => outcome,
         }
-        Outcome::Done(Box::new(Done { envelope: success.envelope, results: vec![result] }))
     }
 
     async fn fail(
@@ -262,30 +321,66 @@ impl Pipeline {
     ) -> Outcome {
         let ScwmFailure { error, attempts, envelope, .. } = failure;
         // SCWM answered: that answer is a result like any other, even when it is an error.
-        if let Some(env) = &envelope {
-            let result = result_event(event, request, env, attempts, elapsed);
-            if let Err(e) = self.publisher.result(&result).await {
-                return Outcome::Retry {
-                    after: self.redelivery.initial_backoff,
-                    cause: RetryCause::Publish(e),
-                };
-            }
+        if let Some(env) = &envelope
+            && let Err(outcome) = self.publish_answer(event, request, env, attempts, elapsed).await
+        {
+            return outcome;
         }
-        let error = if error.is_retryable() {
-            if !delivery.last {
-                // Later deliveries wait longer, whatever SCWM asked for, so a long outage
-                // does not burn through the transport's delivery budget in seconds.
-                let backoff = self.redelivery.backoff(delivery.attempt, &mut rand::rng());
-                let after = error.retry_after().map_or(backoff, |asked| asked.max(backoff));
-                return Outcome::Retry { after, cause: RetryCause::Scwm(error) };
-            }
-            RejectError::Exhausted { attempts, error }
-        } else {
-            RejectError::Scwm(error)
-        };
+        match self.retry_or_reject(error, attempts, delivery) {
+            Ok(retry) => retry,
+            Err(error) => self.reject(event, Some(request), error, attempts, envelope).await,
+        }
+    }
+
+    /// Publishes one SCWM answer as a result event. On failure the outcome to return instead.
+    async fn publish_answer(
+        &self,
+        event: &Event,
+        request: &ScwmRequest,
+        envelope: &ResponseEnvelope,
+        attempts: u32,
+        elapsed: Duration,
+    ) -> Result<ResultEvent, Outcome> {
+        let result = result_event(event, request, envelope, attempts, elapsed);
+        match self.publisher.result(&result).await {
+            Ok(()) => Ok(result),
+            Err(e) => Err(self.publish_failed(e)),
+        }
+    }
+
+    fn publish_failed(&self, e: PublishError) -> Outcome {
+        Outcome::Retry { after: self.redelivery.initial_backoff, cause: RetryCause::Publish(e) }
+    }
+
+    /// A transient error becomes `Ok(Retry)` while the transport will deliver again; otherwise
+    /// the error to dead-letter the event with.
+    fn retry_or_reject(&self, error: ScwmError, attempts: u32, delivery: Delivery) -> Result<Outcome, RejectError> {
+        if !error.is_retryable() {
+            return Err(RejectError::Scwm(error));
+        }
+        if delivery.last {
+            return Err(RejectError::Exhausted { attempts, error });
+        }
+        // Later deliveries wait longer, whatever SCWM asked for, so a long outage does not burn
+        // through the transport's delivery budget in seconds.
+        let backoff = self.redelivery.backoff(delivery.attempt, &mut rand::rng());
+        let after = error.retry_after().map_or(backoff, |asked| asked.max(backoff));
+        Ok(Outcome::Retry { after, cause: RetryCause::Scwm(error) })
+    }
+
+    /// Dead-letters the event and answers `Reject`, or `Retry` when the dead letter could not
+    /// be published (the event must not be acknowledged then).
+    async fn reject(
+        &self,
+        event: &Event,
+        request: Option<&ScwmRequest>,
+        error: RejectError,
+        attempts: u32,
+        envelope: Option<ResponseEnvelope>,
+    ) -> Outcome {
         let letter = DeadLetter {
-            op: Some(request.op),
-            license_plate: Some(request.license_plate.clone()),
+            op: request.map(|r| r.op),
+            license_plate: Some(request.map_or(&event.license_plate, |r| &r.license_plate).clone()),
             key: Some(event.key.clone()),
             source: event.source.clone(),
             reason_kind: error.kind(),
@@ -296,7 +391,7 @@ impl Pipeline {
             original: event.original.clone(),
         };
         if let Err(e) = self.publisher.dead_letter(&letter).await {
-            return Outcome::Retry { after: self.redelivery.initial_backoff, cause: RetryCause::Publish(e) };
+            return self.publish_failed(e);
         }
         Outcome::Reject(Box::new(Rejection { error, envelope }))
     }

@@ -5,6 +5,7 @@
 pub mod body;
 mod native;
 pub mod problem;
+mod webhook;
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -20,20 +21,35 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use self::problem::Problem;
-use crate::{health::Health, pipeline::Runner};
+use crate::{health::Health, pipeline::Runner, sources::Sources};
 
 /// What every handler needs.
 #[derive(Clone)]
 pub struct HttpState {
     pub runner: Runner,
     pub health: Health,
+    pub sources: Sources,
+    /// The largest body any endpoint takes; a source may set a smaller one.
     pub body_limit: usize,
     pub sync_timeout: Duration,
+}
+
+/// Request headers that never travel further (into dead letters or logs).
+const SENSITIVE_HEADERS: [&str; 3] = ["authorization", "cookie", "proxy-authorization"];
+
+/// The request's headers as they travel on with the event, minus credentials.
+fn kept_headers(headers: &http::HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter(|(name, _)| !SENSITIVE_HEADERS.contains(&name.as_str()))
+        .map(|(name, value)| (name.as_str().to_owned(), String::from_utf8_lossy(value.as_bytes()).into_owned()))
+        .collect()
 }
 
 pub fn router(state: HttpState) -> Router {
     Router::new()
         .route("/v1/incidents/{op}", post(native::command))
+        .route("/webhooks/{source}", post(webhook::receive))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)

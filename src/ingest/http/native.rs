@@ -1,7 +1,7 @@
 //! `POST /v1/incidents/{op}`: one native command. Synchronous by default (the answer is SCWM's
 //! envelope); with `Prefer: respond-async` it answers 202 as soon as the command is queued.
 
-use std::time::SystemTime;
+use std::{sync::Arc, time::SystemTime};
 
 use axum::{
     body::Body,
@@ -13,18 +13,14 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde_json::json;
 use tokio::sync::oneshot;
 
-use super::{HttpState, body, problem::Problem};
+use super::{HttpState, body, kept_headers, problem::Problem};
 use crate::{
-    decode::native,
-    event::{Event, EventKind, Original, Source, Transport},
-    ids::{CorrelationKey, LicensePlate},
+    event::{Original, Source, Transport},
+    ids::LicensePlate,
+    ingest::source::{Decoder, Identity, Inbound},
     pipeline::{Delivery, Job, Outcome, queue::SubmitError},
     scwm::Operation,
-    trace_context::TraceParent,
 };
-
-/// Request headers that never travel further (into dead letters or logs).
-const SENSITIVE_HEADERS: [&str; 3] = ["authorization", "cookie", "proxy-authorization"];
 
 pub async fn command(
     State(state): State<HttpState>,
@@ -43,30 +39,34 @@ async fn accept(state: &HttpState, op: &str, headers: &HeaderMap, body: Body) ->
             .detail(e.to_string())
             .into_response()
     })?;
-    let bytes =
-        body::read_json(headers, body, state.body_limit).await.map_err(IntoResponse::into_response)?;
-    let decoded = native::decode(op, &bytes).map_err(|e| {
-        Problem::new(e.http_status(), "invalid-command", "Invalid command")
-            .detail(e.to_string())
-            .into_response()
-    })?;
-    let license_plate = license_plate(op, headers).map_err(IntoResponse::into_response)?;
-    let key = decoded.key.unwrap_or_else(|| CorrelationKey::new(format!("plate:{license_plate}")));
-    let event = Event {
-        license_plate: license_plate.clone(),
-        key,
+    let spec = state.sources.native();
+    let limit = spec.limits.max_body_bytes.min(state.body_limit);
+    let bytes = body::read_json(headers, body, limit).await.map_err(IntoResponse::into_response)?;
+    let identity = idempotency(op, headers).map_err(IntoResponse::into_response)?;
+    let inbound = Inbound {
         source: Source {
             transport: Transport::Http,
-            name: "native".into(),
+            name: spec.name.clone(),
             subject: format!("/v1/incidents/{op}"),
             stream: None,
             stream_sequence: None,
         },
-        received_at: SystemTime::now(),
-        trace: TraceParent::continue_from(headers.get("traceparent").and_then(|v| v.to_str().ok())),
         original: Original { body: bytes, headers: kept_headers(headers) },
-        kind: EventKind::Command(decoded.command),
+        received_at: SystemTime::now(),
+        identity,
     };
+    let decoder = Decoder::new(Arc::clone(spec));
+    let verified = decoder.verify(inbound, false).map_err(|e| {
+        tracing::warn!(source = %spec.name, reason = e.kind(), "command refused: authentication failed");
+        Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized").into_response()
+    })?;
+    let event = decoder.events(&verified).map_err(|e| {
+        Problem::new(e.http_status(), "invalid-command", "Invalid command").detail(e.to_string()).into_response()
+    })?;
+    let Some(event) = event.into_iter().next() else {
+        return Err(Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-command", "Invalid command").into_response());
+    };
+    let license_plate = event.license_plate.clone();
 
     if prefers_async(headers) {
         let job = Job { event, delivery: Delivery::ONLY, reply: None };
@@ -104,17 +104,13 @@ async fn accept(state: &HttpState, op: &str, headers: &HeaderMap, body: Body) ->
 
 /// A client makes a command idempotent with `Idempotency-Key`: the same key for the same
 /// operation always yields the same licensePlate, so SCWM sees a repeat, not a new request.
-fn license_plate(op: Operation, headers: &HeaderMap) -> Result<LicensePlate, Problem> {
-    match headers.get("idempotency-key") {
-        None => Ok(LicensePlate::generate()),
-        Some(v) => {
-            let key = v.to_str().ok().filter(|k| !k.is_empty() && k.len() <= 255).ok_or_else(|| {
-                Problem::new(StatusCode::BAD_REQUEST, "invalid-idempotency-key", "Invalid Idempotency-Key")
-                    .detail("Idempotency-Key must be 1 to 255 visible ASCII characters")
-            })?;
-            Ok(LicensePlate::derived(0, format!("http:{op}:{key}").as_bytes()))
-        }
-    }
+fn idempotency(op: Operation, headers: &HeaderMap) -> Result<Option<Identity>, Problem> {
+    let Some(v) = headers.get("idempotency-key") else { return Ok(None) };
+    let key = v.to_str().ok().filter(|k| !k.is_empty() && k.len() <= 255).ok_or_else(|| {
+        Problem::new(StatusCode::BAD_REQUEST, "invalid-idempotency-key", "Invalid Idempotency-Key")
+            .detail("Idempotency-Key must be 1 to 255 visible ASCII characters")
+    })?;
+    Ok(Some(Identity { time_ms: 0, seed: format!("http:{op}:{key}") }))
 }
 
 fn prefers_async(headers: &HeaderMap) -> bool {
@@ -125,15 +121,6 @@ fn prefers_async(headers: &HeaderMap) -> bool {
     })
 }
 
-fn kept_headers(headers: &HeaderMap) -> Vec<(String, String)> {
-    headers
-        .iter()
-        .filter(|(name, _)| !SENSITIVE_HEADERS.contains(&name.as_str()))
-        .map(|(name, value)| {
-            (name.as_str().to_owned(), String::from_utf8_lossy(value.as_bytes()).into_owned())
-        })
-        .collect()
-}
 
 fn queue_refused(e: SubmitError) -> Response {
     let (kind, title) = match e {
@@ -158,7 +145,11 @@ fn envelope_response(status: StatusCode, body: bytes::Bytes) -> Response {
 
 fn outcome_response(outcome: Outcome) -> Response {
     match outcome {
-        Outcome::Done(done) => envelope_response(StatusCode::OK, done.envelope.body().clone()),
+        Outcome::Done(done) => match &done.envelope {
+            Some(envelope) => envelope_response(StatusCode::OK, envelope.body().clone()),
+            None => (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], json!({"status": "done"}).to_string())
+                .into_response(),
+        },
         Outcome::Duplicate { reason } => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, "application/json")],

@@ -17,7 +17,7 @@ use crate::{
         batch::submit_all,
         source::{Decoder, Identity, Inbound},
     },
-    pipeline::{Delivery, Outcome, Runner},
+    pipeline::{Delivery, Outcome, Runner, Unreadable},
 };
 
 pub async fn run(
@@ -78,18 +78,19 @@ async fn handle(
         identity,
     };
     let reply = msg.reply.clone();
-    let events = match decoder.events(&inbound) {
+    let (source, original) = (inbound.source.clone(), inbound.original.clone());
+    let op = decoder.operation_hint(&inbound);
+    let events = match decoder.read(inbound, true) {
         Ok(events) => events,
         Err(e) => {
-            let op = decoder.operation_hint(&inbound);
-            let published =
-                runner.pipeline().reject_undecodable(&inbound.source, &inbound.original, op, &e, 1).await;
+            let published = runner.pipeline().reject_message(&source, &original, op, &e, 1).await;
             if let Err(pe) = published {
                 tracing::error!(error = %pe, "dead letter could not be published; the message is lost to core NATS");
             }
             if let Some(reply) = reply {
-                let body = json!({"status": 422, "title": "Invalid message", "detail": e.to_string()});
-                respond(client, reply, 422, Bytes::from(body.to_string())).await;
+                let status = if matches!(e, Unreadable::Unauthenticated(_)) { 401 } else { 422 };
+                let body = json!({"status": status, "title": "Message refused", "detail": e.to_string()});
+                respond(client, reply, status, Bytes::from(body.to_string())).await;
             }
             return;
         }
@@ -112,7 +113,9 @@ async fn handle(
 fn reply_body(mut outcomes: Vec<Outcome>) -> (u16, Bytes) {
     if outcomes.len() == 1 {
         match outcomes.pop() {
-            Some(Outcome::Done(done)) => return (200, done.envelope.body().clone()),
+            Some(Outcome::Done(done)) if done.envelope.is_some() => {
+                return (200, done.envelope.as_ref().map(|e| e.body().clone()).unwrap_or_default());
+            }
             Some(Outcome::Reject(r)) if r.envelope.is_some() => {
                 let status = r.error_status();
                 return (status, r.envelope.as_ref().map(|e| e.body().clone()).unwrap_or_default());

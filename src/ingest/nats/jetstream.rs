@@ -161,15 +161,12 @@ async fn handle(
     };
     let last = i64::from(delivered) >= config.max_deliver;
 
-    let events = match decoder.events(&inbound) {
+    let (source, original) = (inbound.source.clone(), inbound.original.clone());
+    let op = decoder.operation_hint(&inbound);
+    let events = match decoder.read(inbound, true) {
         Ok(events) => events,
         Err(e) => {
-            let op = decoder.operation_hint(&inbound);
-            let ack = match runner
-                .pipeline()
-                .reject_undecodable(&inbound.source, &inbound.original, op, &e, delivered)
-                .await
-            {
+            let ack = match runner.pipeline().reject_message(&source, &original, op, &e, delivered).await {
                 Ok(()) => AckKind::Term,
                 Err(pe) => {
                     tracing::error!(error = %pe, "dead letter could not be published; the message will come again");

@@ -15,35 +15,25 @@ pub use connect::{COMPONENT, connect};
 pub use headers::{original_from, to_nats_headers};
 
 use super::source::Decoder;
-use crate::{config::NatsConfig, pipeline::Runner};
+use crate::{config::NatsConfig, pipeline::Runner, sources::Sources};
 
 /// Starts every configured subscription and consumer on `tracker`. They stop pulling when
 /// `stop` fires; work already submitted finishes through the runner.
 pub fn start(
     client: &async_nats::Client,
     config: &NatsConfig,
+    sources: &Sources,
     runner: &Runner,
     stop: &CancellationToken,
     tracker: &TaskTracker,
 ) {
+    let decoder = |name: &str| Arc::new(Decoder::new(Arc::clone(sources.get(name).expect("validated source name"))));
     for sub in &config.subscriptions {
-        let decoder = Decoder::for_source(&sub.source).expect("validated source");
-        tracker.spawn(core::run(
-            client.clone(),
-            sub.clone(),
-            Arc::new(decoder),
-            runner.clone(),
-            stop.clone(),
-        ));
+        let decoder = decoder(&sub.source);
+        tracker.spawn(core::run(client.clone(), sub.clone(), decoder, runner.clone(), stop.clone()));
     }
     for consumer in &config.consumers {
-        let decoder = Decoder::for_source(&consumer.source).expect("validated source");
-        tracker.spawn(jetstream::run(
-            client.clone(),
-            consumer.clone(),
-            Arc::new(decoder),
-            runner.clone(),
-            stop.clone(),
-        ));
+        let decoder = decoder(&consumer.source);
+        tracker.spawn(jetstream::run(client.clone(), consumer.clone(), decoder, runner.clone(), stop.clone()));
     }
 }

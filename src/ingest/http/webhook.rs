@@ -1,0 +1,142 @@
+//! `POST /webhooks/{source}`: alert notifications (Alertmanager, Grafana, CloudEvents) from
+//! senders that authenticate with the source's schemes.
+//!
+//! Order matters: rate limit, size and media type first (cheap, no parsing), then the
+//! signature or credentials over the raw bytes, then decoding. Every refusal is problem+json;
+//! an authentication failure says only "unauthorized" to the sender, and the reason goes to the
+//! log. The answer waits for the events' outcomes (up to `server.sync_timeout`) so a sender
+//! that retries on 5xx, as Alertmanager does, retries exactly what did not finish.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
+};
+
+use axum::{
+    body::Body,
+    extract::{Path, State},
+    response::{IntoResponse, Response},
+};
+use futures::FutureExt;
+use http::{HeaderMap, StatusCode, header};
+use serde_json::json;
+use tokio::sync::oneshot;
+
+use super::{HttpState, body, kept_headers, problem::Problem};
+use crate::{
+    event::{Original, Source, Transport},
+    ingest::{
+        batch::submit_all,
+        source::{Decoder, Identity, Inbound},
+    },
+    pipeline::{Delivery, Outcome},
+    sources::SourceKind,
+};
+
+pub async fn receive(
+    State(state): State<HttpState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match handle(&state, &name, &headers, body).await {
+        Ok(resp) | Err(resp) => resp,
+    }
+}
+
+async fn handle(state: &HttpState, name: &str, headers: &HeaderMap, body: Body) -> Result<Response, Response> {
+    let spec = match state.sources.get(name) {
+        Some(spec) if spec.kind != SourceKind::Native => Arc::clone(spec),
+        _ => {
+            return Err(Problem::new(StatusCode::NOT_FOUND, "unknown-source", "Unknown source")
+                .detail(format!("no webhook source named `{name}`"))
+                .into_response());
+        }
+    };
+    if let Some(limiter) = &spec.rate_limit
+        && let Err(wait) = limiter.check(Instant::now())
+    {
+        tracing::warn!(source = %spec.name, "rate limit reached");
+        return Err(Problem::new(StatusCode::TOO_MANY_REQUESTS, "rate-limited", "Too many requests")
+            .retry_after(wait)
+            .into_response());
+    }
+    let limit = spec.limits.max_body_bytes.min(state.body_limit);
+    let bytes = body::read_json(headers, body, limit).await.map_err(IntoResponse::into_response)?;
+    // A sender's delivery id, when it has one, makes licensePlates stable across its retries.
+    let identity = headers
+        .get("webhook-id")
+        .and_then(|v| v.to_str().ok())
+        .map(|id| Identity { time_ms: 0, seed: format!("webhook:{name}:{id}") });
+    let inbound = Inbound {
+        source: Source {
+            transport: Transport::Http,
+            name: spec.name.clone(),
+            subject: format!("/webhooks/{name}"),
+            stream: None,
+            stream_sequence: None,
+        },
+        original: Original { body: bytes, headers: kept_headers(headers) },
+        received_at: SystemTime::now(),
+        identity,
+    };
+    let decoder = Decoder::new(Arc::clone(&spec));
+    let verified = decoder.verify(inbound, false).map_err(|e| {
+        tracing::warn!(source = %spec.name, reason = e.kind(), "webhook refused: authentication failed");
+        unauthorized()
+    })?;
+    let events = decoder.events(&verified).map_err(|e| {
+        tracing::info!(source = %spec.name, reason = e.kind(), error = %e, "webhook refused: cannot decode");
+        Problem::new(e.http_status(), "invalid-payload", "Invalid payload").detail(e.to_string()).into_response()
+    })?;
+    let count = events.len();
+    let (tx, rx) = oneshot::channel();
+    submit_all(&state.runner, events, Delivery::SENDER_RETRIES, false, move |outcomes| {
+        let _ = tx.send(outcomes);
+        async {}.boxed()
+    })
+    .await;
+    match tokio::time::timeout(state.sync_timeout, rx).await {
+        Ok(Ok(outcomes)) => Ok(answer(count, outcomes)),
+        Ok(Err(_)) => Err(Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error").into_response()),
+        Err(_) => Err(Problem::new(StatusCode::SERVICE_UNAVAILABLE, "timeout", "Not finished in time")
+            .detail("the events continue in the background; a resend is recognised and does nothing twice")
+            .retry_after(Duration::from_secs(5))
+            .into_response()),
+    }
+}
+
+/// The same answer for every authentication failure, so a prober learns nothing from it.
+fn unauthorized() -> Response {
+    Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized").into_response()
+}
+
+/// 200 when every event finished; 503 with Retry-After when one should be sent again; else the
+/// most severe refusal. The body lists each event's outcome.
+fn answer(count: usize, outcomes: Vec<Outcome>) -> Response {
+    let retry_after = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            Outcome::Retry { after, .. } => Some(*after),
+            _ => None,
+        })
+        .max();
+    let status = match retry_after {
+        Some(_) => StatusCode::SERVICE_UNAVAILABLE,
+        None => outcomes
+            .iter()
+            .map(Outcome::status)
+            .max()
+            .and_then(|s| StatusCode::from_u16(s).ok())
+            .unwrap_or(StatusCode::OK),
+    };
+    let summary: Vec<_> = outcomes.iter().map(Outcome::summary).collect();
+    let body = json!({"events": count, "outcomes": summary}).to_string();
+    let mut resp = (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+    if let Some(after) = retry_after
+        && let Ok(v) = http::HeaderValue::from_str(&after.as_secs().max(1).to_string())
+    {
+        resp.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    resp
+}
