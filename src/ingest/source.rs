@@ -21,7 +21,7 @@ use crate::{
     sources::{SourceKind, SourceSpec},
     trace_context::TraceParent,
     verify::{
-        Verified, VerifyError,
+        HeaderLookup, Verified, VerifyError,
         limits::{json_depth_within, truncate_with_marker},
     },
 };
@@ -70,18 +70,27 @@ impl Decoder {
     }
 
     /// Authenticates a message with the source's schemes (for NATS: only when the source
-    /// verifies NATS) over its raw body, before anything parses it.
-    pub fn verify(&self, inbound: Inbound, over_nats: bool) -> Result<Verified<Inbound>, VerifyError> {
+    /// verifies NATS) over its raw body and the headers as received, before anything parses
+    /// it. `inbound` carries the headers that travel on, without credentials.
+    pub fn verify<H: HeaderLookup + ?Sized>(
+        &self,
+        inbound: Inbound,
+        received_headers: &H,
+        over_nats: bool,
+    ) -> Result<Verified<Inbound>, VerifyError> {
         let auth = if over_nats { self.spec.nats_auth() } else { &self.spec.auth };
         let Inbound { source, original, received_at, identity } = inbound;
         let Original { body, headers } = original;
-        let verified = auth.verify(&headers[..], body, SystemTime::now())?;
+        let verified = auth.verify(received_headers, body, SystemTime::now())?;
         Ok(verified.map(|body| Inbound { source, original: Original { body, headers }, received_at, identity }))
     }
 
-    /// Verifies, then decodes: what every transport does with a message.
-    pub fn read(&self, inbound: Inbound, over_nats: bool) -> Result<Vec<Event>, Unreadable> {
-        let verified = self.verify(inbound, over_nats).map_err(Unreadable::Unauthenticated)?;
+    /// Verifies, then decodes: what a NATS transport does with a message. The headers that
+    /// travel on lose their credentials.
+    pub fn read(&self, mut inbound: Inbound, over_nats: bool) -> Result<Vec<Event>, Unreadable> {
+        let received = std::mem::take(&mut inbound.original.headers);
+        inbound.original.headers = without_credentials(received.iter().cloned());
+        let verified = self.verify(inbound, &received[..], over_nats).map_err(Unreadable::Unauthenticated)?;
         Ok(self.events(&verified)?)
     }
 
@@ -153,6 +162,14 @@ impl Decoder {
     }
 }
 
+/// Request headers that never travel further (into dead letters or logs).
+const CREDENTIAL_HEADERS: [&str; 3] = ["authorization", "cookie", "proxy-authorization"];
+
+/// Header pairs minus credentials: what may travel on with an event.
+pub fn without_credentials(headers: impl Iterator<Item = (String, String)>) -> Vec<(String, String)> {
+    headers.filter(|(name, _)| !CREDENTIAL_HEADERS.iter().any(|c| name.eq_ignore_ascii_case(c))).collect()
+}
+
 /// `incidents.commands.close` (NATS) or `/v1/incidents/close` (HTTP) → `close`.
 fn native_op(subject: &str) -> Result<Operation, DecodeError> {
     let token = subject.rsplit(['.', '/']).next().unwrap_or(subject);
@@ -212,7 +229,7 @@ mod tests {
     }
 
     fn verified(inbound: Inbound) -> Verified<Inbound> {
-        native().verify(inbound, false).unwrap()
+        native().verify(inbound, &[] as &[(String, String)], false).unwrap()
     }
 
     fn inbound(subject: &str, body: &'static [u8], identity: Option<Identity>) -> Inbound {

@@ -34,16 +34,13 @@ pub struct HttpState {
     pub sync_timeout: Duration,
 }
 
-/// Request headers that never travel further (into dead letters or logs).
-const SENSITIVE_HEADERS: [&str; 3] = ["authorization", "cookie", "proxy-authorization"];
-
 /// The request's headers as they travel on with the event, minus credentials.
 fn kept_headers(headers: &http::HeaderMap) -> Vec<(String, String)> {
-    headers
-        .iter()
-        .filter(|(name, _)| !SENSITIVE_HEADERS.contains(&name.as_str()))
-        .map(|(name, value)| (name.as_str().to_owned(), String::from_utf8_lossy(value.as_bytes()).into_owned()))
-        .collect()
+    crate::ingest::source::without_credentials(
+        headers
+            .iter()
+            .map(|(name, value)| (name.as_str().to_owned(), String::from_utf8_lossy(value.as_bytes()).into_owned())),
+    )
 }
 
 pub fn router(state: HttpState) -> Router {

@@ -56,7 +56,7 @@ async fn accept(state: &HttpState, op: &str, headers: &HeaderMap, body: Body) ->
         identity,
     };
     let decoder = Decoder::new(Arc::clone(spec));
-    let verified = decoder.verify(inbound, false).map_err(|e| {
+    let verified = decoder.verify(inbound, headers, false).map_err(|e| {
         tracing::warn!(source = %spec.name, reason = e.kind(), "command refused: authentication failed");
         Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized").into_response()
     })?;

@@ -81,7 +81,7 @@ async fn handle(state: &HttpState, name: &str, headers: &HeaderMap, body: Body) 
         identity,
     };
     let decoder = Decoder::new(Arc::clone(&spec));
-    let verified = decoder.verify(inbound, false).map_err(|e| {
+    let verified = decoder.verify(inbound, headers, false).map_err(|e| {
         tracing::warn!(source = %spec.name, reason = e.kind(), "webhook refused: authentication failed");
         unauthorized()
     })?;
