@@ -11,8 +11,8 @@ use crate::{
     alert::Notification,
     ids::{CorrelationKey, LicensePlate},
     route::Target,
-    sources::SourceSpec,
     scwm::{Operation, Payload},
+    sources::SourceSpec,
     trace_context::TraceParent,
 };
 
@@ -96,7 +96,10 @@ pub struct Event {
     pub received_at: SystemTime,
     pub original: Original,
     /// The trace this event belongs to: continued from the sender's `traceparent`, or new.
+    /// The fallback for result events when no tracing is installed.
     pub trace: TraceParent,
+    /// The span of the inbound request or message: the parent of the event's processing.
+    pub span: tracing::Span,
     pub kind: EventKind,
 }
 

@@ -15,7 +15,8 @@
 //! - [`scwm`]: the wire format, the client (retries, breaker) and the simulator.
 //! - [`publish`]: result events and dead letters, and the sinks they go to.
 //! - [`store`]: the correlation store (key → SCWM item), compare-and-swap; embedded or JetStream KV.
-//! - [`app`]: wiring; [`health`]: liveness and readiness; [`telemetry`]: logging.
+//! - [`app`]: wiring; [`health`]: liveness and readiness; [`telemetry`]: logs, traces and the
+//!   metrics recorder; [`observe`]: every metric's name and labels.
 //! - [`verify`]: authentication of inbound webhooks and NATS messages over the raw body, and
 //!   limits for hostile input.
 //! - [`ids`], [`secret`], [`trace_context`]: types shared by every stage.
@@ -29,6 +30,7 @@ pub mod health;
 pub mod ids;
 pub mod ingest;
 pub mod lifecycle;
+pub mod observe;
 pub mod pipeline;
 pub mod publish;
 pub mod route;

@@ -8,7 +8,7 @@ use incident_bridge::{
     config,
     scwm::sim::{Faults, SimConfig, Simulator},
     secret::Secret,
-    telemetry,
+    telemetry::Telemetry,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -78,7 +78,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
-            run(async move {
+            run(move || async move {
                 let app = App::build(config).await?;
                 app.run(shutdown_on_signal()).await
             })
@@ -91,7 +91,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            run(async move {
+            run(move || async move {
                 let config = SimConfig {
                     token: token.map(Secret::new),
                     errors_in_http_200,
@@ -108,22 +108,34 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(fut: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
-    telemetry::init_logging();
+/// Runs `f` on a fresh runtime with telemetry installed, flushing traces before exit.
+fn run<F, Fut>(f: F) -> ExitCode
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
-            tracing::error!(error = %e, "cannot start the async runtime");
+            eprintln!("cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(fut) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+    runtime.block_on(async {
+        let telemetry = match Telemetry::init() {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("cannot set up telemetry: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let result = f().await;
+        if let Err(e) = &result {
             tracing::error!(error = format!("{e:#}"), "exiting on error");
-            ExitCode::FAILURE
         }
-    }
+        telemetry.shutdown().await;
+        if result.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    })
 }
 
 /// A token cancelled on the first SIGTERM or SIGINT.

@@ -1,9 +1,77 @@
-//! W3C Trace Context (`traceparent`) values: parsed from inbound HTTP and NATS headers and
-//! written onto result events, so a trace can be followed across the bridge.
+//! W3C Trace Context across the bridge: the remote parent is read from inbound HTTP and NATS
+//! headers, and the current span's context is written into the SCWM request and the result
+//! event, so one trace runs from the sender through SCWM to whoever reads the results.
+//!
+//! The OpenTelemetry propagator does the work when telemetry is initialised. [`TraceParent`]
+//! is the fallback for an embedding that installs no tracing: it still continues the sender's
+//! trace id on result events.
 
-use std::fmt;
+use std::{collections::HashMap, fmt};
 
+use opentelemetry::{
+    global,
+    propagation::{Extractor, Injector},
+    trace::TraceContextExt,
+};
 use rand::RngCore;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+/// Header pairs as a propagation carrier; names compare case-insensitively.
+struct Pairs<'a>(&'a [(String, String)]);
+
+impl Extractor for Pairs<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.iter().find(|(n, _)| n.eq_ignore_ascii_case(key)).map(|(_, v)| v.as_str())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.iter().map(|(n, _)| n.as_str()).collect()
+    }
+}
+
+/// Makes the trace context of inbound headers (`traceparent`, `tracestate`) the parent of
+/// `span`, when they carry a valid one.
+pub fn continue_trace(span: &tracing::Span, headers: &[(String, String)]) {
+    let parent = global::get_text_map_propagator(|p| p.extract(&Pairs(headers)));
+    if parent.span().span_context().is_valid() {
+        // Only fails when the span is already started elsewhere; a fresh span is not.
+        let _ = span.set_parent(parent);
+    }
+}
+
+/// Writes `span`'s context into HTTP request headers.
+pub fn inject(span: &tracing::Span, headers: &mut http::HeaderMap) {
+    let cx = span.context();
+    global::get_text_map_propagator(|p| {
+        p.inject_context(&cx, &mut opentelemetry_http::HeaderInjector(headers))
+    });
+}
+
+struct MapInjector<'a>(&'a mut HashMap<String, String>);
+
+impl Injector for MapInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        self.0.insert(key.to_owned(), value);
+    }
+}
+
+/// `span`'s context as header pairs (`traceparent`, maybe `tracestate`); empty when the span
+/// has no valid context (no tracing installed).
+pub fn headers_of(span: &tracing::Span) -> HashMap<String, String> {
+    let cx = span.context();
+    let mut out = HashMap::new();
+    if cx.span().span_context().is_valid() {
+        global::get_text_map_propagator(|p| p.inject_context(&cx, &mut MapInjector(&mut out)));
+    }
+    out
+}
+
+/// The trace id of `span`, for log lines, when it has a valid context.
+pub fn trace_id_of(span: &tracing::Span) -> Option<String> {
+    let cx = span.context();
+    let sc = cx.span().span_context().clone();
+    sc.is_valid().then(|| sc.trace_id().to_string())
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TraceParent {

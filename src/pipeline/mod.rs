@@ -23,8 +23,6 @@ pub use runner::{Job, Runner};
 use crate::{
     event::{Command, Event, EventKind},
     lifecycle::TransitionError,
-    store::{CorrelationStore, StoreError},
-    template::RenderError,
     publish::{DeadLetter, PublishError, Publisher, ResultEvent},
     scwm::{
         ResponseEnvelope,
@@ -32,6 +30,8 @@ use crate::{
         error::ScwmError,
         retry::RetryPolicy,
     },
+    store::{CorrelationStore, StoreError},
+    template::RenderError,
 };
 
 /// How the transport delivered this event, which decides what a transient failure means.
@@ -264,13 +264,18 @@ impl Pipeline {
 
     pub async fn process_one(&self, event: &Event, delivery: Delivery) -> Outcome {
         let span = tracing::info_span!(
+            parent: &event.span,
             "event",
+            otel.name = "process event",
             license_plate = %event.license_plate,
             key = %event.key,
             source = %event.source.name,
             transport = event.source.transport.as_str(),
             attempt = delivery.attempt,
+            trace_id = tracing::field::Empty,
         );
+        let trace_id = crate::trace_context::trace_id_of(&span).unwrap_or_else(|| event.trace.trace_id_hex());
+        span.record("trace_id", trace_id);
         async {
             let outcome = match &event.kind {
                 EventKind::Command(cmd) => self.run_command(event, cmd, delivery).await,
@@ -283,6 +288,7 @@ impl Pipeline {
                 Outcome::Reject(r) => tracing::warn!(error = %r.error, "event dead-lettered"),
                 other => tracing::debug!(outcome = other.label(), "event finished"),
             }
+            crate::observe::event_processed(&event.source.name, outcome.label());
             outcome
         }
         .instrument(span)
@@ -305,8 +311,11 @@ impl Pipeline {
     }
 
     async fn finish(&self, event: &Event, request: &ScwmRequest, success: ScwmSuccess) -> Outcome {
-        match self.publish_answer(event, request, &success.envelope, success.attempts, success.elapsed).await {
-            Ok(result) => Outcome::Done(Box::new(Done { envelope: Some(success.envelope), results: vec![result] })),
+        match self.publish_answer(event, request, &success.envelope, success.attempts, success.elapsed).await
+        {
+            Ok(result) => {
+                Outcome::Done(Box::new(Done { envelope: Some(success.envelope), results: vec![result] }))
+            }
             Err(outcome) => outcome,
         }
     }
@@ -354,7 +363,12 @@ impl Pipeline {
 
     /// A transient error becomes `Ok(Retry)` while the transport will deliver again; otherwise
     /// the error to dead-letter the event with.
-    fn retry_or_reject(&self, error: ScwmError, attempts: u32, delivery: Delivery) -> Result<Outcome, RejectError> {
+    fn retry_or_reject(
+        &self,
+        error: ScwmError,
+        attempts: u32,
+        delivery: Delivery,
+    ) -> Result<Outcome, RejectError> {
         if !error.is_retryable() {
             return Err(RejectError::Scwm(error));
         }
@@ -419,6 +433,8 @@ fn result_event(
         is_err: header.is_err,
         err_code: header.err_code.clone(),
         finished_at: std::time::SystemTime::now(),
-        traceparent: event.trace.child().to_string(),
+        traceparent: crate::trace_context::headers_of(&tracing::Span::current())
+            .remove("traceparent")
+            .unwrap_or_else(|| event.trace.child().to_string()),
     }
 }

@@ -136,6 +136,7 @@ impl Publisher {
         for sink in &self.sinks {
             sink.result(event).await?;
         }
+        crate::observe::result_published(&event.source.name, event.op.as_str());
         Ok(())
     }
 
@@ -143,6 +144,7 @@ impl Publisher {
         for sink in &self.sinks {
             sink.dead_letter(letter).await?;
         }
+        crate::observe::dead_letter(&letter.source.name, letter.reason_kind);
         Ok(())
     }
 }

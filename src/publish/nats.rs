@@ -20,6 +20,7 @@ use std::{
 use async_nats::{HeaderMap, jetstream};
 use bytes::Bytes;
 use futures::{FutureExt, future::BoxFuture};
+use tracing::Instrument;
 
 use super::{DeadLetter, PublishError, ResultEvent, Sink, SubjectTemplate};
 use crate::ingest::nats::to_nats_headers;
@@ -100,15 +101,34 @@ impl Sink for NatsSink {
 
     fn result<'a>(&'a self, e: &'a ResultEvent) -> BoxFuture<'a, Result<(), PublishError>> {
         let subject = self.results.render(e.op.as_str(), &e.source.name);
+        let span = producer_span(&subject);
+        let mut headers = result_headers(e);
+        // The publish span's context, so a reader's trace hangs off this hop.
+        if let Some(tp) = crate::trace_context::headers_of(&span).remove("traceparent") {
+            headers.insert("traceparent", tp.as_str());
+        }
         let body = Bytes::copy_from_slice(e.header.get().as_bytes());
-        self.send(subject, result_headers(e), body).boxed()
+        self.send(subject, headers, body).instrument(span).boxed()
     }
 
     fn dead_letter<'a>(&'a self, d: &'a DeadLetter) -> BoxFuture<'a, Result<(), PublishError>> {
         let op = d.op.map(|o| o.as_str()).unwrap_or("unknown");
         let subject = self.dead_letters.render(op, &d.source.name);
-        self.send(subject, dead_letter_headers(d), d.original.body.clone()).boxed()
+        let span = producer_span(&subject);
+        self.send(subject, dead_letter_headers(d), d.original.body.clone()).instrument(span).boxed()
     }
+}
+
+/// A span per publish, by the OpenTelemetry messaging conventions.
+fn producer_span(subject: &str) -> tracing::Span {
+    tracing::info_span!(
+        "publish",
+        otel.name = %format!("send {subject}"),
+        otel.kind = "producer",
+        messaging.system = "nats",
+        messaging.operation.type = "send",
+        messaging.destination.name = %subject,
+    )
 }
 
 /// Metadata headers common to results and dead letters.

@@ -19,6 +19,7 @@ use http::{
     header::{ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HOST, RETRY_AFTER, TRANSFER_ENCODING},
 };
 use tokio::{sync::Semaphore, time::Instant};
+use tracing::Instrument;
 
 use super::{
     breaker::{BreakerSettings, CircuitBreaker, CircuitState},
@@ -26,7 +27,7 @@ use super::{
     error::ScwmError,
     retry::{RetryPolicy, Sleeper, TokioSleeper, parse_retry_after},
 };
-use crate::{ids::LicensePlate, secret::Secret};
+use crate::{ids::LicensePlate, observe, secret::Secret};
 
 /// A response body larger than this is not an SCWM envelope we want to hold in memory: incident
 /// answers are a few kilobytes.
@@ -308,9 +309,27 @@ impl ScwmClient {
         self.inner.breaker.state()
     }
 
+    /// HTTP attempts in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.inner.max_concurrency - self.inner.slots.available_permits()
+    }
+
     /// Sends `req` until SCWM accepts it, a permanent error occurs, the attempts run out or the
     /// circuit opens.
     pub async fn call(&self, req: &ScwmRequest) -> Result<ScwmSuccess, ScwmFailure> {
+        let result = self.call_with_retries(req).await;
+        match &result {
+            Ok(success) => observe::scwm_call(req.op.as_str(), "ok", Some(success.status)),
+            Err(failure) => {
+                let outcome = if failure.error.is_retryable() { "failed" } else { "rejected" };
+                observe::scwm_call(req.op.as_str(), outcome, failure.error.status());
+            }
+        }
+        observe::circuit(self.circuit_state());
+        result
+    }
+
+    async fn call_with_retries(&self, req: &ScwmRequest) -> Result<ScwmSuccess, ScwmFailure> {
         let started = Instant::now();
         let inner = &*self.inner;
         let endpoint = inner.endpoints.get(req.op);
@@ -372,8 +391,34 @@ impl ScwmClient {
             };
             attempts += 1;
             let attempt_started = Instant::now();
-            let Attempt { status, retry_after, answer } =
-                self.attempt(endpoint, headers.clone(), body.clone(), &req.license_plate).await;
+            // One client span per attempt (OpenTelemetry HTTP client conventions), its context
+            // sent on as `traceparent` so SCWM's side of the trace joins this one.
+            let span = tracing::info_span!(
+                "POST",
+                otel.kind = "client",
+                http.request.method = "POST",
+                url.full = %endpoint.url,
+                server.address = endpoint.url.host_str().unwrap_or_default(),
+                server.port = endpoint.url.port_or_known_default().unwrap_or_default(),
+                http.request.resend_count = attempts - 1,
+                http.response.status_code = tracing::field::Empty,
+                error.type = tracing::field::Empty,
+                scwm.operation = op,
+                scwm.license_plate = plate,
+            );
+            let mut attempt_headers = headers.clone();
+            crate::trace_context::inject(&span, &mut attempt_headers);
+            let Attempt { status, retry_after, answer } = self
+                .attempt(endpoint, attempt_headers, body.clone(), &req.license_plate)
+                .instrument(span.clone())
+                .await;
+            if let Some(status) = status {
+                span.record("http.response.status_code", status);
+            }
+            if let Answer::Failure { error, .. } = &answer {
+                span.record("error.type", error.kind());
+            }
+            observe::scwm_attempt(op, attempt_started.elapsed(), attempts > 1);
             permit.record(match &answer {
                 Answer::Success { .. } => false,
                 Answer::Failure { error, .. } => error.is_availability_failure(),

@@ -36,19 +36,19 @@ pub struct HttpState {
 
 /// The request's headers as they travel on with the event, minus credentials.
 fn kept_headers(headers: &http::HeaderMap) -> Vec<(String, String)> {
-    crate::ingest::source::without_credentials(
-        headers
-            .iter()
-            .map(|(name, value)| (name.as_str().to_owned(), String::from_utf8_lossy(value.as_bytes()).into_owned())),
-    )
+    crate::ingest::source::without_credentials(headers.iter().map(|(name, value)| {
+        (name.as_str().to_owned(), String::from_utf8_lossy(value.as_bytes()).into_owned())
+    }))
 }
 
 pub fn router(state: HttpState) -> Router {
     Router::new()
         .route("/v1/incidents/{op}", post(native::command))
         .route("/webhooks/{source}", post(webhook::receive))
+        .route_layer(axum::middleware::from_fn(trace_request))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -63,6 +63,48 @@ pub async fn serve(
     axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
+}
+
+/// A server span per request (OpenTelemetry HTTP server conventions), continuing the sender's
+/// trace from `traceparent`. Health and metrics endpoints sit outside it: probes are noise.
+async fn trace_request(
+    matched: Option<axum::extract::MatchedPath>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let route = matched.as_ref().map_or("unmatched", |m| m.as_str()).to_owned();
+    let method = req.method().clone();
+    let span = tracing::info_span!(
+        "request",
+        otel.name = %format!("{method} {route}"),
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = %route,
+        url.path = %req.uri().path(),
+        http.response.status_code = tracing::field::Empty,
+    );
+    let trace_headers: Vec<(String, String)> = ["traceparent", "tracestate"]
+        .iter()
+        .filter_map(|n| {
+            req.headers().get(*n).and_then(|v| v.to_str().ok()).map(|v| ((*n).to_owned(), v.to_owned()))
+        })
+        .collect();
+    crate::trace_context::continue_trace(&span, &trace_headers);
+    let resp = tracing::Instrument::instrument(next.run(req), span.clone()).await;
+    span.record("http.response.status_code", resp.status().as_u16());
+    resp
+}
+
+/// Prometheus text format. Gauges that describe "now" are sampled here, so they are exact at
+/// every scrape.
+async fn metrics(State(state): State<HttpState>) -> Response {
+    let scwm = state.runner.pipeline().scwm();
+    crate::observe::queue(state.runner.depth(), state.runner.capacity(), scwm.in_flight());
+    crate::observe::circuit(scwm.circuit_state());
+    let handle = crate::telemetry::metrics();
+    handle.run_upkeep();
+    ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], handle.render())
+        .into_response()
 }
 
 async fn healthz() -> impl IntoResponse {

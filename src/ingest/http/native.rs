@@ -55,16 +55,23 @@ async fn accept(state: &HttpState, op: &str, headers: &HeaderMap, body: Body) ->
         received_at: SystemTime::now(),
         identity,
     };
+    crate::observe::event_received(&spec.name, "http");
     let decoder = Decoder::new(Arc::clone(spec));
-    let verified = decoder.verify(inbound, headers, false).map_err(|e| {
+    let verified = tracing::info_span!("verify", source = %spec.name)
+        .in_scope(|| decoder.verify(inbound, headers, false));
+    let verified = verified.map_err(|e| {
         tracing::warn!(source = %spec.name, reason = e.kind(), "command refused: authentication failed");
+        crate::observe::auth_failure(&spec.name, e.kind());
         Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized").into_response()
     })?;
     let event = decoder.events(&verified).map_err(|e| {
-        Problem::new(e.http_status(), "invalid-command", "Invalid command").detail(e.to_string()).into_response()
+        Problem::new(e.http_status(), "invalid-command", "Invalid command")
+            .detail(e.to_string())
+            .into_response()
     })?;
     let Some(event) = event.into_iter().next() else {
-        return Err(Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-command", "Invalid command").into_response());
+        return Err(Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-command", "Invalid command")
+            .into_response());
     };
     let license_plate = event.license_plate.clone();
 
@@ -121,7 +128,6 @@ fn prefers_async(headers: &HeaderMap) -> bool {
     })
 }
 
-
 fn queue_refused(e: SubmitError) -> Response {
     let (kind, title) = match e {
         SubmitError::Full => ("queue-full", "Too much work queued"),
@@ -147,7 +153,11 @@ fn outcome_response(outcome: Outcome) -> Response {
     match outcome {
         Outcome::Done(done) => match &done.envelope {
             Some(envelope) => envelope_response(StatusCode::OK, envelope.body().clone()),
-            None => (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], json!({"status": "done"}).to_string())
+            None => (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                json!({"status": "done"}).to_string(),
+            )
                 .into_response(),
         },
         Outcome::Duplicate { reason } => (

@@ -44,7 +44,12 @@ pub async fn receive(
     }
 }
 
-async fn handle(state: &HttpState, name: &str, headers: &HeaderMap, body: Body) -> Result<Response, Response> {
+async fn handle(
+    state: &HttpState,
+    name: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, Response> {
     let spec = match state.sources.get(name) {
         Some(spec) if spec.kind != SourceKind::Native => Arc::clone(spec),
         _ => {
@@ -53,6 +58,7 @@ async fn handle(state: &HttpState, name: &str, headers: &HeaderMap, body: Body) 
                 .into_response());
         }
     };
+    crate::observe::event_received(&spec.name, "http");
     if let Some(limiter) = &spec.rate_limit
         && let Err(wait) = limiter.check(Instant::now())
     {
@@ -81,13 +87,18 @@ async fn handle(state: &HttpState, name: &str, headers: &HeaderMap, body: Body) 
         identity,
     };
     let decoder = Decoder::new(Arc::clone(&spec));
-    let verified = decoder.verify(inbound, headers, false).map_err(|e| {
+    let verified = tracing::info_span!("verify", source = %spec.name)
+        .in_scope(|| decoder.verify(inbound, headers, false));
+    let verified = verified.map_err(|e| {
         tracing::warn!(source = %spec.name, reason = e.kind(), "webhook refused: authentication failed");
+        crate::observe::auth_failure(&spec.name, e.kind());
         unauthorized()
     })?;
     let events = decoder.events(&verified).map_err(|e| {
         tracing::info!(source = %spec.name, reason = e.kind(), error = %e, "webhook refused: cannot decode");
-        Problem::new(e.http_status(), "invalid-payload", "Invalid payload").detail(e.to_string()).into_response()
+        Problem::new(e.http_status(), "invalid-payload", "Invalid payload")
+            .detail(e.to_string())
+            .into_response()
     })?;
     let count = events.len();
     let (tx, rx) = oneshot::channel();
@@ -98,7 +109,9 @@ async fn handle(state: &HttpState, name: &str, headers: &HeaderMap, body: Body) 
     .await;
     match tokio::time::timeout(state.sync_timeout, rx).await {
         Ok(Ok(outcomes)) => Ok(answer(count, outcomes)),
-        Ok(Err(_)) => Err(Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error").into_response()),
+        Ok(Err(_)) => {
+            Err(Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error").into_response())
+        }
         Err(_) => Err(Problem::new(StatusCode::SERVICE_UNAVAILABLE, "timeout", "Not finished in time")
             .detail("the events continue in the background; a resend is recognised and does nothing twice")
             .retry_after(Duration::from_secs(5))

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::headers::{original_from, to_nats_headers};
 use crate::{
@@ -44,7 +45,8 @@ pub async fn run(
                 None => break,
             },
         };
-        handle(&client, &config, &decoder, &runner, msg).await;
+        let span = super::consumer_span(&msg.subject, msg.headers.as_ref());
+        handle(&client, &config, &decoder, &runner, msg).instrument(span).await;
     }
     if let Err(e) = sub.unsubscribe().await {
         tracing::debug!(subject = %config.subject, error = %e, "unsubscribe failed");
@@ -78,11 +80,15 @@ async fn handle(
         identity,
     };
     let reply = msg.reply.clone();
+    crate::observe::event_received(&config.source, "nats");
     let (source, original) = (inbound.source.clone(), inbound.original.clone());
     let op = decoder.operation_hint(&inbound);
     let events = match decoder.read(inbound, true) {
         Ok(events) => events,
         Err(e) => {
+            if let Unreadable::Unauthenticated(v) = &e {
+                crate::observe::auth_failure(&config.source, v.kind());
+            }
             let published = runner.pipeline().reject_message(&source, &original, op, &e, 1).await;
             if let Err(pe) = published {
                 tracing::error!(error = %pe, "dead letter could not be published; the message is lost to core NATS");

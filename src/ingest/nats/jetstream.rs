@@ -21,6 +21,7 @@ use async_nats::jetstream::{
 use futures::{FutureExt, StreamExt};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::headers::original_from;
 use crate::{
@@ -119,7 +120,8 @@ async fn consume(
             Some(Err(e)) => return Err(e.into()),
             Some(Ok(msg)) => {
                 *failures = 0;
-                handle(js, config, decoder, runner, msg).await;
+                let span = super::consumer_span(&msg.subject, msg.headers.as_ref());
+                handle(js, config, decoder, runner, msg).instrument(span).await;
             }
         }
     }
@@ -160,12 +162,19 @@ async fn handle(
         }),
     };
     let last = i64::from(delivered) >= config.max_deliver;
+    crate::observe::event_received(&config.source, "jetstream");
+    if delivered > 1 {
+        crate::observe::redelivery(&stream);
+    }
 
     let (source, original) = (inbound.source.clone(), inbound.original.clone());
     let op = decoder.operation_hint(&inbound);
     let events = match decoder.read(inbound, true) {
         Ok(events) => events,
         Err(e) => {
+            if let crate::pipeline::Unreadable::Unauthenticated(v) = &e {
+                crate::observe::auth_failure(&config.source, v.kind());
+            }
             let ack = match runner.pipeline().reject_message(&source, &original, op, &e, delivered).await {
                 Ok(()) => AckKind::Term,
                 Err(pe) => {

@@ -17,6 +17,21 @@ pub use headers::{original_from, to_nats_headers};
 use super::source::Decoder;
 use crate::{config::NatsConfig, pipeline::Runner, sources::Sources};
 
+/// A consumer span per message (OpenTelemetry messaging conventions), continuing the
+/// publisher's trace from the message's `traceparent` header.
+fn consumer_span(subject: &str, headers: Option<&async_nats::HeaderMap>) -> tracing::Span {
+    let span = tracing::info_span!(
+        "receive",
+        otel.name = %format!("process {subject}"),
+        otel.kind = "consumer",
+        messaging.system = "nats",
+        messaging.operation.type = "process",
+        messaging.destination.name = %subject,
+    );
+    crate::trace_context::continue_trace(&span, &original_from(headers));
+    span
+}
+
 /// Starts every configured subscription and consumer on `tracker`. They stop pulling when
 /// `stop` fires; work already submitted finishes through the runner.
 pub fn start(
@@ -27,13 +42,20 @@ pub fn start(
     stop: &CancellationToken,
     tracker: &TaskTracker,
 ) {
-    let decoder = |name: &str| Arc::new(Decoder::new(Arc::clone(sources.get(name).expect("validated source name"))));
+    let decoder =
+        |name: &str| Arc::new(Decoder::new(Arc::clone(sources.get(name).expect("validated source name"))));
     for sub in &config.subscriptions {
         let decoder = decoder(&sub.source);
         tracker.spawn(core::run(client.clone(), sub.clone(), decoder, runner.clone(), stop.clone()));
     }
     for consumer in &config.consumers {
         let decoder = decoder(&consumer.source);
-        tracker.spawn(jetstream::run(client.clone(), consumer.clone(), decoder, runner.clone(), stop.clone()));
+        tracker.spawn(jetstream::run(
+            client.clone(),
+            consumer.clone(),
+            decoder,
+            runner.clone(),
+            stop.clone(),
+        ));
     }
 }

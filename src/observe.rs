@@ -1,0 +1,126 @@
+//! Every metric the bridge records, in one place: names in Prometheus style (base units,
+//! `_total` for counters, `_seconds` for durations) and labels of bounded cardinality only
+//! (source names and operations come from the config, outcomes and reasons are fixed words,
+//! errCodes are normalised to the contract's `<status>_<WORDS>` spelling).
+//!
+//! Call sites use these functions, never the `metrics` macros with literal names, so a name or
+//! label cannot drift between the place that records it and the dashboard that reads it.
+
+use std::time::Duration;
+
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+
+use crate::scwm::{CircuitState, envelope};
+
+pub const EVENTS_RECEIVED: &str = "incident_bridge_events_received_total";
+pub const EVENTS_PROCESSED: &str = "incident_bridge_events_processed_total";
+pub const AUTH_FAILURES: &str = "incident_bridge_auth_failures_total";
+pub const DECISIONS: &str = "incident_bridge_lifecycle_decisions_total";
+pub const SCWM_CALLS: &str = "incident_bridge_scwm_calls_total";
+pub const SCWM_ATTEMPT_SECONDS: &str = "incident_bridge_scwm_request_duration_seconds";
+pub const SCWM_RETRIES: &str = "incident_bridge_scwm_retries_total";
+pub const CIRCUIT_STATE: &str = "incident_bridge_circuit_state";
+pub const QUEUE_DEPTH: &str = "incident_bridge_queue_depth";
+pub const QUEUE_CAPACITY: &str = "incident_bridge_queue_capacity";
+pub const IN_FLIGHT: &str = "incident_bridge_in_flight";
+pub const DEAD_LETTERS: &str = "incident_bridge_dead_letters_total";
+pub const RESULTS_PUBLISHED: &str = "incident_bridge_results_published_total";
+pub const STORE_SECONDS: &str = "incident_bridge_store_operation_duration_seconds";
+pub const REDELIVERIES: &str = "incident_bridge_jetstream_redeliveries_total";
+pub const BUILD_INFO: &str = "incident_bridge_build_info";
+
+/// Help texts for `/metrics`, and the build info gauge.
+pub fn describe() {
+    describe_counter!(EVENTS_RECEIVED, "Messages received, by source and transport.");
+    describe_counter!(EVENTS_PROCESSED, "Events finished by the pipeline, by source and outcome.");
+    describe_counter!(AUTH_FAILURES, "Messages refused by authentication, by source and reason.");
+    describe_counter!(DECISIONS, "Lifecycle decisions, by source and decision.");
+    describe_counter!(
+        SCWM_CALLS,
+        "Logical SCWM requests (retries included), by operation, outcome and errCode."
+    );
+    describe_histogram!(
+        SCWM_ATTEMPT_SECONDS,
+        metrics::Unit::Seconds,
+        "Duration of each HTTP attempt to SCWM."
+    );
+    describe_counter!(SCWM_RETRIES, "SCWM attempts that were retries of an earlier attempt, by operation.");
+    describe_gauge!(CIRCUIT_STATE, "SCWM circuit breaker: 0 closed, 1 half-open, 2 open.");
+    describe_gauge!(QUEUE_DEPTH, "Events accepted and not yet finished.");
+    describe_gauge!(QUEUE_CAPACITY, "Events the queue holds before ingest pushes back.");
+    describe_gauge!(IN_FLIGHT, "SCWM attempts in flight.");
+    describe_counter!(DEAD_LETTERS, "Events dead-lettered, by source and reason.");
+    describe_counter!(RESULTS_PUBLISHED, "Result events published, by source and operation.");
+    describe_histogram!(
+        STORE_SECONDS,
+        metrics::Unit::Seconds,
+        "Correlation store operations, by backend and operation."
+    );
+    describe_counter!(REDELIVERIES, "JetStream messages delivered more than once, by stream.");
+    describe_gauge!(BUILD_INFO, "Always 1; the version label says which build runs.");
+    gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+}
+
+pub fn event_received(source: &str, transport: &'static str) {
+    counter!(EVENTS_RECEIVED, "source" => source.to_owned(), "transport" => transport).increment(1);
+}
+
+pub fn event_processed(source: &str, outcome: &'static str) {
+    counter!(EVENTS_PROCESSED, "source" => source.to_owned(), "outcome" => outcome).increment(1);
+}
+
+pub fn auth_failure(source: &str, reason: &'static str) {
+    counter!(AUTH_FAILURES, "source" => source.to_owned(), "reason" => reason).increment(1);
+}
+
+pub fn decision(source: &str, decision: &'static str) {
+    counter!(DECISIONS, "source" => source.to_owned(), "decision" => decision).increment(1);
+}
+
+/// One logical SCWM request finished: `ok`, `rejected` (SCWM said no for good), or `failed`
+/// (unreachable or unusable after the retries).
+pub fn scwm_call(op: &'static str, outcome: &'static str, status: Option<u16>) {
+    let err_code = status
+        .and_then(|s| http::StatusCode::from_u16(s).ok())
+        .map(envelope::err_code_for)
+        .unwrap_or_else(|| "none".to_owned());
+    counter!(SCWM_CALLS, "op" => op, "outcome" => outcome, "err_code" => err_code).increment(1);
+}
+
+pub fn scwm_attempt(op: &'static str, took: Duration, retry: bool) {
+    histogram!(SCWM_ATTEMPT_SECONDS, "op" => op).record(took.as_secs_f64());
+    if retry {
+        counter!(SCWM_RETRIES, "op" => op).increment(1);
+    }
+}
+
+pub fn circuit(state: CircuitState) {
+    let v = match state {
+        CircuitState::Closed => 0.0,
+        CircuitState::HalfOpen => 1.0,
+        CircuitState::Open => 2.0,
+    };
+    gauge!(CIRCUIT_STATE).set(v);
+}
+
+pub fn queue(depth: usize, capacity: usize, in_flight: usize) {
+    gauge!(QUEUE_DEPTH).set(depth as f64);
+    gauge!(QUEUE_CAPACITY).set(capacity as f64);
+    gauge!(IN_FLIGHT).set(in_flight as f64);
+}
+
+pub fn dead_letter(source: &str, reason: &'static str) {
+    counter!(DEAD_LETTERS, "source" => source.to_owned(), "reason" => reason).increment(1);
+}
+
+pub fn result_published(source: &str, op: &'static str) {
+    counter!(RESULTS_PUBLISHED, "source" => source.to_owned(), "op" => op).increment(1);
+}
+
+pub fn store_operation(backend: &'static str, operation: &'static str, took: Duration) {
+    histogram!(STORE_SECONDS, "backend" => backend, "operation" => operation).record(took.as_secs_f64());
+}
+
+pub fn redelivery(stream: &str) {
+    counter!(REDELIVERIES, "stream" => stream.to_owned()).increment(1);
+}
