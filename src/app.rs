@@ -47,6 +47,8 @@ impl App {
     }
 
     pub async fn build_with(config: Config, extras: Extras) -> anyhow::Result<Self> {
+        // Installed before anything records, so no count is lost before the first scrape.
+        crate::telemetry::metrics();
         // The simulator starts first so that the SCWM URL already answers when work arrives.
         let simulator = match &config.simulator {
             Some(sim) => {
