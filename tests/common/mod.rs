@@ -146,6 +146,15 @@ impl TestApp {
 /// The bridge binary as a child process with `config` as its config file; returns the child
 /// and the address it reports once ready (its JSON log line).
 pub async fn spawn_bridge(config: &str, dir: &tempfile::TempDir) -> (tokio::process::Child, String) {
+    spawn_bridge_with_env(config, dir, &[]).await
+}
+
+/// [`spawn_bridge`] with extra environment variables.
+pub async fn spawn_bridge_with_env(
+    config: &str,
+    dir: &tempfile::TempDir,
+    env: &[(&str, &str)],
+) -> (tokio::process::Child, String) {
     use std::io::{BufRead, BufReader};
     let path = dir.path().join(format!("bridge-{}.toml", incident_bridge::ids::LicensePlate::generate()));
     std::fs::write(&path, config).unwrap();
@@ -153,6 +162,7 @@ pub async fn spawn_bridge(config: &str, dir: &tempfile::TempDir) -> (tokio::proc
         .args(["serve", "--config"])
         .arg(&path)
         .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true)
