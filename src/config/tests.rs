@@ -145,6 +145,25 @@ fn error_messages_never_contain_secret_values() {
     assert!(!shown.contains("dXNlcjpwYXNz") && !shown.contains("sim-secret"), "{shown}");
 }
 
+/// What an example takes from its deployment, as its header documents it: environment
+/// variables, and secret files (given placeholder contents here). Examples not listed need
+/// nothing: they validate as they are.
+fn documented_environment(
+    example: &str,
+) -> (&'static [(&'static str, &'static str)], &'static [&'static str]) {
+    match example {
+        "alertmanager.toml" => (
+            &[
+                ("INCIDENT_BRIDGE_SCWM__URL", "https://scwm.corp.example/incident"),
+                ("INCIDENT_BRIDGE_SCWM__OWNER_ID", "PLATFORM-TEAM"),
+                ("INCIDENT_BRIDGE_SCWM__TOKEN_FILE", "/etc/incident-bridge/secrets/scwm-token"),
+            ],
+            &["/etc/incident-bridge/secrets/scwm-token", "/etc/incident-bridge/secrets/alertmanager-token"],
+        ),
+        _ => (&[], &[]),
+    }
+}
+
 #[test]
 fn every_example_config_is_valid() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
@@ -153,8 +172,37 @@ fn every_example_config_is_valid() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
             let text = std::fs::read_to_string(&path).unwrap();
-            if let Err(e) = load_with(&text, &[]) {
+            let name = path.file_name().unwrap().to_str().unwrap();
+            let (env, files) = documented_environment(name);
+            for documented in env.iter().map(|(k, _)| *k).chain(files.iter().copied()) {
+                assert!(text.contains(documented), "{name} does not document {documented}");
+            }
+            let read_paths = std::cell::RefCell::new(Vec::new());
+            let read = |p: &Path| -> io::Result<String> {
+                read_paths.borrow_mut().push(p.to_path_buf());
+                if files.iter().any(|f| Path::new(f) == p) {
+                    Ok("placeholder-secret\n".into())
+                } else {
+                    no_files(p)
+                }
+            };
+            let env_map: BTreeMap<String, String> =
+                env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            if let Err(e) = load(&text, &env_map, &read) {
                 panic!("{}: {e}", path.display());
+            }
+            // What the example says comes from outside is really used.
+            for file in files {
+                assert!(
+                    read_paths.borrow().iter().any(|p| p == Path::new(file)),
+                    "{name} never reads {file}"
+                );
+            }
+            if !env.is_empty() {
+                assert!(
+                    load_with(&text, &[]).is_err(),
+                    "{name} validates without its documented environment"
+                );
             }
             seen += 1;
         }
