@@ -288,6 +288,11 @@ impl ProcStats {
 
 #[tokio::main]
 async fn main() {
+    // `cargo test --all-targets` runs every bench once without arguments: nothing to measure.
+    if std::env::args().len() <= 1 {
+        println!("loadgen: no scenario given; see `cargo bench --bench loadgen -- --help`");
+        return;
+    }
     let args = Args::parse();
     println!(
         "loadgen {:?}: concurrency {}, count {}, duration {:?}, rate {}",

@@ -67,7 +67,7 @@ ensure_nats_server
 ensure_alertmanager
 
 log "cargo test"
-cargo test --locked --all-targets "$@"
+cargo test --locked --all-targets --no-fail-fast "$@"
 
 log "chart and Dockerfile checks"
 scripts/check-chart.sh
