@@ -47,6 +47,11 @@ pub struct Source {
     pub stream: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stream_sequence: Option<u64>,
+    /// When the stream stored the message, in milliseconds since the Unix epoch (JetStream).
+    /// With the sequence it orders one key's messages: a sequence starts over when a stream is
+    /// created again, the time does not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream_published_ms: Option<u64>,
 }
 
 /// The bytes and headers an event arrived with, so a dead letter can carry them unchanged.

@@ -250,6 +250,7 @@ mod tests {
                 subject: subject.into(),
                 stream: Some("S".into()),
                 stream_sequence: Some(7),
+                stream_published_ms: Some(1_700_000_000_000),
             },
             original: Original { body: Bytes::from_static(body), headers: vec![] },
             received_at: SystemTime::now(),

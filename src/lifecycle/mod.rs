@@ -18,6 +18,14 @@
 //! A repeat notification (same content) must not call SCWM, which is why unchanged-and-open is
 //! nothing.
 //!
+//! # When a message arrives after a newer one
+//! Each notification states the whole current state, so when the caller has already decided a
+//! newer message for the key, an older one arriving late must not undo it: [`decide_late`]
+//! leaves the state as the newer message made it. It adds only what the newer message could not
+//! show: that the alert fired at all. A late firing message for a key with no incident, whose
+//! newer message was a resolve, adds the incident (+ submit) and closes it, as deciding the two
+//! in order would have done. Every other late message is nothing.
+//!
 //! # When SCWM no longer knows the item
 //! If an operation on a stored item answers 404, the incident is gone on SCWM's side: delete the
 //! stored mapping and call [`decide`] again with `None` (or [`decide_after_not_found`], which says
@@ -91,6 +99,11 @@ pub enum DecisionKind {
     NothingResolvedUnknown,
     /// Resolved, and the incident is already closed.
     NothingResolvedClosed,
+    /// Firing, arriving after a newer message that resolved it, and no incident is known: open
+    /// one and close it.
+    AddResolved,
+    /// Arriving after a newer message for the key, whose state stands.
+    NothingSuperseded,
 }
 
 impl DecisionKind {
@@ -105,6 +118,8 @@ impl DecisionKind {
             DecisionKind::NothingUnchanged => "nothing_unchanged",
             DecisionKind::NothingResolvedUnknown => "nothing_resolved_unknown",
             DecisionKind::NothingResolvedClosed => "nothing_resolved_closed",
+            DecisionKind::AddResolved => "add_resolved",
+            DecisionKind::NothingSuperseded => "nothing_superseded",
         }
     }
 }
@@ -225,6 +240,35 @@ pub fn decide(stored: Option<&Stored>, input: &Input<'_>) -> Decision {
                     replaces: Some(s.item_id.clone()),
                 }
             }
+        },
+    }
+}
+
+/// The decision for a message that arrived after a newer one for the same key was decided;
+/// `newer` is what that newer message said. See the module doc.
+pub fn decide_late(stored: Option<&Stored>, input: &Input<'_>, newer: AlertStatus) -> Decision {
+    match (input.status, stored, newer) {
+        (AlertStatus::Firing, None, AlertStatus::Resolved) => {
+            let mut ops = vec![Operation::Add];
+            let mut reason =
+                "fired before a newer message resolved it, and no incident is known: adding one".to_owned();
+            if let Some(p) = input.partner {
+                ops.push(Operation::Submit);
+                reason.push_str(&format!(", submitting it to partner {p}"));
+            }
+            ops.push(Operation::Close);
+            reason.push_str(" and closing it");
+            Decision { ops, kind: DecisionKind::AddResolved, reason, replaces: None }
+        }
+        _ => Decision {
+            ops: vec![],
+            kind: DecisionKind::NothingSuperseded,
+            reason: format!(
+                "{}, but a newer message ({}) was decided already and its state stands",
+                input.status.as_str(),
+                newer.as_str()
+            ),
+            replaces: None,
         },
     }
 }

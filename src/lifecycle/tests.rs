@@ -130,6 +130,8 @@ fn labels_are_bounded_and_distinct() {
         NothingUnchanged,
         NothingResolvedUnknown,
         NothingResolvedClosed,
+        AddResolved,
+        NothingSuperseded,
     ];
     let names: std::collections::BTreeSet<_> = all.iter().map(|k| k.as_str()).collect();
     assert_eq!(names.len(), all.len());
@@ -269,4 +271,39 @@ fn stored_round_trips_through_json() {
     let json = serde_json::to_string(&open).unwrap();
     assert_eq!(json, r#"{"item_id":"IT-1","state":"open","content_hash":"hash-before"}"#);
     assert_eq!(serde_json::from_str::<Stored>(&json).unwrap(), open);
+}
+
+#[test]
+fn a_late_firing_message_opens_and_closes_an_incident_only_when_none_is_known_and_a_newer_one_resolved() {
+    for (partner, want) in [(None, vec![Add, Close]), (Some("DBA"), vec![Add, Submit, Close])] {
+        let d = decide_late(None, &input(Event::FiringChanged, partner), AlertStatus::Resolved);
+        assert_eq!((d.ops, d.kind), (want, DecisionKind::AddResolved), "{partner:?}");
+    }
+    let d = decide_late(None, &input(Event::FiringUnchanged, None), AlertStatus::Resolved);
+    assert_eq!(
+        d.reason,
+        "fired before a newer message resolved it, and no incident is known: adding one and closing it"
+    );
+}
+
+#[test]
+fn every_other_late_message_leaves_the_newer_state_standing() {
+    use Event::*;
+    use State::*;
+    for state in [Unknown, Open, ClosedInsideWindow, ClosedOutsideWindow] {
+        for event in [FiringChanged, FiringUnchanged, Resolved] {
+            for newer in [AlertStatus::Firing, AlertStatus::Resolved] {
+                let s = stored(state);
+                let d = decide_late(s.as_ref(), &input(event, Some("P")), newer);
+                let acts = matches!(
+                    (state, event, newer),
+                    (Unknown, FiringChanged | FiringUnchanged, AlertStatus::Resolved)
+                );
+                if !acts {
+                    assert!(d.is_nothing(), "{state:?} {event:?} after {newer:?}: {d:?}");
+                    assert_eq!(d.kind, DecisionKind::NothingSuperseded);
+                }
+            }
+        }
+    }
 }

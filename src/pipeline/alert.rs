@@ -8,7 +8,12 @@
 //!    that stopped renewing its claim within `claim_ttl`) is finished first, with its own
 //!    licensePlates, so a crash between the SCWM call and the store write cannot swallow it or
 //!    make SCWM act twice. A fresh claim by another replica means "busy": retry later.
-//! 2. Decide with [`lifecycle::decide`]; nothing to do ends here (repeat notifications).
+//! 2. Decide with [`lifecycle::decide`]; nothing to do ends here (repeat notifications). Messages
+//!    of one key can arrive out of stream order: a retried one comes back after later ones, and
+//!    replicas sharing a consumer put back what another holds the claim for. So the record keeps
+//!    the newest JetStream message decided for the key (written even when the decision is
+//!    nothing), and an older one is decided with [`lifecycle::decide_late`]: the newer one's
+//!    state stands.
 //! 3. Render every payload first (a template error must not leave a decision half done), then
 //!    claim the key: write the intent with compare-and-swap. Two replicas can never both claim
 //!    the key from the same revision, so they can never both add an incident for it.
@@ -27,6 +32,7 @@ use tracing::Instrument;
 
 use super::{Delivery, Done, Outcome, Pipeline, RejectError, RetryCause};
 use crate::{
+    alert::AlertStatus,
     event::{AlertEvent, Event},
     ids::LicensePlate,
     ingest::source::truncate_strings,
@@ -44,6 +50,45 @@ struct Record {
     stored: Option<Stored>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pending: Option<Pending>,
+    /// The newest stream message decided for this key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    latest: Option<Latest>,
+}
+
+/// The newest stream message decided for a key, and what it said.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Latest {
+    position: Position,
+    status: AlertStatus,
+}
+
+/// Where a JetStream message sits in its stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Position {
+    stream: String,
+    sequence: u64,
+    published_ms: u64,
+}
+
+impl Position {
+    /// The event's position, when its transport has one.
+    fn of(event: &Event) -> Option<Self> {
+        let s = &event.source;
+        Some(Position {
+            stream: s.stream.clone()?,
+            sequence: s.stream_sequence?,
+            published_ms: s.stream_published_ms?,
+        })
+    }
+
+    /// Whether this message came before `other` in the same stream. The publish time must agree
+    /// with the sequence: a stream created again starts its sequence over, and its messages are
+    /// newer than the old stream's whatever their sequence.
+    fn is_before(&self, other: &Position) -> bool {
+        self.stream == other.stream
+            && self.sequence < other.sequence
+            && self.published_ms <= other.published_ms
+    }
 }
 
 /// Operations decided and claimed but not all done yet.
@@ -124,6 +169,20 @@ impl Pipeline {
                 }
             }
 
+            // A message older than the newest one decided for the key is late; the newest is
+            // remembered, with what it said, even when its decision is nothing.
+            let position = Position::of(event);
+            let late = match (&position, &record.latest) {
+                (Some(p), Some(latest)) if p.is_before(&latest.position) => Some(latest.status),
+                _ => None,
+            };
+            let newest = late.is_none()
+                && position.is_some()
+                && record.latest.as_ref().map(|l| &l.position) != position.as_ref();
+            if newest && let Some(position) = position {
+                record.latest = Some(Latest { position, status: alert.target.status });
+            }
+
             let now = SystemTime::now();
             let input = Input {
                 status: alert.target.status,
@@ -133,7 +192,9 @@ impl Pipeline {
                 partner: alert.target.route.partner.as_deref(),
             };
             let decision = tracing::info_span!("lifecycle", route = %alert.target.route.name).in_scope(|| {
-                let decision = if after_not_found {
+                let decision = if let Some(newer) = late {
+                    lifecycle::decide_late(record.stored.as_ref(), &input, newer)
+                } else if after_not_found {
                     lifecycle::decide_after_not_found(&input)
                 } else {
                     lifecycle::decide(record.stored.as_ref(), &input)
@@ -143,6 +204,13 @@ impl Pipeline {
             });
             crate::observe::decision(&alert.source.name, decision.label());
             if decision.is_nothing() {
+                if newest {
+                    match self.save(event, &record, revision).await {
+                        Ok(_) => {}
+                        Err(StoreError::Conflict) => continue,
+                        Err(e) => return store_retry(e),
+                    }
+                }
                 return match results.pop() {
                     // An earlier intent finished just now: that is this event's answer.
                     Some(last) => Outcome::Done(Box::new(Done { envelope: None, results: vec![last] })),
@@ -288,7 +356,7 @@ impl Pipeline {
                     }
                     if not_found {
                         tracing::warn!(item_id = ?current.as_ref().map(|s| s.item_id.as_str()), "SCWM no longer knows the item; forgetting the mapping");
-                        *record = Record::default();
+                        *record = Record { latest: record.latest.take(), ..Record::default() };
                         return match self.save(event, record, *revision).await {
                             Ok(r) => {
                                 *revision = Some(r);
@@ -393,4 +461,33 @@ impl Pipeline {
 
 fn store_retry(e: StoreError) -> Outcome {
     Outcome::Retry { after: Duration::from_millis(500), cause: RetryCause::Store(e) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(stream: &str, sequence: u64, published_ms: u64) -> Position {
+        Position { stream: stream.into(), sequence, published_ms }
+    }
+
+    #[test]
+    fn a_message_is_before_another_only_when_sequence_and_time_agree_in_one_stream() {
+        let latest = at("ALERTS", 10, 5_000);
+        assert!(at("ALERTS", 9, 4_000).is_before(&latest));
+        assert!(at("ALERTS", 9, 5_000).is_before(&latest), "same millisecond, earlier sequence");
+        assert!(!at("ALERTS", 10, 5_000).is_before(&latest), "a redelivery of the same message");
+        assert!(!at("ALERTS", 11, 6_000).is_before(&latest));
+        assert!(!at("ALERTS", 1, 9_000).is_before(&latest), "a stream created again starts over");
+        assert!(!at("OTHER", 1, 1_000).is_before(&latest), "other streams are not ordered with this one");
+    }
+
+    #[test]
+    fn records_written_before_positions_existed_still_read() {
+        let record: Record =
+            serde_json::from_str(r#"{"stored":{"item_id":"IT-000001","state":"open","content_hash":"h"}}"#)
+                .unwrap();
+        assert!(record.latest.is_none());
+        assert_eq!(record.stored.map(|s| s.item_id.as_str().to_owned()).as_deref(), Some("IT-000001"));
+    }
 }

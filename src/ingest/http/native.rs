@@ -50,6 +50,7 @@ async fn accept(state: &HttpState, op: &str, headers: &HeaderMap, body: Body) ->
             subject: format!("/v1/incidents/{op}"),
             stream: None,
             stream_sequence: None,
+            stream_published_ms: None,
         },
         original: Original { body: bytes, headers: kept_headers(headers) },
         received_at: SystemTime::now(),

@@ -81,6 +81,7 @@ async fn handle(
             subject: format!("/webhooks/{name}"),
             stream: None,
             stream_sequence: None,
+            stream_published_ms: None,
         },
         original: Original { body: bytes, headers: kept_headers(headers) },
         received_at: SystemTime::now(),

@@ -74,6 +74,7 @@ async fn handle(
             subject: msg.subject.to_string(),
             stream: None,
             stream_sequence: None,
+            stream_published_ms: None,
         },
         original,
         received_at: SystemTime::now(),

@@ -150,6 +150,7 @@ async fn handle(
             subject: message.subject.to_string(),
             stream: Some(stream.clone()),
             stream_sequence: Some(sequence),
+            stream_published_ms: (published_ms > 0).then_some(published_ms),
         },
         original: Original {
             body: message.payload.clone(),
