@@ -53,6 +53,11 @@ impl LicensePlate {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The time part of a ULID plate (0 for a UUID), so plates derived from this one sort with it.
+    pub fn timestamp_ms(&self) -> u64 {
+        Ulid::from_string(&self.0).map(|u| u.timestamp_ms()).unwrap_or(0)
+    }
 }
 
 fn is_hyphenated_uuid(s: &str) -> bool {

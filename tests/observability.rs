@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::{collections::HashMap, time::Duration};
+use std::collections::HashMap;
 
 use axum::{Router, body::Bytes, extract::State, routing::post};
 use common::{nats::NatsServer, within};

@@ -134,6 +134,11 @@ impl Unreadable {
             Unreadable::Decode(_) => "decode",
         }
     }
+
+    /// The dead letter's reason kind and sentence.
+    pub fn reason(&self) -> (&'static str, String) {
+        (self.kind(), self.to_string())
+    }
 }
 
 #[derive(Debug)]
@@ -226,30 +231,32 @@ impl Pipeline {
         &self.publisher
     }
 
-    /// Dead-letters a message that never became an event: it failed authentication or no
-    /// decoder could read it. The transport acknowledges the message only when this succeeds.
+    /// Dead-letters a whole message: one that never became an event (it failed authentication
+    /// or no decoder could read it, `reason_kind` `unauthenticated` or `decode`), or one whose
+    /// last delivery still had work to retry (`deliveries_exhausted`). The transport
+    /// acknowledges the message only when this succeeds.
     pub async fn reject_message(
         &self,
         source: &crate::event::Source,
         original: &crate::event::Original,
         op: Option<crate::scwm::Operation>,
-        unreadable: &Unreadable,
+        (reason_kind, reason): (&'static str, String),
         attempts: u32,
     ) -> Result<(), PublishError> {
         tracing::warn!(
             source = %source.name,
             subject = %source.subject,
-            reason_kind = unreadable.kind(),
-            error = %unreadable,
-            "message refused; dead-lettering it"
+            reason_kind,
+            error = %reason,
+            "message dead-lettered"
         );
         let letter = DeadLetter {
             op,
             license_plate: None,
             key: None,
             source: source.clone(),
-            reason_kind: unreadable.kind(),
-            reason: unreadable.to_string(),
+            reason_kind,
+            reason,
             attempts,
             scwm_header: None,
             at: std::time::SystemTime::now(),

@@ -90,7 +90,7 @@ async fn handle(
             if let Unreadable::Unauthenticated(v) = &e {
                 crate::observe::auth_failure(&config.source, v.kind());
             }
-            let published = runner.pipeline().reject_message(&source, &original, op, &e, 1).await;
+            let published = runner.pipeline().reject_message(&source, &original, op, e.reason(), 1).await;
             if let Err(pe) = published {
                 tracing::error!(error = %pe, "dead letter could not be published; the message is lost to core NATS");
             }

@@ -176,7 +176,11 @@ async fn handle(
             if let crate::pipeline::Unreadable::Unauthenticated(v) = &e {
                 crate::observe::auth_failure(&config.source, v.kind());
             }
-            let ack = match runner.pipeline().reject_message(&source, &original, op, &e, delivered).await {
+            let ack = match runner
+                .pipeline()
+                .reject_message(&source, &original, op, e.reason(), delivered)
+                .await
+            {
                 Ok(()) => AckKind::Term,
                 Err(pe) => {
                     tracing::error!(error = %pe, "dead letter could not be published; the message will come again");
@@ -191,10 +195,29 @@ async fn handle(
     let (done_tx, done_rx) = oneshot::channel();
     tokio::spawn(keep_in_progress(Acker::new(js.clone(), reply), config.ack_wait, done_rx));
     let delivery = Delivery { attempt: delivered, last };
+    let pipeline = Arc::clone(runner.pipeline());
     submit_all(runner, events, delivery, true, move |outcomes| {
         async move {
             let _ = done_tx.send(());
-            send_ack(&acker, ack_for(&outcomes), last).await;
+            let mut ack = ack_for(&outcomes);
+            // The server will not offer the message again: what still wanted a retry (a busy
+            // key, the store or a sink down) becomes a dead letter rather than vanish.
+            if last && let AckKind::Nak(_) = ack {
+                let causes: Vec<String> = outcomes
+                    .iter()
+                    .filter_map(|o| match o {
+                        Outcome::Retry { cause, .. } => Some(cause.to_string()),
+                        _ => None,
+                    })
+                    .collect();
+                let reason =
+                    ("deliveries_exhausted", format!("last delivery still failing: {}", causes.join("; ")));
+                ack = match pipeline.reject_message(&source, &original, op, reason, delivered).await {
+                    Ok(()) => AckKind::Term,
+                    Err(_) => ack,
+                };
+            }
+            send_ack(&acker, ack, last).await;
         }
         .boxed()
     })
