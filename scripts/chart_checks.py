@@ -13,6 +13,9 @@
       Renders config.toml from the default values (plus VALUES files) and runs
       `BINARY check-config` on it, with every secret file replaced by a temporary file.
 
+  chart_checks.py readme-values README OUT
+      Writes the values examples of README.md's "Deploy on Kubernetes" section, merged, to OUT.
+
 Needs PyYAML; tomllib (Python 3.11+) or tomli.
 """
 
@@ -464,7 +467,34 @@ def check_config(helm, chart, binary, values_files):
         return result.returncode
 
 
+def readme_values(readme, out):
+    """Merges the values examples of README.md's "Deploy on Kubernetes" section (the blocks that
+    start with `image:` or `# Bridge values`) into one values file, so check-config can tell
+    whether what the README shows is a configuration the bridge accepts."""
+    text = Path(readme).read_text()
+    start = text.index("## Deploy on Kubernetes")
+    section = text[start:text.index("\n## ", start + 1)]
+    merged = {}
+
+    def merge(into, new):
+        for k, v in new.items():
+            if isinstance(v, dict) and isinstance(into.get(k), dict):
+                merge(into[k], v)
+            else:
+                into[k] = v
+
+    blocks = [b for b in re.findall(r"```yaml\n(.*?)```", section, re.S)
+              if b.startswith(("image:", "# Bridge values"))]
+    for block in blocks:
+        merge(merged, yaml.safe_load(block))
+    Path(out).write_text(yaml.safe_dump(merged))
+    print(f"  {len(blocks)} values example(s) from {readme}")
+    return 0 if blocks else 1
+
+
 def main(argv):
+    if len(argv) == 3 and argv[0] == "readme-values":
+        return readme_values(argv[1], argv[2])
     if len(argv) >= 3 and argv[0] == "unit":
         return unit(argv[1], argv[2])
     if len(argv) >= 4 and argv[0] == "check-config":

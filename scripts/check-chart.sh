@@ -181,4 +181,12 @@ for s in "${scenarios[@]}"; do
         || fail "check-config did not say the config rendered from $(name_of "$s") is valid"
 done
 
+log "incident-bridge check-config on the values examples of README.md"
+readme_values=$(mktemp --suffix=.yaml)
+trap 'rm -f "$readme_values"' EXIT
+python3 scripts/chart_checks.py readme-values README.md "$readme_values" || fail "no values examples found in README.md"
+out=$(python3 scripts/chart_checks.py check-config "$helm" "$chart" "$binary" "$readme_values" 2>&1) \
+    || { echo "$out" >&2; fail "check-config rejected the config rendered from README.md's values examples"; }
+echo "$out"
+
 log "chart checks passed"
