@@ -4,12 +4,17 @@
   chart_checks.py unit HELM CHART
       Renders the chart with its default values and each ci/ scenario and asserts the fields
       that matter: Pod Security "restricted", config checksums that roll the pods, secrets that
-      reach the bridge only as mounted files named by *_FILE variables (or *_files paths in the
-      config), no secret value in any ConfigMap, a grace period longer than the bridge's drain.
+      reach the bridge only as mounted files named by *_FILE variables (or paths in the config:
+      *_files lists, a source's auth entries), each source secret mounted from where the values
+      say, the store volume at the directory of config.store.path, no secret value in any
+      ConfigMap, a grace period longer than the bridge's drain.
 
   chart_checks.py check-config HELM CHART BINARY [VALUES...]
       Renders config.toml from the default values (plus VALUES files) and runs
       `BINARY check-config` on it, with every secret file replaced by a temporary file.
+
+  chart_checks.py readme-values README OUT
+      Writes the values examples of README.md's "Deploy on Kubernetes" section, merged, to OUT.
 
 Needs PyYAML; tomllib (Python 3.11+) or tomli.
 """
@@ -137,6 +142,88 @@ def inline_values(values_file):
     return found
 
 
+def source_secret_leaves(values_file):
+    """(source, auth index, *_files key, item position, leaf) of every source secret in a values
+    file: secrets.sources.<name>.auth[i].<key>_files[j]. Null items are skipped, as the chart
+    skips them; j counts the items kept."""
+    if values_file is None:
+        return []
+    sources = (((yaml.safe_load(Path(values_file).read_text()) or {}).get("secrets") or {}).get("sources")) or {}
+    out = []
+    for name, tree in sources.items():
+        for i, entry in enumerate((tree or {}).get("auth") or []):
+            for key, leaves in (entry or {}).items():
+                kept = [leaf for leaf in leaves or [] if leaf and (leaf.get("value") or (leaf.get("existingSecret") or {}).get("name"))]
+                for j, leaf in enumerate(kept):
+                    out.append((name, i, key, j, leaf))
+    return out
+
+
+def check_store_volume(docs, cfg, who):
+    """The embedded store's volume is mounted at the directory of config.store.path."""
+    spec = pod_spec(docs)
+    store = cfg.get("store", {})
+    backend = store.get("backend", "embedded")
+    data_mounts = [m for m in spec["containers"][0]["volumeMounts"] if m["name"] == "data"]
+    data_volumes = [v for v in spec["volumes"] if v["name"] == "data"]
+    if backend != "embedded":
+        check(not data_mounts and not data_volumes, f"{who}: no store volume with the {backend} store")
+        return
+    path = store.get("path", "")
+    check(path.startswith("/"), f"{who}: config.store.path is absolute ({path!r})")
+    check(len(data_mounts) == 1 and data_mounts[0]["mountPath"] == os.path.dirname(path),
+          f"{who}: store volume mounted at {os.path.dirname(path)}, the directory of config.store.path")
+    check(len(data_mounts) == 1 and not data_mounts[0].get("readOnly"), f"{who}: store volume writable")
+    check(len(data_volumes) == 1 and ("emptyDir" in data_volumes[0] or "persistentVolumeClaim" in data_volumes[0]),
+          f"{who}: store volume is an emptyDir or a PersistentVolumeClaim")
+
+
+def check_source_secrets(docs, cfg, toml_text, values_file, who):
+    """Each source secret of the values file is mounted from where the values say and its path
+    is the matching item of the auth entry's *_files list in config.toml."""
+    _, items, data = secret_wiring(docs)
+    chart_secrets = {d["metadata"]["name"] for d in docs if d["kind"] == "Secret"}
+    for name, i, key, j, leaf in source_secret_leaves(values_file):
+        where = f"sources.{name}.auth[{i}].{key}[{j}]"
+        try:
+            path = cfg["sources"][name]["auth"][i][key][j]
+        except (KeyError, IndexError, TypeError):
+            check(False, f"{who}: config.toml has {where}")
+            continue
+        check(path.startswith(SECRETS_DIR + "/") and f'"{path}"' in toml_text,
+              f"{who}: config.toml names {where} by its path {path}")
+        source = items.get(path)
+        if leaf.get("value"):
+            ok = source is not None and source[0] in chart_secrets and data.get(source) == leaf["value"]
+            check(ok, f"{who}: {where} mounted from the chart's Secret with its value")
+        else:
+            ref = leaf["existingSecret"]
+            check(source == (ref["name"], ref["key"]), f"{who}: {where} mounted from Secret {ref['name']}, key {ref['key']}")
+
+
+def check_integration(cfg, who, backend):
+    """A scenario that uses what the bridge offers: NATS (the official chart's Service), the
+    store, a JetStream consumer, result events and the three webhook sources with their secrets
+    as files."""
+    nats = cfg.get("nats") or {}
+    urls = nats.get("url") or []
+    urls = [u.strip() for u in urls.split(",")] if isinstance(urls, str) else urls
+    check(bool(urls) and all(re.fullmatch(r"nats://[a-z0-9.-]+\.nats\.svc:4222", u) for u in urls),
+          f"{who}: [nats] url names the NATS chart's Service in namespace nats ({', '.join(urls)})")
+    check(cfg.get("store", {}).get("backend") == backend, f"{who}: [store] backend = {backend}")
+    check(bool(nats.get("consumers")) and all(c.get("stream") for c in nats["consumers"]), f"{who}: [[nats.consumers]] with a stream")
+    check(isinstance(nats.get("results"), dict) and nats["results"].get("enabled", True) is not False, f"{who}: [nats.results] on")
+    sources = cfg.get("sources", {})
+    for name, kind, scheme, files in [("alertmanager", "alertmanager", "bearer", "token_files"),
+                                      ("grafana", "grafana", "grafana", "secret_files"),
+                                      ("signed", None, "standard-webhooks", "secret_files")]:
+        src = sources.get(name, {})
+        auth = (src.get("auth") or [{}])[0]
+        check((kind is None or src.get("kind") == kind) and auth.get("scheme") == scheme and bool(auth.get(files))
+              and all(p.startswith(SECRETS_DIR + "/") for p in auth.get(files, [])),
+              f"{who}: [sources.{name}] {scheme} with {files} under {SECRETS_DIR}")
+
+
 def unit(helm, chart):
     chart = Path(chart)
     ci = sorted(chart.glob("ci/*-values.yaml"))
@@ -181,10 +268,12 @@ def unit(helm, chart):
                 check((sname, key) in data, f"{src}: key {key} exists in the chart's Secret {sname}")
         for path in list_paths(cfg):
             check(path in items, f"config list entry {path} is a mounted secret file")
+        check_store_volume(docs, cfg, name)
+        check_source_secrets(docs, cfg, cm["data"]["config.toml"], files[0] if files else None, name)
         secret_values = [v for f in files for v in inline_values(f)] + list(data.values())
         cm_texts = [yaml.safe_dump(d) for d in docs if d["kind"] == "ConfigMap"]
         check(all(v not in t for v in secret_values for t in cm_texts), "no secret value appears in any ConfigMap")
-        check(not re.search(r"^\s*(token|password|nkey_seed|secrets|tokens)\s*=", cm["data"]["config.toml"], re.M),
+        check(not re.search(r"^\s*(token|password|nkey_seed|secrets|tokens|passwords)\s*=", cm["data"]["config.toml"], re.M),
               "config.toml has no inline secret keys")
 
     print("- scenario specifics")
@@ -228,9 +317,11 @@ def unit(helm, chart):
 
     docs = render(helm, chart, [chart / "ci/full-values.yaml"])
     _, cfg = config_of(docs)
-    check(cfg["sources"]["alertmanager"]["secret_files"] == [f"{SECRETS_DIR}/sources-alertmanager-secret-0", f"{SECRETS_DIR}/sources-alertmanager-secret-1"],
-          "full: list secrets written to config as secret_files paths, in order")
+    check_integration(cfg, "full", "jetstream-kv")
+    check(cfg["sources"]["alertmanager"]["auth"][0]["token_files"] == [f"{SECRETS_DIR}/sources-alertmanager-auth-0-token-0", f"{SECRETS_DIR}/sources-alertmanager-auth-0-token-1"],
+          "full: list secrets written into their auth entry as token_files paths, in order")
     env, _, _ = secret_wiring(docs)
+    check(not any("SOURCES" in var for var in env), "full: no source secret as an environment variable (a list item cannot be named there)")
     check({"INCIDENT_BRIDGE_SCWM__PASSWORD_FILE", "INCIDENT_BRIDGE_NATS__PASSWORD_FILE", "INCIDENT_BRIDGE_NATS__TLS__KEY_FILE"} <= set(env),
           "full: SCWM password, NATS password and TLS key wired as _FILE variables")
     check("INCIDENT_BRIDGE_SCWM__TOKEN_FILE" not in env, "full: token_file: null drops the default token reference")
@@ -251,15 +342,28 @@ def unit(helm, chart):
 
     docs = render(helm, chart, [chart / "ci/existing-secrets-values.yaml"])
     spec = pod_spec(docs)
+    _, cfg = config_of(docs)
+    check_integration(cfg, "existing-secrets", "embedded")
+    env, items, _ = secret_wiring(docs)
+    check(env.get("INCIDENT_BRIDGE_NATS__CREDS_FILE") == f"{SECRETS_DIR}/nats-creds"
+          and items.get(f"{SECRETS_DIR}/nats-creds") == ("nats-bridge-creds", "bridge.creds"),
+          "existing-secrets: NATS .creds file from its Secret as INCIDENT_BRIDGE_NATS__CREDS_FILE")
     check(not any(d["kind"] == "Secret" for d in docs), "existing-secrets: the chart makes no Secret")
     check(one(docs, "Deployment")["spec"]["strategy"]["type"] == "Recreate", "existing-secrets: Recreate with the store on a PVC")
-    check(one(docs, "PersistentVolumeClaim")["spec"]["storageClassName"] == "fast-ssd", "existing-secrets: PVC with the storage class")
+    pvc = one(docs, "PersistentVolumeClaim")
+    check(pvc["spec"]["storageClassName"] == "fast-ssd", "existing-secrets: PVC with the storage class")
     data_mount = next(m for m in spec["containers"][0]["volumeMounts"] if m["name"] == "data")
-    check(data_mount["mountPath"] == "/var/lib/incident-bridge", "existing-secrets: store volume at the directory of config.store.path")
+    data_volume = next(v for v in spec["volumes"] if v["name"] == "data")
+    check(data_mount["mountPath"] == "/var/lib/incident-bridge/store", "existing-secrets: store volume at the directory of config.store.path")
+    check(data_volume.get("persistentVolumeClaim", {}).get("claimName") == pvc["metadata"]["name"], "existing-secrets: store volume is the chart's PVC")
     check(spec["terminationGracePeriodSeconds"] == 60, "existing-secrets: explicit terminationGracePeriodSeconds kept")
 
     docs = render(helm, chart, [chart / "ci/multi-replica-values.yaml"])
     spec = pod_spec(docs)
+    _, cfg = config_of(docs)
+    check_integration(cfg, "multi-replica", "jetstream-kv")
+    env, _, _ = secret_wiring(docs)
+    check("INCIDENT_BRIDGE_NATS__NKEY_SEED_FILE" in env, "multi-replica: NATS nkey seed as INCIDENT_BRIDGE_NATS__NKEY_SEED_FILE")
     check(one(docs, "Deployment")["spec"]["replicas"] == 3, "multi-replica: 3 replicas")
     check(not any(v["name"] == "data" for v in spec["volumes"]), "multi-replica: no store volume with jetstream-kv")
     tsc = spec["topologySpreadConstraints"]
@@ -273,7 +377,7 @@ def unit(helm, chart):
 
 
 def list_paths(cfg):
-    """Every string in a *_files list anywhere in the config."""
+    """Every string in a *_files list anywhere in the config, lists of tables included."""
     out = []
     if isinstance(cfg, dict):
         for k, v in cfg.items():
@@ -281,7 +385,51 @@ def list_paths(cfg):
                 out += [p for p in v if isinstance(p, str)]
             else:
                 out += list_paths(v)
+    elif isinstance(cfg, list):
+        for item in cfg:
+            out += list_paths(item)
     return out
+
+
+# Dummy contents of the mounted secret files. One text serves every secret the bridge reads as
+# text: it is base64 (as a Standard Webhooks secret must be), has no whitespace (as a bearer
+# token must not) and is not empty. NATS credentials are parsed while the config loads, so they
+# get a file of the real format, with a well-formed nkey seed.
+DUMMY_SECRET = base64.b64encode(b"dummy-secret-value").decode() + "\n"
+
+
+def crc16_xmodem(data):
+    crc = 0
+    for byte in data:
+        crc ^= byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
+            crc &= 0xFFFF
+    return crc
+
+
+def dummy_nkey_seed():
+    """A user nkey seed ("SU..."): the encoding nkeys checks, around 32 fixed bytes."""
+    seed_prefix, user_prefix = 18 << 3, 20 << 3
+    data = bytes([seed_prefix | (user_prefix >> 5), (user_prefix & 31) << 3]) + bytes(range(32))
+    data += crc16_xmodem(data).to_bytes(2, "little")
+    return base64.b32encode(data).decode().rstrip("=")
+
+
+def dummy_creds():
+    """A NATS .creds file: a user JWT block and a user nkey seed block."""
+    jwt = ".".join(base64.urlsafe_b64encode(part).decode().rstrip("=")
+                   for part in (b'{"typ":"JWT","alg":"ed25519-nkey"}', b'{"sub":"dummy"}', b"dummy"))
+    return (f"-----BEGIN NATS USER JWT-----\n{jwt}\n------END NATS USER JWT------\n\n"
+            f"-----BEGIN USER NKEY SEED-----\n{dummy_nkey_seed()}\n------END USER NKEY SEED------\n")
+
+
+def dummy_content(var):
+    if var.endswith("__CREDS_FILE"):
+        return dummy_creds()
+    if var.endswith("__NKEY_SEED_FILE"):
+        return dummy_nkey_seed() + "\n"
+    return DUMMY_SECRET
 
 
 def check_config(helm, chart, binary, values_files):
@@ -289,14 +437,18 @@ def check_config(helm, chart, binary, values_files):
     cm, _ = config_of(docs)
     env_vars, items, _ = secret_wiring(docs)
     with tempfile.TemporaryDirectory() as tmp:
-        # Each mounted secret file becomes a local file with a dummy value; paths are rewritten.
-        def local(path):
-            return os.path.join(tmp, "secrets", os.path.basename(path))
+        # Each mounted secret file becomes a local file with a dummy value: the mount prefix is
+        # rewritten to the temporary directory in config.toml and in the *_FILE variables.
+        local_dir = os.path.join(tmp, "secrets")
 
-        os.makedirs(os.path.join(tmp, "secrets"))
+        def local(path):
+            return os.path.join(local_dir, os.path.relpath(path, SECRETS_DIR))
+
+        os.makedirs(local_dir)
+        kinds_by_path = {path: var for var, path in env_vars.items()}
         for path in items:
-            Path(local(path)).write_text("dummy-secret-value\n")
-        text = cm["data"]["config.toml"].replace(SECRETS_DIR + "/", os.path.join(tmp, "secrets") + "/")
+            Path(local(path)).write_text(dummy_content(kinds_by_path.get(path, "")))
+        text = cm["data"]["config.toml"].replace(SECRETS_DIR + "/", local_dir + "/")
         config = os.path.join(tmp, "config.toml")
         Path(config).write_text(text)
         env = {k: v for k, v in os.environ.items() if not k.startswith("INCIDENT_BRIDGE_")}
@@ -304,13 +456,45 @@ def check_config(helm, chart, binary, values_files):
         for extra in bridge_container(docs).get("env", []):
             if extra["name"].startswith("INCIDENT_BRIDGE_") and not extra["name"].endswith("_FILE") and "value" in extra:
                 env[extra["name"]] = extra["value"]
-        print(f"  rendered config.toml with {len(env_vars)} secret file variable(s): {', '.join(sorted(env_vars)) or 'none'}")
+        listed = list_paths(tomllib.loads(cm["data"]["config.toml"]))
+        print(f"  {len(env_vars)} secret file variable(s): {', '.join(sorted(env_vars)) or 'none'}; "
+              f"{len(listed)} secret file path(s) in config.toml")
         result = subprocess.run([binary, "check-config", "--config", config], env=env, capture_output=True, text=True)
         sys.stdout.write("  " + (result.stdout + result.stderr).strip().replace(tmp, "<tmp>").replace("\n", "\n  ") + "\n")
+        if result.returncode == 0 and "configuration is valid" not in result.stdout:
+            print("  check-config exited 0 without saying the configuration is valid")
+            return 1
         return result.returncode
 
 
+def readme_values(readme, out):
+    """Merges the values examples of README.md's "Deploy on Kubernetes" section (the blocks that
+    start with `image:` or `# Bridge values`) into one values file, so check-config can tell
+    whether what the README shows is a configuration the bridge accepts."""
+    text = Path(readme).read_text()
+    start = text.index("## Deploy on Kubernetes")
+    section = text[start:text.index("\n## ", start + 1)]
+    merged = {}
+
+    def merge(into, new):
+        for k, v in new.items():
+            if isinstance(v, dict) and isinstance(into.get(k), dict):
+                merge(into[k], v)
+            else:
+                into[k] = v
+
+    blocks = [b for b in re.findall(r"```yaml\n(.*?)```", section, re.S)
+              if b.startswith(("image:", "# Bridge values"))]
+    for block in blocks:
+        merge(merged, yaml.safe_load(block))
+    Path(out).write_text(yaml.safe_dump(merged))
+    print(f"  {len(blocks)} values example(s) from {readme}")
+    return 0 if blocks else 1
+
+
 def main(argv):
+    if len(argv) == 3 and argv[0] == "readme-values":
+        return readme_values(argv[1], argv[2])
     if len(argv) >= 3 and argv[0] == "unit":
         return unit(argv[1], argv[2])
     if len(argv) >= 4 and argv[0] == "check-config":

@@ -6,7 +6,8 @@
 # Steps: bash -n on the scripts, hadolint, helm lint --strict, helm template | kubernetes-validate
 # --strict for the oldest Kubernetes the chart supports and the newest with bundled schemas,
 # renders that must fail, assertions on the rendered objects (scripts/chart_checks.py), and
-# `incident-bridge check-config` on the config the chart renders.
+# `incident-bridge check-config` on the config the chart renders for every scenario (the default
+# values and each ci/*-values.yaml), with dummy files in place of the mounted secrets.
 # Usage: scripts/check-chart.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -137,21 +138,55 @@ expect_failure "a secret at a key that is not *_file" \
     'secrets.scwm.token: a secret belongs at a \*_file config key' --set secrets.scwm.token.value=abc
 expect_failure "an unknown top-level value" \
     "additional properties 'replicas' not allowed" --set replicas=2
+expect_failure "multi-replica scenario without NATS" \
+    'config.store.backend is "jetstream-kv" for 3 replicas, which needs config.nats with config.nats.url' \
+    -f "$chart/ci/multi-replica-values.yaml" --set config.nats=null
+expect_failure "autoscaling on JetStream KV without NATS" \
+    'jetstream-kv" for 4 replicas, which needs config.nats' \
+    --set autoscaling.enabled=true --set config.store.backend=jetstream-kv
+expect_failure "the jetstream-kv store without NATS" \
+    'config.store.backend is "jetstream-kv", which needs config.nats' --set config.store.backend=jetstream-kv
+expect_failure "an unknown store backend" \
+    "/config/store/backend': value must be one of 'embedded', 'jetstream-kv'" --set config.store.backend=redis
+expect_failure "the embedded store without a path" \
+    'config.store.path is required with the embedded store' --set config.store.path=null
+expect_failure "a relative store path" \
+    "/config/store/path': 'store.redb' does not match pattern" --set config.store.path=store.redb
+expect_failure "a secret value inside a source's auth entry" \
+    'config.sources.am.auth\[0\].tokens holds a secret .* set secrets.sources.am.auth\[0\].token_files instead' \
+    --set config.sources.am.kind=alertmanager --set 'config.sources.am.auth[0].scheme=bearer' \
+    --set 'config.sources.am.auth[0].tokens[0]=abc'
+expect_failure "source secrets outside an auth entry" \
+    "secrets.sources.am.secret_files: a source's secrets belong to one of its auth entries" \
+    --set 'secrets.sources.am.secret_files[0].value=abc'
+expect_failure "source secrets for an auth entry the config lacks" \
+    'secrets.sources.am.auth\[1\].token_files belongs to config.sources.am.auth\[1\], which is not there' \
+    --set config.sources.am.kind=alertmanager --set 'config.sources.am.auth[0].scheme=bearer' \
+    --set 'secrets.sources.am.auth[1].token_files[0].value=abc'
 
 log "assertions on the rendered objects"
 python3 scripts/chart_checks.py unit "$helm" "$chart" || fail "chart assertions"
 
-log "incident-bridge check-config on the config the chart renders"
+log "incident-bridge check-config on the config each scenario renders"
 binary="$root/target/debug/incident-bridge"
 # Always asked, so a binary older than the sources is never what gets checked; after
 # `cargo test` (scripts/test.sh) it is already up to date and this returns at once.
 cargo build --locked --quiet --bin incident-bridge
-# Scenarios whose config uses only sections the binary knows today; add the others as the
-# bridge learns [nats], [store] and [sources].
-for s in "" "$chart/ci/minimal-values.yaml"; do
+for s in "${scenarios[@]}"; do
     printf '  %s\n' "$(name_of "$s")"
-    python3 scripts/chart_checks.py check-config "$helm" "$chart" "$binary" ${s:+"$s"} \
-        || fail "check-config rejected the config rendered from $(name_of "$s")"
+    out=$(python3 scripts/chart_checks.py check-config "$helm" "$chart" "$binary" ${s:+"$s"} 2>&1) \
+        || { echo "$out" >&2; fail "check-config rejected the config rendered from $(name_of "$s")"; }
+    echo "$out"
+    grep -q 'configuration is valid' <<<"$out" \
+        || fail "check-config did not say the config rendered from $(name_of "$s") is valid"
 done
+
+log "incident-bridge check-config on the values examples of README.md"
+readme_values=$(mktemp --suffix=.yaml)
+trap 'rm -f "$readme_values"' EXIT
+python3 scripts/chart_checks.py readme-values README.md "$readme_values" || fail "no values examples found in README.md"
+out=$(python3 scripts/chart_checks.py check-config "$helm" "$chart" "$binary" "$readme_values" 2>&1) \
+    || { echo "$out" >&2; fail "check-config rejected the config rendered from README.md's values examples"; }
+echo "$out"
 
 log "chart checks passed"

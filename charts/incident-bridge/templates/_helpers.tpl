@@ -106,8 +106,9 @@ Builds the bridge configuration from .Values.config and stores it as .out.config
   - numbers read from values files arrive as floats (8 becomes 8.0), which the bridge's integer
     fields refuse, so whole numbers are turned back into integers;
   - keys that hold secret values are refused: secrets go through .Values.secrets;
-  - file paths of list-valued secrets (e.g. sources.<name>.secret_files) are written in, because
-    a list cannot be given through an environment variable.
+  - file paths of secrets the environment cannot carry are written in: *_files lists (e.g.
+    sources.<name>.auth[0].token_files), and any secret inside a list of tables such as a
+    source's `auth` entries, since an environment variable cannot address a list item.
 Call as: include "incident-bridge.buildConfig" (dict "root" $ "out" $holder)
 */}}
 {{- define "incident-bridge.buildConfig" -}}
@@ -119,16 +120,9 @@ Call as: include "incident-bridge.buildConfig" (dict "root" $ "out" $holder)
 {{- $order := list -}}
 {{- range $e := include "incident-bridge.secretEntries" $root | fromJson | dig "entries" list -}}
   {{- /* The same key set in config and in secrets would leave one of them silently unused. */ -}}
-  {{- $node := $cfg -}}
-  {{- $found := true -}}
-  {{- range $seg := $e.segments -}}
-    {{- if and $found (kindIs "map" $node) (hasKey $node $seg) -}}
-      {{- $node = index $node $seg -}}
-    {{- else -}}
-      {{- $found = false -}}
-    {{- end -}}
-  {{- end -}}
-  {{- if and $found (not (kindIs "invalid" $node)) -}}
+  {{- $at := dict -}}
+  {{- include "incident-bridge.configAt" (dict "node" $cfg "segments" $e.segments "out" $at) -}}
+  {{- if and $at.found (not (kindIs "invalid" $at.value)) -}}
     {{- fail (printf "config.%s and secrets.%s are both set, and the bridge would use only one of them: keep one" $e.path $e.path) -}}
   {{- end -}}
   {{- if $e.list -}}
@@ -137,10 +131,12 @@ Call as: include "incident-bridge.buildConfig" (dict "root" $ "out" $holder)
       {{- $order = append $order $e -}}
     {{- end -}}
     {{- $_ := set $lists $e.path (append (get $lists $e.path) $e.mountPath) -}}
+  {{- else if not $e.envName -}}
+    {{- include "incident-bridge.setPath" (dict "node" $cfg "segments" $e.segments "value" $e.mountPath "path" $e.path) -}}
   {{- end -}}
 {{- end -}}
 {{- range $e := $order -}}
-  {{- include "incident-bridge.setPath" (dict "node" $cfg "segments" $e.segments "value" (get $lists $e.path)) -}}
+  {{- include "incident-bridge.setPath" (dict "node" $cfg "segments" $e.segments "value" (get $lists $e.path) "path" $e.path) -}}
 {{- end -}}
 {{- $_ := set .out "config" $cfg -}}
 {{- end }}
@@ -183,12 +179,13 @@ Turns whole floats into int64, in place, through maps and lists at any depth.
 {{- end }}
 
 {{/*
-Fails on a config key that carries a secret value (token, password, nkey_seed, secrets,
-tokens): the ConfigMap is readable by anyone who can read the namespace's ConfigMaps.
+Fails on a config key that carries a secret value (token, password, nkey_seed, secrets, tokens,
+passwords), at any depth, lists of tables included: the ConfigMap is readable by anyone who can
+read the namespace's ConfigMaps.
 */}}
 {{- define "incident-bridge.refuseInlineSecrets" -}}
 {{- $path := .path -}}
-{{- $fileKeys := dict "token" "token_file" "password" "password_file" "nkey_seed" "nkey_seed_file" "secrets" "secret_files" "tokens" "token_files" -}}
+{{- $fileKeys := dict "token" "token_file" "password" "password_file" "nkey_seed" "nkey_seed_file" "secrets" "secret_files" "tokens" "token_files" "passwords" "password_files" -}}
 {{- range $k, $v := .node -}}
   {{- $here := printf "%s.%s" $path $k -}}
   {{- if and (hasKey $fileKeys $k) (not (empty $v)) -}}
@@ -196,21 +193,73 @@ tokens): the ConfigMap is readable by anyone who can read the namespace's Config
   {{- end -}}
   {{- if kindIs "map" $v -}}
     {{- include "incident-bridge.refuseInlineSecrets" (dict "node" $v "path" $here) -}}
+  {{- else if kindIs "slice" $v -}}
+    {{- range $i, $item := $v -}}
+      {{- if kindIs "map" $item -}}
+        {{- include "incident-bridge.refuseInlineSecrets" (dict "node" $item "path" (printf "%s[%d]" $here $i)) -}}
+      {{- end -}}
+    {{- end -}}
   {{- end -}}
 {{- end -}}
 {{- end }}
 
 {{/*
-Sets .value at .segments under the dict .node, creating intermediate tables.
+Looks up .segments under .node, where a segment "[i]" is the i-th item of a list; sets .out.found
+and .out.value.
+*/}}
+{{- define "incident-bridge.configAt" -}}
+{{- $node := .node -}}
+{{- $found := true -}}
+{{- range $seg := .segments -}}
+  {{- if $found -}}
+    {{- if hasPrefix "[" $seg -}}
+      {{- $i := $seg | trimPrefix "[" | trimSuffix "]" | atoi -}}
+      {{- if and (kindIs "slice" $node) (lt $i (len $node)) -}}
+        {{- $node = index $node $i -}}
+      {{- else -}}
+        {{- $found = false -}}
+      {{- end -}}
+    {{- else if and (kindIs "map" $node) (hasKey $node $seg) -}}
+      {{- $node = index $node $seg -}}
+    {{- else -}}
+      {{- $found = false -}}
+    {{- end -}}
+  {{- end -}}
+{{- end -}}
+{{- $_ := set .out "found" $found -}}
+{{- $_ := set .out "value" (ternary $node nil $found) -}}
+{{- end }}
+
+{{/*
+Sets .value at .segments under the dict .node, creating intermediate tables. A segment "[i]"
+names the i-th table of a list, which must already be in the config: a secret there belongs to
+that entry (e.g. secrets.sources.grafana.auth[0] to config.sources.grafana.auth[0]). .path is
+the dotted key, for messages.
 */}}
 {{- define "incident-bridge.setPath" -}}
+{{- $ctx := . -}}
 {{- $node := .node -}}
-{{- $last := last .segments -}}
-{{- range $seg := initial .segments -}}
-  {{- if not (kindIs "map" (get $node $seg)) -}}
-    {{- $_ := set $node $seg dict -}}
+{{- $segments := .segments -}}
+{{- $last := last $segments -}}
+{{- range $n, $seg := initial $segments -}}
+  {{- $next := index $segments (add1 $n) -}}
+  {{- $here := slice $segments 0 (add1 $n) | join "." | replace ".[" "[" -}}
+  {{- if hasPrefix "[" $seg -}}
+    {{- $i := $seg | trimPrefix "[" | trimSuffix "]" | atoi -}}
+    {{- if not (and (kindIs "slice" $node) (lt $i (len $node)) (kindIs "map" (index $node $i))) -}}
+      {{- fail (printf "secrets.%s belongs to config.%s, which is not there: the secrets tree mirrors the config, so add that entry (e.g. its scheme) to config" $ctx.path $here) -}}
+    {{- end -}}
+    {{- $node = index $node $i -}}
+  {{- else -}}
+    {{- if hasPrefix "[" $next -}}
+      {{- if not (kindIs "slice" (get $node $seg)) -}}
+        {{- fail (printf "secrets.%s belongs to config.%s%s, which is not there: the secrets tree mirrors the config, so add that entry (e.g. its scheme) to config" $ctx.path $here $next) -}}
+      {{- end -}}
+    {{- else if not (kindIs "map" (get $node $seg)) -}}
+      {{- $_ := set $node $seg dict -}}
+    {{- end -}}
+    {{- $node = get $node $seg -}}
   {{- end -}}
-  {{- $node = get $node $seg -}}
 {{- end -}}
 {{- $_ := set $node $last .value -}}
 {{- end }}
@@ -270,25 +319,25 @@ The store backend; the bridge's default is "embedded".
 {{- end }}
 
 {{/*
-Where the embedded store's volume is mounted: the directory of config.store.path, so the path
-works whether it names a file or a directory, or /var/lib/incident-bridge without a path.
+Where the embedded store's volume is mounted: the directory of config.store.path. The path is
+required with the embedded store: the bridge's default is relative to its working directory,
+which sits on the read-only root filesystem.
 */}}
 {{- define "incident-bridge.dataDir" -}}
 {{- $h := dict -}}
 {{- include "incident-bridge.buildConfig" (dict "root" . "out" $h) -}}
 {{- $path := dig "store" "path" "" $h.config | toString -}}
 {{- if not $path -}}
-{{- include "incident-bridge.defaultDataDir" . -}}
-{{- else -}}
+  {{- fail (printf "config.store.path is required with the embedded store: an absolute path on the store volume, e.g. %s/correlation.redb" (include "incident-bridge.defaultDataDir" .)) -}}
+{{- end -}}
 {{- if not (isAbs $path) -}}
   {{- fail (printf "config.store.path: %q must be absolute; the root filesystem is read-only, only the store volume is writable" $path) -}}
 {{- end -}}
 {{- $dir := dir $path -}}
 {{- if or (eq $dir "/") (eq $dir "/tmp") (hasPrefix (include "incident-bridge.configDir" .) $dir) -}}
-  {{- fail (printf "config.store.path: %q must be inside a directory of its own, e.g. %s/store.redb" $path (include "incident-bridge.defaultDataDir" .)) -}}
+  {{- fail (printf "config.store.path: %q must be inside a directory of its own, e.g. %s/correlation.redb" $path (include "incident-bridge.defaultDataDir" .)) -}}
 {{- end -}}
 {{- $dir -}}
-{{- end -}}
 {{- end }}
 
 {{/*
@@ -331,17 +380,27 @@ Checks that span several values; included by the Deployment so they run on every
 {{- $max := include "incident-bridge.maxReplicas" . | int -}}
 {{- $backend := include "incident-bridge.storeBackend" . -}}
 {{- if and (gt $max 1) (ne $backend "jetstream-kv") -}}
-  {{- fail (printf "%s allows %d replicas, but config.store.backend is %q: more than one replica needs config.store.backend = \"jetstream-kv\" (with config.store.bucket). The embedded store lives in one pod's volume, so replicas would not share incident correlation and would open duplicate incidents. Use jetstream-kv, or run one replica." (ternary "autoscaling.maxReplicas" "replicaCount" .Values.autoscaling.enabled) $max $backend) -}}
+  {{- fail (printf "%s allows %d replicas, but config.store.backend is %q: more than one replica needs config.store.backend = \"jetstream-kv\", a KV bucket on the NATS servers of config.nats. The embedded store lives in one pod's volume, so replicas would not share incident correlation and would open duplicate incidents. Use jetstream-kv, or run one replica." (ternary "autoscaling.maxReplicas" "replicaCount" .Values.autoscaling.enabled) $max $backend) -}}
 {{- end -}}
 {{- if not (has $backend (list "embedded" "jetstream-kv")) -}}
   {{- fail (printf "config.store.backend: %q is not a store backend (expected \"embedded\" or \"jetstream-kv\")" $backend) -}}
+{{- end -}}
+{{- if eq $backend "jetstream-kv" -}}
+  {{- $h := dict -}}
+  {{- include "incident-bridge.buildConfig" (dict "root" . "out" $h) -}}
+  {{- $nats := $h.config.nats -}}
+  {{- if not (and (kindIs "map" $nats) $nats.url) -}}
+    {{- fail (printf "config.store.backend is \"jetstream-kv\"%s, which needs config.nats with config.nats.url: the KV bucket lives on the NATS servers (e.g. config.nats.url: nats://nats.nats.svc:4222 for the official NATS chart in namespace nats). The bridge's default URL, nats://127.0.0.1:4222, would point at the pod itself" (ternary (printf " for %d replicas" $max) "" (gt $max 1))) -}}
+  {{- end -}}
 {{- end -}}
 {{- if and .Values.store.embedded.persistence.enabled (ne $backend "embedded") -}}
   {{- fail "store.embedded.persistence is enabled but config.store.backend is not \"embedded\": the volume would be unused" -}}
 {{- end -}}
 {{- $_ := include "incident-bridge.httpPort" . -}}
 {{- $_ := include "incident-bridge.terminationGracePeriodSeconds" . -}}
-{{- $_ := include "incident-bridge.dataDir" . -}}
+{{- if eq $backend "embedded" -}}
+  {{- $_ := include "incident-bridge.dataDir" . -}}
+{{- end -}}
 {{- end }}
 
 {{/* ------------------------------------------------------------------------------------------
@@ -352,12 +411,17 @@ Checks that span several values; included by the Deployment so they run on every
 Every configured secret file, as JSON {"entries": [...]}. .Values.secrets mirrors the config:
 each leaf sits at the config key of a *_file (one file) or *_files (a list of files) setting,
 and gives the content inline (`value`) or as a key of an existing Secret (`existingSecret`).
+A list anywhere else mirrors a list of tables in the config (a source's `auth` entries): its
+item i holds the secrets of the config's item i, e.g. secrets.sources.grafana.auth[0].secret_files
+goes with config.sources.grafana.auth[0].
 An entry has:
-  segments, path   the config key (list, dotted)
+  segments, path   the config key (list, dotted; "[i]" segments are list items)
+  where            path, with the item's position in a *_files list
   list             whether it is one item of a *_files list
   fileName         the file's name under secretsDir, also its key in the chart-made Secret
   mountPath        the file's full path in the container
-  envName          INCIDENT_BRIDGE_..._FILE variable (one-file keys only)
+  envName          INCIDENT_BRIDGE_..._FILE variable (one-file keys outside lists only; the
+                   others' paths are written into config.toml)
   inline, value    a chart-made Secret holds it
   secretName, secretKey   where it comes from otherwise
 */}}
@@ -371,14 +435,24 @@ An entry has:
 {{- $ctx := . -}}
 {{- range $key, $node := .node -}}
   {{- $segments := append $ctx.segments $key -}}
-  {{- $path := join "." $segments -}}
+  {{- $path := join "." $segments | replace ".[" "[" -}}
   {{- if not (regexMatch "^[a-z0-9_-]+$" $key) -}}
     {{- fail (printf "secrets.%s: %q must be lower case letters, digits, '_' or '-', as environment overrides are lower-cased into config keys" $path $key) -}}
   {{- end -}}
-  {{- if kindIs "slice" $node -}}
-    {{- if not (hasSuffix "_files" $key) -}}
-      {{- fail (printf "secrets.%s: a list belongs at a *_files config key (e.g. secrets.sources.<name>.secret_files)" $path) -}}
+  {{- if and (eq (len $segments) 3) (eq (first $segments) "sources") (hasSuffix "_files" $key) -}}
+    {{- fail (printf "secrets.%s: a source's secrets belong to one of its auth entries, as in the config: secrets.sources.%s.auth[i].%s goes with config.sources.%s.auth[i]" $path (index $segments 1) $key (index $segments 1)) -}}
+  {{- end -}}
+  {{- if and (kindIs "slice" $node) (not (hasSuffix "_files" $key)) -}}
+    {{- /* A list of tables in the config (e.g. a source's auth entries): item i holds the
+         secrets of the config's item i. A null or empty item holds none. */ -}}
+    {{- range $i, $item := $node -}}
+      {{- if kindIs "map" $item -}}
+        {{- include "incident-bridge.secretWalk" (dict "node" $item "segments" (append $segments (printf "[%d]" $i)) "acc" $ctx.acc "root" $ctx.root) -}}
+      {{- else if not (kindIs "invalid" $item) -}}
+        {{- fail (printf "secrets.%s[%d]: expected the secrets of config.%s[%d] as a table (e.g. {token_files: [...]}), or null; a list of secret files belongs at a *_files key" $path $i $path $i) -}}
+      {{- end -}}
     {{- end -}}
+  {{- else if kindIs "slice" $node -}}
     {{- $i := 0 -}}
     {{- range $item := $node -}}
       {{- $e := include "incident-bridge.secretLeaf" (dict "leaf" $item "segments" $segments "index" $i "root" $ctx.root) | fromJson -}}
@@ -408,7 +482,7 @@ One leaf as a JSON entry (see secretEntries); .index is -1 outside a list.
 */}}
 {{- define "incident-bridge.secretLeaf" -}}
 {{- $segments := .segments -}}
-{{- $path := join "." $segments -}}
+{{- $path := join "." $segments | replace ".[" "[" -}}
 {{- $where := ternary $path (printf "%s[%d]" $path (int .index)) (lt (int .index) 0) -}}
 {{- $leaf := .leaf | default dict -}}
 {{- if not (kindIs "map" $leaf) -}}
@@ -419,10 +493,12 @@ One leaf as a JSON entry (see secretEntries); .index is -1 outside a list.
 {{- $name := $existing.name | default "" -}}
 {{- $key := $existing.key | default "" -}}
 {{- $last := last $segments | trimSuffix "_files" | trimSuffix "_file" -}}
-{{- $base := append (initial $segments) $last | join "-" | replace "_" "-" -}}
+{{- $base := append (initial $segments) $last | join "-" | replace "_" "-" | replace "[" "" | replace "]" "" -}}
 {{- $fileName := ternary $base (printf "%s-%d" $base (int .index)) (lt (int .index) 0) -}}
-{{- $e := dict "segments" $segments "path" $path "list" (ge (int .index) 0) "fileName" $fileName "mountPath" (printf "%s/%s" (include "incident-bridge.secretsDir" .root) $fileName) "active" true -}}
-{{- if lt (int .index) 0 -}}
+{{- $e := dict "segments" $segments "path" $path "where" $where "list" (ge (int .index) 0) "fileName" $fileName "mountPath" (printf "%s/%s" (include "incident-bridge.secretsDir" .root) $fileName) "active" true -}}
+{{- /* An environment variable can name a table's key, not a list item or a list: those paths are
+     written into config.toml instead. */ -}}
+{{- if and (lt (int .index) 0) (not (contains "[" $path)) -}}
   {{- $_ := set $e "envName" (printf "INCIDENT_BRIDGE_%s" (join "__" $segments | upper)) -}}
 {{- end -}}
 {{- if $value -}}
@@ -445,9 +521,9 @@ One leaf as a JSON entry (see secretEntries); .index is -1 outside a list.
 {{- define "incident-bridge.secretAdd" -}}
 {{- $e := .entry -}}
 {{- if hasKey .acc.seen $e.fileName -}}
-  {{- fail (printf "secrets.%s and secrets.%s would both be mounted as %s; rename one" (get .acc.seen $e.fileName) $e.path $e.fileName) -}}
+  {{- fail (printf "secrets.%s and secrets.%s would both be mounted as %s; rename one" (get .acc.seen $e.fileName) $e.where $e.fileName) -}}
 {{- end -}}
-{{- $_ := set .acc.seen $e.fileName $e.path -}}
+{{- $_ := set .acc.seen $e.fileName $e.where -}}
 {{- $_ := set .acc "entries" (append .acc.entries $e) -}}
 {{- end }}
 
