@@ -88,9 +88,9 @@ impl App {
         sinks.extend(extras.sinks);
         let mut pipeline = Pipeline::new(client, Publisher::new(sinks), retry_policy(&config.scwm));
         if config.sources.iter().any(|s| s.kind.carries_alerts()) {
-            let store = store::open(&config.store, nats.clone())
-                .await
-                .with_context(|| format!("opening the correlation store ({})", config.store.backend.name()))?;
+            let store = store::open(&config.store, nats.clone()).await.with_context(|| {
+                format!("opening the correlation store ({})", config.store.backend.name())
+            })?;
             tracing::info!(backend = store.backend(), "correlation store open");
             pipeline = pipeline.with_store(store, config.store.claim_ttl);
         }

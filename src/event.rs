@@ -11,8 +11,8 @@ use crate::{
     alert::Notification,
     ids::{CorrelationKey, LicensePlate},
     route::Target,
-    sources::SourceSpec,
     scwm::{Operation, Payload},
+    sources::SourceSpec,
     trace_context::TraceParent,
 };
 

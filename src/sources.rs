@@ -248,12 +248,18 @@ fn build_one(
         ("cloudevents", Some(p)) => match p.parse::<InnerKind>() {
             Ok(inner) => Some(SourceKind::CloudEvents(inner)),
             Err(_) => {
-                errors.push((format!("{key}.payload"), format!("`{p}`: expected alertmanager, grafana or native")));
+                errors.push((
+                    format!("{key}.payload"),
+                    format!("`{p}`: expected alertmanager, grafana or native"),
+                ));
                 None
             }
         },
         ("cloudevents", None) => {
-            errors.push((format!("{key}.payload"), "required for cloudevents: alertmanager, grafana or native".into()));
+            errors.push((
+                format!("{key}.payload"),
+                "required for cloudevents: alertmanager, grafana or native".into(),
+            ));
             None
         }
         ("native" | "alertmanager" | "grafana", Some(_)) => {
@@ -271,7 +277,8 @@ fn build_one(
     if name == NATIVE && kind.is_some_and(|k| k != SourceKind::Native) {
         errors.push((format!("{key}.kind"), "the source named `native` must be of kind native".into()));
     }
-    let auth = build_auth(&raw.auth, &format!("{key}.auth"), read_file).map_err(|mut e| errors.append(&mut e)).ok();
+    let auth =
+        build_auth(&raw.auth, &format!("{key}.auth"), read_file).map_err(|mut e| errors.append(&mut e)).ok();
 
     let l = &raw.limits;
     for (field, zero) in [
@@ -285,7 +292,8 @@ fn build_one(
         }
     }
     let rate_limit = if l.rate_per_second > 0.0 {
-        let limiter = NonZeroU32::new(l.rate_burst).and_then(|b| RateLimiter::new(l.rate_per_second, b, Instant::now()));
+        let limiter = NonZeroU32::new(l.rate_burst)
+            .and_then(|b| RateLimiter::new(l.rate_per_second, b, Instant::now()));
         if limiter.is_none() {
             errors.push((format!("{key}.limits"), "rate_per_second and rate_burst must be positive".into()));
         }
@@ -303,7 +311,9 @@ fn build_one(
                     None
                 }),
             };
-            let routes = build_routes(&raw.routes, &format!("{key}.routes")).map_err(|mut e| errors.append(&mut e)).ok();
+            let routes = build_routes(&raw.routes, &format!("{key}.routes"))
+                .map_err(|mut e| errors.append(&mut e))
+                .ok();
             let templates = build_templates(&raw.templates, &format!("{key}.templates"))
                 .map_err(|mut e| errors.append(&mut e))
                 .ok();

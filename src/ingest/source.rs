@@ -14,8 +14,8 @@ use crate::{
         grafana, native,
     },
     event::{AlertEvent, Event, EventKind, Original, Source},
-    pipeline::Unreadable,
     ids::{CorrelationKey, LicensePlate},
+    pipeline::Unreadable,
     route::Action,
     scwm::{Operation, Payload},
     sources::{SourceKind, SourceSpec},
@@ -82,7 +82,12 @@ impl Decoder {
         let Inbound { source, original, received_at, identity } = inbound;
         let Original { body, headers } = original;
         let verified = auth.verify(received_headers, body, SystemTime::now())?;
-        Ok(verified.map(|body| Inbound { source, original: Original { body, headers }, received_at, identity }))
+        Ok(verified.map(|body| Inbound {
+            source,
+            original: Original { body, headers },
+            received_at,
+            identity,
+        }))
     }
 
     /// Verifies, then decodes: what a NATS transport does with a message. The headers that
@@ -155,7 +160,11 @@ impl Decoder {
             }
             let plate = plate_for(inbound, target.key.as_str());
             let key = target.key.clone();
-            let alert = AlertEvent { notification: Arc::clone(&notification), target, source: Arc::clone(&self.spec) };
+            let alert = AlertEvent {
+                notification: Arc::clone(&notification),
+                target,
+                source: Arc::clone(&self.spec),
+            };
             events.push(event(inbound, plate, key, EventKind::Alert(Box::new(alert))));
         }
         Ok(events)
@@ -249,7 +258,9 @@ mod tests {
 
     #[test]
     fn native_messages_take_their_operation_from_the_subject() {
-        let e = native().events(&verified(inbound("incidents.commands.close", br#"{"id":"IT-1"}"#, None))).unwrap();
+        let e = native()
+            .events(&verified(inbound("incidents.commands.close", br#"{"id":"IT-1"}"#, None)))
+            .unwrap();
         assert_eq!(e.len(), 1);
         assert_eq!(e[0].operation(), Some(Operation::Close));
         assert_eq!(e[0].key, CorrelationKey::new("item:IT-1"));
@@ -269,7 +280,9 @@ mod tests {
 
     #[test]
     fn deep_nesting_is_refused_before_parsing() {
-        let deep: &'static [u8] = Box::leak(format!("{}{}", "[".repeat(10_000), "]".repeat(10_000)).into_bytes().into_boxed_slice());
+        let deep: &'static [u8] = Box::leak(
+            format!("{}{}", "[".repeat(10_000), "]".repeat(10_000)).into_bytes().into_boxed_slice(),
+        );
         let err = native().events(&verified(inbound("x.add", deep, None))).unwrap_err();
         assert!(err.to_string().contains("nested deeper"), "{err}");
     }

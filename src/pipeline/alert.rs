@@ -72,7 +72,10 @@ struct Step {
 /// How running an intent ended.
 enum Ran {
     /// Every step done and the mapping written.
-    Finished { envelope: Option<ResponseEnvelope>, results: Vec<ResultEvent> },
+    Finished {
+        envelope: Option<ResponseEnvelope>,
+        results: Vec<ResultEvent>,
+    },
     /// SCWM no longer knows the item: the mapping is gone, decide again.
     NotFound,
     Stop(Outcome),
@@ -85,10 +88,12 @@ fn now_ms(t: SystemTime) -> u64 {
 impl Pipeline {
     pub(super) async fn run_alert(&self, event: &Event, alert: &AlertEvent, delivery: Delivery) -> Outcome {
         let Some(settings) = alert.source.alerts.as_ref() else {
-            let error = RejectError::Misconfigured(format!("source `{}` has no alert settings", alert.source.name));
+            let error =
+                RejectError::Misconfigured(format!("source `{}` has no alert settings", alert.source.name));
             return self.reject(event, None, error, 0, None).await;
         };
-        let renderer = Renderer::new(&alert.source.name, &settings.templates, &alert.notification, &alert.target);
+        let renderer =
+            Renderer::new(&alert.source.name, &settings.templates, &alert.notification, &alert.target);
         let content = match renderer.content() {
             Ok(c) => c,
             Err(e) => return self.reject(event, None, RejectError::Render(e), 0, None).await,
@@ -105,7 +110,10 @@ impl Pipeline {
                 let age = now_ms(SystemTime::now()).saturating_sub(pending.claimed_at_ms);
                 let ttl = self.claim_ttl.as_millis() as u64;
                 if pending.owner != self.instance && age < ttl {
-                    return Outcome::Retry { after: Duration::from_millis(ttl - age), cause: RetryCause::Busy };
+                    return Outcome::Retry {
+                        after: Duration::from_millis(ttl - age),
+                        cause: RetryCause::Busy,
+                    };
                 }
                 tracing::info!(decision = %pending.decision, owner = %pending.owner, "finishing an earlier intent for this key first");
                 match self.run_intent(event, &mut record, &mut revision, delivery).await {
@@ -190,7 +198,13 @@ impl Pipeline {
     }
 
     /// Runs the steps of `record.pending` that are not done yet.
-    async fn run_intent(&self, event: &Event, record: &mut Record, revision: &mut Option<Revision>, delivery: Delivery) -> Ran {
+    async fn run_intent(
+        &self,
+        event: &Event,
+        record: &mut Record,
+        revision: &mut Option<Revision>,
+        delivery: Delivery,
+    ) -> Ran {
         let Some(mut pending) = record.pending.clone() else {
             return Ran::Finished { envelope: None, results: Vec::new() };
         };
@@ -223,7 +237,10 @@ impl Pipeline {
             };
             match self.scwm.call(&request).await {
                 Ok(success) => {
-                    match self.publish_answer(event, &request, &success.envelope, success.attempts, success.elapsed).await {
+                    match self
+                        .publish_answer(event, &request, &success.envelope, success.attempts, success.elapsed)
+                        .await
+                    {
                         Ok(result) => results.push(result),
                         Err(outcome) => return Ran::Stop(outcome),
                     }
@@ -237,7 +254,11 @@ impl Pipeline {
                     );
                     match next {
                         Ok(next) => current = Some(next),
-                        Err(e) => return self.abandon(event, record, revision, current, e.into(), Some(success.envelope)).await,
+                        Err(e) => {
+                            return self
+                                .abandon(event, record, revision, current, e.into(), Some(success.envelope))
+                                .await;
+                        }
                     }
                     last_envelope = Some(success.envelope);
                     pending.steps[i].done = true;
@@ -274,7 +295,9 @@ impl Pipeline {
                     return match self.retry_or_reject(failure.error, failure.attempts, delivery) {
                         // The intent stays claimed: the retry resumes it with the same plates.
                         Ok(retry) => Ran::Stop(retry),
-                        Err(error) => self.abandon(event, record, revision, current, error, failure.envelope).await,
+                        Err(error) => {
+                            self.abandon(event, record, revision, current, error, failure.envelope).await
+                        }
                     };
                 }
             }
@@ -285,7 +308,9 @@ impl Pipeline {
             Ok(r) => *revision = Some(r),
             // Only a replica that judged this claim stale writes here; it repeats the same
             // steps with the same licensePlates, so SCWM sees repeats and acts once.
-            Err(StoreError::Conflict) => tracing::warn!("the key changed under a finished intent; leaving it to its new owner"),
+            Err(StoreError::Conflict) => {
+                tracing::warn!("the key changed under a finished intent; leaving it to its new owner")
+            }
             Err(e) => return Ran::Stop(store_retry(e)),
         }
         Ran::Finished { envelope: last_envelope, results }
@@ -312,21 +337,38 @@ impl Pipeline {
     }
 
     async fn load(&self, event: &Event) -> Result<(Record, Option<Revision>), Outcome> {
-        let store = self.store.as_ref().ok_or_else(|| store_retry(StoreError::Unavailable("no correlation store configured".into())))?;
+        let store = self
+            .store
+            .as_ref()
+            .ok_or_else(|| store_retry(StoreError::Unavailable("no correlation store configured".into())))?;
         match store.get(&event.key).await {
             Ok(None) => Ok((Record::default(), None)),
             Ok(Some(v)) => match serde_json::from_slice(&v.value) {
                 Ok(record) => Ok((record, Some(v.revision))),
                 Err(e) => Err(self
-                    .reject(event, None, RejectError::Store(StoreError::Corrupt(format!("record for {}: {e}", event.key))), 0, None)
+                    .reject(
+                        event,
+                        None,
+                        RejectError::Store(StoreError::Corrupt(format!("record for {}: {e}", event.key))),
+                        0,
+                        None,
+                    )
                     .await),
             },
             Err(e) => Err(store_retry(e)),
         }
     }
 
-    async fn save(&self, event: &Event, record: &Record, expected: Option<Revision>) -> Result<Revision, StoreError> {
-        let store = self.store.as_ref().ok_or_else(|| StoreError::Unavailable("no correlation store configured".into()))?;
+    async fn save(
+        &self,
+        event: &Event,
+        record: &Record,
+        expected: Option<Revision>,
+    ) -> Result<Revision, StoreError> {
+        let store = self
+            .store
+            .as_ref()
+            .ok_or_else(|| StoreError::Unavailable("no correlation store configured".into()))?;
         let value = serde_json::to_vec(record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         store.put(&event.key, Bytes::from(value), expected).await
     }
@@ -335,4 +377,3 @@ impl Pipeline {
 fn store_retry(e: StoreError) -> Outcome {
     Outcome::Retry { after: Duration::from_millis(500), cause: RetryCause::Store(e) }
 }
-

@@ -23,8 +23,6 @@ pub use runner::{Job, Runner};
 use crate::{
     event::{Command, Event, EventKind},
     lifecycle::TransitionError,
-    store::{CorrelationStore, StoreError},
-    template::RenderError,
     publish::{DeadLetter, PublishError, Publisher, ResultEvent},
     scwm::{
         ResponseEnvelope,
@@ -32,6 +30,8 @@ use crate::{
         error::ScwmError,
         retry::RetryPolicy,
     },
+    store::{CorrelationStore, StoreError},
+    template::RenderError,
 };
 
 /// How the transport delivered this event, which decides what a transient failure means.
@@ -305,8 +305,11 @@ impl Pipeline {
     }
 
     async fn finish(&self, event: &Event, request: &ScwmRequest, success: ScwmSuccess) -> Outcome {
-        match self.publish_answer(event, request, &success.envelope, success.attempts, success.elapsed).await {
-            Ok(result) => Outcome::Done(Box::new(Done { envelope: Some(success.envelope), results: vec![result] })),
+        match self.publish_answer(event, request, &success.envelope, success.attempts, success.elapsed).await
+        {
+            Ok(result) => {
+                Outcome::Done(Box::new(Done { envelope: Some(success.envelope), results: vec![result] }))
+            }
             Err(outcome) => outcome,
         }
     }
@@ -354,7 +357,12 @@ impl Pipeline {
 
     /// A transient error becomes `Ok(Retry)` while the transport will deliver again; otherwise
     /// the error to dead-letter the event with.
-    fn retry_or_reject(&self, error: ScwmError, attempts: u32, delivery: Delivery) -> Result<Outcome, RejectError> {
+    fn retry_or_reject(
+        &self,
+        error: ScwmError,
+        attempts: u32,
+        delivery: Delivery,
+    ) -> Result<Outcome, RejectError> {
         if !error.is_retryable() {
             return Err(RejectError::Scwm(error));
         }

@@ -36,11 +36,9 @@ pub struct HttpState {
 
 /// The request's headers as they travel on with the event, minus credentials.
 fn kept_headers(headers: &http::HeaderMap) -> Vec<(String, String)> {
-    crate::ingest::source::without_credentials(
-        headers
-            .iter()
-            .map(|(name, value)| (name.as_str().to_owned(), String::from_utf8_lossy(value.as_bytes()).into_owned())),
-    )
+    crate::ingest::source::without_credentials(headers.iter().map(|(name, value)| {
+        (name.as_str().to_owned(), String::from_utf8_lossy(value.as_bytes()).into_owned())
+    }))
 }
 
 pub fn router(state: HttpState) -> Router {

@@ -61,10 +61,13 @@ async fn accept(state: &HttpState, op: &str, headers: &HeaderMap, body: Body) ->
         Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized").into_response()
     })?;
     let event = decoder.events(&verified).map_err(|e| {
-        Problem::new(e.http_status(), "invalid-command", "Invalid command").detail(e.to_string()).into_response()
+        Problem::new(e.http_status(), "invalid-command", "Invalid command")
+            .detail(e.to_string())
+            .into_response()
     })?;
     let Some(event) = event.into_iter().next() else {
-        return Err(Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-command", "Invalid command").into_response());
+        return Err(Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-command", "Invalid command")
+            .into_response());
     };
     let license_plate = event.license_plate.clone();
 
@@ -121,7 +124,6 @@ fn prefers_async(headers: &HeaderMap) -> bool {
     })
 }
 
-
 fn queue_refused(e: SubmitError) -> Response {
     let (kind, title) = match e {
         SubmitError::Full => ("queue-full", "Too much work queued"),
@@ -147,7 +149,11 @@ fn outcome_response(outcome: Outcome) -> Response {
     match outcome {
         Outcome::Done(done) => match &done.envelope {
             Some(envelope) => envelope_response(StatusCode::OK, envelope.body().clone()),
-            None => (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], json!({"status": "done"}).to_string())
+            None => (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                json!({"status": "done"}).to_string(),
+            )
                 .into_response(),
         },
         Outcome::Duplicate { reason } => (

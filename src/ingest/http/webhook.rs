@@ -44,7 +44,12 @@ pub async fn receive(
     }
 }
 
-async fn handle(state: &HttpState, name: &str, headers: &HeaderMap, body: Body) -> Result<Response, Response> {
+async fn handle(
+    state: &HttpState,
+    name: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, Response> {
     let spec = match state.sources.get(name) {
         Some(spec) if spec.kind != SourceKind::Native => Arc::clone(spec),
         _ => {
@@ -87,7 +92,9 @@ async fn handle(state: &HttpState, name: &str, headers: &HeaderMap, body: Body) 
     })?;
     let events = decoder.events(&verified).map_err(|e| {
         tracing::info!(source = %spec.name, reason = e.kind(), error = %e, "webhook refused: cannot decode");
-        Problem::new(e.http_status(), "invalid-payload", "Invalid payload").detail(e.to_string()).into_response()
+        Problem::new(e.http_status(), "invalid-payload", "Invalid payload")
+            .detail(e.to_string())
+            .into_response()
     })?;
     let count = events.len();
     let (tx, rx) = oneshot::channel();
@@ -98,7 +105,9 @@ async fn handle(state: &HttpState, name: &str, headers: &HeaderMap, body: Body) 
     .await;
     match tokio::time::timeout(state.sync_timeout, rx).await {
         Ok(Ok(outcomes)) => Ok(answer(count, outcomes)),
-        Ok(Err(_)) => Err(Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error").into_response()),
+        Ok(Err(_)) => {
+            Err(Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error").into_response())
+        }
         Err(_) => Err(Problem::new(StatusCode::SERVICE_UNAVAILABLE, "timeout", "Not finished in time")
             .detail("the events continue in the background; a resend is recognised and does nothing twice")
             .retry_after(Duration::from_secs(5))

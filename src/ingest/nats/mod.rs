@@ -27,13 +27,20 @@ pub fn start(
     stop: &CancellationToken,
     tracker: &TaskTracker,
 ) {
-    let decoder = |name: &str| Arc::new(Decoder::new(Arc::clone(sources.get(name).expect("validated source name"))));
+    let decoder =
+        |name: &str| Arc::new(Decoder::new(Arc::clone(sources.get(name).expect("validated source name"))));
     for sub in &config.subscriptions {
         let decoder = decoder(&sub.source);
         tracker.spawn(core::run(client.clone(), sub.clone(), decoder, runner.clone(), stop.clone()));
     }
     for consumer in &config.consumers {
         let decoder = decoder(&consumer.source);
-        tracker.spawn(jetstream::run(client.clone(), consumer.clone(), decoder, runner.clone(), stop.clone()));
+        tracker.spawn(jetstream::run(
+            client.clone(),
+            consumer.clone(),
+            decoder,
+            runner.clone(),
+            stop.clone(),
+        ));
     }
 }
