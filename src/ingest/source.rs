@@ -90,12 +90,20 @@ impl Decoder {
         }))
     }
 
-    /// Verifies, then decodes: what a NATS transport does with a message. The headers that
-    /// travel on lose their credentials.
-    pub fn read(&self, mut inbound: Inbound, over_nats: bool) -> Result<Vec<Event>, Unreadable> {
-        let received = std::mem::take(&mut inbound.original.headers);
-        inbound.original.headers = without_credentials(received.iter().cloned());
-        let verified = self.verify(inbound, &received[..], over_nats).map_err(Unreadable::Unauthenticated)?;
+    /// Verifies, then decodes: what a NATS transport does with a message. As with [`verify`],
+    /// `inbound` carries the headers that travel on, already [`without_credentials`], and the
+    /// headers as received are only read to verify: a message refused here is dead-lettered
+    /// with `inbound`'s headers, so credentials must never have been in them.
+    ///
+    /// [`verify`]: Decoder::verify
+    pub fn read<H: HeaderLookup + ?Sized>(
+        &self,
+        inbound: Inbound,
+        received_headers: &H,
+        over_nats: bool,
+    ) -> Result<Vec<Event>, Unreadable> {
+        let verified =
+            self.verify(inbound, received_headers, over_nats).map_err(Unreadable::Unauthenticated)?;
         Ok(self.events(&verified)?)
     }
 

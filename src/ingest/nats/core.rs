@@ -15,7 +15,7 @@ use crate::{
     event::{Original, Source, Transport},
     ingest::{
         batch::submit_all,
-        source::{Decoder, Identity, Inbound},
+        source::{Decoder, Identity, Inbound, without_credentials},
     },
     pipeline::{Delivery, Outcome, Runner, Unreadable},
 };
@@ -58,7 +58,11 @@ async fn handle(
     runner: &Runner,
     msg: async_nats::Message,
 ) {
-    let original = Original { body: msg.payload.clone(), headers: original_from(msg.headers.as_ref()) };
+    // Verification reads the headers as received; what travels on (into events and dead
+    // letters) never holds credentials.
+    let received = original_from(msg.headers.as_ref());
+    let original =
+        Original { body: msg.payload.clone(), headers: without_credentials(received.iter().cloned()) };
     // A sender that sets an idempotency key (or a message id) gets the same licensePlate when it
     // sends again, so SCWM sees a repeat.
     let identity = original
@@ -80,7 +84,7 @@ async fn handle(
     let reply = msg.reply.clone();
     let (source, original) = (inbound.source.clone(), inbound.original.clone());
     let op = decoder.operation_hint(&inbound);
-    let events = match decoder.read(inbound, true) {
+    let events = match decoder.read(inbound, &received[..], true) {
         Ok(events) => events,
         Err(e) => {
             let published = runner.pipeline().reject_message(&source, &original, op, &e, 1).await;

@@ -28,7 +28,7 @@ use crate::{
     event::{Original, Source, Transport},
     ingest::{
         batch::submit_all,
-        source::{Decoder, Identity, Inbound},
+        source::{Decoder, Identity, Inbound, without_credentials},
     },
     pipeline::{Delivery, Outcome, Runner},
 };
@@ -141,6 +141,9 @@ async fn handle(
     let reply = msg.reply.clone();
     let (message, acker) = msg.split();
     let delivered = u32::try_from(delivered.max(1)).unwrap_or(u32::MAX);
+    // Verification reads the headers as received; what travels on (into events and dead
+    // letters) never holds credentials.
+    let received = original_from(message.headers.as_ref());
     let inbound = Inbound {
         source: Source {
             transport: Transport::Jetstream,
@@ -151,7 +154,7 @@ async fn handle(
         },
         original: Original {
             body: message.payload.clone(),
-            headers: original_from(message.headers.as_ref()),
+            headers: without_credentials(received.iter().cloned()),
         },
         received_at: SystemTime::now(),
         identity: Some(Identity {
@@ -163,7 +166,7 @@ async fn handle(
 
     let (source, original) = (inbound.source.clone(), inbound.original.clone());
     let op = decoder.operation_hint(&inbound);
-    let events = match decoder.read(inbound, true) {
+    let events = match decoder.read(inbound, &received[..], true) {
         Ok(events) => events,
         Err(e) => {
             let ack = match runner.pipeline().reject_message(&source, &original, op, &e, delivered).await {
