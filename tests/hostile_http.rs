@@ -23,7 +23,7 @@ use futures::StreamExt;
 use hmac::{Hmac, KeyInit, Mac};
 use incident_bridge::{
     config,
-    scwm::sim::{SimConfig, SimHandle, Simulator},
+    scwm::sim::{Faults, SimConfig, SimHandle, Simulator},
     secret::Secret,
 };
 use serde_json::{Value, json};
@@ -285,17 +285,18 @@ struct Bridge {
 
 impl Bridge {
     async fn start(sources: &str) -> Self {
-        let sim = common::start_simulator().await;
-        Self::start_against(sim, sources).await
+        Self::start_with(sources, &[]).await
     }
 
-    async fn start_against(sim: SimHandle, extra: &str) -> Self {
+    /// With `overrides` applied the way environment variables are.
+    async fn start_with(sources: &str, overrides: &[(&str, &str)]) -> Self {
+        let sim = common::start_simulator().await;
         let dir = tempfile::tempdir().unwrap();
         let store = format!(
             "\n[store]\nbackend = \"embedded\"\npath = \"{}\"\n",
             dir.path().join("store.redb").display()
         );
-        let app = TestApp::start_against(sim, &format!("{store}{extra}"), &[]).await;
+        let app = TestApp::start_against(sim, &format!("{store}{sources}"), overrides).await;
         Self { app, _dir: dir }
     }
 
@@ -467,6 +468,34 @@ async fn a_replayed_standard_webhooks_request_is_refused_and_never_reaches_scwm(
     let resigned = standard_webhooks_headers(SW_SECRETS[1], &id, now_unix() + 1, &body);
     assert_unauthorized(bridge.post("/webhooks/sw", &resigned, body).await, "the same id re-signed").await;
     assert_eq!(bridge.scwm_adds(), ["sw:fp:00000000000c0001"], "a replay reached SCWM");
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn a_standard_webhooks_retry_after_a_5xx_is_accepted_not_taken_for_a_replay() {
+    // One SCWM attempt per request and no circuit breaker in the way: one injected failure
+    // makes the bridge answer 503, and the next request goes through.
+    let overrides = [("scwm.retry.max_attempts", "1"), ("scwm.breaker.failure_threshold", "100")];
+    let bridge = Bridge::start_with(&Scheme::StandardWebhooks.config(), &overrides).await;
+    bridge.app.sim.set_faults(Faults { fail_next: 1, ..Faults::default() });
+    let body = alertmanager_body("00000000000c0002");
+    let id = message_id();
+
+    let first = bridge
+        .post("/webhooks/sw", &standard_webhooks_headers(SW_SECRETS[0], &id, now_unix(), &body), body.clone())
+        .await;
+    assert_eq!(first.status(), 503, "SCWM failed, so the sender is told to retry");
+    assert!(first.headers().contains_key("retry-after"));
+    assert!(bridge.app.sim.incidents().is_empty());
+
+    // The sender's retry: the same message id, a new timestamp and signature.
+    let retry = standard_webhooks_headers(SW_SECRETS[0], &id, now_unix() + 1, &body);
+    assert_accepted(bridge.post("/webhooks/sw", &retry, body.clone()).await, "the retry").await;
+    assert_eq!(bridge.app.sim.incidents().len(), 1, "the alert was not lost");
+
+    // Once processed, the message is remembered again: the same request once more is a replay.
+    assert_unauthorized(bridge.post("/webhooks/sw", &retry, body).await, "a replay of the retry").await;
+    assert_eq!(bridge.app.sim.incidents().len(), 1);
     bridge.stop().await;
 }
 
@@ -1421,6 +1450,75 @@ secrets = ["{secret}"]
         assert_eq!(&letter.payload[..], &other[..], "{what}: the dead letter keeps the original body");
     }
     assert_eq!(bridge.scwm_adds(), ["signed:fp:0000000000aa0001"], "an unsigned message reached SCWM");
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn a_signed_jetstream_message_redelivered_after_a_failure_is_processed_not_refused_as_a_replay() {
+    let nats = NatsServer::start();
+    let sources = format!(
+        r#"
+[nats]
+url = "{url}"
+subscriptions = []
+[[nats.consumers]]
+stream = "ALERTS"
+create = true
+stream_subjects = ["alerts.js.>"]
+source = "signed"
+ack_wait = "5s"
+
+[sources.signed]
+kind = "alertmanager"
+verify_nats = true
+[[sources.signed.auth]]
+scheme = "standard-webhooks"
+secrets = ["{secret}"]
+"#,
+        url = nats.url(),
+        secret = SW_SECRETS[0]
+    );
+    // One SCWM attempt per delivery, so the injected failure naks the message.
+    let overrides = [("scwm.retry.max_attempts", "1"), ("scwm.breaker.failure_threshold", "100")];
+    let bridge = Bridge::start_with(&sources, &overrides).await;
+    bridge.app.sim.set_faults(Faults { fail_next: 1, ..Faults::default() });
+    let client = nats.client().await;
+    let mut dead = client.subscribe("scwm.dlq.>").await.unwrap();
+    client.flush().await.unwrap();
+
+    let body = alertmanager_body("0000000000bb0001");
+    let mut headers = async_nats::HeaderMap::new();
+    for (name, value) in standard_webhooks_headers(SW_SECRETS[0], &message_id(), now_unix(), &body) {
+        headers.insert(name.as_str(), String::from_utf8(value).unwrap().as_str());
+    }
+    let js = async_nats::jetstream::new(client.clone());
+    within(20, "the stream to exist", async {
+        loop {
+            if js.get_stream("ALERTS").await.is_ok() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    js.publish_with_headers("alerts.js.am", headers, Bytes::from(body)).await.unwrap().await.unwrap();
+
+    // The first delivery fails at SCWM and is nakked; the redelivery, the same message byte for
+    // byte, must open the incident.
+    let requests = bridge.app.sim.wait_for_requests(2, Duration::from_secs(30)).await.expect("a redelivery");
+    assert!(requests[0].fault.is_some(), "the first attempt failed: {requests:?}");
+    within(10, "the incident", async {
+        while bridge.app.sim.incidents().is_empty() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    let requests = bridge.app.sim.requests();
+    assert_eq!(requests.len(), 2, "one failed attempt, one that opened the incident");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), dead.next()).await.is_err(),
+        "the redelivery became a dead letter"
+    );
     bridge.stop().await;
 }
 

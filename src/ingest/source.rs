@@ -93,7 +93,8 @@ impl Decoder {
     /// Verifies, then decodes: what a NATS transport does with a message. As with [`verify`],
     /// `inbound` carries the headers that travel on, already [`without_credentials`], and the
     /// headers as received are only read to verify: a message refused here is dead-lettered
-    /// with `inbound`'s headers, so credentials must never have been in them.
+    /// with `inbound`'s headers, so credentials must never have been in them. The events come
+    /// back verified, with the receipt to release should they not be processed.
     ///
     /// [`verify`]: Decoder::verify
     pub fn read<H: HeaderLookup + ?Sized>(
@@ -101,10 +102,11 @@ impl Decoder {
         inbound: Inbound,
         received_headers: &H,
         over_nats: bool,
-    ) -> Result<Vec<Event>, Unreadable> {
+    ) -> Result<Verified<Vec<Event>>, Unreadable> {
         let verified =
             self.verify(inbound, received_headers, over_nats).map_err(Unreadable::Unauthenticated)?;
-        Ok(self.events(&verified)?)
+        let events = self.events(&verified)?;
+        Ok(verified.map(|_| events))
     }
 
     /// The events a message carries: one per native command, one per alert or group that a

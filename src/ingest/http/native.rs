@@ -20,6 +20,7 @@ use crate::{
     ingest::source::{Decoder, Identity, Inbound},
     pipeline::{Delivery, Job, Outcome, queue::SubmitError},
     scwm::Operation,
+    verify::Verified,
 };
 
 pub async fn command(
@@ -60,7 +61,33 @@ async fn accept(state: &HttpState, op: &str, headers: &HeaderMap, body: Body) ->
         tracing::warn!(source = %spec.name, reason = e.kind(), "command refused: authentication failed");
         Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized").into_response()
     })?;
-    let event = decoder.events(&verified).map_err(|e| {
+    let resp = run(state, headers, &decoder, &verified).await;
+    if resp.status().is_server_error() {
+        // The caller is told to try again: its retry of this request is not a replay.
+        spec.auth.release(verified.receipt());
+    }
+    Ok(resp)
+}
+
+/// Decodes a verified command and answers with its outcome.
+async fn run(
+    state: &HttpState,
+    headers: &HeaderMap,
+    decoder: &Decoder,
+    verified: &Verified<Inbound>,
+) -> Response {
+    match decode_and_submit(state, headers, decoder, verified).await {
+        Ok(resp) | Err(resp) => resp,
+    }
+}
+
+async fn decode_and_submit(
+    state: &HttpState,
+    headers: &HeaderMap,
+    decoder: &Decoder,
+    verified: &Verified<Inbound>,
+) -> Result<Response, Response> {
+    let event = decoder.events(verified).map_err(|e| {
         Problem::new(e.http_status(), "invalid-command", "Invalid command")
             .detail(e.to_string())
             .into_response()

@@ -84,8 +84,8 @@ async fn handle(
     let reply = msg.reply.clone();
     let (source, original) = (inbound.source.clone(), inbound.original.clone());
     let op = decoder.operation_hint(&inbound);
-    let events = match decoder.read(inbound, &received[..], true) {
-        Ok(events) => events,
+    let (events, receipt) = match decoder.read(inbound, &received[..], true) {
+        Ok(verified) => verified.into_parts(),
         Err(e) => {
             let published = runner.pipeline().reject_message(&source, &original, op, &e, 1).await;
             if let Err(pe) = published {
@@ -101,8 +101,13 @@ async fn handle(
     };
     let delivery = if reply.is_some() { Delivery::SENDER_RETRIES } else { Delivery::ONLY };
     let client = client.clone();
+    let spec = Arc::clone(decoder.spec());
     submit_all(runner, events, delivery, true, move |outcomes| {
         async move {
+            if outcomes.iter().any(|o| matches!(o, Outcome::Retry { .. })) {
+                // The requester is told to try again: its retry of this message is not a replay.
+                spec.nats_auth().release(&receipt);
+            }
             if let Some(reply) = reply {
                 let (status, body) = reply_body(outcomes);
                 respond(&client, reply, status, body).await;

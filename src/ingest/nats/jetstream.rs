@@ -166,8 +166,8 @@ async fn handle(
 
     let (source, original) = (inbound.source.clone(), inbound.original.clone());
     let op = decoder.operation_hint(&inbound);
-    let events = match decoder.read(inbound, &received[..], true) {
-        Ok(events) => events,
+    let (events, receipt) = match decoder.read(inbound, &received[..], true) {
+        Ok(verified) => verified.into_parts(),
         Err(e) => {
             let ack = match runner.pipeline().reject_message(&source, &original, op, &e, delivered).await {
                 Ok(()) => AckKind::Term,
@@ -184,10 +184,16 @@ async fn handle(
     let (done_tx, done_rx) = oneshot::channel();
     tokio::spawn(keep_in_progress(Acker::new(js.clone(), reply), config.ack_wait, done_rx));
     let delivery = Delivery { attempt: delivered, last };
+    let spec = Arc::clone(decoder.spec());
     submit_all(runner, events, delivery, true, move |outcomes| {
         async move {
             let _ = done_tx.send(());
-            send_ack(&acker, ack_for(&outcomes), last).await;
+            let ack = ack_for(&outcomes);
+            if matches!(ack, AckKind::Nak(_)) {
+                // JetStream delivers the same message again: that is not a replay.
+                spec.nats_auth().release(&receipt);
+            }
+            send_ack(&acker, ack, last).await;
         }
         .boxed()
     })
