@@ -64,6 +64,24 @@ impl App {
             None => None,
         };
 
+        for source in config.sources.iter() {
+            if source.auth.is_unauthenticated() {
+                tracing::warn!(
+                    source = %source.name,
+                    kind = source.kind.as_str(),
+                    "this source accepts HTTP requests from anyone: it has no authentication (scheme = \"none\", or the unconfigured native source)"
+                );
+            } else {
+                tracing::info!(
+                    source = %source.name,
+                    kind = source.kind.as_str(),
+                    schemes = ?source.auth.scheme_names(),
+                    verify_nats = source.verify_nats,
+                    "source authenticates its senders"
+                );
+            }
+        }
+
         let health = Health::default();
         let nats = match &config.nats {
             Some(n) => {

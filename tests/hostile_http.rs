@@ -1353,6 +1353,12 @@ async fn no_secret_appears_in_debug_logs_dead_letters_or_the_config_s_debug_outp
 
     let lines = bridge.stop().await;
     assert!(lines.iter().any(|l| l.contains("webhook refused")), "the run did log its refusals");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("source authenticates its senders") && l.contains("standard-webhooks")),
+        "the start-up log names each source's schemes"
+    );
     assert!(lines.iter().any(|l| l.contains("\"level\":\"DEBUG\"")), "the run logged at debug level");
     for line in &lines {
         for secret in secret_forms() {
