@@ -144,6 +144,7 @@ impl App {
             sources: config.sources.clone(),
             body_limit: config.server.body_limit_bytes,
             sync_timeout: config.server.sync_timeout,
+            body_read_timeout: config.server.body_read_timeout,
         });
         let addr = listener.local_addr()?;
         let http_stop = CancellationToken::new();

@@ -1044,6 +1044,23 @@ async fn headers_too_large_for_the_http_layer_are_refused_before_the_bridge_sees
 }
 
 #[tokio::test]
+async fn a_body_that_never_finishes_arriving_is_refused_with_408_when_server_body_read_timeout_passes() {
+    let bridge = Bridge::start_with(&corpus_sources(), &[("server.body_read_timeout", "1s")]).await;
+    for path in ["/webhooks/sw", "/v1/incidents/add"] {
+        // Announces 1000 bytes, sends 10 and then nothing: the writer holds the connection open.
+        let mut headers = native_auth();
+        headers.extend(signed(b"{}"));
+        let answer =
+            raw_post(bridge.app.addr, path, &headers, b"{\"title\":".to_vec(), Framing::Claimed(1000)).await;
+        assert_eq!(answer.status, 408, "{path}: {answer:?}");
+        assert!(answer.is_problem(), "{path}: {answer:?}");
+    }
+    assert!(bridge.app.sim.requests().is_empty());
+    bridge.assert_alive().await;
+    bridge.stop().await;
+}
+
+#[tokio::test]
 async fn strings_over_max_string_chars_reach_scwm_cut_with_a_visible_marker() {
     let bridge = Bridge::start(&corpus_sources()).await;
     let long = "L".repeat(10_000);

@@ -128,6 +128,9 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// How long a synchronous HTTP command waits for its SCWM answer before answering 503.
     pub sync_timeout: Duration,
+    /// How long a request's body may take to arrive. A sender that trickles its body (or
+    /// announces more than it sends) would otherwise hold a connection and a task forever.
+    pub body_read_timeout: Duration,
 }
 
 /// Where and how one operation is sent.
@@ -330,12 +333,14 @@ impl Validator<'_> {
         let listen = self.socket_addr("server.listen", &raw.listen);
         let body_limit_bytes = self.positive("server.body_limit_bytes", raw.body_limit_bytes);
         let sync_timeout = self.positive("server.sync_timeout", raw.sync_timeout);
+        let body_read_timeout = self.positive("server.body_read_timeout", raw.body_read_timeout);
         Some(ServerConfig {
             listen: listen?,
             body_limit_bytes,
             shutdown_delay: raw.shutdown_delay,
             shutdown_grace: raw.shutdown_grace,
             sync_timeout,
+            body_read_timeout,
         })
     }
 

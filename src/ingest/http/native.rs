@@ -42,7 +42,9 @@ async fn accept(state: &HttpState, op: &str, headers: &HeaderMap, body: Body) ->
     })?;
     let spec = state.sources.native();
     let limit = spec.limits.max_body_bytes.min(state.body_limit);
-    let bytes = body::read_json(headers, body, limit).await.map_err(IntoResponse::into_response)?;
+    let bytes = body::read_json(headers, body, limit, state.body_read_timeout)
+        .await
+        .map_err(IntoResponse::into_response)?;
     let identity = idempotency(op, headers).map_err(IntoResponse::into_response)?;
     let inbound = Inbound {
         source: Source {

@@ -70,7 +70,9 @@ async fn handle(
             .into_response());
     }
     let limit = spec.limits.max_body_bytes.min(state.body_limit);
-    let bytes = body::read_json(headers, body, limit).await.map_err(IntoResponse::into_response)?;
+    let bytes = body::read_json(headers, body, limit, state.body_read_timeout)
+        .await
+        .map_err(IntoResponse::into_response)?;
     // A sender's delivery id, when it has one, makes licensePlates stable across its retries.
     let identity = headers
         .get("webhook-id")
