@@ -451,7 +451,7 @@ async fn during_a_rotation_either_secret_is_accepted_over_http() {
 }
 
 #[tokio::test]
-async fn a_replayed_standard_webhooks_request_is_refused_and_never_reaches_scwm() {
+async fn a_replayed_standard_webhooks_request_is_refused_even_when_sent_concurrently() {
     let bridge = Bridge::start(&Scheme::StandardWebhooks.config()).await;
     let body = alertmanager_body("00000000000c0001");
     let headers = standard_webhooks_headers(SW_SECRETS[0], &message_id(), now_unix(), &body);
@@ -468,6 +468,16 @@ async fn a_replayed_standard_webhooks_request_is_refused_and_never_reaches_scwm(
     let resigned = standard_webhooks_headers(SW_SECRETS[1], &id, now_unix() + 1, &body);
     assert_unauthorized(bridge.post("/webhooks/sw", &resigned, body).await, "the same id re-signed").await;
     assert_eq!(bridge.scwm_adds(), ["sw:fp:00000000000c0001"], "a replay reached SCWM");
+
+    // Ten copies of one new message at once: exactly one gets in.
+    let body = alertmanager_body("00000000000c0003");
+    let headers = standard_webhooks_headers(SW_SECRETS[0], &message_id(), now_unix(), &body);
+    let copies = (0..10).map(|_| bridge.post("/webhooks/sw", &headers, body.clone()));
+    let mut statuses: Vec<u16> =
+        futures::future::join_all(copies).await.iter().map(|r| r.status().as_u16()).collect();
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 401, 401, 401, 401, 401, 401, 401, 401, 401]);
+    assert_eq!(bridge.scwm_adds(), ["sw:fp:00000000000c0001", "sw:fp:00000000000c0003"]);
     bridge.stop().await;
 }
 
