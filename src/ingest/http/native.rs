@@ -63,7 +63,7 @@ async fn accept(state: &HttpState, op: &str, headers: &HeaderMap, body: Body) ->
         tracing::warn!(source = %spec.name, reason = e.kind(), "command refused: authentication failed");
         Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized").into_response()
     })?;
-    let resp = run(state, headers, &decoder, &verified).await;
+    let (Ok(resp) | Err(resp)) = decode_and_submit(state, headers, &decoder, &verified).await;
     if resp.status().is_server_error() {
         // The caller is told to try again: its retry of this request is not a replay.
         spec.auth.release(verified.receipt());
@@ -71,18 +71,7 @@ async fn accept(state: &HttpState, op: &str, headers: &HeaderMap, body: Body) ->
     Ok(resp)
 }
 
-/// Decodes a verified command and answers with its outcome.
-async fn run(
-    state: &HttpState,
-    headers: &HeaderMap,
-    decoder: &Decoder,
-    verified: &Verified<Inbound>,
-) -> Response {
-    match decode_and_submit(state, headers, decoder, verified).await {
-        Ok(resp) | Err(resp) => resp,
-    }
-}
-
+/// Decodes a verified command, submits it and answers with its outcome.
 async fn decode_and_submit(
     state: &HttpState,
     headers: &HeaderMap,
