@@ -1,6 +1,7 @@
 //! The HTTP front door under attack: every webhook scheme against a real bridge and a real SCWM
-//! simulator, replays, rotation, a corpus of hostile requests, rate limiting, secrets kept out of
-//! logs and `Debug`, and signed NATS messages.
+//! simulator, rotation, replays (and retries that are not replays), a corpus of hostile requests
+//! written to the socket byte for byte, stalled bodies, rate limiting, secrets kept out of logs,
+//! `Debug` and dead letters, and signed NATS and JetStream messages.
 //!
 //! The rule every test checks: only an authenticated, well-formed request reaches SCWM. So each
 //! test ends by reading the simulator's request log and comparing it with exactly what was
