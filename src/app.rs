@@ -66,6 +66,24 @@ impl App {
             None => None,
         };
 
+        for source in config.sources.iter() {
+            if source.auth.is_unauthenticated() {
+                tracing::warn!(
+                    source = %source.name,
+                    kind = source.kind.as_str(),
+                    "this source accepts HTTP requests from anyone: it has no authentication (scheme = \"none\", or the unconfigured native source)"
+                );
+            } else {
+                tracing::info!(
+                    source = %source.name,
+                    kind = source.kind.as_str(),
+                    schemes = ?source.auth.scheme_names(),
+                    verify_nats = source.verify_nats,
+                    "source authenticates its senders"
+                );
+            }
+        }
+
         let health = Health::default();
         let nats = match &config.nats {
             Some(n) => {
@@ -128,6 +146,7 @@ impl App {
             sources: config.sources.clone(),
             body_limit: config.server.body_limit_bytes,
             sync_timeout: config.server.sync_timeout,
+            body_read_timeout: config.server.body_read_timeout,
         });
         let addr = listener.local_addr()?;
         let http_stop = CancellationToken::new();

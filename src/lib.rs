@@ -19,13 +19,15 @@
 //!   metrics recorder; [`observe`]: every metric's name and labels.
 //! - [`verify`]: authentication of inbound webhooks and NATS messages over the raw body, and
 //!   limits for hostile input.
-//! - [`ids`], [`secret`], [`trace_context`]: types shared by every stage.
+//! - [`ids`], [`secret`], [`trace_context`]: types shared by every stage; [`headers`]: one view
+//!   of HTTP and NATS headers for verification and decoding alike.
 
 pub mod alert;
 pub mod app;
 pub mod config;
 pub mod decode;
 pub mod event;
+pub mod headers;
 pub mod health;
 pub mod ids;
 pub mod ingest;

@@ -128,6 +128,9 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// How long a synchronous HTTP command waits for its SCWM answer before answering 503.
     pub sync_timeout: Duration,
+    /// How long a request's body may take to arrive. A sender that trickles its body (or
+    /// announces more than it sends) would otherwise hold a connection and a task forever.
+    pub body_read_timeout: Duration,
 }
 
 /// Where and how one operation is sent.
@@ -212,6 +215,22 @@ impl ConfigErrors {
     /// Whether some problem is reported for `key`.
     pub fn has_key(&self, key: &str) -> bool {
         self.0.iter().any(|e| e.key == key)
+    }
+}
+
+/// Whether a URL carries a user name or password. Credentials in a URL would be shown wherever
+/// the URL is (`Debug` of the config, client errors, logs), so the config refuses them.
+fn has_userinfo(url: &Url) -> bool {
+    !url.username().is_empty() || url.password().is_some()
+}
+
+/// `value` for an error message, with anything before an `@` in its authority left out.
+fn without_userinfo(value: &str) -> String {
+    let Some((scheme, rest)) = value.split_once("://") else { return value.to_owned() };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://…{}", &rest[at..]),
+        None => value.to_owned(),
     }
 }
 
@@ -330,12 +349,14 @@ impl Validator<'_> {
         let listen = self.socket_addr("server.listen", &raw.listen);
         let body_limit_bytes = self.positive("server.body_limit_bytes", raw.body_limit_bytes);
         let sync_timeout = self.positive("server.sync_timeout", raw.sync_timeout);
+        let body_read_timeout = self.positive("server.body_read_timeout", raw.body_read_timeout);
         Some(ServerConfig {
             listen: listen?,
             body_limit_bytes,
             shutdown_delay: raw.shutdown_delay,
             shutdown_grace: raw.shutdown_grace,
             sync_timeout,
+            body_read_timeout,
         })
     }
 
@@ -349,14 +370,23 @@ impl Validator<'_> {
     }
 
     fn url(&mut self, key: &str, value: &str) -> Option<Url> {
+        let shown = without_userinfo(value);
         match Url::parse(value) {
+            Ok(u) if has_userinfo(&u) => {
+                self.error(
+                    key,
+                    "must not hold credentials (user:password@): give them as scwm.token, or \
+                     scwm.username and scwm.password, which are kept secret",
+                );
+                None
+            }
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() => Some(u),
             Ok(_) => {
-                self.error(key, format!("`{value}` must be an http or https URL"));
+                self.error(key, format!("`{shown}` must be an http or https URL"));
                 None
             }
             Err(e) => {
-                self.error(key, format!("`{value}` is not a URL: {e}"));
+                self.error(key, format!("`{shown}` is not a URL: {e}"));
                 None
             }
         }
@@ -468,8 +498,16 @@ impl Validator<'_> {
         }
         for url in &raw.url {
             match Url::parse(url) {
+                Ok(u) if has_userinfo(&u) => self.error(
+                    "nats.url",
+                    "must not hold credentials (user:password@ or token@): give them as nats.user and \
+                     nats.password, or nats.token, which are kept secret",
+                ),
                 Ok(u) if matches!(u.scheme(), "nats" | "tls" | "ws" | "wss") && u.has_host() => {}
-                _ => self.error("nats.url", format!("`{url}` is not a URL like nats://host:4222")),
+                _ => self.error(
+                    "nats.url",
+                    format!("`{}` is not a URL like nats://host:4222", without_userinfo(url)),
+                ),
             }
         }
         let password = self.secret("nats.password", raw.password, raw.password_file);

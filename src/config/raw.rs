@@ -34,6 +34,8 @@ pub struct RawServer {
     pub shutdown_grace: Duration,
     #[serde(deserialize_with = "lenient::duration")]
     pub sync_timeout: Duration,
+    #[serde(deserialize_with = "lenient::duration")]
+    pub body_read_timeout: Duration,
 }
 
 impl Default for RawServer {
@@ -44,6 +46,7 @@ impl Default for RawServer {
             shutdown_delay: Duration::ZERO,
             shutdown_grace: Duration::from_secs(20),
             sync_timeout: Duration::from_secs(30),
+            body_read_timeout: Duration::from_secs(10),
         }
     }
 }

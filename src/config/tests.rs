@@ -209,3 +209,22 @@ fn every_example_config_is_valid() {
     }
     assert!(seen > 0, "no example configs found in {}", dir.display());
 }
+
+#[test]
+fn urls_with_credentials_are_refused_without_showing_them() {
+    let text = format!(
+        "{MINIMAL}\n[scwm.operations.close]\nurl = \"https://user:url-pa55@scwm.example.com/close\"\n\
+         [nats]\nurl = [\"nats://nats.example.com:4222\", \"nats://s3cret-token@nats.example.com:4222\"]\n"
+    );
+    let errs = load(&text, &BTreeMap::new(), &no_files).unwrap_err();
+    assert!(errs.has_key("scwm.operations.close.url"), "{errs}");
+    assert!(errs.has_key("nats.url"), "{errs}");
+    assert_eq!(errs.0.len(), 2, "{errs}");
+    let shown = errs.to_string();
+    assert!(!shown.contains("url-pa55") && !shown.contains("s3cret-token"), "{shown}");
+
+    // A URL that does not parse is still shown, less what could be a password.
+    let text = format!("{MINIMAL}\n[scwm.operations.read]\nurl = \"http://u:hunter2@[::1/read\"\n");
+    let shown = load(&text, &BTreeMap::new(), &no_files).unwrap_err().to_string();
+    assert!(shown.contains("http://…@[::1/read") && !shown.contains("hunter2"), "{shown}");
+}

@@ -28,7 +28,7 @@ use serde_json::value::RawValue;
 
 use super::{
     DecodeError, alertmanager, grafana,
-    headers::{HeaderLookup, get_all},
+    headers::HeaderLookup,
     native::{self, NativeCommand},
 };
 use crate::{alert::Notification, scwm::Operation};
@@ -106,8 +106,8 @@ pub enum Inner {
 /// Decodes one CloudEvent from a message's headers and body (see the module doc for how the
 /// content mode is chosen).
 pub fn decode<H: HeaderLookup + ?Sized>(headers: &H, body: Bytes) -> Result<CloudEvent, DecodeError> {
-    let content_type = match get_all(headers, "content-type").into_iter().next() {
-        Some(v) => Some(header_text("Content-Type", &v)?.trim().to_owned()),
+    let content_type = match headers.get_all("content-type").first() {
+        Some(v) => Some(header_text("Content-Type", v)?.trim().to_owned()),
         None => None,
     };
     let media = content_type.as_deref().map(media_type);
@@ -120,7 +120,7 @@ pub fn decode<H: HeaderLookup + ?Sized>(headers: &H, body: Bytes) -> Result<Clou
         Some(m) if m.starts_with("application/cloudevents") => Err(DecodeError::UnsupportedMediaType(format!(
             "event format `{m}` is not supported; use application/cloudevents+json"
         ))),
-        _ if !get_all(headers, "ce-specversion").is_empty() => binary(headers, content_type, body),
+        _ if !headers.get_all("ce-specversion").is_empty() => binary(headers, content_type, body),
         _ => structured(&body),
     }
 }

@@ -2,7 +2,7 @@
 //! and licensePlates out. HTTP webhooks, core NATS and JetStream all go through [`Decoder`], so
 //! every source reads the same way whatever carried it.
 
-use std::{sync::Arc, time::SystemTime};
+use std::{borrow::Cow, sync::Arc, time::SystemTime};
 
 use serde_json::Value;
 
@@ -90,13 +90,23 @@ impl Decoder {
         }))
     }
 
-    /// Verifies, then decodes: what a NATS transport does with a message. The headers that
-    /// travel on lose their credentials.
-    pub fn read(&self, mut inbound: Inbound, over_nats: bool) -> Result<Vec<Event>, Unreadable> {
-        let received = std::mem::take(&mut inbound.original.headers);
-        inbound.original.headers = without_credentials(received.iter().cloned());
-        let verified = self.verify(inbound, &received[..], over_nats).map_err(Unreadable::Unauthenticated)?;
-        Ok(self.events(&verified)?)
+    /// Verifies, then decodes: what a NATS transport does with a message. As with [`verify`],
+    /// `inbound` carries the headers that travel on, already [`without_credentials`], and the
+    /// headers as received are only read to verify: a message refused here is dead-lettered
+    /// with `inbound`'s headers, so credentials must never have been in them. The events come
+    /// back verified, with the receipt to release should they not be processed.
+    ///
+    /// [`verify`]: Decoder::verify
+    pub fn read<H: HeaderLookup + ?Sized>(
+        &self,
+        inbound: Inbound,
+        received_headers: &H,
+        over_nats: bool,
+    ) -> Result<Verified<Vec<Event>>, Unreadable> {
+        let verified =
+            self.verify(inbound, received_headers, over_nats).map_err(Unreadable::Unauthenticated)?;
+        let events = self.events(&verified)?;
+        Ok(verified.map(|_| events))
     }
 
     /// The events a message carries: one per native command, one per alert or group that a
@@ -187,22 +197,51 @@ fn native_op(subject: &str) -> Result<Operation, DecodeError> {
     })
 }
 
-/// Cuts every string in the payload (nested ones too) to `max` characters with a visible
-/// marker, so no field sent on to SCWM is unbounded.
+/// Cuts every string in the payload (nested ones too), object keys included, to `max`
+/// characters with a visible marker, so no field sent on to SCWM is unbounded. Alert labels
+/// travel as an object, so a label's name is as much sender-controlled text as its value.
 pub fn truncate_strings(payload: &mut Payload, max: usize) {
     fn walk(v: &mut Value, max: usize) {
         match v {
             Value::String(s) => {
-                if let std::borrow::Cow::Owned(cut) = truncate_with_marker(s, max) {
+                if let Cow::Owned(cut) = truncate_with_marker(s, max) {
                     *s = cut;
                 }
             }
             Value::Array(items) => items.iter_mut().for_each(|i| walk(i, max)),
-            Value::Object(map) => map.values_mut().for_each(|i| walk(i, max)),
+            Value::Object(map) => {
+                map.values_mut().for_each(|i| walk(i, max));
+                truncate_keys(map, max);
+            }
             _ => {}
         }
     }
     payload.values_mut().for_each(|v| walk(v, max));
+    truncate_keys(payload, max);
+}
+
+/// Cuts the keys of `map` longer than `max` characters. Two long keys may share their first
+/// characters; a cut key that is already taken gets a numbered marker instead, so no entry is
+/// lost to another.
+fn truncate_keys(map: &mut serde_json::Map<String, Value>, max: usize) {
+    // Bytes bound characters from above: most maps have no key that long and stay untouched.
+    if map.keys().all(|k| k.len() <= max) {
+        return;
+    }
+    let (long, short): (Vec<_>, Vec<_>) =
+        std::mem::take(map).into_iter().partition(|(k, _)| k.chars().nth(max).is_some());
+    map.extend(short);
+    for (key, value) in long {
+        let mut cut = truncate_with_marker(&key, max).into_owned();
+        let mut n = 1;
+        while map.contains_key(&cut) {
+            n += 1;
+            let marker = format!("…[truncated {n}]");
+            let keep = max.saturating_sub(marker.chars().count());
+            cut = key.chars().take(keep).chain(marker.chars()).collect();
+        }
+        map.insert(cut, value);
+    }
 }
 
 /// A licensePlate derived from the message identity (plus `part` when a message carries
@@ -298,5 +337,28 @@ mod tests {
         assert!(a.ends_with("[truncated]") || a.ends_with('…'), "{a}");
         assert_eq!(p["b"]["c"][0].as_str().unwrap().chars().count(), 40);
         assert_eq!(p["n"], 1);
+    }
+
+    #[test]
+    fn long_keys_are_cut_too_and_never_collide() {
+        let long = "k".repeat(100);
+        let mut p: Payload = serde_json::from_value(serde_json::json!({
+            "labels": {&long: "1", format!("{long}x"): "2", "short": "3"},
+            format!("top{long}"): "4",
+        }))
+        .unwrap();
+        truncate_strings(&mut p, 40);
+        let labels = p["labels"].as_object().unwrap();
+        assert_eq!(labels.len(), 3, "{labels:?}");
+        assert_eq!(labels["short"], "3");
+        let mut values: Vec<_> = labels.values().filter_map(Value::as_str).collect();
+        values.sort_unstable();
+        assert_eq!(values, ["1", "2", "3"], "no label lost to another");
+        for key in labels.keys().chain(p.keys()) {
+            assert!(key.chars().count() <= 40, "{key}");
+        }
+        assert!(labels.keys().any(|k| k.ends_with("…[truncated 2]")), "{labels:?}");
+        assert_eq!(p.len(), 2);
+        assert!(p.keys().any(|k| k.starts_with("topkkk") && k.ends_with("…[truncated]")));
     }
 }

@@ -1,54 +1,11 @@
-//! Reading headers the same way from HTTP requests and NATS messages. Owns the [`HeaderLookup`]
-//! trait and the rule that a signature or credential header must appear exactly once; must not
-//! interpret header values (each scheme does that).
+//! Reading signature and credential headers: the rule that such a header must appear exactly
+//! once and not be empty. Headers are looked up through the crate's one [`HeaderLookup`]
+//! (`crate::headers`), the same for HTTP and NATS; this module must not interpret header values
+//! (each scheme does that).
+
+pub use crate::headers::HeaderLookup;
 
 use super::VerifyError;
-
-/// Every value of a header, looked up without regard to ASCII case. HTTP header names are
-/// case-insensitive; NATS header names are case-sensitive on the wire, but senders vary, so the
-/// NATS implementation compares names case-insensitively too.
-pub trait HeaderLookup {
-    /// All values of the header `name`, in any order; empty when absent.
-    fn get_all(&self, name: &str) -> Vec<&[u8]>;
-}
-
-impl HeaderLookup for http::HeaderMap {
-    fn get_all(&self, name: &str) -> Vec<&[u8]> {
-        // `http` stores names lower-cased and lower-cases `&str` keys on lookup; a name that is
-        // not a valid header name simply finds nothing.
-        http::HeaderMap::get_all(self, name).iter().map(http::HeaderValue::as_bytes).collect()
-    }
-}
-
-impl HeaderLookup for async_nats::HeaderMap {
-    fn get_all(&self, name: &str) -> Vec<&[u8]> {
-        // Iterating is the only case-insensitive lookup NATS header maps offer. `Webhook-Id` and
-        // `webhook-id` are separate keys there; both count, so sending both is a duplicate.
-        self.iter()
-            .filter(|(n, _)| AsRef::<str>::as_ref(*n).eq_ignore_ascii_case(name))
-            .flat_map(|(_, values)| values.iter().map(AsRef::<[u8]>::as_ref))
-            .collect()
-    }
-}
-
-/// Name/value pairs, as tests, fuzz targets and other transports have them.
-impl<N: AsRef<str>, V: AsRef<[u8]>> HeaderLookup for [(N, V)] {
-    fn get_all(&self, name: &str) -> Vec<&[u8]> {
-        self.iter().filter(|(n, _)| n.as_ref().eq_ignore_ascii_case(name)).map(|(_, v)| v.as_ref()).collect()
-    }
-}
-
-impl<N: AsRef<str>, V: AsRef<[u8]>> HeaderLookup for Vec<(N, V)> {
-    fn get_all(&self, name: &str) -> Vec<&[u8]> {
-        self.as_slice().get_all(name)
-    }
-}
-
-impl<T: HeaderLookup + ?Sized> HeaderLookup for &T {
-    fn get_all(&self, name: &str) -> Vec<&[u8]> {
-        (**self).get_all(name)
-    }
-}
 
 /// The one value of a header that must appear exactly once and not be empty.
 pub(crate) fn single<'a>(headers: &'a dyn HeaderLookup, name: &str) -> Result<&'a [u8], VerifyError> {
@@ -79,19 +36,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn http_lookup_ignores_case_and_returns_every_value() {
-        let mut h = http::HeaderMap::new();
-        h.append("webhook-id", http::HeaderValue::from_static("a"));
-        h.append("Webhook-Id", http::HeaderValue::from_static("b"));
-        assert_eq!(HeaderLookup::get_all(&h, "WEBHOOK-ID"), vec![b"a".as_slice(), b"b".as_slice()]);
-        assert!(HeaderLookup::get_all(&h, "not a header name").is_empty());
-    }
-
-    #[test]
-    fn nats_lookup_ignores_case_across_differently_cased_keys() {
+    fn a_header_sent_twice_in_differently_cased_nats_keys_is_refused() {
         let mut h = async_nats::HeaderMap::new();
         h.insert("Webhook-Signature", "v1,abc");
-        assert_eq!(HeaderLookup::get_all(&h, "webhook-signature"), vec![b"v1,abc".as_slice()]);
+        assert_eq!(single(&h, "webhook-signature").unwrap(), b"v1,abc");
         h.insert("webhook-signature", "v1,def");
         let err = single(&h, "webhook-signature").unwrap_err();
         assert_eq!(err.kind(), "malformed_header");

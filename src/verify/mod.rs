@@ -29,7 +29,9 @@
 //! if it comes again ([`VerifyError::Replayed`]): Standard Webhooks by `webhook-id`, the others
 //! by their signed content (timestamp and body, so a replay cannot dodge the cache by re-encoding
 //! or reordering its signatures). A message is remembered only after every scheme passed, so
-//! an attacker cannot fill the cache with garbage. The cache is per process and bounded
+//! an attacker cannot fill the cache with garbage. A message that was accepted but not
+//! processed (the sender was told to retry) is forgotten again with [`SourceAuth::release`] and
+//! the [`Receipt`] its verification gave, so the retry is not mistaken for a replay. The cache is per process and bounded
 //! ([`DEFAULT_REPLAY_CACHE_SIZE`] entries unless configured): when full, the entries with the
 //! oldest timestamps go first, so a replay can then succeed only for a message older than the
 //! oldest one kept, and only while its timestamp is still inside the window. Replicas do not
@@ -73,6 +75,7 @@ use timestamp::Window;
 #[derive(Debug, Clone)]
 pub struct Verified<T> {
     inner: T,
+    receipt: Receipt,
 }
 
 impl<T> Verified<T> {
@@ -86,10 +89,36 @@ impl<T> Verified<T> {
         self.inner
     }
 
+    /// The verified value and the receipt for [`SourceAuth::release`].
+    pub fn into_parts(self) -> (T, Receipt) {
+        (self.inner, self.receipt)
+    }
+
+    /// What verification remembered of this message against replays.
+    pub fn receipt(&self) -> &Receipt {
+        &self.receipt
+    }
+
     /// Something derived from the verified value (the decoded event of a verified body) stays
     /// marked as verified.
     pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Verified<U> {
-        Verified { inner: f(self.inner) }
+        Verified { inner: f(self.inner), receipt: self.receipt }
+    }
+}
+
+/// The replay-cache entries one verification recorded: which scheme of the source, and the
+/// message's key there. Empty for schemes that sign no timestamp. Hand it to
+/// [`SourceAuth::release`] when the message was not processed, so that the sender's retry of
+/// the same message is not refused as a replay.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Receipt {
+    entries: Vec<(usize, Tag)>,
+}
+
+impl Receipt {
+    /// Whether the verification recorded nothing (no scheme of the source refuses replays).
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
     }
 }
 
@@ -113,13 +142,26 @@ impl SourceAuth {
         let headers: &dyn HeaderLookup = &headers;
         let now = timestamp::unix_secs(now);
         let mut seen = Vec::new();
-        for scheme in &self.schemes {
+        for (index, scheme) in self.schemes.iter().enumerate() {
             if let Some(replay) = scheme.check(headers, &body, now)? {
-                seen.push(replay);
+                seen.push((index, replay));
             }
         }
-        record(&seen, now)?;
-        Ok(Verified { inner: body })
+        let receipt = record(&seen, now)?;
+        Ok(Verified { inner: body, receipt })
+    }
+
+    /// Forgets a verified message that was not processed, so that the sender's retry of it is
+    /// accepted rather than refused as a replay. A transport calls this when its answer tells
+    /// the sender to try again (HTTP 5xx, a JetStream nak): senders retry with the same message
+    /// (Standard Webhooks keeps the `webhook-id`, JetStream redelivers it byte for byte), and
+    /// the licensePlate derived from it keeps the retry from acting twice.
+    pub fn release(&self, receipt: &Receipt) {
+        for (index, key) in &receipt.entries {
+            if let Some(cache) = self.schemes.get(*index).and_then(Scheme::replay_cache) {
+                cache.lock().remove(key);
+            }
+        }
     }
 
     /// Accepts every message: a source configured with `scheme = "none"`, the built-in native
@@ -164,6 +206,17 @@ impl Scheme {
             Scheme::Bearer(_) => "bearer",
             Scheme::Basic(_) => "basic",
             Scheme::None => "none",
+        }
+    }
+
+    /// The replay cache of a scheme that signs a timestamp.
+    fn replay_cache(&self) -> Option<&ReplayCache> {
+        match self {
+            Scheme::StandardWebhooks(s) => Some(&s.fresh.cache),
+            Scheme::Stripe(s) => Some(&s.fresh.cache),
+            Scheme::Grafana(s) => s.timestamp.as_ref().map(|(_, fresh)| &fresh.cache),
+            Scheme::Hmac(s) => s.timestamp.as_ref().map(|(_, _, fresh)| &fresh.cache),
+            Scheme::Github(_) | Scheme::Bearer(_) | Scheme::Basic(_) | Scheme::None => None,
         }
     }
 
@@ -214,16 +267,17 @@ struct Replay<'a> {
 }
 
 /// Refuses the message if any cache has seen it, else records it in all of them, as one step
-/// (the locks are taken in scheme order, the same for every call, so they cannot deadlock).
-fn record(seen: &[Replay<'_>], now: u64) -> Result<(), VerifyError> {
-    let mut guards: Vec<_> = seen.iter().map(|r| r.cache.lock()).collect();
-    if seen.iter().zip(&guards).any(|(r, g)| g.contains(&r.key, now)) {
+/// (the locks are taken in scheme order, the same for every call, so they cannot deadlock), and
+/// says what it recorded where.
+fn record(seen: &[(usize, Replay<'_>)], now: u64) -> Result<Receipt, VerifyError> {
+    let mut guards: Vec<_> = seen.iter().map(|(_, r)| r.cache.lock()).collect();
+    if seen.iter().zip(&guards).any(|((_, r), g)| g.contains(&r.key, now)) {
         return Err(VerifyError::Replayed);
     }
-    for (r, g) in seen.iter().zip(&mut guards) {
+    for ((_, r), g) in seen.iter().zip(&mut guards) {
         g.insert(r.key, r.expires, now);
     }
-    Ok(())
+    Ok(Receipt { entries: seen.iter().map(|(index, r)| (*index, r.key)).collect() })
 }
 
 #[cfg(test)]

@@ -70,6 +70,14 @@ impl Guard<'_> {
         self.entries.by_key.get(key).is_some_and(|&expires| expires >= now)
     }
 
+    /// Forgets `key`, if it is recorded.
+    pub(crate) fn remove(&mut self, key: &Tag) {
+        let e = &mut *self.entries;
+        if let Some(expires) = e.by_key.remove(key) {
+            e.by_expiry.remove(&(expires, *key));
+        }
+    }
+
     /// Records `key` until `expires`, first dropping what expired and, when still full, the
     /// entries that expire soonest.
     pub(crate) fn insert(&mut self, key: Tag, expires: u64, now: u64) {
@@ -142,6 +150,18 @@ mod tests {
         c.lock().insert(key(1), 20, 0);
         assert_eq!(c.len(), 1);
         assert!(c.lock().contains(&key(1), 15));
+        assert_eq!(c.lock().entries.by_expiry.len(), 1);
+    }
+
+    #[test]
+    fn a_removed_key_is_forgotten_from_both_indexes() {
+        let c = ReplayCache::new(3);
+        c.lock().insert(key(1), 10, 0);
+        c.lock().insert(key(2), 10, 0);
+        c.lock().remove(&key(1));
+        c.lock().remove(&key(9));
+        assert!(!c.lock().contains(&key(1), 0));
+        assert!(c.lock().contains(&key(2), 0));
         assert_eq!(c.lock().entries.by_expiry.len(), 1);
     }
 

@@ -115,6 +115,40 @@ fn the_verified_body_is_the_body_given() {
 }
 
 #[test]
+fn a_released_message_is_accepted_again_and_then_remembered_again() {
+    // A Standard Webhooks source that also checks a Stripe-style header: two caches to release.
+    let a = auth(&format!(
+        "[[auth]]\nscheme = \"standard-webhooks\"\nsecrets = [\"{SW_NEW}\"]\n\
+         [[auth]]\nscheme = \"stripe\"\nsecrets = [\"whsec_s\"]\n"
+    ));
+    let mut h = sw_headers(SW_NEW, "msg_retry", T0, BODY);
+    h.push(("Stripe-Signature".into(), stripe_header("whsec_s", T0, BODY)));
+    let first = a.verify(&h, Bytes::from_static(BODY), at(T0)).unwrap();
+    assert_eq!(first.receipt().entries.len(), 2);
+    assert_eq!(kind(a.verify(&h, Bytes::from_static(BODY), at(T0 + 1))), "replayed");
+
+    // The sender was told to retry: its retry (same id, a new timestamp) gets in, once.
+    a.release(first.receipt());
+    let mut retry = sw_headers(SW_NEW, "msg_retry", T0 + 5, BODY);
+    retry.push(("Stripe-Signature".into(), stripe_header("whsec_s", T0 + 5, BODY)));
+    let second = a.verify(&retry, Bytes::from_static(BODY), at(T0 + 5)).unwrap();
+    assert_eq!(kind(a.verify(&retry, Bytes::from_static(BODY), at(T0 + 6))), "replayed");
+    // Told to retry once more, and it may.
+    a.release(second.receipt());
+    assert_eq!(kind(a.verify(&retry, Bytes::from_static(BODY), at(T0 + 7))), "ok");
+}
+
+#[test]
+fn schemes_without_a_timestamp_give_an_empty_receipt() {
+    let g = auth("[[auth]]\nscheme = \"github\"\nsecrets = [\"s\"]\n");
+    let h = [("X-Hub-Signature-256", format!("sha256={}", hex(&tag(b"s", &[BODY]))))];
+    let v = g.verify(&h[..], Bytes::from_static(BODY), at(T0)).unwrap();
+    assert!(v.receipt().is_empty());
+    g.release(v.receipt());
+    assert_eq!(kind(g.verify(&h[..], Bytes::from_static(BODY), at(T0))), "ok");
+}
+
+#[test]
 fn a_replay_within_the_window_is_refused_and_after_it_the_timestamp_refuses() {
     let a = sw_auth();
     let h = sw_headers(SW_NEW, "msg_replay", T0, BODY);

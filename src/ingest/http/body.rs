@@ -1,5 +1,8 @@
-//! Reading a request body safely: the content type must be JSON and the body no larger than the
-//! configured limit. Both checks answer with problem+json before any byte is parsed.
+//! Reading a request body safely: the content type must be JSON, the body no larger than the
+//! configured limit, and it must arrive within a deadline. Each check answers with problem+json
+//! before any byte is parsed.
+
+use std::time::Duration;
 
 use axum::body::Body;
 use bytes::Bytes;
@@ -17,7 +20,12 @@ pub fn is_json(headers: &HeaderMap) -> bool {
     essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
-pub async fn read_json(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, Problem> {
+pub async fn read_json(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, Problem> {
     if !is_json(headers) {
         return Err(Problem::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -26,10 +34,16 @@ pub async fn read_json(headers: &HeaderMap, body: Body, limit: usize) -> Result<
         )
         .detail("the body must be JSON (Content-Type: application/json)"));
     }
-    read_limited(headers, body, limit).await
+    read_limited(headers, body, limit, timeout).await
 }
 
-pub async fn read_limited(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, Problem> {
+/// The whole body, refused when larger than `limit` bytes or slower than `timeout` to arrive.
+pub async fn read_limited(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, Problem> {
     let too_large = || {
         Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "body-too-large", "Request body too large")
             .detail(format!("the limit is {limit} bytes"))
@@ -40,7 +54,11 @@ pub async fn read_limited(headers: &HeaderMap, body: Body, limit: usize) -> Resu
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    match Limited::new(body, limit).collect().await {
+    let Ok(read) = tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await else {
+        return Err(Problem::new(StatusCode::REQUEST_TIMEOUT, "body-timeout", "Request body too slow")
+            .detail(format!("the body must arrive within {} s", timeout.as_secs_f64())));
+    };
+    match read {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
         Err(e) => Err(Problem::new(StatusCode::BAD_REQUEST, "body-unreadable", "Request body unreadable")

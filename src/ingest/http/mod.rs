@@ -32,6 +32,8 @@ pub struct HttpState {
     /// The largest body any endpoint takes; a source may set a smaller one.
     pub body_limit: usize,
     pub sync_timeout: Duration,
+    /// How long a request body may take to arrive before the request is refused with 408.
+    pub body_read_timeout: Duration,
 }
 
 /// The request's headers as they travel on with the event, minus credentials.

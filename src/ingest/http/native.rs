@@ -20,6 +20,7 @@ use crate::{
     ingest::source::{Decoder, Identity, Inbound},
     pipeline::{Delivery, Job, Outcome, queue::SubmitError},
     scwm::Operation,
+    verify::Verified,
 };
 
 pub async fn command(
@@ -41,7 +42,9 @@ async fn accept(state: &HttpState, op: &str, headers: &HeaderMap, body: Body) ->
     })?;
     let spec = state.sources.native();
     let limit = spec.limits.max_body_bytes.min(state.body_limit);
-    let bytes = body::read_json(headers, body, limit).await.map_err(IntoResponse::into_response)?;
+    let bytes = body::read_json(headers, body, limit, state.body_read_timeout)
+        .await
+        .map_err(IntoResponse::into_response)?;
     let identity = idempotency(op, headers).map_err(IntoResponse::into_response)?;
     let inbound = Inbound {
         source: Source {
@@ -65,7 +68,22 @@ async fn accept(state: &HttpState, op: &str, headers: &HeaderMap, body: Body) ->
         crate::observe::auth_failure(&spec.name, e.kind());
         Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized").into_response()
     })?;
-    let event = decoder.events(&verified).map_err(|e| {
+    let (Ok(resp) | Err(resp)) = decode_and_submit(state, headers, &decoder, &verified).await;
+    if resp.status().is_server_error() {
+        // The caller is told to try again: its retry of this request is not a replay.
+        spec.auth.release(verified.receipt());
+    }
+    Ok(resp)
+}
+
+/// Decodes a verified command, submits it and answers with its outcome.
+async fn decode_and_submit(
+    state: &HttpState,
+    headers: &HeaderMap,
+    decoder: &Decoder,
+    verified: &Verified<Inbound>,
+) -> Result<Response, Response> {
+    let event = decoder.events(verified).map_err(|e| {
         Problem::new(e.http_status(), "invalid-command", "Invalid command")
             .detail(e.to_string())
             .into_response()

@@ -5,7 +5,9 @@
 //! signature or credentials over the raw bytes, then decoding. Every refusal is problem+json;
 //! an authentication failure says only "unauthorized" to the sender, and the reason goes to the
 //! log. The answer waits for the events' outcomes (up to `server.sync_timeout`) so a sender
-//! that retries on 5xx, as Alertmanager does, retries exactly what did not finish.
+//! that retries on 5xx, as Alertmanager does, retries exactly what did not finish. A 5xx answer
+//! also releases the message from its source's replay cache, so that retry is not refused as a
+//! replay.
 
 use std::{
     sync::Arc,
@@ -30,7 +32,8 @@ use crate::{
         source::{Decoder, Identity, Inbound},
     },
     pipeline::{Delivery, Outcome},
-    sources::SourceKind,
+    sources::{SourceKind, SourceSpec},
+    verify::Verified,
 };
 
 pub async fn receive(
@@ -68,7 +71,9 @@ async fn handle(
             .into_response());
     }
     let limit = spec.limits.max_body_bytes.min(state.body_limit);
-    let bytes = body::read_json(headers, body, limit).await.map_err(IntoResponse::into_response)?;
+    let bytes = body::read_json(headers, body, limit, state.body_read_timeout)
+        .await
+        .map_err(IntoResponse::into_response)?;
     // A sender's delivery id, when it has one, makes licensePlates stable across its retries.
     let identity = headers
         .get("webhook-id")
@@ -95,12 +100,30 @@ async fn handle(
         crate::observe::auth_failure(&spec.name, e.kind());
         unauthorized()
     })?;
-    let events = decoder.events(&verified).map_err(|e| {
-        tracing::info!(source = %spec.name, reason = e.kind(), error = %e, "webhook refused: cannot decode");
-        Problem::new(e.http_status(), "invalid-payload", "Invalid payload")
-            .detail(e.to_string())
-            .into_response()
-    })?;
+    let resp = run(state, &spec, &decoder, &verified).await;
+    if resp.status().is_server_error() {
+        // The sender is told to try again: its retry of this message is not a replay.
+        spec.auth.release(verified.receipt());
+    }
+    Ok(resp)
+}
+
+/// Decodes a verified message and answers once its events have outcomes.
+async fn run(
+    state: &HttpState,
+    spec: &SourceSpec,
+    decoder: &Decoder,
+    verified: &Verified<Inbound>,
+) -> Response {
+    let events = match decoder.events(verified) {
+        Ok(events) => events,
+        Err(e) => {
+            tracing::info!(source = %spec.name, reason = e.kind(), error = %e, "webhook refused: cannot decode");
+            return Problem::new(e.http_status(), "invalid-payload", "Invalid payload")
+                .detail(e.to_string())
+                .into_response();
+        }
+    };
     let count = events.len();
     let (tx, rx) = oneshot::channel();
     submit_all(&state.runner, events, Delivery::SENDER_RETRIES, false, move |outcomes| {
@@ -109,14 +132,14 @@ async fn handle(
     })
     .await;
     match tokio::time::timeout(state.sync_timeout, rx).await {
-        Ok(Ok(outcomes)) => Ok(answer(count, outcomes)),
+        Ok(Ok(outcomes)) => answer(count, outcomes),
         Ok(Err(_)) => {
-            Err(Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error").into_response())
+            Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error").into_response()
         }
-        Err(_) => Err(Problem::new(StatusCode::SERVICE_UNAVAILABLE, "timeout", "Not finished in time")
+        Err(_) => Problem::new(StatusCode::SERVICE_UNAVAILABLE, "timeout", "Not finished in time")
             .detail("the events continue in the background; a resend is recognised and does nothing twice")
             .retry_after(Duration::from_secs(5))
-            .into_response()),
+            .into_response(),
     }
 }
 

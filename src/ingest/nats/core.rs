@@ -16,7 +16,7 @@ use crate::{
     event::{Original, Source, Transport},
     ingest::{
         batch::submit_all,
-        source::{Decoder, Identity, Inbound},
+        source::{Decoder, Identity, Inbound, without_credentials},
     },
     pipeline::{Delivery, Outcome, Runner, Unreadable},
 };
@@ -60,7 +60,11 @@ async fn handle(
     runner: &Runner,
     msg: async_nats::Message,
 ) {
-    let original = Original { body: msg.payload.clone(), headers: original_from(msg.headers.as_ref()) };
+    // Verification reads the headers as received; what travels on (into events and dead
+    // letters) never holds credentials.
+    let received = original_from(msg.headers.as_ref());
+    let original =
+        Original { body: msg.payload.clone(), headers: without_credentials(received.iter().cloned()) };
     // A sender that sets an idempotency key (or a message id) gets the same licensePlate when it
     // sends again, so SCWM sees a repeat.
     let identity = original
@@ -84,8 +88,8 @@ async fn handle(
     crate::observe::event_received(&config.source, "nats");
     let (source, original) = (inbound.source.clone(), inbound.original.clone());
     let op = decoder.operation_hint(&inbound);
-    let events = match decoder.read(inbound, true) {
-        Ok(events) => events,
+    let (events, receipt) = match decoder.read(inbound, &received[..], true) {
+        Ok(verified) => verified.into_parts(),
         Err(e) => {
             if let Unreadable::Unauthenticated(v) = &e {
                 crate::observe::auth_failure(&config.source, v.kind());
@@ -104,8 +108,13 @@ async fn handle(
     };
     let delivery = if reply.is_some() { Delivery::SENDER_RETRIES } else { Delivery::ONLY };
     let client = client.clone();
+    let spec = Arc::clone(decoder.spec());
     submit_all(runner, events, delivery, true, move |outcomes| {
         async move {
+            if outcomes.iter().any(|o| matches!(o, Outcome::Retry { .. })) {
+                // The requester is told to try again: its retry of this message is not a replay.
+                spec.nats_auth().release(&receipt);
+            }
             if let Some(reply) = reply {
                 let (status, body) = reply_body(outcomes);
                 respond(&client, reply, status, body).await;

@@ -29,7 +29,7 @@ use crate::{
     event::{Original, Source, Transport},
     ingest::{
         batch::submit_all,
-        source::{Decoder, Identity, Inbound},
+        source::{Decoder, Identity, Inbound, without_credentials},
     },
     pipeline::{Delivery, Outcome, Runner},
 };
@@ -143,6 +143,9 @@ async fn handle(
     let reply = msg.reply.clone();
     let (message, acker) = msg.split();
     let delivered = u32::try_from(delivered.max(1)).unwrap_or(u32::MAX);
+    // Verification reads the headers as received; what travels on (into events and dead
+    // letters) never holds credentials.
+    let received = original_from(message.headers.as_ref());
     let inbound = Inbound {
         source: Source {
             transport: Transport::Jetstream,
@@ -154,7 +157,7 @@ async fn handle(
         },
         original: Original {
             body: message.payload.clone(),
-            headers: original_from(message.headers.as_ref()),
+            headers: without_credentials(received.iter().cloned()),
         },
         received_at: SystemTime::now(),
         identity: Some(Identity {
@@ -170,8 +173,8 @@ async fn handle(
 
     let (source, original) = (inbound.source.clone(), inbound.original.clone());
     let op = decoder.operation_hint(&inbound);
-    let events = match decoder.read(inbound, true) {
-        Ok(events) => events,
+    let (events, receipt) = match decoder.read(inbound, &received[..], true) {
+        Ok(verified) => verified.into_parts(),
         Err(e) => {
             if let crate::pipeline::Unreadable::Unauthenticated(v) = &e {
                 crate::observe::auth_failure(&config.source, v.kind());
@@ -196,6 +199,7 @@ async fn handle(
     tokio::spawn(keep_in_progress(Acker::new(js.clone(), reply), config.ack_wait, done_rx));
     let delivery = Delivery { attempt: delivered, last };
     let pipeline = Arc::clone(runner.pipeline());
+    let spec = Arc::clone(decoder.spec());
     submit_all(runner, events, delivery, true, move |outcomes| {
         async move {
             let _ = done_tx.send(());
@@ -216,6 +220,10 @@ async fn handle(
                     Ok(()) => AckKind::Term,
                     Err(_) => ack,
                 };
+            }
+            if matches!(ack, AckKind::Nak(_)) {
+                // JetStream delivers the same message again: that is not a replay.
+                spec.nats_auth().release(&receipt);
             }
             send_ack(&acker, ack, last).await;
         }
