@@ -72,7 +72,8 @@ impl Original {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Command {
     pub op: Operation,
-    pub payload: Payload,
+    /// Shared with the SCWM request built from it.
+    pub payload: std::sync::Arc<Payload>,
 }
 
 /// One incident's worth of an alert notification: an alert, or a group of alerts that took the

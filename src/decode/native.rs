@@ -39,7 +39,7 @@ pub fn decode(op: Operation, body: &[u8]) -> Result<NativeCommand, DecodeError> 
         Some(id) => Some(CorrelationKey::new(format!("item:{id}"))),
         None => non_empty_string(&payload, "externalRef")?.map(|r| CorrelationKey::new(format!("ref:{r}"))),
     };
-    Ok(NativeCommand { command: Command { op, payload }, key })
+    Ok(NativeCommand { command: Command { op, payload: std::sync::Arc::new(payload) }, key })
 }
 
 /// The field as a non-empty string, `None` when absent or null, an error for any other type.

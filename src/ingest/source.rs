@@ -138,7 +138,11 @@ impl Decoder {
     }
 
     fn command(&self, inbound: &Inbound, mut decoded: native::NativeCommand) -> Event {
-        truncate_strings(&mut decoded.command.payload, self.spec.limits.max_string_chars);
+        // Not shared yet, so this changes the payload in place.
+        truncate_strings(
+            std::sync::Arc::make_mut(&mut decoded.command.payload),
+            self.spec.limits.max_string_chars,
+        );
         let plate = plate_for(inbound, "");
         let key = decoded.key.unwrap_or_else(|| CorrelationKey::new(format!("plate:{plate}")));
         event(inbound, plate, key, EventKind::Command(decoded.command))

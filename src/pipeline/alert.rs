@@ -305,7 +305,7 @@ impl Pipeline {
                 op: step.op,
                 license_plate: step.license_plate.clone(),
                 owner_id: step.owner_id.clone(),
-                payload,
+                payload: payload.into(),
                 headers: HeaderMap::new(),
             };
             match self.scwm.call(&request).await {

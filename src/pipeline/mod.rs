@@ -307,7 +307,7 @@ impl Pipeline {
             op: cmd.op,
             license_plate: event.license_plate.clone(),
             owner_id: None,
-            payload: cmd.payload.clone(),
+            payload: Arc::clone(&cmd.payload),
             headers: HeaderMap::new(),
         };
         let started = Instant::now();

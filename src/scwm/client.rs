@@ -23,7 +23,7 @@ use tracing::Instrument;
 
 use super::{
     breaker::{BreakerSettings, CircuitBreaker, CircuitState},
-    envelope::{HEADER_VERSION, Operation, Payload, RequestEnvelope, RequestHeader, ResponseEnvelope},
+    envelope::{HEADER_VERSION, Operation, Payload, RequestHeader, ResponseEnvelope},
     error::ScwmError,
     retry::{RetryPolicy, Sleeper, TokioSleeper, parse_retry_after},
 };
@@ -119,7 +119,8 @@ pub struct ScwmRequest {
     pub license_plate: LicensePlate,
     /// Overrides [`ClientSettings::owner_id`] (per route or tenant).
     pub owner_id: Option<String>,
-    pub payload: Payload,
+    /// Shared, not copied: the event that asked for the request keeps it too.
+    pub payload: Arc<Payload>,
     /// Extra headers sent on every attempt, e.g. `traceparent`. They cannot replace the
     /// headers the protocol needs (authorization, content type, accept, framing).
     pub headers: HeaderMap,
@@ -132,7 +133,7 @@ impl ScwmRequest {
             op,
             license_plate: LicensePlate::generate(),
             owner_id: None,
-            payload,
+            payload: Arc::new(payload),
             headers: HeaderMap::new(),
         }
     }
@@ -336,14 +337,20 @@ impl ScwmClient {
         let op = req.op.as_str();
         let plate = req.license_plate.as_str();
 
-        let envelope = RequestEnvelope {
+        // Serialised from borrowed parts: the payload is not copied per request.
+        #[derive(serde::Serialize)]
+        struct Outgoing<'a> {
+            header: RequestHeader,
+            payload: &'a Payload,
+        }
+        let envelope = Outgoing {
             header: RequestHeader {
                 header_version: HEADER_VERSION,
                 event_name: endpoint.event_name.clone(),
                 owner_id: req.owner_id.clone().unwrap_or_else(|| inner.owner_id.clone()),
                 license_plate: req.license_plate.clone(),
             },
-            payload: req.payload.clone(),
+            payload: &req.payload,
         };
         let body = match serde_json::to_vec(&envelope) {
             Ok(body) => Bytes::from(body),
