@@ -83,4 +83,22 @@ for i, body in enumerate([p["payload"] for p in payloads] + natives):
     write("native_decode", f"{i}", body.encode())
     count += 3
 
+alert_fixtures = root / "tests" / "fixtures"
+for f in sorted((alert_fixtures / "alertmanager").glob("*.json")):
+    if f.name == "INDEX.json":
+        continue
+    body = f.read_bytes()
+    write("alertmanager_decode", f.stem, body)
+    event = {"specversion": "1.0", "id": f.stem, "source": "/alertmanager", "type": "io.prometheus.alert",
+             "datacontenttype": "application/json", "data": json.loads(body)}
+    write("cloudevents_decode", "structured-" + f.stem,
+          message({}, {"Content-Type": "application/cloudevents+json"}, json.dumps(event)))
+    write("cloudevents_decode", "binary-" + f.stem,
+          message({}, {"ce-specversion": "1.0", "ce-id": f.stem, "ce-source": "%2Falertmanager",
+                       "ce-type": "io.prometheus.alert", "Content-Type": "application/json"}, body.decode()))
+    count += 3
+for f in sorted((alert_fixtures / "grafana").glob("*.json")):
+    write("grafana_decode", f.stem, f.read_bytes())
+    count += 1
+
 print(f"wrote {count} seeds under {corpus.relative_to(root)}")
