@@ -44,6 +44,14 @@ impl<N: AsRef<str>, V: AsRef<[u8]>> HeaderLookup for Vec<(N, V)> {
     }
 }
 
+/// No headers at all, as a NATS message without headers has them (`Message::headers` is an
+/// `Option`).
+impl<T: HeaderLookup> HeaderLookup for Option<T> {
+    fn get_all(&self, name: &str) -> Vec<&[u8]> {
+        self.as_ref().map_or_else(Vec::new, |h| h.get_all(name))
+    }
+}
+
 impl<T: HeaderLookup + ?Sized> HeaderLookup for &T {
     fn get_all(&self, name: &str) -> Vec<&[u8]> {
         (**self).get_all(name)
@@ -95,6 +103,15 @@ mod tests {
         h.insert("webhook-signature", "v1,def");
         let err = single(&h, "webhook-signature").unwrap_err();
         assert_eq!(err.kind(), "malformed_header");
+    }
+
+    #[test]
+    fn a_message_without_headers_has_none() {
+        let none: Option<async_nats::HeaderMap> = None;
+        assert!(none.get_all("webhook-id").is_empty());
+        let mut some = async_nats::HeaderMap::new();
+        some.insert("webhook-id", "x");
+        assert_eq!(Some(some).get_all("webhook-id"), vec![b"x".as_slice()]);
     }
 
     #[test]
