@@ -1,5 +1,5 @@
 //! `truncate_with_marker` on arbitrary text: the first two bytes are the limit. The result fits
-//! the limit, is the text itself when the text fits, and else is a prefix of it and a marker.
+//! the limit, is the text itself when the text fits, and else is a prefix of it and a marker (or empty for a limit of 0).
 #![no_main]
 
 use incident_bridge::verify::limits::{TRUNCATION_MARKER, truncate_with_marker};
@@ -13,6 +13,9 @@ fuzz_target!(|data: &[u8]| {
     assert!(out.chars().count() <= max);
     if text.chars().count() <= max {
         assert_eq!(out, text);
+    } else if max == 0 {
+        // No room even for a marker.
+        assert_eq!(out, "");
     } else {
         let kept = out.strip_suffix(TRUNCATION_MARKER).or_else(|| out.strip_suffix('…'));
         let kept = kept.unwrap_or_else(|| panic!("{out:?} has no marker"));

@@ -46,6 +46,15 @@ mod tests {
     }
 
     #[test]
+    fn a_message_without_headers_has_none() {
+        let none: Option<async_nats::HeaderMap> = None;
+        assert!(none.get_all("webhook-id").is_empty());
+        let mut some = async_nats::HeaderMap::new();
+        some.insert("webhook-id", "x");
+        assert_eq!(Some(some).get_all("webhook-id"), vec![b"x".as_slice()]);
+    }
+
+    #[test]
     fn single_refuses_missing_empty_and_duplicate_headers() {
         let none: Vec<(&str, &str)> = vec![];
         assert_eq!(single(&none, "x").unwrap_err().kind(), "missing_header");

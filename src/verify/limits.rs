@@ -183,6 +183,13 @@ mod tests {
         assert_eq!(truncate_with_marker("abc", 0), "");
     }
 
+    #[test]
+    fn a_limit_of_zero_leaves_no_room_even_for_the_marker() {
+        // Found by the `truncate` fuzz target (input 00 22 28 78 22: limit 0, text `(x"`); the
+        // target expected a marker where none fits.
+        assert_eq!(truncate_with_marker("(x\"", 0), "");
+    }
+
     fn limiter(rate: f64, burst: u32, origin: Instant) -> RateLimiter {
         RateLimiter::new(rate, NonZeroU32::new(burst).unwrap(), origin).unwrap()
     }

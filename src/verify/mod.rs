@@ -38,6 +38,45 @@
 //! share caches. Schemes that sign no timestamp (GitHub, Grafana and generic HMAC without one,
 //! Bearer, Basic) cannot refuse replays.
 //!
+//! # Use
+//! ```
+//! use std::time::{Duration, UNIX_EPOCH};
+//!
+//! use bytes::Bytes;
+//! use incident_bridge::verify::{RawAuth, Verified, build};
+//!
+//! // Configuration: `[[sources.billing.auth]]` entries, validated with their keys.
+//! #[derive(serde::Deserialize)]
+//! struct Source {
+//!     auth: Vec<RawAuth>,
+//! }
+//! let source: Source = toml::from_str(
+//!     r#"
+//!     [[auth]]
+//!     scheme = "standard-webhooks"
+//!     secrets = ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]
+//!     "#,
+//! )?;
+//! let auth = build(&source.auth, "sources.billing.auth", &|path| std::fs::read_to_string(path))
+//!     .map_err(|problems| format!("{problems:?}"))?;
+//!
+//! // Per message: headers (HTTP or NATS), the raw body, and the time it arrived.
+//! let headers = http::HeaderMap::from_iter([
+//!     ("webhook-id".parse()?, "msg_p5jXN8AQM9LWM0D4loKWxJek".parse()?),
+//!     ("webhook-timestamp".parse()?, "1614265330".parse()?),
+//!     ("webhook-signature".parse()?, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=".parse()?),
+//! ]);
+//! let body = Bytes::from_static(br#"{"test": 2432232314}"#);
+//! let now = UNIX_EPOCH + Duration::from_secs(1614265330); // SystemTime::now() in a server
+//! let verified: Verified<Bytes> = auth.verify(&headers, body.clone(), now)?;
+//! assert_eq!(verified.body(), &body);
+//!
+//! // The same message again is a replay; the error's kind is what goes to logs and metrics.
+//! let again = auth.verify(&headers, body, now).unwrap_err();
+//! assert_eq!(again.kind(), "replayed");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! # Limits
 //! [`limits`] has the pure helpers that keep hostile input bounded: a JSON nesting-depth
 //! scanner, truncation of text for logs, and a token-bucket rate limiter.

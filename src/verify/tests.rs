@@ -377,3 +377,26 @@ fn the_replay_cache_stays_within_its_configured_size() {
     let h = sw_headers(SW_NEW, "msg_0", T0, BODY);
     assert_eq!(kind(a.verify(&h, Bytes::from_static(BODY), at(T0 + 199))), "ok");
 }
+
+#[test]
+fn clocks_at_either_end_of_time_neither_panic_nor_admit_stale_messages() {
+    // From the fuzz targets (`@now:00018446744073709551615`): the harness could not even make
+    // such a `SystemTime`; the verifier must take whatever the caller can make.
+    let mut latest = UNIX_EPOCH;
+    let mut step = Duration::MAX;
+    while step > Duration::ZERO {
+        match latest.checked_add(step) {
+            Some(t) => latest = t,
+            None => step /= 2,
+        }
+    }
+    let earliest = UNIX_EPOCH.checked_sub(Duration::from_secs(1 << 40)).unwrap_or(UNIX_EPOCH);
+    let a = sw_auth();
+    let g = auth("[[auth]]\nscheme = \"github\"\nsecrets = [\"g\"]\n");
+    let gh = [("X-Hub-Signature-256", format!("sha256={}", hex(&tag(b"g", &[BODY]))))];
+    for (now, sw_kind) in [(latest, "timestamp_too_old"), (earliest, "timestamp_in_future")] {
+        let h = sw_headers(SW_NEW, "msg_end_of_time", T0, BODY);
+        assert_eq!(kind(a.verify(&h, Bytes::from_static(BODY), now)), sw_kind);
+        assert_eq!(kind(g.verify(&gh[..], Bytes::from_static(BODY), now)), "ok");
+    }
+}

@@ -54,14 +54,29 @@ impl<'a> Message<'a> {
         self.options.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
     }
 
+    /// `@now` in Unix seconds; a time `SystemTime` cannot hold becomes the latest it can, so the
+    /// verifier still sees the far future (`UNIX_EPOCH + huge` panics in the standard library).
     pub fn now(&self) -> SystemTime {
         let secs = self.option("now").and_then(|v| v.parse().ok()).unwrap_or(1_795_869_960);
-        UNIX_EPOCH + Duration::from_secs(secs)
+        UNIX_EPOCH.checked_add(Duration::from_secs(secs)).unwrap_or_else(latest_time)
     }
 
     pub fn secrets(&self, default: &str) -> Option<Vec<String>> {
         Some(vec![self.option("secret").unwrap_or(default).to_owned()])
     }
+}
+
+/// The latest time `SystemTime` holds here, found by halving the step until it fits.
+fn latest_time() -> SystemTime {
+    let mut t = UNIX_EPOCH;
+    let mut step = Duration::MAX;
+    while step > Duration::ZERO {
+        match t.checked_add(step) {
+            Some(later) => t = later,
+            None => step /= 2,
+        }
+    }
+    t
 }
 
 /// Builds `raw` (inputs whose options make no valid config are skipped), verifies the message
