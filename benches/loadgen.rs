@@ -78,6 +78,9 @@ enum Scenario {
     Overload,
     /// Time from start to ready, and memory when idle, over several starts.
     Startup,
+    /// Half of the measured capacity (or `--rate`) for `--duration`, reporting RSS and open file
+    /// descriptors of the bridge over time.
+    Soak,
 }
 
 struct Report {
@@ -390,5 +393,6 @@ async fn main() {
         Scenario::Jetstream => jetstream::run(&args).await,
         Scenario::Overload => http::overload(&args).await,
         Scenario::Startup => http::startup(&args).await,
+        Scenario::Soak => http::soak(&args).await,
     }
 }

@@ -200,3 +200,56 @@ pub async fn startup(args: &Args) {
     );
     println!("RSS when idle after start: {:?} MiB", idle.iter().map(|k| k / 1024).collect::<Vec<_>>());
 }
+
+/// Open file descriptors of a process.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+}
+
+/// A long run at half capacity: RSS and open descriptors every 30 s must level off, not climb.
+pub async fn soak(args: &Args) {
+    let nats = natsrv::nats_server();
+    let sim = simulator().await;
+    let store = tempfile::tempdir().unwrap();
+    let extra = source_config(&store.path().join("store.redb"), &nats.url());
+    let (mut child, addr, _dir) = spawn_bridge(args, &sim, &extra).await;
+    let pid = child.id().unwrap();
+    let offset = Arc::new(AtomicU64::new(0));
+    let rate = if args.rate > 0 {
+        args.rate
+    } else {
+        let measure = Args { rate: 0, count: 5_000, duration: Duration::from_secs(20), ..args.clone() };
+        let r = drive("capacity", &measure, webhook_shot(&addr, Arc::clone(&offset))).await;
+        ((r.latency.len() as f64 / r.elapsed.as_secs_f64()) / 2.0).max(1.0) as u64
+    };
+    println!("soak at {rate}/s for {:?}", args.duration);
+    println!("| elapsed | RSS MiB | open fds | SCWM calls so far |");
+    println!("|---|---|---|---|");
+    let sampler = {
+        let sim_state = sim.state();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            loop {
+                let s = ProcStats::read(pid);
+                if s.rss_kib == 0 {
+                    break;
+                }
+                println!(
+                    "| {:>5.0?} | {} | {} | {} |",
+                    started.elapsed(),
+                    s.rss_kib / 1024,
+                    open_fds(pid),
+                    sim_state.requests().len()
+                );
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            }
+        })
+    };
+    let soak_args = Args { rate, count: u64::MAX, concurrency: args.concurrency.max(1024), ..args.clone() };
+    let report = drive("soak", &soak_args, webhook_shot(&addr, Arc::clone(&offset))).await;
+    let stats = ProcStats::read(pid);
+    child.kill().await.ok();
+    sampler.abort();
+    print_table(&[&report]);
+    println!("bridge peak RSS {} MiB; CPU {:.1?} in all", stats.peak_rss_kib / 1024, stats.cpu);
+}
