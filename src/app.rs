@@ -150,7 +150,8 @@ impl App {
         });
         let addr = listener.local_addr()?;
         let http_stop = CancellationToken::new();
-        let server = tokio::spawn(http::serve(listener, router, http_stop.clone()));
+        let server =
+            tokio::spawn(http::serve(listener, router, config.server.body_read_timeout, http_stop.clone()));
         let ingest_stop = CancellationToken::new();
         let ingest_tasks = TaskTracker::new();
         if let (Some(client), Some(nats_config)) = (&nats, &config.nats) {

@@ -1072,6 +1072,25 @@ async fn a_body_that_never_finishes_arriving_is_refused_with_408_when_server_bod
 }
 
 #[tokio::test]
+async fn headers_that_never_finish_arriving_lose_their_connection_when_the_read_timeout_passes() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let bridge = Bridge::start_with(&corpus_sources(), &[("server.body_read_timeout", "1s")]).await;
+    // A request line and one header, then nothing: the slowloris pattern.
+    let mut stream = tokio::net::TcpStream::connect(bridge.app.addr).await.unwrap();
+    stream.write_all(b"POST /webhooks/sw HTTP/1.1\r\nhost: bridge\r\n").await.unwrap();
+    let mut rest = Vec::new();
+    // The server ends the connection (perhaps after a 408); a read then reaches its end.
+    let read =
+        common::within(10, "the server to drop the stalled connection", stream.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "{read:?}");
+    let answer = String::from_utf8_lossy(&rest);
+    assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(bridge.app.sim.requests().is_empty());
+    bridge.assert_alive().await;
+    bridge.stop().await;
+}
+
+#[tokio::test]
 async fn strings_over_max_string_chars_reach_scwm_cut_with_a_visible_marker() {
     let bridge = Bridge::start(&corpus_sources()).await;
     let long = "L".repeat(10_000);

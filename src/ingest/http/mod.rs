@@ -7,7 +7,7 @@ mod native;
 pub mod problem;
 mod webhook;
 
-use std::{net::SocketAddr, time::Duration};
+use std::time::Duration;
 
 use axum::{
     Json, Router,
@@ -57,14 +57,51 @@ pub fn router(state: HttpState) -> Router {
 }
 
 /// Serves until `shutdown` fires, then stops accepting and lets open requests finish.
+///
+/// hyper runs with a timer, so a client gets `read_timeout` to send its request headers: one
+/// that trickles them (slowloris) cannot hold a connection open. The body has the same bound,
+/// enforced where it is read.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
+    read_timeout: Duration,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    use hyper_util::{
+        rt::{TokioExecutor, TokioIo, TokioTimer},
+        server::{conn::auto, graceful::GracefulShutdown},
+        service::TowerToHyperService,
+    };
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(read_timeout);
+    builder.http2().timer(TokioTimer::new());
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (stream, _peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Out of descriptors, say: back off a moment instead of spinning.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let service = TowerToHyperService::new(router.clone());
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    // Idle connections close now; requests under way finish first.
+    graceful.shutdown().await;
+    Ok(())
 }
 
 /// A server span per request (OpenTelemetry HTTP server conventions), continuing the sender's
