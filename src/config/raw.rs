@@ -107,11 +107,12 @@ pub struct RawRetry {
 
 impl Default for RawRetry {
     fn default() -> Self {
+        let d = crate::scwm::RetryPolicy::default();
         Self {
-            max_attempts: 5,
-            initial_backoff: Duration::from_millis(200),
-            max_backoff: Duration::from_secs(10),
-            max_retry_after: Duration::from_secs(60),
+            max_attempts: d.max_attempts,
+            initial_backoff: d.initial_backoff,
+            max_backoff: d.max_backoff,
+            max_retry_after: d.max_retry_after,
         }
     }
 }

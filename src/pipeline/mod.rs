@@ -74,6 +74,19 @@ impl Outcome {
         }
     }
 
+    /// How long to wait before offering the event again, when it should be.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Outcome::Retry { after, .. } => Some(*after),
+            _ => None,
+        }
+    }
+
+    /// The longest wait any of `outcomes` asks for; `None` when none needs a retry.
+    pub fn longest_retry(outcomes: &[Outcome]) -> Option<Duration> {
+        outcomes.iter().filter_map(Outcome::retry_after).max()
+    }
+
     /// The HTTP status that reports this outcome (also sent with NATS replies).
     pub fn status(&self) -> u16 {
         match self {

@@ -36,6 +36,30 @@ pub struct HttpState {
     pub body_read_timeout: Duration,
 }
 
+/// A request as a message for the source decoder: its body, its headers minus credentials,
+/// and where it came from.
+fn inbound(
+    source: &str,
+    path: String,
+    headers: &http::HeaderMap,
+    body: bytes::Bytes,
+    identity: Option<crate::ingest::source::Identity>,
+) -> crate::ingest::source::Inbound {
+    crate::ingest::source::Inbound {
+        source: crate::event::Source {
+            transport: crate::event::Transport::Http,
+            name: source.to_owned(),
+            subject: path,
+            stream: None,
+            stream_sequence: None,
+            stream_published_ms: None,
+        },
+        original: crate::event::Original { body, headers: kept_headers(headers) },
+        received_at: std::time::SystemTime::now(),
+        identity,
+    }
+}
+
 /// The request's headers as they travel on with the event, minus credentials.
 fn kept_headers(headers: &http::HeaderMap) -> Vec<(String, String)> {
     crate::ingest::source::without_credentials(headers.iter().map(|(name, value)| {

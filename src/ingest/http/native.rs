@@ -1,7 +1,7 @@
 //! `POST /v1/incidents/{op}`: one native command. Synchronous by default (the answer is SCWM's
 //! envelope); with `Prefer: respond-async` it answers 202 as soon as the command is queued.
 
-use std::{sync::Arc, time::SystemTime};
+use std::sync::Arc;
 
 use axum::{
     body::Body,
@@ -13,9 +13,8 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde_json::json;
 use tokio::sync::oneshot;
 
-use super::{HttpState, body, kept_headers, problem::Problem};
+use super::{HttpState, body, inbound, problem::Problem};
 use crate::{
-    event::{Original, Source, Transport},
     ids::LicensePlate,
     ingest::source::{Decoder, Identity, Inbound},
     pipeline::{Delivery, Job, Outcome, queue::SubmitError},
@@ -46,19 +45,7 @@ async fn accept(state: &HttpState, op: &str, headers: &HeaderMap, body: Body) ->
         .await
         .map_err(IntoResponse::into_response)?;
     let identity = idempotency(op, headers).map_err(IntoResponse::into_response)?;
-    let inbound = Inbound {
-        source: Source {
-            transport: Transport::Http,
-            name: spec.name.clone(),
-            subject: format!("/v1/incidents/{op}"),
-            stream: None,
-            stream_sequence: None,
-            stream_published_ms: None,
-        },
-        original: Original { body: bytes, headers: kept_headers(headers) },
-        received_at: SystemTime::now(),
-        identity,
-    };
+    let inbound = inbound(&spec.name, format!("/v1/incidents/{op}"), headers, bytes, identity);
     crate::observe::event_received(&spec.name, "http");
     let decoder = Decoder::new(Arc::clone(spec));
     let verified = tracing::info_span!("verify", source = %spec.name)

@@ -11,7 +11,7 @@
 
 use std::{
     sync::Arc,
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, Instant},
 };
 
 use axum::{
@@ -24,9 +24,8 @@ use http::{HeaderMap, StatusCode, header};
 use serde_json::json;
 use tokio::sync::oneshot;
 
-use super::{HttpState, body, kept_headers, problem::Problem};
+use super::{HttpState, body, inbound, problem::Problem};
 use crate::{
-    event::{Original, Source, Transport},
     ingest::{
         batch::submit_all,
         source::{Decoder, Identity, Inbound},
@@ -79,19 +78,7 @@ async fn handle(
         .get("webhook-id")
         .and_then(|v| v.to_str().ok())
         .map(|id| Identity { time_ms: 0, seed: format!("webhook:{name}:{id}") });
-    let inbound = Inbound {
-        source: Source {
-            transport: Transport::Http,
-            name: spec.name.clone(),
-            subject: format!("/webhooks/{name}"),
-            stream: None,
-            stream_sequence: None,
-            stream_published_ms: None,
-        },
-        original: Original { body: bytes, headers: kept_headers(headers) },
-        received_at: SystemTime::now(),
-        identity,
-    };
+    let inbound = inbound(&spec.name, format!("/webhooks/{name}"), headers, bytes, identity);
     let decoder = Decoder::new(Arc::clone(&spec));
     let verified = tracing::info_span!("verify", source = %spec.name)
         .in_scope(|| decoder.verify(inbound, headers, false));
@@ -151,13 +138,7 @@ fn unauthorized() -> Response {
 /// 200 when every event finished; 503 with Retry-After when one should be sent again; else the
 /// most severe refusal. The body lists each event's outcome.
 fn answer(count: usize, outcomes: Vec<Outcome>) -> Response {
-    let retry_after = outcomes
-        .iter()
-        .filter_map(|o| match o {
-            Outcome::Retry { after, .. } => Some(*after),
-            _ => None,
-        })
-        .max();
+    let retry_after = Outcome::longest_retry(&outcomes);
     let status = match retry_after {
         Some(_) => StatusCode::SERVICE_UNAVAILABLE,
         None => outcomes

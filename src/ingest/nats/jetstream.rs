@@ -234,13 +234,7 @@ async fn handle(
 
 /// What the server hears about a message once all its events have outcomes.
 fn ack_for(outcomes: &[Outcome]) -> AckKind {
-    let retry_after = outcomes
-        .iter()
-        .filter_map(|o| match o {
-            Outcome::Retry { after, .. } => Some(*after),
-            _ => None,
-        })
-        .max();
+    let retry_after = Outcome::longest_retry(outcomes);
     match retry_after {
         Some(after) => AckKind::Nak(Some(after)),
         None if !outcomes.is_empty() && outcomes.iter().all(|o| matches!(o, Outcome::Reject(_))) => {
