@@ -20,7 +20,12 @@ use std::{
 
 use async_nats::jetstream::{self, consumer::PullConsumer};
 use bytes::Bytes;
-use common::{TestApp, nats::NatsServer, within};
+use common::{
+    TestApp,
+    alerts::{BEARER, Step, am_source, correlation_key, keyed_notification},
+    nats::NatsServer,
+    within,
+};
 use futures::StreamExt;
 use incident_bridge::{
     config,
@@ -33,8 +38,6 @@ use incident_bridge::{
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
-/// What the Alertmanager sources here expect as `Authorization: Bearer <token>`.
-const BEARER: &str = "am-to-bridge";
 const CORE_SUBJECT: &str = "alerts.core.in";
 const JS_SUBJECT: &str = "alerts.js.in";
 const STREAM: &str = "ALERTS";
@@ -55,22 +58,6 @@ fn am_edited(name: &str, edit: impl FnOnce(&mut Value)) -> Vec<u8> {
     let mut v: Value = serde_json::from_slice(&am(name)).unwrap();
     edit(&mut v);
     serde_json::to_vec(&v).unwrap()
-}
-
-/// `[sources.<name>]` of kind alertmanager taking `Authorization: Bearer BEARER`; `settings` are
-/// more lines for the table (plain keys first, then sub-tables such as routes or templates).
-fn am_source(name: &str, settings: &str) -> String {
-    format!(
-        r#"
-[sources.{name}]
-kind = "alertmanager"
-{settings}
-
-[[sources.{name}.auth]]
-scheme = "bearer"
-tokens = ["{BEARER}"]
-"#
-    )
 }
 
 /// The correlation store as a redb file in `dir`.
@@ -875,45 +862,6 @@ async fn a_jetstream_message_retried_after_a_newer_one_for_its_key_does_not_undo
     app.stop().await;
 }
 
-/// What happens to one key in the shared-store test, in order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Step {
-    Fire,
-    Resolve,
-}
-
-/// A one-alert Alertmanager notification for key `k` with its own fingerprint. A firing one
-/// is byte-identical each time (repeats), a resolved one differs only in status and endsAt.
-fn keyed_notification(k: usize, step: Step) -> Vec<u8> {
-    let (status, ends_at) = match step {
-        Step::Fire => ("firing", "0001-01-01T00:00:00Z"),
-        Step::Resolve => ("resolved", "2026-11-28T13:00:00Z"),
-    };
-    let labels = json!({"alertname": "QueueBacklog", "queue": format!("q{k:03}"), "severity": "warning"});
-    json!({
-        "receiver": "bridge",
-        "status": status,
-        "alerts": [{
-            "status": status,
-            "labels": labels,
-            "annotations": {"summary": format!("Queue q{k:03} is backing up")},
-            "startsAt": "2026-11-28T12:00:00Z",
-            "endsAt": ends_at,
-            "generatorURL": "http://prometheus.example/graph",
-            "fingerprint": format!("{:016x}", 0xa1e7_0000_u64 + k as u64),
-        }],
-        "groupLabels": {"alertname": "QueueBacklog"},
-        "commonLabels": labels,
-        "commonAnnotations": {},
-        "externalURL": "http://alertmanager.example",
-        "version": "4",
-        "groupKey": format!("{{}}:{{queue=\"q{k:03}\"}}"),
-        "truncatedAlerts": 0
-    })
-    .to_string()
-    .into_bytes()
-}
-
 /// The events of key `k`: five shapes, with repeats, ending firing or resolved, and one that
 /// never fires.
 fn script(k: usize) -> Vec<Step> {
@@ -1001,7 +949,7 @@ claim_ttl = "2s"
     }
     let mut wrong = Vec::new();
     for (k, steps) in scripts.iter().enumerate() {
-        let key = format!("am:fp:{:016x}", 0xa1e7_0000_u64 + k as u64);
+        let key = correlation_key("am", k);
         let found = by_key.remove(&key).unwrap_or_default();
         let ever_fired = steps.contains(&Step::Fire);
         let want = match steps.last() {

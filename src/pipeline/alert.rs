@@ -115,6 +115,14 @@ struct Step {
     done: bool,
 }
 
+/// The step an intent is given up on, as its dead letter reports it.
+struct Failed<'a> {
+    request: &'a ScwmRequest,
+    /// HTTP attempts made for it (0 when SCWM was not called, e.g. the breaker was open).
+    attempts: u32,
+    envelope: Option<ResponseEnvelope>,
+}
+
 /// How running an intent ended.
 enum Ran {
     /// Every step done and the mapping written.
@@ -290,16 +298,9 @@ impl Pipeline {
             }
             let step = pending.steps[i].clone();
             let mut payload = step.payload.clone();
-            if step.op != Operation::Add {
-                match &current {
-                    Some(stored) => {
-                        payload.insert("id".into(), stored.item_id.as_str().into());
-                    }
-                    None => {
-                        let error = RejectError::Lifecycle(lifecycle::TransitionError::NoIncident(step.op));
-                        return self.abandon(event, record, revision, current, error, None).await;
-                    }
-                }
+            let needs_id = step.op != Operation::Add;
+            if needs_id && let Some(stored) = &current {
+                payload.insert("id".into(), stored.item_id.as_str().into());
             }
             let request = ScwmRequest {
                 op: step.op,
@@ -308,6 +309,11 @@ impl Pipeline {
                 payload: payload.into(),
                 headers: HeaderMap::new(),
             };
+            if needs_id && current.is_none() {
+                let error = RejectError::Lifecycle(lifecycle::TransitionError::NoIncident(step.op));
+                let failed = Failed { request: &request, attempts: 0, envelope: None };
+                return self.abandon(event, record, revision, current, error, failed).await;
+            }
             match self.scwm.call(&request).await {
                 Ok(success) => {
                     match self
@@ -328,9 +334,12 @@ impl Pipeline {
                     match next {
                         Ok(next) => current = Some(next),
                         Err(e) => {
-                            return self
-                                .abandon(event, record, revision, current, e.into(), Some(success.envelope))
-                                .await;
+                            let failed = Failed {
+                                request: &request,
+                                attempts: success.attempts,
+                                envelope: Some(success.envelope),
+                            };
+                            return self.abandon(event, record, revision, current, e.into(), failed).await;
                         }
                     }
                     last_envelope = Some(success.envelope);
@@ -369,7 +378,12 @@ impl Pipeline {
                         // The intent stays claimed: the retry resumes it with the same plates.
                         Ok(retry) => Ran::Stop(retry),
                         Err(error) => {
-                            self.abandon(event, record, revision, current, error, failure.envelope).await
+                            let failed = Failed {
+                                request: &request,
+                                attempts: failure.attempts,
+                                envelope: failure.envelope,
+                            };
+                            self.abandon(event, record, revision, current, error, failed).await
                         }
                     };
                 }
@@ -390,7 +404,8 @@ impl Pipeline {
     }
 
     /// Gives up on the intent for good: the mapping keeps what is done, the intent is dropped,
-    /// and the event is dead-lettered.
+    /// and the event is dead-lettered with the step that failed (its operation, licensePlate
+    /// and attempts).
     async fn abandon(
         &self,
         event: &Event,
@@ -398,7 +413,7 @@ impl Pipeline {
         revision: &mut Option<Revision>,
         current: Option<Stored>,
         error: RejectError,
-        envelope: Option<ResponseEnvelope>,
+        failed: Failed<'_>,
     ) -> Ran {
         record.stored = current;
         record.pending = None;
@@ -406,7 +421,7 @@ impl Pipeline {
             Ok(r) => *revision = Some(r),
             Err(e) => return Ran::Stop(store_retry(e)),
         }
-        Ran::Stop(self.reject(event, None, error, 0, envelope).await)
+        Ran::Stop(self.reject(event, Some(failed.request), error, failed.attempts, failed.envelope).await)
     }
 
     async fn load(&self, event: &Event) -> Result<(Record, Option<Revision>), Outcome> {

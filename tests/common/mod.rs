@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod alerts;
 pub mod nats;
 
 use std::{collections::BTreeMap, future::Future, net::SocketAddr, time::Duration};

@@ -4,6 +4,11 @@
 //! terminated so the server stops offering it. Long SCWM calls send in-progress acks so the
 //! server does not redeliver work that is still running.
 //!
+//! Messages reach the runner one at a time, in stream order, each waiting for room in its queue;
+//! the ones behind it are already delivered to this bridge, so every message is kept in progress
+//! from the moment it arrives. Otherwise the server would deliver a message that is only waiting
+//! its turn again after `ack_wait`, and the work would be done twice.
+//!
 //! Consuming restarts by itself (with backoff) when the stream, the consumer or the server goes
 //! away, so work resumes after a NATS restart without intervention.
 
@@ -19,7 +24,7 @@ use async_nats::jetstream::{
     stream,
 };
 use futures::{FutureExt, StreamExt};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -106,33 +111,87 @@ async fn consume(
     let batch = usize::try_from(config.max_ack_pending.clamp(1, MAX_BATCH)).unwrap_or(1);
     let mut messages = consumer.stream().max_messages_per_batch(batch).messages().await?;
     tracing::info!(stream = %config.stream, consumer = %config.durable, "consuming");
-    loop {
+    // The server delivers at most max_ack_pending unacknowledged messages, so a channel that
+    // size never makes this loop wait, and it bounds what is held here.
+    let (arrived_tx, arrived_rx) = mpsc::channel(usize::try_from(config.max_ack_pending).unwrap_or(1).max(1));
+    let halt = stop.child_token();
+    let submitter = tokio::spawn(submit_in_order(
+        config.clone(),
+        Arc::clone(decoder),
+        runner.clone(),
+        arrived_rx,
+        halt.clone(),
+    ));
+    let ended = loop {
         let next = tokio::select! {
-            _ = stop.cancelled() => return Ok(()),
+            _ = stop.cancelled() => break Ok(()),
             next = messages.next() => next,
         };
         match next {
-            None => return Err("the message stream ended".into()),
+            None => break Err("the message stream ended".into()),
             // Heartbeats go missing while the server is away; the stream carries on after.
             Some(Err(e)) if e.kind() == MessagesErrorKind::MissingHeartbeat => {
                 tracing::debug!(stream = %config.stream, "missed a JetStream heartbeat");
             }
-            Some(Err(e)) => return Err(e.into()),
+            Some(Err(e)) => break Err(e.into()),
             Some(Ok(msg)) => {
                 *failures = 0;
-                let span = super::consumer_span(&msg.subject, msg.headers.as_ref());
-                handle(js, config, decoder, runner, msg).instrument(span).await;
+                let (in_progress, done) = oneshot::channel();
+                tokio::spawn(keep_in_progress(
+                    Acker::new(js.clone(), msg.reply.clone()),
+                    config.ack_wait,
+                    done,
+                ));
+                if arrived_tx.send(Arrived { msg, in_progress }).await.is_err() {
+                    break Ok(());
+                }
             }
         }
+    };
+    // The message being handed on finishes; those still waiting are dropped unacknowledged (their
+    // in-progress acks stop), so the server delivers them again, here or to another replica.
+    halt.cancel();
+    drop(arrived_tx);
+    if let Err(e) = submitter.await {
+        tracing::error!(error = %e, "the JetStream submitter failed");
+    }
+    ended
+}
+
+/// A message delivered to this bridge and not yet handed to the runner.
+struct Arrived {
+    msg: jetstream::Message,
+    /// Sending on it, or dropping it, ends the message's in-progress acks.
+    in_progress: oneshot::Sender<()>,
+}
+
+/// Hands arrived messages to the runner one at a time, in the order they arrived, until
+/// `halt` or the channel closes.
+async fn submit_in_order(
+    config: ConsumerConfig,
+    decoder: Arc<Decoder>,
+    runner: Runner,
+    mut arrived: mpsc::Receiver<Arrived>,
+    halt: CancellationToken,
+) {
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = halt.cancelled() => return,
+            next = arrived.recv() => next,
+        };
+        let Some(Arrived { msg, in_progress }) = next else { return };
+        let span = super::consumer_span(&msg.subject, msg.headers.as_ref());
+        handle(&config, &decoder, &runner, msg, in_progress).instrument(span).await;
     }
 }
 
 async fn handle(
-    js: &jetstream::Context,
     config: &ConsumerConfig,
     decoder: &Decoder,
     runner: &Runner,
     msg: jetstream::Message,
+    in_progress: oneshot::Sender<()>,
 ) {
     let Ok(info) = msg.info() else {
         tracing::error!(subject = %msg.subject, "a JetStream message without delivery info; skipping it");
@@ -140,7 +199,6 @@ async fn handle(
     };
     let (stream, sequence, delivered) = (info.stream.to_owned(), info.stream_sequence, info.delivered);
     let published_ms = u64::try_from(info.published.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
-    let reply = msg.reply.clone();
     let (message, acker) = msg.split();
     let delivered = u32::try_from(delivered.max(1)).unwrap_or(u32::MAX);
     // Verification reads the headers as received; what travels on (into events and dead
@@ -195,14 +253,12 @@ async fn handle(
         }
     };
 
-    let (done_tx, done_rx) = oneshot::channel();
-    tokio::spawn(keep_in_progress(Acker::new(js.clone(), reply), config.ack_wait, done_rx));
     let delivery = Delivery { attempt: delivered, last };
     let pipeline = Arc::clone(runner.pipeline());
     let spec = Arc::clone(decoder.spec());
     submit_all(runner, events, delivery, true, move |outcomes| {
         async move {
-            let _ = done_tx.send(());
+            let _ = in_progress.send(());
             let mut ack = ack_for(&outcomes);
             // The server will not offer the message again: what still wanted a retry (a busy
             // key, the store or a sink down) becomes a dead letter rather than vanish.
@@ -256,7 +312,8 @@ async fn send_ack(acker: &Acker, ack: AckKind, last: bool) {
     }
 }
 
-/// Tells the server the message is still being worked on, every half ack_wait, until done.
+/// Tells the server the message is still being worked on, every half ack_wait, until `done`
+/// fires or its sender is dropped.
 async fn keep_in_progress(acker: Acker, ack_wait: Duration, mut done: oneshot::Receiver<()>) {
     let mut ticker = tokio::time::interval(ack_wait / 2);
     ticker.tick().await;

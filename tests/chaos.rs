@@ -1,0 +1,858 @@
+//! Chaos: the bridge keeps its promises while what it depends on fails. Each scenario runs the
+//! real `incident-bridge` binary as child processes against a nats-server, an SCWM simulator and
+//! temp dirs of its own, breaks something on purpose while alerts flow, and then compares what
+//! SCWM ended up with (the simulator's incidents and request log) with what the alerts asked for:
+//!
+//! 1. the bridge is SIGKILLed every ~2 s during a JetStream run and started again each time;
+//! 2. the nats-server is killed and started again mid-run, taking the KV store with it;
+//! 3. SCWM answers 503, then refuses connections, then comes back with the same state; and,
+//!    with a tiny `max_deliver`, the alerts whose deliveries run out become dead letters;
+//! 4. three replicas share one JetStream consumer and one KV store, one of them SIGKILLed and
+//!    started again, and end in the state a sequential run gives;
+//! 5. SCWM is slow (50 ms to 5 s per call) while five times the queue arrives at once over
+//!    HTTP and as much again as a JetStream backlog: `/healthz` and `/readyz` answer within 1 s
+//!    throughout, the bridge's resident memory stays under 128 MiB, the webhooks that do not fit
+//!    are refused with 503 and `Retry-After`, and the JetStream messages wait their turn without
+//!    the server delivering them twice.
+//!
+//! "Lost" means a key without the incident its alerts ask for (or with it in the wrong state);
+//! a "duplicate effect" is a second incident for a key, a licensePlate that SCWM acted on twice,
+//! or an operation SCWM refused because an earlier one had already done it (a 409, say).
+//!
+//! **Scale.** `CHAOS_SCALE=short` (the default, what CI runs: the whole file in about a minute
+//! on two cores) or `CHAOS_SCALE=long` (by hand, about four minutes: five times the events and
+//! keys, and so more kills, a 60 s SCWM outage, three nats-server restarts, five HTTP bursts):
+//!
+//! ```sh
+//! CHAOS_SCALE=long cargo test --test chaos -- --nocapture
+//! ```
+//!
+//! Kill times and the replicas' event scripts are random; every test that draws them prints its
+//! seed, and `CHAOS_SEED=<number>` makes the same draws again (what they meet still depends on
+//! timing).
+//!
+//! Nothing sleeps to wait for something to happen: the tests await the simulator's request log
+//! or the answers themselves, and poll what the servers offer no notification for (the bridge's
+//! readiness, the consumer's ack floor and waiting pulls) every 50–100 ms, each wait with a
+//! timeout. The timers that remain are the chaos itself: how long a bridge lives before it is
+//! killed, how long SCWM stays down, and the `Retry-After` a refused sender honours.
+
+mod common;
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    future::Future,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use async_nats::jetstream::{self, consumer::PullConsumer, stream};
+use bytes::Bytes;
+use common::{
+    alerts::{BEARER, Step, am_source, correlation_key, keyed_notification},
+    nats::NatsServer,
+    within,
+};
+use incident_bridge::scwm::sim::{Failure, Faults, IncidentStatus, Latency, SimHandle, SimState, Simulator};
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use tempfile::TempDir;
+
+/// The alert source every scenario sends to.
+const SOURCE: &str = "am";
+const STREAM: &str = "ALERTS";
+const SUBJECT: &str = "alerts.js.in";
+/// The durable consumer name the bridge uses by default.
+const DURABLE: &str = "incident-bridge";
+/// Captures every dead letter, so they are counted even when they are published while the
+/// test's own connection is away.
+const DEAD_LETTERS: &str = "DEAD_LETTERS";
+
+/// How big a run is: `CHAOS_SCALE`.
+#[derive(Debug, Clone, Copy)]
+struct Scale {
+    long: bool,
+}
+
+impl Scale {
+    fn from_env() -> Self {
+        match std::env::var("CHAOS_SCALE").as_deref() {
+            Err(_) | Ok("" | "short") => Scale { long: false },
+            Ok("long") => Scale { long: true },
+            Ok(other) => panic!("CHAOS_SCALE must be `short` or `long`, not `{other}`"),
+        }
+    }
+
+    fn pick<T>(self, short: T, long: T) -> T {
+        if self.long { long } else { short }
+    }
+}
+
+/// A random source for one test: from `CHAOS_SEED`, else fresh; printed either way.
+fn seeded(test: &str) -> StdRng {
+    let seed = match std::env::var("CHAOS_SEED") {
+        Ok(s) => s.parse().unwrap_or_else(|_| panic!("CHAOS_SEED must be a number, not `{s}`")),
+        Err(_) => rand::rng().random(),
+    };
+    eprintln!("{test}: CHAOS_SEED={seed}");
+    StdRng::seed_from_u64(seed)
+}
+
+/// Waits until `check` says yes, asking every `every`; fails the test after `secs`.
+async fn poll_until<F, Fut>(secs: u64, what: &str, every: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    within(secs, what, async {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if check().await {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// One bridge process: the real binary, SIGKILLed when dropped.
+struct Bridge {
+    child: tokio::process::Child,
+    addr: String,
+    http: reqwest::Client,
+}
+
+impl Bridge {
+    /// Starts the binary with `config` and `overrides` (dotted key, value) set the way the
+    /// environment sets them, and returns once it reports ready. It logs warnings only, and its
+    /// ready line.
+    async fn spawn(config: &str, dir: &TempDir, overrides: &[(&str, &str)]) -> Self {
+        let mut env: Vec<(String, String)> = overrides
+            .iter()
+            .map(|(k, v)| {
+                let name = k.replace('.', "__").to_ascii_uppercase();
+                (format!("{}{name}", incident_bridge::config::ENV_PREFIX), (*v).to_owned())
+            })
+            .collect();
+        env.push(("RUST_LOG".into(), "warn,incident_bridge::app=info".into()));
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let (child, addr) = common::spawn_bridge_with_env(config, dir, &env).await;
+        Self { child, addr, http: reqwest::Client::new() }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id().expect("a running bridge has a pid")
+    }
+
+    /// SIGKILL: no drain, no acks, no flush; whatever was in flight is cut off.
+    async fn kill(mut self) {
+        self.child.start_kill().expect("SIGKILL the bridge");
+        self.child.wait().await.expect("reap the bridge");
+    }
+
+    /// Waits until `/readyz` answers `status`.
+    async fn wait_readiness(&self, status: u16, secs: u64) {
+        poll_until(secs, &format!("/readyz to answer {status}"), Duration::from_millis(50), || async {
+            matches!(self.http.get(self.url("/readyz")).send().await, Ok(r) if r.status() == status)
+        })
+        .await;
+    }
+}
+
+/// The consumer settings of most scenarios: deliveries enough to outlast every fault here,
+/// and an `ack_wait` short enough that a killed bridge's messages come back within seconds.
+const CONSUMER: &str = r#"ack_wait = "2s"
+max_deliver = 1000
+"#;
+
+/// The correlation store as a redb file in `dir`.
+fn embedded_store(dir: &TempDir) -> String {
+    format!("[store]\npath = \"{}\"\nclaim_ttl = \"2s\"\n", dir.path().join("correlation.redb").display())
+}
+
+/// The correlation store as a JetStream KV bucket on the bridge's NATS server.
+const KV_STORE: &str = r#"[store]
+backend = "jetstream-kv"
+bucket = "chaos"
+claim_ttl = "2s"
+"#;
+
+/// A nats-server with the alert stream and the dead-letter stream, and a simulator. The
+/// simulator's state outlives its server, so SCWM can go away and come back as it was.
+struct Rig {
+    nats: NatsServer,
+    js: jetstream::Context,
+    sim: Option<SimHandle>,
+    scwm: Arc<SimState>,
+    scwm_addr: SocketAddr,
+    dir: TempDir,
+}
+
+impl Rig {
+    async fn start() -> Self {
+        let nats = NatsServer::start();
+        let js = jetstream::new(nats.client().await);
+        for (name, subjects) in [(STREAM, "alerts.js.>"), (DEAD_LETTERS, "scwm.dlq.>")] {
+            js.create_stream(stream::Config {
+                name: name.into(),
+                subjects: vec![subjects.into()],
+                storage: stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("creating stream {name}: {e}"));
+        }
+        let sim = common::start_simulator().await;
+        let (scwm, scwm_addr) = (sim.state(), sim.addr());
+        Self { nats, js, sim: Some(sim), scwm, scwm_addr, dir: tempfile::tempdir().unwrap() }
+    }
+
+    fn scwm_url(&self) -> String {
+        format!("http://{}/incident", self.scwm_addr)
+    }
+
+    /// A bridge config: the alert source, the JetStream consumer with `consumer` settings and
+    /// the `store` table.
+    fn config(&self, consumer: &str, store: &str) -> String {
+        let extra = format!(
+            r#"{source}
+[nats]
+url = "{url}"
+subscriptions = []
+
+[[nats.consumers]]
+stream = "{STREAM}"
+create = true
+stream_subjects = ["alerts.js.>"]
+source = "{SOURCE}"
+{consumer}
+{store}
+"#,
+            source = am_source(SOURCE, "reopen_window = \"1h\""),
+            url = self.nats.url(),
+        );
+        common::config_text(&self.scwm_url(), &extra)
+    }
+
+    /// Publishes the bodies to the alert stream, in order; returns the last stream sequence.
+    async fn publish(&self, bodies: impl IntoIterator<Item = Vec<u8>>) -> u64 {
+        let bodies: Vec<Vec<u8>> = bodies.into_iter().collect();
+        let mut last = 0;
+        for chunk in bodies.chunks(500) {
+            let mut acks = Vec::with_capacity(chunk.len());
+            for body in chunk {
+                acks.push(self.js.publish(SUBJECT, Bytes::from(body.clone())).await.expect("publish"));
+            }
+            for ack in
+                futures::future::join_all(acks.into_iter().map(std::future::IntoFuture::into_future)).await
+            {
+                last = last.max(ack.expect("stream ack").sequence);
+            }
+        }
+        last
+    }
+
+    async fn consumer_info(&self) -> Option<jetstream::consumer::Info> {
+        let mut consumer: PullConsumer =
+            self.js.get_stream(STREAM).await.ok()?.get_consumer(DURABLE).await.ok()?;
+        consumer.info().await.ok().cloned()
+    }
+
+    /// Whether every message up to `seq` is acknowledged (or terminated) and none is pending.
+    async fn acked(&self, seq: u64) -> bool {
+        self.consumer_info().await.is_some_and(|info| {
+            info.ack_floor.stream_sequence >= seq && info.num_ack_pending == 0 && info.num_pending == 0
+        })
+    }
+
+    async fn wait_acked(&self, seq: u64, secs: u64) {
+        poll_until(secs, "the bridge to acknowledge every message", Duration::from_millis(100), || {
+            self.acked(seq)
+        })
+        .await;
+    }
+
+    /// Waits until `n` bridges have a pull request waiting on the consumer.
+    async fn wait_pulling(&self, n: usize) {
+        poll_until(20, &format!("{n} bridges to pull"), Duration::from_millis(50), || async {
+            self.consumer_info().await.is_some_and(|info| info.num_waiting >= n)
+        })
+        .await;
+    }
+
+    async fn dead_letter_count(&self) -> u64 {
+        let mut stream = self.js.get_stream(DEAD_LETTERS).await.expect("the dead-letter stream");
+        stream.info().await.expect("dead-letter stream info").state.messages
+    }
+
+    /// Every dead letter so far, in order.
+    async fn dead_letters(&self) -> Vec<jetstream::message::StreamMessage> {
+        let stream = self.js.get_stream(DEAD_LETTERS).await.expect("the dead-letter stream");
+        let mut out = Vec::new();
+        for seq in 1..=self.dead_letter_count().await {
+            out.push(stream.get_raw_message(seq).await.expect("a dead letter"));
+        }
+        out
+    }
+
+    /// Stops SCWM: the port refuses connections until [`Rig::scwm_back`].
+    async fn scwm_down(&mut self) {
+        self.sim.take().expect("SCWM is up").stop().await.expect("the simulator stops");
+    }
+
+    /// SCWM again, on the same port with the same incidents and remembered answers.
+    async fn scwm_back(&mut self) {
+        let sim = Simulator::start_with_state(Arc::clone(&self.scwm), self.scwm_addr)
+            .await
+            .expect("the simulator binds its old port again");
+        self.sim = Some(sim);
+    }
+}
+
+/// What a sequential run leaves for one key: `None` when no incident should exist.
+fn final_state(steps: &[Step]) -> Option<IncidentStatus> {
+    let fired = steps.iter().position(|s| *s == Step::Fire)?;
+    Some(match steps[fired..].last() {
+        Some(Step::Fire) => IncidentStatus::Open,
+        _ => IncidentStatus::Closed,
+    })
+}
+
+/// Checks SCWM against `want` (correlation key → the state its incident must be in, `None` for
+/// no incident): exactly one incident per key that needs one, in that state, none for any other
+/// key; no licensePlate acted on twice; no operation refused (a 4xx not injected by the test).
+fn assert_scwm_is(scwm: &SimState, want: &BTreeMap<String, Option<IncidentStatus>>) {
+    let mut by_key: HashMap<String, Vec<(String, IncidentStatus)>> = HashMap::new();
+    for i in scwm.incidents() {
+        let key = i.fields.get("externalRef").and_then(|v| v.as_str()).unwrap_or("<none>").to_owned();
+        by_key.entry(key).or_default().push((i.id.to_string(), i.status));
+    }
+    let mut problems = Vec::new();
+    let (mut lost, mut doubled, mut wrong) = (0, 0, 0);
+    for (key, state) in want {
+        let found = by_key.remove(key).unwrap_or_default();
+        match (state, found.as_slice()) {
+            (None, []) => {}
+            (Some(s), [(_, got)]) if s == got => {}
+            (Some(_), []) => {
+                lost += 1;
+                problems.push(format!("{key}: lost, no incident (want {state:?})"));
+            }
+            (_, [_, _, ..]) => {
+                doubled += 1;
+                problems.push(format!("{key}: {} incidents {found:?} (want {state:?})", found.len()));
+            }
+            _ => {
+                wrong += 1;
+                problems.push(format!("{key}: {found:?}, want {state:?}"));
+            }
+        }
+    }
+    for (key, found) in by_key {
+        problems.push(format!("{key}: incidents for a key no alert named: {found:?}"));
+    }
+
+    let mut effects: HashMap<String, u32> = HashMap::new();
+    let mut refused = Vec::new();
+    for r in scwm.requests() {
+        let plate = r.body["header"]["licensePlate"].as_str().unwrap_or_default().to_owned();
+        match r.status {
+            Some(200..=299) if !r.duplicate => *effects.entry(plate).or_default() += 1,
+            Some(s @ 400..=499) if r.fault.is_none() => {
+                refused.push(format!("{} {plate} -> {s}", r.body["header"]["eventName"]))
+            }
+            _ => {}
+        }
+    }
+    let twice: Vec<_> = effects.iter().filter(|(_, n)| **n > 1).collect();
+    for (plate, n) in &twice {
+        problems.push(format!("licensePlate {plate} took effect {n} times"));
+    }
+    for r in &refused {
+        problems.push(format!("SCWM refused {r}"));
+    }
+    let shown: Vec<_> = problems.iter().take(30).cloned().collect();
+    assert!(
+        problems.is_empty(),
+        "{} problems ({lost} keys lost, {doubled} with several incidents, {wrong} in the wrong state, \
+         {} plates twice, {} refusals), first {}:\n{}",
+        problems.len(),
+        twice.len(),
+        refused.len(),
+        shown.len(),
+        shown.join("\n")
+    );
+}
+
+/// Keys `0..n` that fired once each and must each have one open incident.
+fn all_open(n: usize) -> BTreeMap<String, Option<IncidentStatus>> {
+    (0..n).map(|k| (correlation_key(SOURCE, k), Some(IncidentStatus::Open))).collect()
+}
+
+/// SCWM requests answered from the simulator's record of a licensePlate: work that a killed or
+/// interrupted bridge had already sent, sent again, and not done twice.
+fn replays(scwm: &SimState) -> usize {
+    scwm.requests().iter().filter(|r| r.duplicate).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bridge_sigkilled_every_two_seconds_loses_no_alert_and_acts_on_none_twice() {
+    let scale = Scale::from_env();
+    let mut rng = seeded("kill -9");
+    let n = scale.pick(2_000, 10_000);
+    let rig = Rig::start().await;
+    let last = rig.publish((0..n).map(|k| keyed_notification(k, Step::Fire))).await;
+    let config = rig.config(CONSUMER, &embedded_store(&rig.dir));
+
+    let started = Instant::now();
+    let mut kills_mid_run = 0;
+    within(scale.pick(150, 900), "the bridge to finish between kills", async {
+        loop {
+            let bridge = Bridge::spawn(&config, &rig.dir, &[]).await;
+            let lifetime = Duration::from_millis(rng.random_range(1_500..=2_500));
+            tokio::select! {
+                () = rig.wait_acked(last, 3_600) => {
+                    bridge.kill().await;
+                    break;
+                }
+                () = tokio::time::sleep(lifetime) => {}
+            }
+            bridge.kill().await;
+            if rig.scwm.incidents().len() < n {
+                kills_mid_run += 1;
+            }
+        }
+    })
+    .await;
+    let replayed = replays(&rig.scwm);
+    eprintln!(
+        "kill -9: {n} alerts in {:.1?}, {kills_mid_run} kills while SCWM work remained, {} SCWM requests, \
+         {replayed} of them repeats of a licensePlate",
+        started.elapsed(),
+        rig.scwm.requests().len(),
+    );
+    assert!(kills_mid_run >= 2, "the run was killed mid-way at least twice ({kills_mid_run})");
+    assert_scwm_is(&rig.scwm, &all_open(n));
+    assert_eq!(rig.dead_letter_count().await, 0, "no dead letters");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_server_restarted_mid_run_loses_no_alert_and_acts_on_none_twice() {
+    let scale = Scale::from_env();
+    let n = scale.pick(1_500, 7_500);
+    let restarts = scale.pick(1, 3);
+    let mut rig = Rig::start().await;
+    let last = rig.publish((0..n).map(|k| keyed_notification(k, Step::Fire))).await;
+    // The store is a KV bucket on the same server, so the restart takes it away too.
+    let config = rig.config(CONSUMER, KV_STORE);
+    let bridge = Bridge::spawn(&config, &rig.dir, &[]).await;
+
+    let started = Instant::now();
+    for i in 1..=restarts {
+        let progress = n * i / (restarts + 1);
+        within(
+            120,
+            "SCWM work to be under way",
+            rig.scwm.wait_for_requests(progress, Duration::from_secs(120)),
+        )
+        .await
+        .unwrap();
+        rig.nats.kill();
+        bridge.wait_readiness(503, 20).await;
+        rig.nats.start_again();
+        bridge.wait_readiness(200, 30).await;
+    }
+    rig.wait_acked(last, scale.pick(120, 600)).await;
+    eprintln!(
+        "nats restart: {n} alerts in {:.1?} across {restarts} restarts, {} SCWM requests, {} repeats",
+        started.elapsed(),
+        rig.scwm.requests().len(),
+        replays(&rig.scwm)
+    );
+    assert_scwm_is(&rig.scwm, &all_open(n));
+    assert_eq!(rig.dead_letter_count().await, 0, "no dead letters");
+    bridge.kill().await;
+}
+
+/// SCWM's retry schedule for the outage scenarios: few attempts per delivery, a breaker that
+/// opens quickly and probes every second, redelivery delays up to 2 s.
+const OUTAGE_RETRY: [(&str, &str); 5] = [
+    ("scwm.retry.max_attempts", "3"),
+    ("scwm.retry.initial_backoff", "100ms"),
+    ("scwm.retry.max_backoff", "2s"),
+    ("scwm.breaker.failure_threshold", "5"),
+    ("scwm.breaker.open_for", "1s"),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_wait_out_an_scwm_that_fails_then_refuses_connections_and_complete_when_it_returns() {
+    let scale = Scale::from_env();
+    let n = scale.pick(300, 1_500);
+    let outage = scale.pick(Duration::from_secs(5), Duration::from_secs(60));
+    let mut rig = Rig::start().await;
+    // After the first few deliveries a message waits 1 s on average (half of max_backoff, and at
+    // least what is left of the breaker's open second) before the next one: 100 deliveries
+    // last well over a minute, far beyond the short outage; 500 cover the long one.
+    let consumer = format!("ack_wait = \"5s\"\nmax_deliver = {}\n", scale.pick(100, 500));
+    let config = rig.config(&consumer, &embedded_store(&rig.dir));
+    let bridge = Bridge::spawn(&config, &rig.dir, &OUTAGE_RETRY).await;
+
+    // Half the alerts before the outage, half during it.
+    rig.publish((0..n / 2).map(|k| keyed_notification(k, Step::Fire))).await;
+    within(60, "SCWM work to be under way", rig.scwm.wait_for_requests(n / 10, Duration::from_secs(60)))
+        .await
+        .unwrap();
+    rig.scwm.set_faults(Faults { error_rate: 1.0, error: Failure::SERVICE_UNAVAILABLE, ..Faults::default() });
+    let last = rig.publish((n / 2..n).map(|k| keyed_notification(k, Step::Fire))).await;
+    tokio::time::sleep(outage / 2).await;
+    let answered_503 = rig.scwm.requests().iter().filter(|r| r.status == Some(503)).count();
+    rig.scwm_down().await;
+    assert!(tokio::net::TcpStream::connect(rig.scwm_addr).await.is_err(), "SCWM's port refuses connections");
+    tokio::time::sleep(outage / 2).await;
+    let before = rig.scwm.incidents().len();
+    rig.scwm.set_faults(Faults::default());
+    rig.scwm_back().await;
+    let back = Instant::now();
+
+    rig.wait_acked(last, scale.pick(120, 600)).await;
+    eprintln!(
+        "SCWM outage: {n} alerts, {before} done before a {outage:?} outage ({answered_503} answered 503), \
+         the rest {:.1?} after SCWM returned",
+        back.elapsed()
+    );
+    assert!(before < n && answered_503 > 0, "the outage hit work in progress");
+    assert_scwm_is(&rig.scwm, &all_open(n));
+    assert_eq!(rig.dead_letter_count().await, 0, "no delivery ran out, so no dead letters");
+    bridge.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_whose_deliveries_run_out_during_an_outage_become_dead_letters_that_replay_later() {
+    const N: usize = 5;
+    let rig = Rig::start().await;
+    rig.scwm.set_faults(Faults { error_rate: 1.0, error: Failure::SERVICE_UNAVAILABLE, ..Faults::default() });
+    let config = rig.config("ack_wait = \"2s\"\nmax_deliver = 2\n", &embedded_store(&rig.dir));
+    let bridge = Bridge::spawn(&config, &rig.dir, &OUTAGE_RETRY).await;
+    let last = rig.publish((0..N).map(|k| keyed_notification(k, Step::Fire))).await;
+    rig.wait_acked(last, 60).await;
+
+    let letters = rig.dead_letters().await;
+    assert_eq!(letters.len(), N, "one dead letter per alert");
+    let header = |m: &jetstream::message::StreamMessage, name: &str| {
+        m.headers.get(name).map(|v| v.as_str().to_owned()).unwrap_or_default()
+    };
+    let mut keys: Vec<String> = Vec::new();
+    for letter in &letters {
+        let reason = header(letter, "Incident-Bridge-Error");
+        match header(letter, "Incident-Bridge-Error-Kind").as_str() {
+            // The last delivery tried SCWM (or met the open breaker): the letter names the
+            // operation, the attempts and the licensePlate of the request that failed.
+            "retries_exhausted" => {
+                assert_eq!(letter.subject.as_str(), "scwm.dlq.add", "{reason}");
+                assert_eq!(header(letter, "Incident-Bridge-Op"), "add");
+                let attempts = header(letter, "Incident-Bridge-Attempts");
+                assert!(
+                    reason.starts_with(&format!("gave up after {attempts} attempts")),
+                    "{attempts}: {reason}"
+                );
+                let scwm_header = header(letter, "Incident-Bridge-Scwm-Header");
+                if !scwm_header.is_empty() {
+                    let scwm: serde_json::Value = serde_json::from_str(&scwm_header).unwrap();
+                    assert_eq!(scwm["licensePlate"], header(letter, "Incident-Bridge-License-Plate"));
+                }
+            }
+            // The last delivery still wanted a retry for another reason.
+            "deliveries_exhausted" => {}
+            other => panic!("dead letter of kind {other}: {reason}"),
+        }
+        assert_eq!(header(letter, "Incident-Bridge-Source-Stream"), STREAM);
+        let key = header(letter, "Incident-Bridge-Key");
+        let k = (0..N).find(|k| correlation_key(SOURCE, *k) == key).expect("a key that was sent");
+        assert_eq!(&letter.payload[..], &keyed_notification(k, Step::Fire)[..], "the original body");
+        keys.push(key);
+    }
+    keys.sort();
+    let mut want: Vec<String> = (0..N).map(|k| correlation_key(SOURCE, k)).collect();
+    want.sort();
+    assert_eq!(keys, want, "each alert dead-lettered once");
+    assert!(rig.scwm.incidents().is_empty());
+
+    // Once SCWM is back, the dead letters' bodies published again open the incidents: the
+    // first alone, so that it is the breaker's probe and closes the circuit (a message that
+    // met the open circuit on its last delivery would be dead-lettered again), then the rest.
+    rig.scwm.set_faults(Faults::default());
+    let first = rig.publish([letters[0].payload.to_vec()]).await;
+    rig.wait_acked(first, 30).await;
+    let last = rig.publish(letters[1..].iter().map(|m| m.payload.to_vec())).await;
+    rig.wait_acked(last, 30).await;
+    assert_scwm_is(&rig.scwm, &all_open(N));
+    assert_eq!(rig.dead_letter_count().await, N as u64, "no further dead letters");
+    bridge.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_sharing_a_consumer_and_a_kv_store_end_where_a_sequential_run_ends() {
+    let scale = Scale::from_env();
+    let mut rng = seeded("three replicas");
+    let keys = scale.pick(200, 1_000);
+    // One to six events per key, firing more often than resolving: repeats, resolutions of
+    // alerts that never fired, reopenings.
+    let scripts: Vec<Vec<Step>> = (0..keys)
+        .map(|_| {
+            let len = rng.random_range(1..=6);
+            (0..len).map(|_| if rng.random_bool(0.6) { Step::Fire } else { Step::Resolve }).collect()
+        })
+        .collect();
+    let rig = Rig::start().await;
+    let config = rig.config(CONSUMER, KV_STORE);
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        replicas.push(Bridge::spawn(&config, &rig.dir, &[]).await);
+    }
+    rig.wait_pulling(3).await;
+
+    // Round r holds every key's r-th event, so one key's events are far apart in the stream and
+    // land in different pulls, on different replicas, out of order when one is put back.
+    let rounds = scripts.iter().map(Vec::len).max().unwrap_or(0);
+    let bodies: Vec<Vec<u8>> = (0..rounds)
+        .flat_map(|r| {
+            scripts
+                .iter()
+                .enumerate()
+                .filter_map(move |(k, s)| s.get(r).map(|step| keyed_notification(k, *step)))
+        })
+        .collect();
+    let events = bodies.len();
+    let started = Instant::now();
+    let last = rig.publish(bodies).await;
+
+    // One replica dies mid-run with its claims held, and starts again.
+    within(60, "SCWM work to be under way", rig.scwm.wait_for_requests(keys / 3, Duration::from_secs(60)))
+        .await
+        .unwrap();
+    let victim = rng.random_range(0..replicas.len());
+    replicas.remove(victim).kill().await;
+    replicas.push(Bridge::spawn(&config, &rig.dir, &[]).await);
+
+    rig.wait_acked(last, scale.pick(120, 600)).await;
+    eprintln!(
+        "three replicas: {keys} keys, {events} events in {:.1?}, {} SCWM requests, {} repeats",
+        started.elapsed(),
+        rig.scwm.requests().len(),
+        replays(&rig.scwm)
+    );
+    let want =
+        scripts.iter().enumerate().map(|(k, s)| (correlation_key(SOURCE, k), final_state(s))).collect();
+    assert_scwm_is(&rig.scwm, &want);
+    assert_eq!(rig.dead_letter_count().await, 0, "no dead letters");
+    for replica in replicas {
+        replica.kill().await;
+    }
+}
+
+/// The resident set of process `pid`, from `/proc/<pid>/status`.
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the bridge's /proc status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("a VmRSS line");
+    kib * 1024
+}
+
+/// What the watcher saw while the burst ran.
+#[derive(Debug, Default)]
+struct Watched {
+    probes: usize,
+    slowest_probe: Duration,
+    failed_probes: Vec<String>,
+    max_rss: u64,
+    max_queue_depth: u64,
+}
+
+/// Probes `/healthz` and `/readyz`, reads the queue depth from `/metrics` and the bridge's
+/// resident memory, every 100 ms until `stop`.
+async fn watch(bridge: &Bridge, stop: &AtomicBool) -> Watched {
+    let mut seen = Watched::default();
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let probe = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+    while !stop.load(Ordering::Relaxed) {
+        tick.tick().await;
+        for path in ["/healthz", "/readyz"] {
+            let asked = Instant::now();
+            let status = probe.get(bridge.url(path)).send().await.map(|r| r.status().as_u16());
+            seen.slowest_probe = seen.slowest_probe.max(asked.elapsed());
+            seen.probes += 1;
+            if !matches!(status, Ok(200)) {
+                seen.failed_probes.push(format!("{path} after {:.1?}: {status:?}", started.elapsed()));
+            }
+        }
+        if let Ok(r) = probe.get(bridge.url("/metrics")).send().await
+            && let Ok(text) = r.text().await
+            && let Some(depth) = text
+                .lines()
+                .find_map(|l| l.strip_prefix("incident_bridge_queue_depth "))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        {
+            seen.max_queue_depth = seen.max_queue_depth.max(depth as u64);
+        }
+        seen.max_rss = seen.max_rss.max(rss_bytes(bridge.pid()));
+    }
+    seen
+}
+
+/// One webhook delivery as the sender saw it.
+struct Sent {
+    status: u16,
+    /// Why the bridge did not take it, for a 503: the event's outcome detail.
+    detail: String,
+    retry_after: Option<u64>,
+    took: Duration,
+}
+
+async fn send_webhook(http: &reqwest::Client, bridge: &Bridge, key: usize) -> Sent {
+    let asked = Instant::now();
+    let resp = http
+        .post(bridge.url(&format!("/webhooks/{SOURCE}")))
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {BEARER}"))
+        .body(keyed_notification(key, Step::Fire))
+        .send()
+        .await
+        .expect("the bridge answers");
+    let status = resp.status().as_u16();
+    let retry_after =
+        resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    let took = asked.elapsed();
+    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+    let detail = body["outcomes"][0]["detail"].as_str().unwrap_or_default().to_owned();
+    Sent { status, detail, retry_after, took }
+}
+
+/// Sends key `key`'s alert until the bridge takes it, waiting out each refusal's
+/// `Retry-After`; returns the first answer and the number of sends.
+async fn deliver(http: &reqwest::Client, bridge: &Bridge, key: usize) -> (Sent, u32) {
+    let first = send_webhook(http, bridge, key).await;
+    let (mut last, mut sends) = ((first.status, first.retry_after), 1);
+    loop {
+        match last {
+            (200, _) => return (first, sends),
+            (503, Some(secs)) if sends < 300 => tokio::time::sleep(Duration::from_secs(secs)).await,
+            other => panic!("key {key}: answer {other:?} after {sends} sends"),
+        }
+        let again = send_webhook(http, bridge, key).await;
+        (last, sends) = ((again.status, again.retry_after), sends + 1);
+    }
+}
+
+/// The value of counter `name` (summed over its labels) in Prometheus text; 0 when absent.
+fn counter(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with(['{', ' '])))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_scwm_under_a_burst_keeps_probes_prompt_memory_bounded_and_refuses_the_excess() {
+    /// Accepted, unfinished events the bridge holds at most.
+    const CAPACITY: u64 = 40;
+    /// The bound on the bridge's resident memory (a debug build; a release build needs less).
+    const MAX_RSS: u64 = 128 * 1024 * 1024;
+    /// The bound on every health probe's answer time.
+    const PROBE_BOUND: Duration = Duration::from_secs(1);
+    /// Alerts in one HTTP burst, all sent at once, and in the JetStream backlog: five times the
+    /// queue each.
+    const BURST: usize = 200;
+    let scale = Scale::from_env();
+    // The long form sends more bursts, 15 s apart, rather than a bigger one: the load lasts
+    // longer without the first second's thousand connections measuring the test's own machine.
+    let bursts = scale.pick(1, 5);
+    let webhooks = BURST * bursts;
+    let rig = Rig::start().await;
+    // Uniform over 50 ms to 5 s: the 99th percentile is about 5 s.
+    rig.scwm.set_faults(Faults {
+        latency: Some(Latency::Range { min_ms: 50, max_ms: 5_000 }),
+        ..Faults::default()
+    });
+    let config = rig.config(CONSUMER, &embedded_store(&rig.dir));
+    let config = format!("{config}\n[pipeline]\nqueue_capacity = {CAPACITY}\n");
+    let bridge =
+        Bridge::spawn(&config, &rig.dir, &[("scwm.request_timeout", "10s"), ("server.sync_timeout", "60s")])
+            .await;
+    // Ready once its NATS connection is up.
+    bridge.wait_readiness(200, 20).await;
+    let rss_idle = rss_bytes(bridge.pid());
+
+    let stop = AtomicBool::new(false);
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    let (watched, delivered) = tokio::join!(watch(&bridge, &stop), async {
+        // A JetStream backlog and HTTP bursts at once. The consumer waits for room in the queue
+        // (it is first in line for what frees up), keeping its messages in progress meanwhile;
+        // each webhook refused for want of room is sent again after its Retry-After, the way
+        // Alertmanager resends, until the bridge takes it.
+        let last = rig.publish((webhooks..webhooks + BURST).map(|k| keyed_notification(k, Step::Fire))).await;
+        let burst = |b: usize| {
+            let http = &http;
+            let bridge = &bridge;
+            async move {
+                tokio::time::sleep(Duration::from_secs(15) * b as u32).await;
+                futures::future::join_all((b * BURST..(b + 1) * BURST).map(|k| deliver(http, bridge, k)))
+                    .await
+            }
+        };
+        let delivered: Vec<(Sent, u32)> =
+            futures::future::join_all((0..bursts).map(burst)).await.into_iter().flatten().collect();
+        rig.wait_acked(last, 120).await;
+        stop.store(true, Ordering::Relaxed);
+        delivered
+    });
+    let first_wave: Vec<&Sent> = delivered.iter().map(|(first, _)| first).collect();
+    let most_sends = delivered.iter().map(|(_, sends)| *sends).max().unwrap_or(0);
+    let refused: Vec<&&Sent> = first_wave.iter().filter(|s| s.status == 503).collect();
+    let metrics = reqwest::get(bridge.url("/metrics")).await.unwrap().text().await.unwrap();
+    let redelivered = counter(&metrics, "incident_bridge_jetstream_redeliveries_total");
+    eprintln!(
+        "slow SCWM: {BURST} alerts on JetStream and {bursts} burst(s) of {BURST} webhooks at once, {} webhooks \
+         refused at first, all in within {:.1?} (at most {most_sends} sends for one webhook, {redelivered} \
+         JetStream redeliveries); {} probes, slowest {:.0?}; RSS {} MiB idle, {} MiB at most; queue depth at \
+         most {}",
+        refused.len(),
+        started.elapsed(),
+        watched.probes,
+        watched.slowest_probe,
+        rss_idle >> 20,
+        watched.max_rss >> 20,
+        watched.max_queue_depth,
+    );
+    assert!(!refused.is_empty(), "a burst of {BURST} over a queue of {CAPACITY} is partly refused");
+    for s in &refused {
+        assert!(s.retry_after.is_some_and(|secs| secs >= 1), "a 503 carries Retry-After");
+        assert!(s.took < PROBE_BOUND, "a refusal is prompt, not queued: {:?}", s.took);
+        assert_eq!(s.detail, "too much work queued");
+    }
+    assert!(watched.failed_probes.is_empty(), "probes failed: {:?}", watched.failed_probes);
+    assert!(watched.probes >= 20, "the probes ran throughout ({})", watched.probes);
+    assert!(watched.slowest_probe < PROBE_BOUND, "slowest probe {:?}", watched.slowest_probe);
+    assert!(watched.max_rss < MAX_RSS, "resident memory reached {} MiB", watched.max_rss >> 20);
+    assert!(watched.max_queue_depth <= CAPACITY, "queue depth {}", watched.max_queue_depth);
+    assert_eq!(redelivered, 0, "a JetStream message waiting for room is not delivered again");
+    assert_eq!(replays(&rig.scwm), 0, "no SCWM request was sent twice");
+    assert_scwm_is(&rig.scwm, &all_open(webhooks + BURST));
+    assert_eq!(rig.dead_letter_count().await, 0, "no dead letters");
+    bridge.kill().await;
+}
