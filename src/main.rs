@@ -12,6 +12,12 @@ use incident_bridge::{
 };
 use tokio_util::sync::CancellationToken;
 
+// Every event allocates and frees many small values (JSON, headers, templates) across worker
+// threads; with mimalloc the bridge spends about a quarter less CPU per event than with glibc's
+// malloc (BENCHMARKS.md), for some more resident memory.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "incident-bridge",

@@ -272,7 +272,8 @@ impl Pipeline {
                 let mut payload = renderer.payload(op, content, None)?;
                 truncate_strings(&mut payload, alert.source.limits.max_string_chars);
                 let seed = format!("{}/{i}/{op}", event.license_plate);
-                let license_plate = LicensePlate::derived(event.license_plate.timestamp_ms(), seed.as_bytes());
+                let license_plate =
+                    LicensePlate::derived(event.license_plate.timestamp_ms(), seed.as_bytes());
                 Ok(Step { op, license_plate, payload, owner_id: owner_id.clone(), done: false })
             })
             .collect()

@@ -2,11 +2,12 @@
 //!
 //! It owns the file's layout (two tables, below), the revision counter and the mapping of redb
 //! errors to [`StoreError`]. redb is synchronous, so every call runs on tokio's blocking pool
-//! and never blocks the async runtime. Each write is one redb write transaction that reads the
-//! current revision, compares it with the expected one and writes only when they match: redb
-//! runs one write transaction at a time, so the compare-and-swap is atomic. Commits use redb's
-//! default immediate durability (fsync before the commit returns), so a committed write survives
-//! a process kill.
+//! and never blocks the async runtime. Writes go to one writer thread ([`writer`]), which
+//! reads each key's current revision, compares it with the expected one and writes only when
+//! they match, inside a redb write transaction: redb runs one at a time, so the compare-and-swap
+//! is atomic. The writer commits the writes that wait together in one transaction. Commits use
+//! redb's default immediate durability (fsync before the commit returns), so a write that was
+//! answered survives a process kill.
 //!
 //! redb locks the file while it is open: a second [`EmbeddedStore::open`] of the same file, from
 //! this process or another, fails with [`StoreError::Unavailable`]. The embedded store therefore
@@ -24,6 +25,9 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::{CorrelationStore, Revision, StoreError, Versioned};
 use crate::ids::CorrelationKey;
+
+mod writer;
+use writer::Writer;
 
 /// Correlation key → (revision, value).
 const VALUES: TableDefinition<&str, (u64, &[u8])> = TableDefinition::new("correlation");
@@ -43,6 +47,7 @@ const CACHE_BYTES: usize = 64 * 1024 * 1024;
 #[derive(Clone)]
 pub struct EmbeddedStore {
     db: Arc<Database>,
+    writer: Arc<Writer>,
     path: Arc<PathBuf>,
 }
 
@@ -87,7 +92,9 @@ impl EmbeddedStore {
             other => in_file(path, map_err(other)),
         })?;
         init(&db).map_err(|e| in_file(path, e))?;
-        Ok(Self { db: Arc::new(db), path: Arc::new(path.to_owned()) })
+        let db = Arc::new(db);
+        let writer = Arc::new(Writer::start(db.clone())?);
+        Ok(Self { db, writer, path: Arc::new(path.to_owned()) })
     }
 
     /// The file this store uses.
@@ -191,36 +198,7 @@ impl CorrelationStore for EmbeddedStore {
         value: Bytes,
         expected: Option<Revision>,
     ) -> BoxFuture<'a, Result<Revision, StoreError>> {
-        let key = key.as_str().to_owned();
-        self.blocking(move |db| {
-            let txn = db.begin_write().map_err(map_err)?;
-            let written = {
-                let mut values = txn.open_table(VALUES).map_err(map_err)?;
-                let current = values.get(key.as_str()).map_err(map_err)?.map(|g| g.value().0);
-                if current != expected {
-                    None
-                } else {
-                    let mut meta = txn.open_table(META).map_err(map_err)?;
-                    let last = meta.get(LAST_REVISION).map_err(map_err)?.map(|g| g.value()).unwrap_or(0);
-                    let revision = last
-                        .checked_add(1)
-                        .ok_or_else(|| StoreError::Corrupt("revision counter exhausted".into()))?;
-                    meta.insert(LAST_REVISION, revision).map_err(map_err)?;
-                    values.insert(key.as_str(), (revision, value.as_ref())).map_err(map_err)?;
-                    Some(revision)
-                }
-            };
-            match written {
-                Some(revision) => {
-                    txn.commit().map_err(map_err)?;
-                    Ok(revision)
-                }
-                None => {
-                    txn.abort().map_err(map_err)?;
-                    Err(StoreError::Conflict)
-                }
-            }
-        })
+        self.writer.put(key.as_str(), value, expected).boxed()
     }
 
     fn delete<'a>(
@@ -228,26 +206,7 @@ impl CorrelationStore for EmbeddedStore {
         key: &'a CorrelationKey,
         expected: Revision,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
-        let key = key.as_str().to_owned();
-        self.blocking(move |db| {
-            let txn = db.begin_write().map_err(map_err)?;
-            let removed = {
-                let mut values = txn.open_table(VALUES).map_err(map_err)?;
-                let current = values.get(key.as_str()).map_err(map_err)?.map(|g| g.value().0);
-                if current == Some(expected) {
-                    values.remove(key.as_str()).map_err(map_err)?;
-                    true
-                } else {
-                    false
-                }
-            };
-            if removed {
-                txn.commit().map_err(map_err)
-            } else {
-                txn.abort().map_err(map_err)?;
-                Err(StoreError::Conflict)
-            }
-        })
+        self.writer.delete(key.as_str(), expected).boxed()
     }
 
     fn backend(&self) -> &'static str {

@@ -1,0 +1,275 @@
+//! The embedded store's one writer thread, which commits the writes waiting at the same time
+//! together (group commit).
+//!
+//! redb runs one write transaction at a time and every commit waits for an fsync, so one
+//! transaction per write caps the store at the disk's fsync rate however many events are in
+//! flight. The writer takes every write waiting when it starts a transaction, applies them in
+//! arrival order inside that one transaction, each compare-and-swap seeing the writes before
+//! it exactly as if they had committed one by one, and commits once. A caller hears back only
+//! after the commit that holds its write is durable, so a kill loses nothing that was answered.
+
+use std::{
+    sync::{Arc, mpsc},
+    thread::JoinHandle,
+};
+
+use bytes::Bytes;
+use redb::{Database, ReadableTable};
+use tokio::sync::oneshot;
+
+use super::{LAST_REVISION, META, VALUES, map_err};
+use crate::store::{Revision, StoreError};
+
+/// Writes taken into one transaction at most, so a flood still gets answers in steady steps.
+const MAX_BATCH: usize = 512;
+
+/// A change to one key, made only when the key is at the expected revision.
+enum Op {
+    Put { value: Bytes, expected: Option<Revision> },
+    Delete { expected: Revision },
+}
+
+/// What a write that took place did.
+enum Written {
+    Put(Revision),
+    Deleted,
+}
+
+struct Request {
+    key: String,
+    op: Op,
+    reply: oneshot::Sender<Result<Written, StoreError>>,
+}
+
+/// The handle to the writer thread. Dropping it lets the thread finish the writes already sent
+/// and waits for it, so the file is closed when the drop returns.
+pub(super) struct Writer {
+    queue: Option<mpsc::Sender<Request>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Writer {
+    pub(super) fn start(db: Arc<Database>) -> Result<Self, StoreError> {
+        let (queue, requests) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || run(&db, &requests))
+            .map_err(|e| StoreError::Unavailable(format!("cannot start the store writer: {e}")))?;
+        Ok(Self { queue: Some(queue), thread: Some(thread) })
+    }
+
+    /// Sets `key` to `value` when it is at `expected` (`None`: absent); answers the new revision
+    /// once the transaction holding the write is durable.
+    pub(super) async fn put(
+        &self,
+        key: &str,
+        value: Bytes,
+        expected: Option<Revision>,
+    ) -> Result<Revision, StoreError> {
+        match self.write(key, Op::Put { value, expected }).await? {
+            Written::Put(revision) => Ok(revision),
+            Written::Deleted => unreachable!("the writer answers a put with its revision"),
+        }
+    }
+
+    /// Removes `key` when it is at `expected`, once the transaction holding it is durable.
+    pub(super) async fn delete(&self, key: &str, expected: Revision) -> Result<(), StoreError> {
+        self.write(key, Op::Delete { expected }).await.map(|_| ())
+    }
+
+    async fn write(&self, key: &str, op: Op) -> Result<Written, StoreError> {
+        let stopped = || StoreError::Unavailable("the store writer has stopped".into());
+        let (reply, answer) = oneshot::channel();
+        let request = Request { key: key.to_owned(), op, reply };
+        self.queue.as_ref().ok_or_else(stopped)?.send(request).map_err(|_| stopped())?;
+        answer.await.unwrap_or_else(|_| Err(stopped()))
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        drop(self.queue.take());
+        if let Some(thread) = self.thread.take() {
+            // A panic on the writer thread has already failed its callers; nothing is left to do.
+            let _ = thread.join();
+        }
+    }
+}
+
+fn run(db: &Database, requests: &mpsc::Receiver<Request>) {
+    while let Ok(first) = requests.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH
+            && let Ok(next) = requests.try_recv()
+        {
+            batch.push(next);
+        }
+        match apply(db, &batch) {
+            Ok(results) => {
+                for (request, result) in batch.into_iter().zip(results) {
+                    // A caller that stopped waiting still had its write made; nobody to tell.
+                    let _ = request.reply.send(result);
+                }
+            }
+            // A write redb refuses (a value too large) spoils the whole transaction: each write
+            // then goes alone, so only the one at fault fails.
+            Err(_) if batch.len() > 1 => {
+                for request in batch {
+                    let result = apply(db, std::slice::from_ref(&request))
+                        .and_then(|mut one| one.pop().expect("one result per write"));
+                    let _ = request.reply.send(result);
+                }
+            }
+            Err(e) => {
+                for request in batch {
+                    let _ = request.reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Applies `batch` in order in one transaction and commits it when anything was written. The
+/// outer error fails the whole batch; the inner results are each write's own answer.
+fn apply(db: &Database, batch: &[Request]) -> Result<Vec<Result<Written, StoreError>>, StoreError> {
+    let txn = db.begin_write().map_err(map_err)?;
+    let mut results = Vec::with_capacity(batch.len());
+    let mut wrote = false;
+    {
+        let mut values = txn.open_table(VALUES).map_err(map_err)?;
+        let mut meta = txn.open_table(META).map_err(map_err)?;
+        let mut last = meta.get(LAST_REVISION).map_err(map_err)?.map(|g| g.value()).unwrap_or(0);
+        for request in batch {
+            let key = request.key.as_str();
+            let current = values.get(key).map_err(map_err)?.map(|g| g.value().0);
+            let result = match &request.op {
+                Op::Put { value, expected } => {
+                    if current == *expected {
+                        last = last
+                            .checked_add(1)
+                            .ok_or_else(|| StoreError::Corrupt("revision counter exhausted".into()))?;
+                        values.insert(key, (last, value.as_ref())).map_err(map_err)?;
+                        wrote = true;
+                        Ok(Written::Put(last))
+                    } else {
+                        Err(StoreError::Conflict)
+                    }
+                }
+                Op::Delete { expected } => {
+                    if current == Some(*expected) {
+                        values.remove(key).map_err(map_err)?;
+                        wrote = true;
+                        Ok(Written::Deleted)
+                    } else {
+                        Err(StoreError::Conflict)
+                    }
+                }
+            };
+            results.push(result);
+        }
+        if wrote {
+            meta.insert(LAST_REVISION, last).map_err(map_err)?;
+        }
+    }
+    if wrote {
+        txn.commit().map_err(map_err)?;
+    } else {
+        txn.abort().map_err(map_err)?;
+    }
+    Ok(results)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(key: &str, op: Op) -> (Request, oneshot::Receiver<Result<Written, StoreError>>) {
+        let (reply, answer) = oneshot::channel();
+        (Request { key: key.into(), op, reply }, answer)
+    }
+
+    fn put(value: &str, expected: Option<Revision>) -> Op {
+        Op::Put { value: Bytes::copy_from_slice(value.as_bytes()), expected }
+    }
+
+    fn revision(result: &Result<Written, StoreError>) -> Option<Revision> {
+        match result {
+            Ok(Written::Put(r)) => Some(*r),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn writes_in_one_transaction_see_the_writes_before_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("store.redb")).unwrap();
+        super::super::init(&db).unwrap();
+        let batch: Vec<_> = [
+            request("a", put("1", None)),
+            request("a", put("2", Some(1))),
+            // Stale: `a` is at 2 by now, as it would be had each write committed alone.
+            request("a", put("x", Some(1))),
+            request("b", put("1", None)),
+            request("a", Op::Delete { expected: 2 }),
+            request("a", put("3", None)),
+        ]
+        .into_iter()
+        .map(|(r, _)| r)
+        .collect();
+        let results = apply(&db, &batch).unwrap();
+        let revisions: Vec<_> = results.iter().map(revision).collect();
+        assert_eq!(revisions, [Some(1), Some(2), None, Some(3), None, Some(4)]);
+        assert!(matches!(results[2], Err(StoreError::Conflict)));
+        assert!(matches!(results[4], Ok(Written::Deleted)));
+
+        let txn = redb::ReadableDatabase::begin_read(&db).unwrap();
+        let values = txn.open_table(VALUES).unwrap();
+        let a = values.get("a").unwrap().unwrap();
+        assert_eq!(a.value(), (4, &b"3"[..]));
+        let last = txn.open_table(META).unwrap().get(LAST_REVISION).unwrap().unwrap().value();
+        assert_eq!(last, 4, "the revision counter is written once, at the batch's last revision");
+    }
+
+    #[test]
+    fn a_batch_of_conflicts_commits_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("store.redb")).unwrap();
+        super::super::init(&db).unwrap();
+        let batch: Vec<_> = [request("a", put("1", Some(7))), request("a", Op::Delete { expected: 1 })]
+            .into_iter()
+            .map(|(r, _)| r)
+            .collect();
+        let results = apply(&db, &batch).unwrap();
+        assert!(results.iter().all(|r| matches!(r, Err(StoreError::Conflict))));
+        let txn = redb::ReadableDatabase::begin_read(&db).unwrap();
+        assert!(txn.open_table(VALUES).unwrap().get("a").unwrap().is_none());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn many_callers_at_once_each_get_their_own_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("store.redb")).unwrap();
+        super::super::init(&db).unwrap();
+        let writer = Arc::new(Writer::start(Arc::new(db)).unwrap());
+        let tasks: Vec<_> = (0..400)
+            .map(|i| {
+                let writer = writer.clone();
+                // Half the callers race to create one shared key; the rest own a key each.
+                let key = if i % 2 == 0 { "shared".to_owned() } else { format!("own-{i}") };
+                tokio::spawn(async move { writer.put(&key, Bytes::from_static(b"v"), None).await })
+            })
+            .collect();
+        let mut revisions = Vec::new();
+        let mut conflicts = 0;
+        for task in tasks {
+            match task.await.unwrap() {
+                Ok(r) => revisions.push(r),
+                Err(StoreError::Conflict) => conflicts += 1,
+                Err(e) => panic!("unexpected store error: {e}"),
+            }
+        }
+        assert_eq!(conflicts, 199, "exactly one creator of the shared key wins");
+        revisions.sort_unstable();
+        assert_eq!(revisions, (1..=201).collect::<Vec<_>>(), "every revision is issued once");
+    }
+}
