@@ -150,7 +150,7 @@ pub struct RawPipeline {
 
 impl Default for RawPipeline {
     fn default() -> Self {
-        Self { queue_capacity: 10_000, workers: 64 }
+        Self { queue_capacity: 1_000, workers: 64 }
     }
 }
 
