@@ -55,6 +55,8 @@ impl App {
                 let sim_config = SimConfig {
                     token: sim.token.clone(),
                     errors_in_http_200: sim.errors_in_http_200,
+                    // A trial left running must not grow without bound; the newest are enough to look at.
+                    request_log_limit: Some(100_000),
                     ..SimConfig::default()
                 };
                 let handle = Simulator::start(sim_config, sim.listen)

@@ -56,6 +56,9 @@ enum Command {
         /// The initial fault plan as JSON (the body `POST /_sim/faults` takes).
         #[arg(long)]
         faults: Option<String>,
+        /// How many of the newest requests `GET /_sim/requests` keeps; 0 keeps every one.
+        #[arg(long, default_value_t = 100_000)]
+        request_log_limit: usize,
     },
 }
 
@@ -89,7 +92,7 @@ fn main() -> ExitCode {
                 app.run(shutdown_on_signal()).await
             })
         }
-        Command::SimulateScwm { listen, token, errors_in_http_200, faults } => {
+        Command::SimulateScwm { listen, token, errors_in_http_200, faults, request_log_limit } => {
             let faults: Faults = match faults.as_deref().map(serde_json::from_str).transpose() {
                 Ok(f) => f.unwrap_or_default(),
                 Err(e) => {
@@ -102,6 +105,7 @@ fn main() -> ExitCode {
                     token: token.map(Secret::new),
                     errors_in_http_200,
                     faults,
+                    request_log_limit: (request_log_limit > 0).then_some(request_log_limit),
                     ..SimConfig::default()
                 };
                 let sim = Simulator::start(config, listen).await?;

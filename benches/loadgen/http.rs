@@ -111,7 +111,7 @@ pub async fn webhook(args: &Args) {
     print_table(&[&direct, &bridged]);
     println!(
         "\nSCWM calls seen by the simulator through the bridge: {}; result events on NATS: {results}",
-        sim.requests().len()
+        sim.request_count()
     );
     after.print_since(&before, bridged.latency.len());
 }
@@ -239,7 +239,7 @@ pub async fn soak(args: &Args) {
                     started.elapsed(),
                     s.rss_kib / 1024,
                     open_fds(pid),
-                    sim_state.requests().len()
+                    sim_state.request_count()
                 );
                 tokio::time::sleep(Duration::from_secs(30)).await;
             }

@@ -168,6 +168,6 @@ pub async fn run(args: &Args) {
         q(0.99),
         Duration::from_micros(latency.max())
     );
-    println!("SCWM calls seen by the simulator: {}", sim.requests().len());
+    println!("SCWM calls seen by the simulator: {}", sim.request_count());
     after.print_since(&before, n as u64);
 }

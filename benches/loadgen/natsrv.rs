@@ -75,7 +75,7 @@ pub async fn core(args: &Args) {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let before_calls = sim.requests().len();
+    let before_calls = sim.request_count();
     let shot: Shot = Arc::new(move |_http, i| {
         let client = client.clone();
         Box::pin(async move {
@@ -95,6 +95,6 @@ pub async fn core(args: &Args) {
     let after = ProcStats::read(child.id().unwrap());
     child.kill().await.ok();
     print_table(&[&report]);
-    println!("\nSCWM calls seen by the simulator: {}", sim.requests().len() - before_calls);
+    println!("\nSCWM calls seen by the simulator: {}", sim.request_count() - before_calls);
     after.print_since(&before, report.latency.len());
 }

@@ -65,6 +65,9 @@ pub struct SimConfig {
     pub errors_in_http_200: bool,
     /// The fault plan in force when the simulator starts.
     pub faults: Faults,
+    /// How many of the newest requests the request log keeps (`None`: every one), so a long
+    /// run does not grow without bound; counts go on past it.
+    pub request_log_limit: Option<usize>,
 }
 
 impl Default for SimConfig {
@@ -78,6 +81,7 @@ impl Default for SimConfig {
                 .collect(),
             errors_in_http_200: false,
             faults: Faults::default(),
+            request_log_limit: None,
         }
     }
 }
@@ -109,9 +113,9 @@ impl SimState {
             config.token.as_ref().map(|token| Secret::new(format!("Basic {}", token.expose())));
         Self {
             faults: Mutex::new(config.faults.clone()),
+            store: Mutex::new(Store::with_log_limit(config.request_log_limit)),
             config,
             expected_authorization,
-            store: Mutex::new(Store::default()),
             logged: watch::Sender::new(0),
         }
     }
@@ -127,9 +131,15 @@ impl SimState {
         lock(&self.store).incidents()
     }
 
-    /// Every operation request received since the start or the last reset, in arrival order.
+    /// Every operation request received since the start or the last reset, in arrival order
+    /// (the newest `request_log_limit` of them when that is set).
     pub fn requests(&self) -> Vec<RecordedRequest> {
         lock(&self.store).requests()
+    }
+
+    /// How many operation requests arrived since the start or the last reset.
+    pub fn request_count(&self) -> usize {
+        lock(&self.store).request_count()
     }
 
     /// The fault plan in force, with `fail_next` counted down by the requests it has failed.
@@ -289,6 +299,10 @@ impl SimHandle {
 
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.state.requests()
+    }
+
+    pub fn request_count(&self) -> usize {
+        self.state.request_count()
     }
 
     pub fn faults(&self) -> Faults {

@@ -6,7 +6,7 @@
 //! exactly; the HTTP layer decides when to lock, what time it is and how answers look on the wire.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, VecDeque},
     time::{Duration, SystemTime},
 };
 
@@ -194,7 +194,11 @@ pub(crate) struct Store {
     incidents: BTreeMap<u64, Incident>,
     last_number: u64,
     answers: HashMap<String, Remembered>,
-    requests: Vec<RecordedRequest>,
+    /// The newest requests, at most `log_limit` of them.
+    requests: VecDeque<RecordedRequest>,
+    /// Every request received since the start or the last reset, also those no longer logged.
+    received: u64,
+    log_limit: Option<usize>,
     epoch: u64,
 }
 
@@ -358,8 +362,12 @@ impl Store {
         headers: Vec<(String, String)>,
         body: Value,
     ) -> Ticket {
-        let seq = self.requests.len() as u64 + 1;
-        self.requests.push(RecordedRequest {
+        self.received += 1;
+        let seq = self.received;
+        if self.log_limit.is_some_and(|limit| self.requests.len() >= limit) {
+            self.requests.pop_front();
+        }
+        self.requests.push_back(RecordedRequest {
             seq,
             received_at: humantime::format_rfc3339_millis(now).to_string(),
             method,
@@ -378,7 +386,13 @@ impl Store {
         if ticket.epoch != self.epoch {
             return;
         }
-        let entry = usize::try_from(ticket.seq - 1).ok().and_then(|i| self.requests.get_mut(i));
+        // The log holds requests `received - len + 1 ..= received`.
+        let first = self.received + 1 - self.requests.len() as u64;
+        let entry = ticket
+            .seq
+            .checked_sub(first)
+            .and_then(|i| usize::try_from(i).ok())
+            .and_then(|i| self.requests.get_mut(i));
         if let Some(entry) = entry {
             entry.status = Some(done.status);
             entry.fault = done.fault.map(str::to_owned);
@@ -386,18 +400,24 @@ impl Store {
         }
     }
 
-    pub fn requests(&self) -> Vec<RecordedRequest> {
-        self.requests.clone()
+    /// A store whose request log keeps only the newest `log_limit` requests (`None`: all).
+    pub fn with_log_limit(log_limit: Option<usize>) -> Self {
+        Self { log_limit, ..Self::default() }
     }
 
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.requests.iter().cloned().collect()
+    }
+
+    /// Requests received, including those the log no longer holds.
     pub fn request_count(&self) -> usize {
-        self.requests.len()
+        usize::try_from(self.received).unwrap_or(usize::MAX)
     }
 
     /// Forgets incidents, answers and requests and restarts ids at `IT-000001`.
     pub fn reset(&mut self) {
         let epoch = self.epoch + 1;
-        *self = Store { epoch, ..Store::default() };
+        *self = Store { epoch, log_limit: self.log_limit, ..Store::default() };
     }
 }
 
@@ -646,6 +666,29 @@ mod tests {
         let mut store = Store::default();
         store.record(t0(), "POST".into(), "/".into(), vec![], Value::Null);
         assert_eq!(store.requests()[0].status, None);
+    }
+
+    #[test]
+    fn a_limited_log_keeps_the_newest_requests_and_counts_them_all() {
+        let mut store = Store::with_log_limit(Some(2));
+        let tickets: Vec<_> = (0..3)
+            .map(|i| {
+                store.record(SystemTime::UNIX_EPOCH, "POST".into(), format!("/{i}"), vec![], Value::Null)
+            })
+            .collect();
+        // The first request left the log: completing it changes nothing and does not panic.
+        store.complete(tickets[0], Completion { status: 500, fault: None, duplicate: false });
+        store.complete(tickets[2], Completion { status: 200, fault: None, duplicate: false });
+        let log = store.requests();
+        assert_eq!(log.iter().map(|r| r.path.as_str()).collect::<Vec<_>>(), ["/1", "/2"]);
+        assert_eq!(log.iter().map(|r| r.seq).collect::<Vec<_>>(), [2, 3]);
+        assert_eq!((log[0].status, log[1].status), (None, Some(200)));
+        assert_eq!(store.request_count(), 3);
+        store.reset();
+        store.record(SystemTime::UNIX_EPOCH, "POST".into(), "/a".into(), vec![], Value::Null);
+        store.record(SystemTime::UNIX_EPOCH, "POST".into(), "/b".into(), vec![], Value::Null);
+        store.record(SystemTime::UNIX_EPOCH, "POST".into(), "/c".into(), vec![], Value::Null);
+        assert_eq!(store.requests().len(), 2, "the limit survives a reset");
     }
 
     #[test]
