@@ -140,6 +140,22 @@ pub fn metrics() -> &'static PrometheusHandle {
             tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
         }
         crate::observe::describe();
+        // The recorder keeps every histogram sample until something drains it, which a scrape of
+        // /metrics does; with nobody scraping, memory grew with every event (a soak found it).
+        // One thread per process drains them on the recorder's own schedule instead.
+        let upkeep = handle.clone();
+        let spawned = std::thread::Builder::new().name("metrics-upkeep".into()).spawn(move || {
+            loop {
+                std::thread::sleep(UPKEEP_INTERVAL);
+                upkeep.run_upkeep();
+            }
+        });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot start the metrics upkeep thread; histograms drain only when /metrics is scraped");
+        }
         handle
     })
 }
+
+/// How often histogram samples are folded into their buckets (the exporter's own default).
+const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
