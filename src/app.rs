@@ -55,8 +55,7 @@ impl App {
                 let sim_config = SimConfig {
                     token: sim.token.clone(),
                     errors_in_http_200: sim.errors_in_http_200,
-                    // A trial left running must not grow without bound; the newest are enough to look at.
-                    request_log_limit: Some(100_000),
+                    request_log_limit: Some(crate::scwm::sim::DEFAULT_REQUEST_LOG_LIMIT),
                     ..SimConfig::default()
                 };
                 let handle = Simulator::start(sim_config, sim.listen)

@@ -58,7 +58,7 @@ enum Command {
         #[arg(long)]
         faults: Option<String>,
         /// How many of the newest requests `GET /_sim/requests` keeps; 0 keeps every one.
-        #[arg(long, default_value_t = 100_000)]
+        #[arg(long, default_value_t = incident_bridge::scwm::sim::DEFAULT_REQUEST_LOG_LIMIT)]
         request_log_limit: usize,
     },
 }

@@ -48,6 +48,10 @@ use crate::{
     secret::Secret,
 };
 
+/// The request log's length for a simulator left running (the CLI's and the quickstart's): the
+/// newest are enough to look at, and a long run must not grow without bound.
+pub const DEFAULT_REQUEST_LOG_LIMIT: usize = 100_000;
+
 /// How the simulator behaves. The default matches the contract's documented SCWM.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
