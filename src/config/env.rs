@@ -1,6 +1,13 @@
 //! Environment overrides: `INCIDENT_BRIDGE_SCWM__TOKEN=x` sets `scwm.token`. The prefix is
 //! stripped, `__` separates nesting levels and names are lower-cased to match the TOML keys.
 //! Values are inserted as strings; typed fields parse them (see `lenient`).
+//!
+//! Only names of that shape are ours: `INCIDENT_BRIDGE_<SECTION>__<KEY>` (at least one `__`) and
+//! `INCIDENT_BRIDGE_CONFIG`. Every other name with the prefix is left alone, because Kubernetes
+//! injects service-link variables for every Service of the namespace: a Service called
+//! `incident-bridge` gives each pod `INCIDENT_BRIDGE_PORT=tcp://...`,
+//! `INCIDENT_BRIDGE_SERVICE_HOST`, `INCIDENT_BRIDGE_PORT_8080_TCP_ADDR`, ... Those never contain
+//! `__`, since a Service name is a DNS label (`[a-z0-9-]`, no two dashes in a row in practice).
 
 use std::collections::BTreeMap;
 
@@ -11,14 +18,27 @@ pub const PREFIX: &str = "INCIDENT_BRIDGE_";
 /// Variables with the prefix that are not config keys: `INCIDENT_BRIDGE_CONFIG` names the file.
 const RESERVED: [&str; 1] = ["CONFIG"];
 
-/// Applies every `INCIDENT_BRIDGE_*` variable of `env` to `table`, in name order so the result
-/// does not depend on the environment's iteration order. Returns the dotted keys it set, or the
-/// name of a variable whose path runs into a non-table value.
-pub fn apply(table: &mut Table, env: &BTreeMap<String, String>) -> Result<Vec<String>, String> {
-    let mut applied = Vec::new();
+/// What [`apply`] did with the environment.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// `(variable, dotted key)` for every override applied, in name order.
+    pub set: Vec<(String, String)>,
+    /// Variables with the prefix that are not config keys (service links and the like).
+    pub ignored: Vec<String>,
+}
+
+/// Applies every `INCIDENT_BRIDGE_<SECTION>__<KEY>` variable of `env` to `table`, in name order
+/// so the result does not depend on the environment's iteration order. Returns what it set and
+/// what it ignored, or the name of a variable whose path runs into a non-table value.
+pub fn apply(table: &mut Table, env: &BTreeMap<String, String>) -> Result<Applied, String> {
+    let mut applied = Applied::default();
     for (name, value) in env {
         let Some(rest) = name.strip_prefix(PREFIX) else { continue };
         if RESERVED.contains(&rest) {
+            continue;
+        }
+        if !rest.contains("__") {
+            applied.ignored.push(name.clone());
             continue;
         }
         let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
@@ -28,7 +48,7 @@ pub fn apply(table: &mut Table, env: &BTreeMap<String, String>) -> Result<Vec<St
         set(table, &path, Value::String(value.clone())).map_err(|key| {
             format!("{name}: `{key}` is not a table, so it cannot hold `{}`", path.join("."))
         })?;
-        applied.push(path.join("."));
+        applied.set.push((name.clone(), path.join(".")));
     }
     Ok(applied)
 }
@@ -50,7 +70,7 @@ fn set(table: &mut Table, path: &[String], value: Value) -> Result<(), String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -69,9 +89,41 @@ mod tests {
             ]),
         )
         .unwrap();
-        assert_eq!(applied, vec!["pipeline.workers", "scwm.token"]);
+        let keys: Vec<&str> = applied.set.iter().map(|(_, k)| k.as_str()).collect();
+        assert_eq!(keys, ["pipeline.workers", "scwm.token"]);
         assert_eq!(t["scwm"]["token"].as_str(), Some("env"));
         assert_eq!(t["pipeline"]["workers"].as_str(), Some("8"));
+    }
+
+    /// What the kubelet injects for a Service named `incident-bridge` with one port `http`
+    /// (8080), and for one named `incident-bridge-headless`.
+    pub(crate) fn service_links() -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("INCIDENT_BRIDGE_SERVICE_HOST", "10.96.0.12"),
+            ("INCIDENT_BRIDGE_SERVICE_PORT", "8080"),
+            ("INCIDENT_BRIDGE_SERVICE_PORT_HTTP", "8080"),
+            ("INCIDENT_BRIDGE_PORT", "tcp://10.96.0.12:8080"),
+            ("INCIDENT_BRIDGE_PORT_8080_TCP", "tcp://10.96.0.12:8080"),
+            ("INCIDENT_BRIDGE_PORT_8080_TCP_PROTO", "tcp"),
+            ("INCIDENT_BRIDGE_PORT_8080_TCP_PORT", "8080"),
+            ("INCIDENT_BRIDGE_PORT_8080_TCP_ADDR", "10.96.0.12"),
+            ("INCIDENT_BRIDGE_HEADLESS_SERVICE_HOST", "10.96.0.13"),
+            ("INCIDENT_BRIDGE_HEADLESS_PORT", "tcp://10.96.0.13:8080"),
+        ]
+    }
+
+    #[test]
+    fn service_link_variables_are_ignored_and_reported() {
+        let mut t: Table = toml::from_str("[scwm]\ntoken = \"file\"\n").unwrap();
+        let mut pairs = service_links();
+        pairs.push(("INCIDENT_BRIDGE_SCWM__TOKEN", "env"));
+        pairs.push(("INCIDENT_BRIDGE_CONFIG", "/etc/incident-bridge/config.toml"));
+        let before = t.clone();
+        let applied = apply(&mut t, &env(&pairs)).unwrap();
+        assert_eq!(applied.set, [("INCIDENT_BRIDGE_SCWM__TOKEN".to_owned(), "scwm.token".to_owned())]);
+        assert_eq!(applied.ignored.len(), service_links().len());
+        assert!(applied.ignored.iter().all(|n| !n.contains("__")));
+        assert_eq!(t.len(), before.len(), "no new top-level key: {t:?}");
     }
 
     #[test]

@@ -20,7 +20,7 @@ use std::{
 use base64::Engine;
 use reqwest::Url;
 
-pub use env::PREFIX as ENV_PREFIX;
+pub use env::{Applied as Environment, PREFIX as ENV_PREFIX};
 use raw::RawConfig;
 
 use crate::{
@@ -46,6 +46,8 @@ pub struct Config {
     pub sources: Sources,
     /// Where alert keys map to SCWM items. Opened only when a source carries alerts.
     pub store: StoreConfig,
+    /// Which environment variables set which keys, and which were ignored.
+    pub environment: Environment,
 }
 
 #[derive(Debug, Clone)]
@@ -250,12 +252,12 @@ pub fn load(
 ) -> Result<Config, ConfigErrors> {
     let mut table: toml::Table = toml::from_str(text)
         .map_err(|e| ConfigErrors::one("(file)", format!("not valid TOML: {}", e.message())))?;
-    env::apply(&mut table, env).map_err(|m| ConfigErrors::one("(environment)", m))?;
+    let environment = env::apply(&mut table, env).map_err(|m| ConfigErrors::one("(environment)", m))?;
     let raw: RawConfig = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
         let key = e.path().to_string();
         ConfigErrors::one(if key == "." { "(file)".into() } else { key }, e.into_inner().to_string())
     })?;
-    Validator { read_file, errors: Vec::new() }.run(raw)
+    Validator { read_file, errors: Vec::new() }.run(raw, environment)
 }
 
 struct Validator<'a> {
@@ -268,7 +270,7 @@ impl Validator<'_> {
         self.errors.push(ConfigError { key: key.into(), message: message.into() });
     }
 
-    fn run(mut self, raw: RawConfig) -> Result<Config, ConfigErrors> {
+    fn run(mut self, raw: RawConfig, environment: Environment) -> Result<Config, ConfigErrors> {
         let server = self.server(raw.server);
         let simulator = self.simulator(raw.simulator);
         let scwm = self.scwm(raw.scwm);
@@ -302,7 +304,7 @@ impl Validator<'_> {
         }
         match (server, scwm, pipeline, store) {
             (Some(server), Some(scwm), Some(pipeline), Some(store)) if self.errors.is_empty() => {
-                Ok(Config { server, scwm, pipeline, results, simulator, nats, sources, store })
+                Ok(Config { server, scwm, pipeline, results, simulator, nats, sources, store, environment })
             }
             _ => Err(ConfigErrors(self.errors)),
         }
@@ -544,12 +546,10 @@ impl Validator<'_> {
         };
         let connect_timeout = self.positive("nats.connect_timeout", raw.connect_timeout);
 
+        // Nothing is subscribed unless asked for: a command subject open by default would take
+        // commands from anyone who may publish on the NATS account.
         let subscriptions = match raw.subscriptions {
-            None => vec![SubscriptionConfig {
-                subject: "incidents.commands.*".into(),
-                queue_group: "incident-bridge".into(),
-                source: "native".into(),
-            }],
+            None => Vec::new(),
             Some(subs) => subs
                 .into_iter()
                 .enumerate()

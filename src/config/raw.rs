@@ -209,7 +209,7 @@ pub struct RawNats {
     #[serde(deserialize_with = "lenient::duration")]
     pub connect_timeout: Duration,
     pub tls: RawNatsTls,
-    /// Absent: native commands on `incidents.commands.*`. An empty list: no core subscriptions.
+    /// Core subjects to take messages from; none unless configured.
     pub subscriptions: Option<Vec<RawSubscription>>,
     pub consumers: Vec<RawConsumer>,
     pub results: RawNatsResults,

@@ -228,3 +228,26 @@ fn urls_with_credentials_are_refused_without_showing_them() {
     let shown = load(&text, &BTreeMap::new(), &no_files).unwrap_err().to_string();
     assert!(shown.contains("http://…@[::1/read") && !shown.contains("hunter2"), "{shown}");
 }
+
+#[test]
+fn nats_takes_no_commands_unless_a_subscription_is_configured() {
+    let c = load_with(&format!("{MINIMAL}\n[nats]\nurl = \"nats://127.0.0.1:4222\"\n"), &[]).unwrap();
+    assert!(c.nats.expect("nats is configured").subscriptions.is_empty());
+    let c = load_with(
+        &format!("{MINIMAL}\n[nats]\nurl = \"nats://127.0.0.1:4222\"\n[[nats.subscriptions]]\nsubject = \"incidents.commands.*\"\n"),
+        &[],
+    )
+    .unwrap();
+    let subs = c.nats.expect("nats is configured").subscriptions;
+    assert_eq!(subs.len(), 1);
+    assert_eq!((subs[0].source.as_str(), subs[0].queue_group.as_str()), ("native", "incident-bridge"));
+}
+
+#[test]
+fn service_link_variables_are_ignored_but_section_keys_still_apply() {
+    let mut env: Vec<(&str, &str)> = env::tests::service_links();
+    env.push(("INCIDENT_BRIDGE_PIPELINE__WORKERS", "7"));
+    let c = load_with(MINIMAL, &env).unwrap();
+    assert_eq!(c.pipeline.workers, 7);
+    assert_eq!(c.environment.ignored.len(), env::tests::service_links().len());
+}

@@ -24,13 +24,13 @@ pub struct NatsServer {
     log: watch::Receiver<Vec<String>>,
 }
 
-/// The nats-server binary: `NATS_SERVER_BIN`, else `nats-server` on PATH, else the copy
-/// `scripts/test.sh` installs under `.tools/`.
+/// The nats-server binary: `NATS_SERVER_BIN` (what `scripts/test.sh` sets), else the copy it
+/// installs under `.tools/`, else `nats-server` on PATH.
 fn binary() -> PathBuf {
     if let Some(p) = std::env::var_os("NATS_SERVER_BIN") {
         return p.into();
     }
-    let local = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools/python/bin/nats-server");
+    let local = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools/venv/bin/nats-server");
     if local.exists() {
         return local;
     }

