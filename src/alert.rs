@@ -276,3 +276,48 @@ mod tests {
         );
     }
 }
+
+/// When an alert episode began, as milliseconds since the Unix epoch: the earliest `startsAt`
+/// among `alerts` that parses (RFC 3339, with `Z` or a numeric offset, as Alertmanager and
+/// Grafana write it). An episode ends when the alert resolves; firing again starts a new one
+/// with a new `startsAt`, which is what tells a repeat of the same episode from a new one.
+pub fn episode_start<'a>(alerts: impl IntoIterator<Item = &'a Alert>) -> Option<u64> {
+    alerts.into_iter().filter_map(|a| a.starts_at.as_deref().and_then(rfc3339_ms)).min()
+}
+
+/// Parses an RFC 3339 timestamp (`2024-05-01T10:00:00.123456789Z`, `...+02:00`) to milliseconds
+/// since the Unix epoch. Times before the epoch (Go's zero time, for one) are `None`.
+pub fn rfc3339_ms(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let (local, offset_minutes) = if let Some(l) = s.strip_suffix(['Z', 'z']) {
+        (l, 0i64)
+    } else {
+        let (l, off) = s.split_at(s.len().checked_sub(6)?);
+        let sign = match off.as_bytes().first()? {
+            b'+' => 1,
+            b'-' => -1,
+            _ => return None,
+        };
+        let (h, m) = off[1..].split_once(':')?;
+        (l, sign * (h.parse::<i64>().ok()? * 60 + m.parse::<i64>().ok()?))
+    };
+    let utc = humantime::parse_rfc3339_weak(local).ok()?;
+    let ms = utc.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis() as i64 - offset_minutes * 60_000;
+    u64::try_from(ms).ok()
+}
+
+#[cfg(test)]
+mod episode_tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_times_parse_with_z_fractions_and_offsets() {
+        assert_eq!(rfc3339_ms("1970-01-01T00:00:01Z"), Some(1_000));
+        assert_eq!(rfc3339_ms("2024-05-01T10:00:00.123456789Z"), Some(1_714_557_600_123));
+        assert_eq!(rfc3339_ms("2024-05-01T12:00:00.123+02:00"), Some(1_714_557_600_123));
+        assert_eq!(rfc3339_ms("2024-05-01T08:30:00-01:30"), Some(1_714_557_600_000));
+        assert_eq!(rfc3339_ms("0001-01-01T00:00:00Z"), None, "Go's zero time is before the epoch");
+        assert_eq!(rfc3339_ms("yesterday"), None);
+        assert_eq!(rfc3339_ms(""), None);
+    }
+}

@@ -116,6 +116,18 @@ impl App {
                 format!("opening the correlation store ({})", config.store.backend.name())
             })?;
             tracing::info!(backend = store.backend(), "correlation store open");
+            let scwm = scwm_identity(&config, simulator.as_ref().map(|s| s.addr()));
+            match store::binding::bind(store.as_ref(), &scwm, config.store.on_scwm_change)
+                .await
+                .context("checking which SCWM the correlation store belongs to")?
+            {
+                store::binding::Bound::New => tracing::info!(%scwm, "correlation store bound to this SCWM"),
+                store::binding::Bound::Same => {}
+                store::binding::Bound::Adopted { previous } => tracing::warn!(
+                    %previous, %scwm,
+                    "correlation store adopted: it was written against another SCWM (store.on_scwm_change = \"adopt\")"
+                ),
+            }
             pipeline = pipeline.with_store(store, config.store.claim_ttl);
         }
         let pipeline = Arc::new(pipeline);
@@ -217,6 +229,23 @@ impl App {
                 runner.depth()
             ),
         }
+    }
+}
+
+/// The SCWM this configuration talks to, as the correlation store records it. The in-process
+/// simulator (listening at `simulator`) is a new, empty SCWM on every start, so each run that
+/// talks to it is an SCWM of its own.
+fn scwm_identity(config: &Config, simulator: Option<SocketAddr>) -> store::binding::ScwmIdentity {
+    let endpoints = || config.scwm.endpoints.values().map(|e| &e.url);
+    let mut urls: Vec<String> = endpoints().map(|u| u.to_string()).collect();
+    urls.sort();
+    urls.dedup();
+    let talks_to_simulator =
+        simulator.is_some_and(|sim| endpoints().any(|u| u.port_or_known_default() == Some(sim.port())));
+    store::binding::ScwmIdentity {
+        urls,
+        owner_id: config.scwm.owner_id.clone(),
+        simulator_run: talks_to_simulator.then(|| crate::ids::LicensePlate::generate().to_string()),
     }
 }
 

@@ -43,6 +43,8 @@ enum Command {
         #[arg(long, short, env = "INCIDENT_BRIDGE_CONFIG")]
         config: PathBuf,
     },
+    /// Print the JSON Schema of the configuration file (draft-07, self-contained).
+    ConfigSchema,
     /// Run the SCWM simulator alone.
     SimulateScwm {
         /// Address to listen on.
@@ -79,6 +81,11 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_CONFIG)
             }
         },
+        Command::ConfigSchema => {
+            let schema = config::schema();
+            println!("{}", serde_json::to_string_pretty(&schema).expect("a schema serialises"));
+            ExitCode::SUCCESS
+        }
         Command::Serve { config } => {
             // Validation happens before anything starts, including the runtime and logging.
             let config = match config::load_from_path(&config) {

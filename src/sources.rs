@@ -30,18 +30,22 @@ use crate::{
 /// The name of the built-in source for native commands.
 pub const NATIVE: &str = "native";
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawSource {
     /// `native`, `alertmanager`, `grafana` or `cloudevents`.
+    #[schemars(extend("enum" = ["native", "alertmanager", "grafana", "cloudevents"]))]
     pub kind: String,
     /// For `cloudevents`: what the event's data holds (`alertmanager`, `grafana`, `native`).
     #[serde(default)]
+    #[schemars(extend("enum" = ["alertmanager", "grafana", "native", null]))]
     pub payload: Option<String>,
     /// `alert` (one incident per alert fingerprint, the default) or `group` (per groupKey).
     #[serde(default)]
+    #[schemars(extend("enum" = ["alert", "group", null]))]
     pub grouping: Option<String>,
     #[serde(default = "default_reopen_window", deserialize_with = "lenient::duration")]
+    #[schemars(with = "lenient::DurationText")]
     pub reopen_window: Duration,
     /// The ownerId of this source's incidents; a route may override it; default `scwm.owner_id`.
     #[serde(default)]
@@ -64,7 +68,7 @@ fn default_reopen_window() -> Duration {
     Duration::from_secs(3600)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawLimits {
     #[serde(deserialize_with = "lenient::value")]

@@ -277,8 +277,11 @@ async fn wait_acked(js: &jetstream::Context, seq: u64) {
 struct Call {
     op: Operation,
     owner: String,
+    plate: String,
     payload: Value,
     status: Option<u16>,
+    /// SCWM answered it as a repeat of an earlier request with the same licensePlate.
+    duplicate: bool,
 }
 
 fn op_named(event_name: &str) -> Operation {
@@ -294,8 +297,10 @@ fn calls(sim: &SimHandle) -> Vec<Call> {
         .map(|r| Call {
             op: op_named(r.body["header"]["eventName"].as_str().unwrap()),
             owner: r.body["header"]["ownerId"].as_str().unwrap_or_default().to_owned(),
+            plate: r.body["header"]["licensePlate"].as_str().unwrap_or_default().to_owned(),
             payload: r.body["payload"].clone(),
             status: r.status,
+            duplicate: r.duplicate,
         })
         .collect()
 }
@@ -819,6 +824,35 @@ async fn when_scwm_no_longer_knows_the_mapped_item_the_mapping_is_dropped_and_a_
     assert_eq!(all[2].payload["id"], "IT-000001", "the key maps to the new incident");
     assert_eq!(incident_for(rig.sim(), DISK_KEY).status, IncidentStatus::Closed);
     rig.stop().await;
+}
+
+#[tokio::test]
+async fn after_the_store_is_lost_a_repeat_of_the_same_notification_finds_the_incident_it_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!("{}{}", am_source("am", ""), embedded_store(&dir));
+    let app = TestApp::start_against(common::start_simulator().await, &extra, &[]).await;
+    assert_eq!(post(&app, "am", &am("firing-single")).await.0, 200);
+    let sim = app.stop_keeping_simulator().await;
+    let first = incident_for(&sim, DISK_KEY);
+
+    // A rollout onto an empty volume: the same SCWM, no memory of the incident.
+    std::fs::remove_file(dir.path().join("correlation.redb")).unwrap();
+    let app = TestApp::start_against(sim, &extra, &[]).await;
+    let (status, answer) = post(&app, "am", &am("firing-single")).await;
+    assert_eq!(status, 200, "{answer}");
+    let all = calls(&app.sim);
+    assert_eq!(ops(&all), [Operation::Add, Operation::Add], "decided again as unknown: an add");
+    assert_eq!(all[0].plate, all[1].plate, "with the plate of the add that opened the incident");
+    assert!(all[1].duplicate, "which SCWM answers as a repeat");
+    assert_eq!(incidents_for(&app.sim, DISK_KEY).len(), 1, "no second incident");
+
+    // The key maps to the first incident again: the resolve closes it.
+    assert_eq!(post(&app, "am", &am("resolved-single")).await.0, 200);
+    let all = calls(&app.sim);
+    assert_eq!(ops(&all[2..]), [Operation::Close]);
+    assert_eq!(all[2].payload["id"].as_str(), Some(first.id.as_str()));
+    assert_eq!(incident_for(&app.sim, DISK_KEY).status, IncidentStatus::Closed);
+    app.stop().await;
 }
 
 #[tokio::test]

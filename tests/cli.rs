@@ -126,3 +126,54 @@ async fn sigterm_during_in_flight_work_finishes_it_and_exits_zero() {
     assert!(status.success(), "exit status {status:?}");
     assert_eq!(sim.incidents().len(), 5, "every in-flight command finished before exit");
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The quickstart with the bridge and its simulator on free ports; the answer to one firing
+/// alert, and the incidents its simulator holds then.
+async fn quickstart_fires_one_alert(dir: &tempfile::TempDir) -> (serde_json::Value, serde_json::Value) {
+    let (bridge_port, sim_port) = (free_port(), free_port());
+    let listen = format!("127.0.0.1:{bridge_port}");
+    let sim_listen = format!("127.0.0.1:{sim_port}");
+    let scwm_url = format!("http://127.0.0.1:{sim_port}/incident");
+    let config = std::fs::read_to_string("examples/quickstart.toml").unwrap();
+    let env = [
+        ("INCIDENT_BRIDGE_SERVER__LISTEN", listen.as_str()),
+        ("INCIDENT_BRIDGE_SIMULATOR__LISTEN", sim_listen.as_str()),
+        ("INCIDENT_BRIDGE_SCWM__URL", scwm_url.as_str()),
+    ];
+    let (mut child, addr) = common::spawn_bridge_with_env(&config, dir, &env).await;
+    let firing = std::fs::read("tests/fixtures/alertmanager/firing-single.json").unwrap();
+    let http = reqwest::Client::new();
+    let answer: serde_json::Value = http
+        .post(format!("http://{addr}/webhooks/alertmanager"))
+        .header("content-type", "application/json")
+        .header("authorization", "Bearer quickstart-token")
+        .body(firing)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let incidents: serde_json::Value =
+        http.get(format!("http://{sim_listen}/_sim/incidents")).send().await.unwrap().json().await.unwrap();
+    let pid = child.id().unwrap().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let status = within(15, "the quickstart to exit", child.wait()).await.unwrap();
+    assert!(status.success(), "exit status {status:?}");
+    (answer, incidents)
+}
+
+#[tokio::test]
+async fn the_quickstart_run_twice_in_one_directory_opens_the_incident_in_each_run_s_simulator() {
+    let dir = tempfile::tempdir().unwrap();
+    for run in 1..=2 {
+        let (answer, incidents) = quickstart_fires_one_alert(&dir).await;
+        assert_eq!(answer["outcomes"][0]["outcome"], "done", "run {run}: {answer}");
+        let incidents = incidents.as_array().expect("a list of incidents");
+        assert_eq!(incidents.len(), 1, "run {run}: the alert's incident is in this run's simulator");
+    }
+}

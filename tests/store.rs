@@ -16,8 +16,8 @@ use common::{nats::NatsServer, within};
 use incident_bridge::{
     ids::CorrelationKey,
     store::{
-        self, BackendConfig, CorrelationStore, EmbeddedStore, JetStreamKvStore, Revision, StoreConfig,
-        StoreError, Versioned,
+        self, BackendConfig, CorrelationStore, EmbeddedStore, JetStreamKvStore, OnScwmChange, Revision,
+        StoreConfig, StoreError, Versioned,
     },
 };
 use tokio::sync::{Barrier, mpsc};
@@ -333,13 +333,36 @@ async fn an_embedded_write_survives_the_writer_being_killed() {
 async fn the_configured_embedded_backend_opens_without_nats() {
     let dir = tempfile::tempdir().unwrap();
     let config = StoreConfig {
-        backend: BackendConfig::Embedded { path: dir.path().join("configured.redb") },
+        backend: BackendConfig::Embedded { path: dir.path().join("configured.redb"), temporary: false },
         timeout: TIMEOUT,
         claim_ttl: Duration::from_secs(30),
+        on_scwm_change: OnScwmChange::Refuse,
     };
     let store = store::open(&config, None).await.unwrap();
     assert_eq!(store.backend(), "embedded");
     store.put(&key("k"), val("v"), None).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_temporary_store_starts_empty_each_time_and_is_removed_when_closed() {
+    let config = StoreConfig {
+        backend: BackendConfig::Embedded { path: "ignored.redb".into(), temporary: true },
+        timeout: TIMEOUT,
+        claim_ttl: Duration::from_secs(30),
+        on_scwm_change: OnScwmChange::Refuse,
+    };
+    let first = store::open(&config, None).await.unwrap();
+    first.put(&key("k"), val("v"), None).await.unwrap();
+    let second = store::open(&config, None).await.unwrap();
+    assert_eq!(second.get(&key("k")).await.unwrap(), None, "a second temporary store is another file");
+    drop(second);
+
+    let file = EmbeddedStore::open_temporary().unwrap();
+    let dir = file.path().parent().unwrap().to_owned();
+    assert!(file.path().is_file());
+    assert!(!std::path::Path::new("ignored.redb").exists(), "the configured path is not used");
+    drop(file);
+    assert!(!dir.exists(), "the temporary store's directory is removed with it");
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -525,6 +548,7 @@ async fn jetstream_kv_without_nats_is_a_configuration_error() {
         backend: BackendConfig::JetStreamKv { bucket: "b".into(), create_bucket: true, replicas: 1 },
         timeout: TIMEOUT,
         claim_ttl: Duration::from_secs(30),
+        on_scwm_change: OnScwmChange::Refuse,
     };
     let err = store::open(&config, None).await.err().expect("no NATS, no store");
     assert_eq!(err.kind(), "invalid");
@@ -538,6 +562,7 @@ async fn the_configured_kv_backend_opens_on_the_given_connection() {
         backend: BackendConfig::JetStreamKv { bucket: "configured".into(), create_bucket: true, replicas: 1 },
         timeout: TIMEOUT,
         claim_ttl: Duration::from_secs(30),
+        on_scwm_change: OnScwmChange::Refuse,
     };
     let store = within(20, "open", store::open(&config, Some(nats.client().await))).await.unwrap();
     assert_eq!(store.backend(), "jetstream-kv");

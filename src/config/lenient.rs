@@ -50,3 +50,38 @@ pub fn list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
         }
     })
 }
+
+/// The schema of a [`duration`] field: text such as `"30s"`, `"250ms"` or `"1h 30m"`.
+pub struct DurationText;
+
+impl schemars::JsonSchema for DurationText {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": r"^\s*([0-9]+\s*(ns|us|µs|ms|s|sec|secs|second|seconds|m|min|mins|minute|minutes|h|hr|hrs|hour|hours|d|day|days|w|week|weeks|M|month|months|y|year|years)\s*)+$",
+            "description": "A duration such as \"30s\", \"250ms\" or \"1h 30m\".",
+        })
+    }
+}
+
+/// The schema of a [`list`] field: a list of strings, or one comma-separated string.
+pub struct ListOrText;
+
+impl schemars::JsonSchema for ListOrText {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ListOrText".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "anyOf": [
+                {"type": "array", "items": {"type": "string"}},
+                {"type": "string", "description": "Comma-separated values."}
+            ]
+        })
+    }
+}

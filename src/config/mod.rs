@@ -236,6 +236,48 @@ fn without_userinfo(value: &str) -> String {
     }
 }
 
+/// The JSON Schema (draft-07) of the configuration file, generated from the types that read it,
+/// with every subschema inlined so that it can be embedded in another schema (the Helm chart's
+/// `values.schema.json` carries it under `config`). Syntax only: what validation checks beyond
+/// types and names (a URL that parses, a source named by a consumer) is not in it.
+pub fn schema() -> serde_json::Value {
+    let mut settings = schemars::generate::SchemaSettings::draft07();
+    settings.inline_subschemas = true;
+    let schema = settings.into_generator().into_root_schema_for::<RawConfig>();
+    let mut value = schema.to_value();
+    tidy_schema(&mut value);
+    if let Some(object) = value.as_object_mut() {
+        object.insert("title".into(), "incident-bridge configuration".into());
+    }
+    value
+}
+
+/// Writes defaults the way the file does (a `Duration` as `"30s"`, not `{secs, nanos}`) and
+/// drops schemars' Rust-specific `format`s (`uint`, `double`, ...), which other validators do
+/// not know.
+fn tidy_schema(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            if matches!(map.get("format"), Some(Value::String(f)) if f.starts_with("uint") || f.starts_with("int") || f == "double" || f == "float")
+            {
+                map.remove("format");
+            }
+            if let Some(Value::Object(d)) = map.get("default")
+                && d.len() == 2
+                && let (Some(secs), Some(nanos)) =
+                    (d.get("secs").and_then(Value::as_u64), d.get("nanos").and_then(Value::as_u64))
+            {
+                let duration = Duration::new(secs, nanos as u32);
+                map.insert("default".into(), humantime::format_duration(duration).to_string().into());
+            }
+            map.values_mut().for_each(tidy_schema);
+        }
+        Value::Array(items) => items.iter_mut().for_each(tidy_schema),
+        _ => {}
+    }
+}
+
 /// Reads a configuration file and the process environment.
 pub fn load_from_path(path: &Path) -> Result<Config, ConfigErrors> {
     let text = std::fs::read_to_string(path)

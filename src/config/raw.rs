@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::lenient;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawConfig {
     pub server: RawServer,
@@ -22,19 +22,23 @@ pub struct RawConfig {
     pub store: crate::store::RawStore,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawServer {
     pub listen: String,
     #[serde(deserialize_with = "lenient::value")]
     pub body_limit_bytes: usize,
     #[serde(deserialize_with = "lenient::duration")]
+    #[schemars(with = "lenient::DurationText")]
     pub shutdown_delay: Duration,
     #[serde(deserialize_with = "lenient::duration")]
+    #[schemars(with = "lenient::DurationText")]
     pub shutdown_grace: Duration,
     #[serde(deserialize_with = "lenient::duration")]
+    #[schemars(with = "lenient::DurationText")]
     pub sync_timeout: Duration,
     #[serde(deserialize_with = "lenient::duration")]
+    #[schemars(with = "lenient::DurationText")]
     pub body_read_timeout: Duration,
 }
 
@@ -51,7 +55,7 @@ impl Default for RawServer {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawScwm {
     pub url: Option<String>,
@@ -62,8 +66,10 @@ pub struct RawScwm {
     pub password_file: Option<PathBuf>,
     pub owner_id: Option<String>,
     #[serde(deserialize_with = "lenient::duration")]
+    #[schemars(with = "lenient::DurationText")]
     pub connect_timeout: Duration,
     #[serde(deserialize_with = "lenient::duration")]
+    #[schemars(with = "lenient::DurationText")]
     pub request_timeout: Duration,
     #[serde(deserialize_with = "lenient::value")]
     pub max_concurrency: usize,
@@ -92,16 +98,19 @@ impl Default for RawScwm {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawRetry {
     #[serde(deserialize_with = "lenient::value")]
     pub max_attempts: u32,
     #[serde(deserialize_with = "lenient::duration")]
+    #[schemars(with = "lenient::DurationText")]
     pub initial_backoff: Duration,
     #[serde(deserialize_with = "lenient::duration")]
+    #[schemars(with = "lenient::DurationText")]
     pub max_backoff: Duration,
     #[serde(deserialize_with = "lenient::duration")]
+    #[schemars(with = "lenient::DurationText")]
     pub max_retry_after: Duration,
 }
 
@@ -117,12 +126,13 @@ impl Default for RawRetry {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawBreaker {
     #[serde(deserialize_with = "lenient::value")]
     pub failure_threshold: u32,
     #[serde(deserialize_with = "lenient::duration")]
+    #[schemars(with = "lenient::DurationText")]
     pub open_for: Duration,
 }
 
@@ -132,14 +142,14 @@ impl Default for RawBreaker {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawOperation {
     pub url: Option<String>,
     pub event_name: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawPipeline {
     #[serde(deserialize_with = "lenient::value")]
@@ -154,7 +164,7 @@ impl Default for RawPipeline {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawResults {
     #[serde(deserialize_with = "lenient::value")]
@@ -167,7 +177,7 @@ impl Default for RawResults {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawSimulator {
     #[serde(deserialize_with = "lenient::value")]
@@ -191,11 +201,12 @@ impl Default for RawSimulator {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawNats {
     /// One server URL, a list, or a comma-separated string.
     #[serde(deserialize_with = "lenient::list")]
+    #[schemars(with = "lenient::ListOrText")]
     pub url: Vec<String>,
     pub name: String,
     pub user: Option<String>,
@@ -207,6 +218,7 @@ pub struct RawNats {
     pub nkey_seed_file: Option<PathBuf>,
     pub creds_file: Option<PathBuf>,
     #[serde(deserialize_with = "lenient::duration")]
+    #[schemars(with = "lenient::DurationText")]
     pub connect_timeout: Duration,
     pub tls: RawNatsTls,
     /// Core subjects to take messages from; none unless configured.
@@ -237,7 +249,7 @@ impl Default for RawNats {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawNatsTls {
     #[serde(deserialize_with = "lenient::value")]
@@ -247,7 +259,7 @@ pub struct RawNatsTls {
     pub key_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawSubscription {
     pub subject: String,
@@ -265,7 +277,7 @@ fn default_source() -> String {
     "native".into()
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawConsumer {
     pub stream: String,
@@ -276,11 +288,13 @@ pub struct RawConsumer {
     pub create: bool,
     /// The stream's subjects, used only when creating it.
     #[serde(default, deserialize_with = "lenient::list")]
+    #[schemars(with = "lenient::ListOrText")]
     pub stream_subjects: Vec<String>,
     pub filter_subject: Option<String>,
     #[serde(default = "default_max_deliver", deserialize_with = "lenient::value")]
     pub max_deliver: i64,
     #[serde(default = "default_ack_wait", deserialize_with = "lenient::duration")]
+    #[schemars(with = "lenient::DurationText")]
     pub ack_wait: Duration,
     #[serde(default = "default_max_ack_pending", deserialize_with = "lenient::value")]
     pub max_ack_pending: i64,
@@ -300,7 +314,7 @@ fn default_max_ack_pending() -> i64 {
     1000
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawNatsResults {
     #[serde(deserialize_with = "lenient::value")]

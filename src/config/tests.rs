@@ -251,3 +251,22 @@ fn service_link_variables_are_ignored_but_section_keys_still_apply() {
     assert_eq!(c.pipeline.workers, 7);
     assert_eq!(c.environment.ignored.len(), env::tests::service_links().len());
 }
+
+#[test]
+fn the_schema_names_every_table_refuses_unknown_keys_and_is_self_contained() {
+    let schema = schema();
+    let text = schema.to_string();
+    assert!(!text.contains("$ref"), "every subschema is inlined");
+    assert_eq!(schema["$schema"], "http://json-schema.org/draft-07/schema#");
+    let tables = ["server", "scwm", "pipeline", "results", "simulator", "nats", "sources", "store"];
+    for table in tables {
+        assert!(schema["properties"][table].is_object(), "{table}");
+    }
+    assert_eq!(schema["additionalProperties"], false);
+    assert_eq!(schema["properties"]["server"]["additionalProperties"], false);
+    assert_eq!(schema["properties"]["server"]["properties"]["shutdown_grace"]["default"], "20s");
+    assert_eq!(
+        schema["properties"]["store"]["properties"]["backend"]["enum"],
+        serde_json::json!(["embedded", "jetstream-kv"])
+    );
+}

@@ -130,8 +130,10 @@ enum Ran {
         envelope: Option<ResponseEnvelope>,
         results: Vec<ResultEvent>,
     },
-    /// SCWM no longer knows the item: the mapping is gone, decide again.
-    NotFound,
+    /// SCWM no longer knows the item: the mapping is gone, decide again. Carries the plate of
+    /// the request answered 404, which the next decision's plates follow on from, so the new
+    /// add is a new request rather than a repeat of the one that opened the lost incident.
+    NotFound(LicensePlate),
     Stop(Outcome),
 }
 
@@ -152,7 +154,7 @@ impl Pipeline {
             Ok(c) => c,
             Err(e) => return self.reject(event, None, RejectError::Render(e), 0, None).await,
         };
-        let mut after_not_found = false;
+        let mut after_not_found: Option<LicensePlate> = None;
         let mut results = Vec::new();
         // A few rounds: a compare-and-swap conflict or a 404 means deciding again.
         for _ in 0..4 {
@@ -172,7 +174,7 @@ impl Pipeline {
                 tracing::info!(decision = %pending.decision, owner = %pending.owner, "finishing an earlier intent for this key first");
                 match self.run_intent(event, &mut record, &mut revision, delivery).await {
                     Ran::Finished { results: earlier, .. } => results.extend(earlier),
-                    Ran::NotFound => after_not_found = true,
+                    Ran::NotFound(plate) => after_not_found = Some(plate),
                     Ran::Stop(outcome) => return outcome,
                 }
             }
@@ -202,7 +204,7 @@ impl Pipeline {
             let decision = tracing::info_span!("lifecycle", route = %alert.target.route.name).in_scope(|| {
                 let decision = if let Some(newer) = late {
                     lifecycle::decide_late(record.stored.as_ref(), &input, newer)
-                } else if after_not_found {
+                } else if after_not_found.is_some() {
                     lifecycle::decide_after_not_found(&input)
                 } else {
                     lifecycle::decide(record.stored.as_ref(), &input)
@@ -226,7 +228,13 @@ impl Pipeline {
                 };
             }
             let owner_id = alert.target.route.owner_id.clone().or_else(|| settings.owner_id.clone());
-            let steps = match self.steps(event, alert, &renderer, &content, &decision.ops, owner_id) {
+            let previous = record
+                .stored
+                .as_ref()
+                .and_then(|s| s.last_license_plate.as_ref())
+                .or(after_not_found.as_ref());
+            let steps = match self.steps(event, alert, &renderer, &content, &decision.ops, owner_id, previous)
+            {
                 Ok(s) => s,
                 Err(e) => return self.reject(event, None, RejectError::Render(e), 0, None).await,
             };
@@ -248,15 +256,17 @@ impl Pipeline {
                     results.append(&mut done);
                     return Outcome::Done(Box::new(Done { envelope, results }));
                 }
-                Ran::NotFound => after_not_found = true,
+                Ran::NotFound(plate) => after_not_found = Some(plate),
                 Ran::Stop(outcome) => return outcome,
             }
         }
         Outcome::Retry { after: Duration::from_millis(200), cause: RetryCause::Store(StoreError::Conflict) }
     }
 
-    /// The operations of a decision, rendered, each with a licensePlate derived from the event's
-    /// so that the same event decided again gets the same plates.
+    /// The operations of a decision, rendered, each with a licensePlate derived from what the
+    /// operation is for (see [`step_plates`]), so that the same notification decided again,
+    /// even after the store was lost, sends the same plates and SCWM answers it again.
+    #[allow(clippy::too_many_arguments)]
     fn steps(
         &self,
         event: &Event,
@@ -265,15 +275,23 @@ impl Pipeline {
         content: &Content,
         ops: &[Operation],
         owner_id: Option<String>,
+        previous: Option<&LicensePlate>,
     ) -> Result<Vec<Step>, crate::template::RenderError> {
+        let episode = crate::alert::episode_start(alert.target.alerts(&alert.notification));
+        let plates = step_plates(&StepIdentity {
+            source: &alert.source.name,
+            key: event.key.as_str(),
+            episode,
+            fallback: &event.license_plate,
+            previous,
+            content_hash: &content.hash,
+            ops,
+        });
         ops.iter()
-            .enumerate()
-            .map(|(i, &op)| {
+            .zip(plates)
+            .map(|(&op, license_plate)| {
                 let mut payload = renderer.payload(op, content, None)?;
                 truncate_strings(&mut payload, alert.source.limits.max_string_chars);
-                let seed = format!("{}/{i}/{op}", event.license_plate);
-                let license_plate =
-                    LicensePlate::derived(event.license_plate.timestamp_ms(), seed.as_bytes());
                 Ok(Step { op, license_plate, payload, owner_id: owner_id.clone(), done: false })
             })
             .collect()
@@ -370,7 +388,7 @@ impl Pipeline {
                         return match self.save(event, record, *revision).await {
                             Ok(r) => {
                                 *revision = Some(r);
-                                Ran::NotFound
+                                Ran::NotFound(step.license_plate.clone())
                             }
                             Err(e) => Ran::Stop(store_retry(e)),
                         };
@@ -475,6 +493,56 @@ impl Pipeline {
     }
 }
 
+/// What an alert operation is for, which its licensePlate is derived from.
+struct StepIdentity<'a> {
+    source: &'a str,
+    key: &'a str,
+    /// When the alert episode began ([`crate::alert::episode_start`]); `None` when no
+    /// `startsAt` parses.
+    episode: Option<u64>,
+    /// The event's own plate, the seed when there is no episode to go by.
+    fallback: &'a LicensePlate,
+    /// The plate of the last operation SCWM accepted for the key's incident, when the store
+    /// remembers one: each operation follows on from the one before.
+    previous: Option<&'a LicensePlate>,
+    content_hash: &'a str,
+    ops: &'a [Operation],
+}
+
+/// One licensePlate per operation, each a pure function of what the operation is for: the
+/// source, the correlation key, the episode, the operation before it (the stored one for the
+/// first, then the previous step's), its place and kind, and for an edit the content it sends.
+///
+/// So an add for a key the store does not know (or no longer knows: a lost store) carries the
+/// same plate as the add that first opened the episode's incident, and SCWM, which treats a
+/// repeated plate within its dedup window (24 h) as the same request, answers with that
+/// incident instead of opening a second one. Chaining on the previous operation keeps a later
+/// operation of the same kind distinct (an edit back to content sent before, a reopen after a
+/// second close), and a new episode (a new `startsAt`) gets new plates. The time part of each
+/// plate is the episode start, so plates still sort by it.
+fn step_plates(id: &StepIdentity<'_>) -> Vec<LicensePlate> {
+    let (time_ms, episode) = match id.episode {
+        Some(ms) => (ms, format!("episode:{ms}")),
+        None => (id.fallback.timestamp_ms(), format!("event:{}", id.fallback)),
+    };
+    let mut previous = id.previous.map(|p| p.to_string()).unwrap_or_default();
+    id.ops
+        .iter()
+        .enumerate()
+        .map(|(i, op)| {
+            let content = match op {
+                Operation::Edit => id.content_hash,
+                _ => "",
+            };
+            let seed =
+                format!("alert/v1\n{}\n{}\n{episode}\n{previous}\n{i}\n{op}\n{content}", id.source, id.key);
+            let plate = LicensePlate::derived(time_ms, seed.as_bytes());
+            previous = plate.to_string();
+            plate
+        })
+        .collect()
+}
+
 fn store_retry(e: StoreError) -> Outcome {
     Outcome::Retry { after: Duration::from_millis(500), cause: RetryCause::Store(e) }
 }
@@ -496,6 +564,56 @@ mod tests {
         assert!(!at("ALERTS", 11, 6_000).is_before(&latest));
         assert!(!at("ALERTS", 1, 9_000).is_before(&latest), "a stream created again starts over");
         assert!(!at("OTHER", 1, 1_000).is_before(&latest), "other streams are not ordered with this one");
+    }
+
+    fn identity<'a>(
+        ops: &'a [Operation],
+        previous: Option<&'a LicensePlate>,
+        fallback: &'a LicensePlate,
+    ) -> StepIdentity<'a> {
+        StepIdentity {
+            source: "am",
+            key: "am:fp:1",
+            episode: Some(1_714_557_600_000),
+            fallback,
+            previous,
+            content_hash: "h1",
+            ops,
+        }
+    }
+
+    #[test]
+    fn step_plates_follow_what_the_operation_is_for_not_which_delivery_asked() {
+        let (one, two) = (LicensePlate::generate(), LicensePlate::generate());
+        let add = step_plates(&identity(&[Operation::Add, Operation::Submit], None, &one));
+        assert_eq!(
+            add,
+            step_plates(&identity(&[Operation::Add, Operation::Submit], None, &two)),
+            "another delivery"
+        );
+        assert_ne!(add[0], add[1]);
+        assert_eq!(add[0].timestamp_ms(), 1_714_557_600_000, "plates sort by episode start");
+
+        let new_episode =
+            StepIdentity { episode: Some(1_714_557_700_000), ..identity(&[Operation::Add], None, &one) };
+        assert_ne!(step_plates(&new_episode)[0], add[0], "a new episode opens a new incident");
+        let replace = step_plates(&identity(&[Operation::Add], Some(&add[0]), &one));
+        assert_ne!(replace[0], add[0], "an add after a close follows on from it");
+
+        let edit = step_plates(&identity(&[Operation::Edit], Some(&add[0]), &one));
+        let other = StepIdentity { content_hash: "h2", ..identity(&[Operation::Edit], Some(&add[0]), &one) };
+        assert_ne!(edit, step_plates(&other), "an edit's plate names its content");
+        let back = step_plates(&identity(&[Operation::Edit], Some(&edit[0]), &one));
+        assert_ne!(back, edit, "the same content again after another edit is a new request");
+    }
+
+    #[test]
+    fn without_an_episode_the_event_plate_is_the_seed() {
+        let (one, two) = (LicensePlate::generate(), LicensePlate::generate());
+        let a = StepIdentity { episode: None, ..identity(&[Operation::Add], None, &one) };
+        let b = StepIdentity { episode: None, ..identity(&[Operation::Add], None, &two) };
+        assert_ne!(step_plates(&a), step_plates(&b));
+        assert_eq!(step_plates(&a), step_plates(&a));
     }
 
     #[test]

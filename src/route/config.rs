@@ -11,7 +11,7 @@ use crate::{
 
 /// One route as written in TOML. Strings stay strings here so that validation can report every
 /// bad value at once, each with its key.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawRoute {
     /// Alertmanager matchers, all of which must match; each entry may hold one matcher or a
@@ -20,6 +20,7 @@ pub struct RawRoute {
     pub matchers: Vec<String>,
     /// `open` (the default) or `drop`.
     #[serde(default)]
+    #[schemars(extend("enum" = ["open", "drop", null]))]
     pub action: Option<String>,
     #[serde(default)]
     pub owner_id: Option<String>,
@@ -27,6 +28,7 @@ pub struct RawRoute {
     pub partner: Option<String>,
     /// `alert` or `group`; absent: the source's grouping.
     #[serde(default)]
+    #[schemars(extend("enum" = ["alert", "group", null]))]
     pub grouping: Option<String>,
     #[serde(default)]
     pub templates: Option<RawTemplates>,

@@ -6,11 +6,13 @@
 //! [store]
 //! backend = "embedded"            # or "jetstream-kv" (needs a [nats] section)
 //! path = "incident-bridge.redb"   # embedded: the redb file; relative to the working directory
+//! temporary = false               # embedded: a fresh file in the temp dir, removed at exit (trials)
 //! bucket = "incident-bridge"      # jetstream-kv: the KV bucket
 //! create_bucket = true            # jetstream-kv: create the bucket when missing
 //! kv_replicas = 1                 # jetstream-kv: copies of the bucket when creating it (1-5)
 //! timeout = "5s"                  # bound on every store call
 //! claim_ttl = "30s"               # how long a claim on a key holds before others may take over
+//! on_scwm_change = "refuse"       # a store written against another SCWM: "refuse" or "adopt"
 //! ```
 //!
 //! The default path is relative so that a local quickstart works on a fresh machine without a
@@ -24,11 +26,12 @@ use serde::Deserialize;
 use crate::config::lenient;
 
 /// The `[store]` table as written. Unknown keys are an error.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawStore {
     /// `"embedded"` or `"jetstream-kv"`; checked by [`build`] so that a typo is reported with
     /// every other problem.
+    #[schemars(extend("enum" = ["embedded", "jetstream-kv"]))]
     pub backend: String,
     pub path: PathBuf,
     pub bucket: String,
@@ -37,9 +40,15 @@ pub struct RawStore {
     #[serde(deserialize_with = "lenient::value")]
     pub kv_replicas: usize,
     #[serde(deserialize_with = "lenient::duration")]
+    #[schemars(with = "lenient::DurationText")]
     pub timeout: Duration,
     #[serde(deserialize_with = "lenient::duration")]
+    #[schemars(with = "lenient::DurationText")]
     pub claim_ttl: Duration,
+    #[serde(deserialize_with = "lenient::value")]
+    pub temporary: bool,
+    #[schemars(extend("enum" = ["refuse", "adopt"]))]
+    pub on_scwm_change: String,
 }
 
 impl Default for RawStore {
@@ -52,6 +61,8 @@ impl Default for RawStore {
             kv_replicas: 1,
             timeout: Duration::from_secs(5),
             claim_ttl: Duration::from_secs(30),
+            temporary: false,
+            on_scwm_change: "refuse".into(),
         }
     }
 }
@@ -65,13 +76,32 @@ pub struct StoreConfig {
     /// How long a claim on a key holds before another replica may take it over. Used by the
     /// claim/finish protocol on top of the store, not by the store itself.
     pub claim_ttl: Duration,
+    /// What to do when the store was written against another SCWM than the configured one.
+    pub on_scwm_change: OnScwmChange,
+}
+
+/// What to do with a store whose mappings were written against another SCWM (another URL or
+/// owner, or another run of the in-process simulator): its item ids name incidents that SCWM
+/// does not have, or that are other incidents there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnScwmChange {
+    /// Do not start; say which SCWM the store belongs to.
+    Refuse,
+    /// It is the same SCWM under a new address: record the new one and keep the mappings.
+    Adopt,
 }
 
 /// Which backend, with its own settings only.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BackendConfig {
     /// A redb file; one replica.
-    Embedded { path: PathBuf },
+    Embedded {
+        path: PathBuf,
+        /// A fresh file in the system's temp directory instead of `path`, removed when the
+        /// bridge exits: for trials, whose SCWM (the in-process simulator) forgets everything
+        /// at exit too.
+        temporary: bool,
+    },
     /// A JetStream KV bucket on the bridge's NATS connection; any number of replicas.
     JetStreamKv {
         bucket: String,
@@ -121,7 +151,7 @@ pub fn build(raw: RawStore, key_prefix: &str) -> Result<StoreConfig, Vec<(String
         errors.push((key("claim_ttl"), "must be greater than zero".into()));
     }
     let backend = match raw.backend.as_str() {
-        "embedded" => Some(BackendConfig::Embedded { path: raw.path }),
+        "embedded" => Some(BackendConfig::Embedded { path: raw.path, temporary: raw.temporary }),
         "jetstream-kv" => Some(BackendConfig::JetStreamKv {
             bucket: raw.bucket,
             create_bucket: raw.create_bucket,
@@ -135,9 +165,23 @@ pub fn build(raw: RawStore, key_prefix: &str) -> Result<StoreConfig, Vec<(String
             None
         }
     };
-    match backend {
-        Some(backend) if errors.is_empty() => {
-            Ok(StoreConfig { backend, timeout: raw.timeout, claim_ttl: raw.claim_ttl })
+    let on_scwm_change = match raw.on_scwm_change.as_str() {
+        "refuse" => Some(OnScwmChange::Refuse),
+        "adopt" => Some(OnScwmChange::Adopt),
+        other => {
+            errors.push((
+                key("on_scwm_change"),
+                format!("unknown value `{other}` (expected \"refuse\" or \"adopt\")"),
+            ));
+            None
+        }
+    };
+    if raw.temporary && raw.backend == "jetstream-kv" {
+        errors.push((key("temporary"), "only the embedded store can be temporary".into()));
+    }
+    match (backend, on_scwm_change) {
+        (Some(backend), Some(on_scwm_change)) if errors.is_empty() => {
+            Ok(StoreConfig { backend, timeout: raw.timeout, claim_ttl: raw.claim_ttl, on_scwm_change })
         }
         _ => Err(errors),
     }
@@ -160,7 +204,11 @@ mod tests {
     #[test]
     fn an_absent_table_gives_the_embedded_store_in_the_working_directory() {
         let c = build(parse(""), "store").unwrap();
-        assert_eq!(c.backend, BackendConfig::Embedded { path: "incident-bridge.redb".into() });
+        assert_eq!(
+            c.backend,
+            BackendConfig::Embedded { path: "incident-bridge.redb".into(), temporary: false }
+        );
+        assert_eq!(c.on_scwm_change, OnScwmChange::Refuse);
         assert_eq!(c.timeout, Duration::from_secs(5));
         assert_eq!(c.claim_ttl, Duration::from_secs(30));
     }

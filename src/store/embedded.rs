@@ -49,6 +49,18 @@ pub struct EmbeddedStore {
     db: Arc<Database>,
     writer: Arc<Writer>,
     path: Arc<PathBuf>,
+    /// For a temporary store: removes its directory once the last clone is gone. Declared
+    /// last, so the database and its writer are closed before.
+    _temporary: Option<Arc<TemporaryDir>>,
+}
+
+/// A directory of the store's own, removed when dropped.
+struct TemporaryDir(PathBuf);
+
+impl Drop for TemporaryDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 impl std::fmt::Debug for EmbeddedStore {
@@ -94,7 +106,23 @@ impl EmbeddedStore {
         init(&db).map_err(|e| in_file(path, e))?;
         let db = Arc::new(db);
         let writer = Arc::new(Writer::start(db.clone())?);
-        Ok(Self { db, writer, path: Arc::new(path.to_owned()) })
+        Ok(Self { db, writer, path: Arc::new(path.to_owned()), _temporary: None })
+    }
+
+    /// Opens a new, empty store in a directory of its own under the system's temp directory,
+    /// removed when the last clone is dropped. For trials against the in-process simulator,
+    /// which forgets its incidents at exit: a store kept across runs would map keys to
+    /// incidents the next run's simulator never had.
+    pub fn open_temporary() -> Result<Self, StoreError> {
+        let dir =
+            std::env::temp_dir().join(format!("incident-bridge-{}", crate::ids::LicensePlate::generate()));
+        std::fs::create_dir(&dir).map_err(|e| {
+            StoreError::Invalid(format!("cannot create the temporary store directory {}: {e}", dir.display()))
+        })?;
+        let guard = Arc::new(TemporaryDir(dir.clone()));
+        let mut store = Self::open(dir.join("correlation.redb"))?;
+        store._temporary = Some(guard);
+        Ok(store)
     }
 
     /// The file this store uses.

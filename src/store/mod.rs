@@ -8,6 +8,7 @@
 //! built on the compare-and-swap, belong to the caller. It must not retry, sleep or log errors
 //! it returns: the caller decides from [`StoreError::kind`] and [`StoreError::is_retryable`].
 
+pub mod binding;
 mod config;
 mod embedded;
 mod kv;
@@ -17,7 +18,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 
-pub use config::{BackendConfig, RawStore, StoreConfig, build};
+pub use config::{BackendConfig, OnScwmChange, RawStore, StoreConfig, build};
 pub use embedded::EmbeddedStore;
 pub use kv::{JetStreamKvStore, kv_key};
 
@@ -151,11 +152,13 @@ pub async fn open(
     nats: Option<async_nats::Client>,
 ) -> Result<Arc<dyn CorrelationStore>, StoreError> {
     match &config.backend {
-        BackendConfig::Embedded { path } => {
-            let path = path.clone();
-            let store = tokio::task::spawn_blocking(move || EmbeddedStore::open(path))
-                .await
-                .map_err(|e| StoreError::Unavailable(format!("opening the embedded store failed: {e}")))??;
+        BackendConfig::Embedded { path, temporary } => {
+            let (path, temporary) = (path.clone(), *temporary);
+            let store = tokio::task::spawn_blocking(move || {
+                if temporary { EmbeddedStore::open_temporary() } else { EmbeddedStore::open(path) }
+            })
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("opening the embedded store failed: {e}")))??;
             Ok(Arc::new(store))
         }
         BackendConfig::JetStreamKv { bucket, create_bucket, replicas } => {

@@ -9,7 +9,7 @@ use crate::scwm::Operation;
 
 /// Field templates and whole-payload templates; every one optional. An empty string is a valid
 /// template: it renders to nothing, which leaves that field out of the payload.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawTemplates {
     pub title: Option<String>,
@@ -33,7 +33,7 @@ pub struct RawTemplates {
 /// `[... .templates.payload]`: replaces the payload built from field templates for that
 /// operation. Inside these templates every `{{ ... }}` prints JSON (minijinja's JSON
 /// auto-escaping), so `{"title": {{ fields.title }}}` is valid JSON whatever the title holds.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawPayloadTemplates {
     pub add: Option<String>,

@@ -58,9 +58,10 @@ const SCHEMES: &str = "standard-webhooks, github, grafana, stripe, hmac, bearer,
 /// Lists hold several values while a secret is rotated; any one matching is enough. Files are
 /// read whole, without their trailing newline. `Debug` shows how many secrets there are, never
 /// their values.
-#[derive(Clone, Default, Deserialize)]
+#[derive(Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawAuth {
+    #[schemars(extend("enum" = ["standard-webhooks", "github", "grafana", "stripe", "hmac", "bearer", "basic", "none"]))]
     pub scheme: String,
     pub secrets: Option<Vec<String>>,
     pub secret_files: Option<Vec<PathBuf>>,
@@ -74,6 +75,7 @@ pub struct RawAuth {
     /// The header with the signed Unix timestamp (grafana, hmac).
     pub timestamp_header: Option<String>,
     /// `hex` (lower-case), `hex-upper` or `base64` (hmac).
+    #[schemars(extend("enum" = ["hex", "hex-upper", "base64", null]))]
     pub encoding: Option<String>,
     /// Text before the encoded signature, such as `sha256=` (hmac).
     pub prefix: Option<String>,

@@ -139,8 +139,14 @@ impl TestApp {
     }
 
     pub async fn stop(self) {
+        self.stop_keeping_simulator().await;
+    }
+
+    /// Stops the bridge and hands back its simulator, for a bridge started again against it.
+    pub async fn stop_keeping_simulator(self) -> SimHandle {
         self.shutdown.cancel();
         within(15, "the bridge to stop", self.task).await.unwrap().unwrap();
+        self.sim
     }
 }
 
