@@ -15,7 +15,7 @@
 //!                                                               //   decode_data(InnerKind::..)
 //! for target in routes.plan(&notification, source, grouping):   // route::Routes
 //!     if target.route.action == Drop: log, continue
-//!     renderer = template::Renderer::new(source, &templates, &notification, &target)
+//!     renderer = template::Renderer::new(source, &templates, &notification, target.subject())
 //!     content  = renderer.content()?                            // RenderError → dead letter
 //!     stored   = store.get(target.key)
 //!     decision = lifecycle::decide(stored, &Input { status: target.status,

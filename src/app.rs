@@ -110,7 +110,8 @@ impl App {
             )));
         }
         sinks.extend(extras.sinks);
-        let mut pipeline = Pipeline::new(client, Publisher::new(sinks), retry_policy(&config.scwm));
+        let mut pipeline = Pipeline::new(client, Publisher::new(sinks), retry_policy(&config.scwm))
+            .with_sources(config.sources.clone());
         if config.sources.iter().any(|s| s.kind.carries_alerts()) {
             let store = store::open(&config.store, nats.clone()).await.with_context(|| {
                 format!("opening the correlation store ({})", config.store.backend.name())

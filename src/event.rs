@@ -7,12 +7,12 @@ use std::{sync::Arc, time::SystemTime};
 use bytes::Bytes;
 use serde::Serialize;
 
+pub use crate::incident::Command;
 use crate::{
     alert::Notification,
     ids::{CorrelationKey, LicensePlate},
+    incident::Operation,
     route::Target,
-    scwm::{Operation, Payload},
-    sources::SourceSpec,
     trace_context::TraceParent,
 };
 
@@ -68,22 +68,14 @@ impl Original {
     }
 }
 
-/// One SCWM operation requested directly by a client (a "native command").
-#[derive(Debug, Clone, PartialEq)]
-pub struct Command {
-    pub op: Operation,
-    /// Shared with the SCWM request built from it.
-    pub payload: std::sync::Arc<Payload>,
-}
-
 /// One incident's worth of an alert notification: an alert, or a group of alerts that took the
-/// same route, with what the source says about turning it into an incident.
+/// same route. What its source says about turning it into an incident is configuration, looked
+/// up by the source's name ([`Source::name`]) where it is needed, never carried in the event.
 #[derive(Debug, Clone)]
 pub struct AlertEvent {
     /// The whole notification, shared by every target planned from it.
     pub notification: Arc<Notification>,
     pub target: Target,
-    pub source: Arc<SourceSpec>,
 }
 
 #[derive(Debug, Clone)]

@@ -4,6 +4,10 @@
 //! (`[(name, value)]` pairs) the same way. Owns looking headers up; must not interpret values
 //! (each scheme and decoder does that).
 //!
+//! It also holds the conversions between the transports' header maps and the pairs an event
+//! carries on ([`pairs_from_http`], [`pairs_from_nats`], [`to_nats_headers`]) and the one rule of
+//! what never travels further: credentials ([`without_credentials`]).
+//!
 //! Names compare without regard to ASCII case. HTTP header names are case-insensitive; NATS
 //! preserves case on the wire, but senders vary and the CloudEvents NATS binding says its header
 //! names are case-insensitive too. So `Webhook-Id` and `webhook-id` in one NATS message are two
@@ -102,9 +106,73 @@ impl<T: HeaderLookup> HeaderLookup for Option<T> {
     }
 }
 
+/// Request headers that never travel further (into events, dead letters or logs).
+const CREDENTIAL_HEADERS: [&str; 3] = ["authorization", "cookie", "proxy-authorization"];
+
+/// Header pairs minus credentials: what may travel on with an event.
+pub fn without_credentials(headers: impl Iterator<Item = (String, String)>) -> Vec<(String, String)> {
+    headers.filter(|(name, _)| !CREDENTIAL_HEADERS.iter().any(|c| name.eq_ignore_ascii_case(c))).collect()
+}
+
+/// An HTTP request's headers as pairs, in order; values that are not UTF-8 are made so lossily.
+pub fn pairs_from_http(headers: &http::HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(name, value)| {
+            (name.as_str().to_owned(), String::from_utf8_lossy(value.as_bytes()).into_owned())
+        })
+        .collect()
+}
+
+/// NATS headers in arrival order as (name, value) pairs.
+pub fn pairs_from_nats(headers: Option<&async_nats::HeaderMap>) -> Vec<(String, String)> {
+    let Some(headers) = headers else { return Vec::new() };
+    let mut out = Vec::new();
+    for (name, values) in headers.iter() {
+        for value in values {
+            out.push((name.to_string(), value.as_str().to_owned()));
+        }
+    }
+    out
+}
+
+/// Pairs to NATS headers, skipping what NATS cannot carry (names with spaces or colons, values
+/// with line breaks) rather than failing the whole message.
+pub fn to_nats_headers<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> async_nats::HeaderMap {
+    let mut headers = async_nats::HeaderMap::new();
+    for (name, value) in pairs {
+        if valid_nats_name(name) && !value.contains(['\r', '\n']) {
+            headers.append(name, value);
+        }
+    }
+    headers
+}
+
+fn valid_nats_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic() && b != b':')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_never_travel_on() {
+        let pairs = vec![
+            ("Authorization".to_owned(), "Bearer x".to_owned()),
+            ("cookie".to_owned(), "c".to_owned()),
+            ("PROXY-AUTHORIZATION".to_owned(), "p".to_owned()),
+            ("traceparent".to_owned(), "t".to_owned()),
+        ];
+        assert_eq!(without_credentials(pairs.into_iter()), [("traceparent".to_owned(), "t".to_owned())]);
+    }
+
+    #[test]
+    fn nats_headers_skip_what_nats_cannot_carry() {
+        let h = to_nats_headers([("Good", "1"), ("bad name", "2"), ("Bad:Name", "3"), ("Line", "a\nb")]);
+        assert_eq!(pairs_from_nats(Some(&h)), [("Good".to_owned(), "1".to_owned())]);
+        assert!(pairs_from_nats(None).is_empty());
+    }
 
     #[test]
     fn every_header_source_reads_the_same() {

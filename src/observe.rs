@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 
-use crate::scwm::{CircuitState, envelope};
+use crate::incident::err_code_for;
 
 pub const EVENTS_RECEIVED: &str = "incident_bridge_events_received_total";
 pub const EVENTS_PROCESSED: &str = "incident_bridge_events_processed_total";
@@ -82,7 +82,7 @@ pub fn decision(source: &str, decision: &'static str) {
 pub fn scwm_call(op: &'static str, outcome: &'static str, status: Option<u16>) {
     let err_code = status
         .and_then(|s| http::StatusCode::from_u16(s).ok())
-        .map(envelope::err_code_for)
+        .map(err_code_for)
         .unwrap_or_else(|| "none".to_owned());
     counter!(SCWM_CALLS, "op" => op, "outcome" => outcome, "err_code" => err_code).increment(1);
 }
@@ -94,13 +94,9 @@ pub fn scwm_attempt(op: &'static str, took: Duration, retry: bool) {
     }
 }
 
-pub fn circuit(state: CircuitState) {
-    let v = match state {
-        CircuitState::Closed => 0.0,
-        CircuitState::HalfOpen => 1.0,
-        CircuitState::Open => 2.0,
-    };
-    gauge!(CIRCUIT_STATE).set(v);
+/// The SCWM circuit breaker's state as the gauge reads it: 0 closed, 1 half-open, 2 open.
+pub fn circuit(level: u8) {
+    gauge!(CIRCUIT_STATE).set(f64::from(level));
 }
 
 pub fn queue(depth: usize, capacity: usize, in_flight: usize) {

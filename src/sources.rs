@@ -20,8 +20,8 @@ use serde::Deserialize;
 
 use crate::{
     alert::Grouping,
-    config::lenient,
     decode::cloudevents::InnerKind,
+    lenient,
     route::{RawRoute, Routes, build_routes},
     template::{RawTemplates, TemplateSet, build_templates},
     verify::{RawAuth, SourceAuth, build as build_auth, limits::RateLimiter},

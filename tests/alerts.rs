@@ -158,7 +158,7 @@ fn hashes(n: &Notification, grouping: Grouping) -> Vec<(CorrelationKey, String)>
     Routes::default()
         .plan(n, "src", grouping)
         .iter()
-        .map(|t| (t.key.clone(), Renderer::new("src", &source, n, t).content().unwrap().hash))
+        .map(|t| (t.key.clone(), Renderer::new("src", &source, n, t.subject()).content().unwrap().hash))
         .collect()
 }
 
@@ -186,7 +186,7 @@ fn default_templates_render_the_alertmanager_fixture() {
     let n = am("firing-single");
     let targets = Routes::default().plan(&n, "alertmanager", Grouping::Alert);
     let source = TemplateSet::empty("sources.alertmanager.templates");
-    let content = Renderer::new("alertmanager", &source, &n, &targets[0]).content().unwrap();
+    let content = Renderer::new("alertmanager", &source, &n, targets[0].subject()).content().unwrap();
     assert_eq!(
         Value::Object(content.add),
         json!({
@@ -207,7 +207,7 @@ fn default_templates_render_the_grafana_fixture() {
     let n = gf("firing");
     let targets = Routes::default().plan(&n, "grafana", Grouping::Alert);
     let source = TemplateSet::empty("sources.grafana.templates");
-    let content = Renderer::new("grafana", &source, &n, &targets[0]).content().unwrap();
+    let content = Renderer::new("grafana", &source, &n, targets[0].subject()).content().unwrap();
     assert_eq!(content.add["title"], "HighCPUUsage: CPU usage above 90% on 10.0.0.11:9100");
     assert_eq!(
         content.add["description"],
@@ -224,7 +224,7 @@ fn a_truncated_group_says_what_it_left_out() {
     let n = am("truncated-firing");
     let targets = Routes::default().plan(&n, "am", Grouping::Group);
     let source = TemplateSet::empty("s");
-    let content = Renderer::new("am", &source, &n, &targets[0]).content().unwrap();
+    let content = Renderer::new("am", &source, &n, targets[0].subject()).content().unwrap();
     let description = content.add["description"].as_str().unwrap();
     assert!(description.contains("- [firing] Queue backlog high on worker 10.0.1.2"), "{description}");
     assert!(description.contains("- and 3 more not included in the notification"), "{description}");
@@ -271,7 +271,7 @@ impl Bridge {
                 labels.push("dropped");
                 continue;
             }
-            let renderer = Renderer::new(self.source, &self.templates, &n, &target);
+            let renderer = Renderer::new(self.source, &self.templates, &n, target.subject());
             let content = renderer.content().unwrap();
             let mut stored = self.store.get(&target.key).cloned();
             let input = Input {

@@ -67,7 +67,7 @@ fn route_and_render(n: &Notification) {
     let source = TemplateSet::empty("s");
     for grouping in [Grouping::Alert, Grouping::Group] {
         for t in Routes::default().plan(n, "src", grouping) {
-            let r = Renderer::new("src", &source, n, &t);
+            let r = Renderer::new("src", &source, n, t.subject());
             if let Ok(c) = r.content() {
                 for op in [incident_bridge::scwm::Operation::Edit, incident_bridge::scwm::Operation::Close] {
                     let _ = r.payload(op, &c, None);

@@ -6,7 +6,6 @@
 //! dotted key that has it; nothing starts on a config with problems.
 
 mod env;
-pub(crate) mod lenient;
 mod raw;
 
 use std::{
@@ -24,8 +23,8 @@ pub use env::{Applied as Environment, PREFIX as ENV_PREFIX};
 use raw::RawConfig;
 
 use crate::{
+    incident::Operation,
     publish::SubjectTemplate,
-    scwm::Operation,
     secret::Secret,
     sources::{self, Sources},
     store::{BackendConfig, StoreConfig},

@@ -31,7 +31,7 @@ use super::{
     headers::HeaderLookup,
     native::{self, NativeCommand},
 };
-use crate::{alert::Notification, scwm::Operation};
+use crate::{alert::Notification, incident::Operation};
 
 /// The only CloudEvents version this decoder reads.
 pub const SPEC_VERSION: &str = "1.0";

@@ -1,5 +1,5 @@
 //! Decoders: bytes from any transport to one transport-neutral shape: native commands to
-//! [`crate::event::Command`], alert webhooks to [`crate::alert::Notification`], CloudEvents to
+//! [`crate::incident::Command`], alert webhooks to [`crate::alert::Notification`], CloudEvents to
 //! [`cloudevents::CloudEvent`] whose data is then decoded by one of the others.
 //! Decoders never perform I/O and never panic on input; a body they cannot read becomes a
 //! [`DecodeError`] that names what is wrong.

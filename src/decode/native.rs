@@ -9,9 +9,8 @@ use serde_json::Value;
 
 use super::DecodeError;
 use crate::{
-    event::Command,
     ids::CorrelationKey,
-    scwm::{Operation, Payload},
+    incident::{Command, Operation, Payload},
 };
 
 /// A decoded native command and the key it is ordered by.

@@ -2,9 +2,7 @@
 //! and licensePlates out. HTTP webhooks, core NATS and JetStream all go through [`Decoder`], so
 //! every source reads the same way whatever carried it.
 
-use std::{borrow::Cow, sync::Arc, time::SystemTime};
-
-use serde_json::Value;
+use std::{sync::Arc, time::SystemTime};
 
 use crate::{
     alert::Notification,
@@ -15,14 +13,14 @@ use crate::{
     },
     event::{AlertEvent, Event, EventKind, Original, Source},
     ids::{CorrelationKey, LicensePlate},
+    incident::Operation,
     pipeline::Unreadable,
     route::Action,
-    scwm::{Operation, Payload},
     sources::{SourceKind, SourceSpec},
     trace_context::TraceParent,
     verify::{
         HeaderLookup, Verified, VerifyError,
-        limits::{json_depth_within, truncate_with_marker},
+        limits::{json_depth_within, truncate_strings},
     },
 };
 
@@ -91,7 +89,7 @@ impl Decoder {
     }
 
     /// Verifies, then decodes: what a NATS transport does with a message. As with [`verify`],
-    /// `inbound` carries the headers that travel on, already [`without_credentials`], and the
+    /// `inbound` carries the headers that travel on, already [`without_credentials`](crate::headers::without_credentials), and the
     /// headers as received are only read to verify: a message refused here is dead-lettered
     /// with `inbound`'s headers, so credentials must never have been in them. The events come
     /// back verified, with the receipt to release should they not be processed.
@@ -174,78 +172,19 @@ impl Decoder {
             }
             let plate = plate_for(inbound, target.key.as_str());
             let key = target.key.clone();
-            let alert = AlertEvent {
-                notification: Arc::clone(&notification),
-                target,
-                source: Arc::clone(&self.spec),
-            };
+            let alert = AlertEvent { notification: Arc::clone(&notification), target };
             events.push(event(inbound, plate, key, EventKind::Alert(Box::new(alert))));
         }
         Ok(events)
     }
 }
 
-/// Request headers that never travel further (into dead letters or logs).
-const CREDENTIAL_HEADERS: [&str; 3] = ["authorization", "cookie", "proxy-authorization"];
-
-/// Header pairs minus credentials: what may travel on with an event.
-pub fn without_credentials(headers: impl Iterator<Item = (String, String)>) -> Vec<(String, String)> {
-    headers.filter(|(name, _)| !CREDENTIAL_HEADERS.iter().any(|c| name.eq_ignore_ascii_case(c))).collect()
-}
-
 /// `incidents.commands.close` (NATS) or `/v1/incidents/close` (HTTP) → `close`.
 fn native_op(subject: &str) -> Result<Operation, DecodeError> {
     let token = subject.rsplit(['.', '/']).next().unwrap_or(subject);
-    token.parse().map_err(|e: crate::scwm::envelope::UnknownOperation| {
+    token.parse().map_err(|e: crate::incident::UnknownOperation| {
         DecodeError::Invalid(format!("subject `{subject}`: {e}"))
     })
-}
-
-/// Cuts every string in the payload (nested ones too), object keys included, to `max`
-/// characters with a visible marker, so no field sent on to SCWM is unbounded. Alert labels
-/// travel as an object, so a label's name is as much sender-controlled text as its value.
-pub fn truncate_strings(payload: &mut Payload, max: usize) {
-    fn walk(v: &mut Value, max: usize) {
-        match v {
-            Value::String(s) => {
-                if let Cow::Owned(cut) = truncate_with_marker(s, max) {
-                    *s = cut;
-                }
-            }
-            Value::Array(items) => items.iter_mut().for_each(|i| walk(i, max)),
-            Value::Object(map) => {
-                map.values_mut().for_each(|i| walk(i, max));
-                truncate_keys(map, max);
-            }
-            _ => {}
-        }
-    }
-    payload.values_mut().for_each(|v| walk(v, max));
-    truncate_keys(payload, max);
-}
-
-/// Cuts the keys of `map` longer than `max` characters. Two long keys may share their first
-/// characters; a cut key that is already taken gets a numbered marker instead, so no entry is
-/// lost to another.
-fn truncate_keys(map: &mut serde_json::Map<String, Value>, max: usize) {
-    // Bytes bound characters from above: most maps have no key that long and stay untouched.
-    if map.keys().all(|k| k.len() <= max) {
-        return;
-    }
-    let (long, short): (Vec<_>, Vec<_>) =
-        std::mem::take(map).into_iter().partition(|(k, _)| k.chars().nth(max).is_some());
-    map.extend(short);
-    for (key, value) in long {
-        let mut cut = truncate_with_marker(&key, max).into_owned();
-        let mut n = 1;
-        while map.contains_key(&cut) {
-            n += 1;
-            let marker = format!("…[truncated {n}]");
-            let keep = max.saturating_sub(marker.chars().count());
-            cut = key.chars().take(keep).chain(marker.chars()).collect();
-        }
-        map.insert(cut, value);
-    }
 }
 
 /// A licensePlate derived from the message identity (plus `part` when a message carries
@@ -330,39 +269,5 @@ mod tests {
         );
         let err = native().events(&verified(inbound("x.add", deep, None))).unwrap_err();
         assert!(err.to_string().contains("nested deeper"), "{err}");
-    }
-
-    #[test]
-    fn long_strings_are_cut_with_a_marker() {
-        let mut p: Payload = serde_json::from_str(r#"{"a":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx","b":{"c":["yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy"]},"n":1}"#).unwrap();
-        truncate_strings(&mut p, 40);
-        let a = p["a"].as_str().unwrap();
-        assert_eq!(a.chars().count(), 40);
-        assert!(a.ends_with("[truncated]") || a.ends_with('…'), "{a}");
-        assert_eq!(p["b"]["c"][0].as_str().unwrap().chars().count(), 40);
-        assert_eq!(p["n"], 1);
-    }
-
-    #[test]
-    fn long_keys_are_cut_too_and_never_collide() {
-        let long = "k".repeat(100);
-        let mut p: Payload = serde_json::from_value(serde_json::json!({
-            "labels": {&long: "1", format!("{long}x"): "2", "short": "3"},
-            format!("top{long}"): "4",
-        }))
-        .unwrap();
-        truncate_strings(&mut p, 40);
-        let labels = p["labels"].as_object().unwrap();
-        assert_eq!(labels.len(), 3, "{labels:?}");
-        assert_eq!(labels["short"], "3");
-        let mut values: Vec<_> = labels.values().filter_map(Value::as_str).collect();
-        values.sort_unstable();
-        assert_eq!(values, ["1", "2", "3"], "no label lost to another");
-        for key in labels.keys().chain(p.keys()) {
-            assert!(key.chars().count() <= 40, "{key}");
-        }
-        assert!(labels.keys().any(|k| k.ends_with("…[truncated 2]")), "{labels:?}");
-        assert_eq!(p.len(), 2);
-        assert!(p.keys().any(|k| k.starts_with("topkkk") && k.ends_with("…[truncated]")));
     }
 }

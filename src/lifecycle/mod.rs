@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     alert::AlertStatus,
     ids::{ItemId, LicensePlate},
-    scwm::Operation,
+    incident::Operation,
 };
 
 /// Whether the stored incident is open or closed on SCWM's side, as far as the bridge knows.

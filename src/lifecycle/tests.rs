@@ -3,7 +3,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::*;
-use crate::scwm::Operation::{Add, Close, Edit, Reopen, Submit};
+use crate::incident::Operation::{Add, Close, Edit, Reopen, Submit};
 
 const WINDOW: Duration = Duration::from_secs(3600);
 const OLD_HASH: &str = "hash-before";

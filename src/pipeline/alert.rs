@@ -35,12 +35,13 @@ use crate::{
     alert::AlertStatus,
     event::{AlertEvent, Event},
     ids::LicensePlate,
-    ingest::source::truncate_strings,
     lifecycle::{self, Input, Stored},
     publish::ResultEvent,
     scwm::{Operation, Payload, ResponseEnvelope, ScwmError, ScwmRequest},
+    sources::SourceSpec,
     store::{Revision, StoreError},
     template::{Content, Renderer},
+    verify::limits::truncate_strings,
 };
 
 /// What the store keeps per key.
@@ -143,13 +144,15 @@ fn now_ms(t: SystemTime) -> u64 {
 
 impl Pipeline {
     pub(super) async fn run_alert(&self, event: &Event, alert: &AlertEvent, delivery: Delivery) -> Outcome {
-        let Some(settings) = alert.source.alerts.as_ref() else {
+        let Some((spec, settings)) =
+            self.sources.get(&event.source.name).and_then(|spec| Some((spec, spec.alerts.as_ref()?)))
+        else {
             let error =
-                RejectError::Misconfigured(format!("source `{}` has no alert settings", alert.source.name));
+                RejectError::Misconfigured(format!("source `{}` has no alert settings", event.source.name));
             return self.reject(event, None, error, 0, None).await;
         };
         let renderer =
-            Renderer::new(&alert.source.name, &settings.templates, &alert.notification, &alert.target);
+            Renderer::new(&spec.name, &settings.templates, &alert.notification, alert.target.subject());
         let content = match renderer.content() {
             Ok(c) => c,
             Err(e) => return self.reject(event, None, RejectError::Render(e), 0, None).await,
@@ -212,7 +215,7 @@ impl Pipeline {
                 tracing::info!(decision = decision.label(), reason = %decision.reason, "lifecycle decision");
                 decision
             });
-            crate::observe::decision(&alert.source.name, decision.label());
+            crate::observe::decision(&spec.name, decision.label());
             if decision.is_nothing() {
                 if newest {
                     match self.save(event, &record, revision).await {
@@ -233,8 +236,16 @@ impl Pipeline {
                 .as_ref()
                 .and_then(|s| s.last_license_plate.as_ref())
                 .or(after_not_found.as_ref());
-            let steps = match self.steps(event, alert, &renderer, &content, &decision.ops, owner_id, previous)
-            {
+            let steps = match self.steps(
+                event,
+                alert,
+                spec,
+                &renderer,
+                &content,
+                &decision.ops,
+                owner_id,
+                previous,
+            ) {
                 Ok(s) => s,
                 Err(e) => return self.reject(event, None, RejectError::Render(e), 0, None).await,
             };
@@ -271,6 +282,7 @@ impl Pipeline {
         &self,
         event: &Event,
         alert: &AlertEvent,
+        spec: &SourceSpec,
         renderer: &Renderer<'_>,
         content: &Content,
         ops: &[Operation],
@@ -279,7 +291,7 @@ impl Pipeline {
     ) -> Result<Vec<Step>, crate::template::RenderError> {
         let episode = crate::alert::episode_start(alert.target.alerts(&alert.notification));
         let plates = step_plates(&StepIdentity {
-            source: &alert.source.name,
+            source: &spec.name,
             key: event.key.as_str(),
             episode,
             fallback: &event.license_plate,
@@ -291,7 +303,7 @@ impl Pipeline {
             .zip(plates)
             .map(|(&op, license_plate)| {
                 let mut payload = renderer.payload(op, content, None)?;
-                truncate_strings(&mut payload, alert.source.limits.max_string_chars);
+                truncate_strings(&mut payload, spec.limits.max_string_chars);
                 Ok(Step { op, license_plate, payload, owner_id: owner_id.clone(), done: false })
             })
             .collect()

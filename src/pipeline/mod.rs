@@ -30,6 +30,7 @@ use crate::{
         error::ScwmError,
         retry::RetryPolicy,
     },
+    sources::Sources,
     store::{CorrelationStore, StoreError},
     template::RenderError,
 };
@@ -218,6 +219,8 @@ pub struct Pipeline {
     instance: String,
     /// How long another replica's claim is respected before its work is taken over.
     claim_ttl: Duration,
+    /// Every source's settings, looked up by the name an event carries.
+    sources: Sources,
 }
 
 impl Pipeline {
@@ -229,7 +232,14 @@ impl Pipeline {
             store: None,
             instance: crate::ids::LicensePlate::generate().to_string(),
             claim_ttl: Duration::from_secs(30),
+            sources: Sources::default(),
         }
+    }
+
+    /// The sources whose events this pipeline processes (their alert settings and limits).
+    pub fn with_sources(mut self, sources: Sources) -> Self {
+        self.sources = sources;
+        self
     }
 
     /// Alerts need a correlation store; `claim_ttl` bounds how long a crashed replica's

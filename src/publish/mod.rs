@@ -27,7 +27,7 @@ pub use subject::SubjectTemplate;
 use crate::{
     event::{Original, Source},
     ids::{CorrelationKey, ItemId, LicensePlate},
-    scwm::Operation,
+    incident::Operation,
 };
 
 /// One SCWM answer, with the metadata that ties it to its request.

@@ -23,7 +23,7 @@ use futures::{FutureExt, future::BoxFuture};
 use tracing::Instrument;
 
 use super::{DeadLetter, PublishError, ResultEvent, Sink, SubjectTemplate};
-use crate::ingest::nats::to_nats_headers;
+use crate::headers::to_nats_headers;
 
 /// How long a "captured or not" answer is trusted before it is asked again.
 const CAPTURE_TTL: Duration = Duration::from_secs(30);

@@ -19,7 +19,7 @@ pub use matcher::{MatchOp, Matcher, MatcherError};
 use crate::{
     alert::{self, Alert, AlertStatus, Grouping, Labels, Notification},
     ids::CorrelationKey,
-    template::TemplateSet,
+    template::{Subject, TemplateSet},
 };
 
 /// What a route does with what it matches.
@@ -111,6 +111,18 @@ impl Target {
     /// The target's alerts, looked up in the notification it was planned from.
     pub fn alerts<'n>(&self, notification: &'n Notification) -> impl Iterator<Item = &'n Alert> {
         self.alerts.iter().filter_map(|i| notification.alerts.get(*i))
+    }
+
+    /// What the templates render this target from.
+    pub fn subject(&self) -> Subject<'_> {
+        Subject {
+            key: self.key.as_str(),
+            grouping: self.grouping,
+            status: self.status,
+            alerts: &self.alerts,
+            partner: self.route.partner.as_deref(),
+            overrides: self.route.templates.as_ref(),
+        }
     }
 }
 

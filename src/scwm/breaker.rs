@@ -39,6 +39,17 @@ pub enum CircuitState {
     HalfOpen,
 }
 
+impl CircuitState {
+    /// The value of the `incident_bridge_circuit_state` gauge: 0 closed, 1 half-open, 2 open.
+    pub fn level(self) -> u8 {
+        match self {
+            CircuitState::Closed => 0,
+            CircuitState::HalfOpen => 1,
+            CircuitState::Open => 2,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 enum State {
     Closed { consecutive_failures: u32 },

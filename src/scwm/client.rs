@@ -326,7 +326,7 @@ impl ScwmClient {
                 observe::scwm_call(req.op.as_str(), outcome, failure.error.status());
             }
         }
-        observe::circuit(self.circuit_state());
+        observe::circuit(self.circuit_state().level());
         result
     }
 

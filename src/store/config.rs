@@ -23,7 +23,7 @@ use std::{path::PathBuf, time::Duration};
 
 use serde::Deserialize;
 
-use crate::config::lenient;
+use crate::lenient;
 
 /// The `[store]` table as written. Unknown keys are an error.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, schemars::JsonSchema)]

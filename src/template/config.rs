@@ -5,7 +5,7 @@
 use serde::Deserialize;
 
 use super::{Field, TemplateSet};
-use crate::scwm::Operation;
+use crate::incident::Operation;
 
 /// Field templates and whole-payload templates; every one optional. An empty string is a valid
 /// template: it renders to nothing, which leaves that field out of the payload.

@@ -6,10 +6,8 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::{
-    alert::{Alert, Grouping, Labels, Notification},
-    route::Target,
-};
+use super::Subject;
+use crate::alert::{Alert, Grouping, Labels, Notification};
 
 /// What the content fields need beyond the template context.
 pub(super) struct Facts {
@@ -21,7 +19,7 @@ pub(super) struct Facts {
 pub(super) fn build(
     source_name: &str,
     notification: &Notification,
-    target: &Target,
+    target: &Subject<'_>,
 ) -> (Map<String, Value>, Facts) {
     let alerts: Vec<&Alert> = target.alerts(notification).collect();
     let first = alerts.first().copied();
@@ -50,13 +48,13 @@ pub(super) fn build(
         }),
     );
     ctx.insert("source".into(), json!({ "name": source_name, "kind": notification.kind.as_str() }));
-    ctx.insert("key".into(), Value::String(target.key.as_str().to_owned()));
+    ctx.insert("key".into(), Value::String(target.key.to_owned()));
     ctx.insert("grouping".into(), Value::String(target.grouping.as_str().to_owned()));
     ctx.insert("status".into(), Value::String(target.status.as_str().to_owned()));
     ctx.insert("labels".into(), json!(labels));
     ctx.insert("annotations".into(), json!(annotations));
-    if let Some(p) = &target.route.partner {
-        ctx.insert("partner".into(), Value::String(p.clone()));
+    if let Some(p) = target.partner {
+        ctx.insert("partner".into(), Value::String(p.to_owned()));
     }
     let occurred_at = first.and_then(|a| a.starts_at.clone());
     (ctx, Facts { labels, occurred_at })

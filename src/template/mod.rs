@@ -55,10 +55,9 @@ use serde_json::Value;
 pub use config::{RawPayloadTemplates, RawTemplates, build_templates};
 
 use crate::{
-    alert::{Notification, NotificationKind, sha256_hex},
+    alert::{AlertStatus, Grouping, Notification, NotificationKind, sha256_hex},
     ids::ItemId,
-    route::Target,
-    scwm::{Operation, Payload},
+    incident::{Operation, Payload},
 };
 
 /// A templated field of an SCWM payload.
@@ -338,6 +337,34 @@ pub struct Content {
     pub hash: String,
 }
 
+/// What one incident's payloads are rendered from, besides the notification: the caller builds
+/// it from the route's target (`route::Target::subject`), so templates need not know routes.
+#[derive(Debug, Clone, Copy)]
+pub struct Subject<'a> {
+    /// The correlation key: `externalRef`, and `key` in templates.
+    pub key: &'a str,
+    pub grouping: Grouping,
+    /// The alert's status, or the group's.
+    pub status: AlertStatus,
+    /// Indices into the notification's `alerts`, in order; never empty.
+    pub alerts: &'a [usize],
+    /// The partner a new incident is submitted to, when the route names one.
+    pub partner: Option<&'a str>,
+    /// The route's own templates: the most specific layer.
+    pub overrides: Option<&'a TemplateSet>,
+}
+
+impl<'a> Subject<'a> {
+    /// The subject's alerts, looked up in the notification it was planned from.
+    pub fn alerts<'n>(
+        &self,
+        notification: &'n Notification,
+    ) -> impl Iterator<Item = &'n crate::alert::Alert> + use<'a, 'n> {
+        let indices = self.alerts;
+        indices.iter().filter_map(|i| notification.alerts.get(*i))
+    }
+}
+
 /// Renders one target's payloads through its template layers.
 pub struct Renderer<'a> {
     /// Most specific first; the defaults last.
@@ -351,20 +378,19 @@ pub struct Renderer<'a> {
 }
 
 impl<'a> Renderer<'a> {
-    /// Layers: `target.route`'s templates, then `source_templates`, then the defaults of the
-    /// notification's kind.
+    /// Layers: the subject's overrides (the route's templates), then `source_templates`, then
+    /// the defaults of the notification's kind.
     pub fn new(
         source_name: &str,
         source_templates: &'a TemplateSet,
         notification: &Notification,
-        target: &'a Target,
+        subject: Subject<'a>,
     ) -> Self {
-        let (base, facts) = context::build(source_name, notification, target);
+        let (base, facts) = context::build(source_name, notification, &subject);
         let ctx = minijinja::Value::from(minijinja::value::Serde(&base));
-        let layers = target
-            .route
-            .templates
-            .iter()
+        let layers = subject
+            .overrides
+            .into_iter()
             .chain([source_templates, TemplateSet::defaults(notification.kind)])
             .collect();
         Renderer {
@@ -372,9 +398,9 @@ impl<'a> Renderer<'a> {
             base,
             ctx,
             source_name: source_name.to_owned(),
-            key: target.key.as_str().to_owned(),
+            key: subject.key.to_owned(),
             facts,
-            partner: target.route.partner.clone(),
+            partner: subject.partner.map(str::to_owned),
         }
     }
 

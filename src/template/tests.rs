@@ -8,7 +8,7 @@ use super::*;
 use crate::{
     alert::{Grouping, NotificationKind},
     decode::alertmanager,
-    route::{Route, Routes},
+    route::{Route, Routes, Target},
 };
 
 const BODY: &str = r#"{"receiver":"r","status":"firing","groupKey":"{}:{alertname=\"DiskFull\"}","version":"4",
@@ -47,7 +47,7 @@ fn defaults_render_a_full_add_payload_for_one_alert() {
     let n = notification();
     let t = target(&n, Grouping::Alert, Route::catch_all("r"));
     let source = TemplateSet::empty("sources.am.templates");
-    let c = Renderer::new("am", &source, &n, &t).content().unwrap();
+    let c = Renderer::new("am", &source, &n, t.subject()).content().unwrap();
     assert_eq!(
         Value::Object(c.add.clone()),
         json!({
@@ -70,7 +70,7 @@ fn defaults_for_a_group_list_its_alerts() {
     let n = notification();
     let t = target(&n, Grouping::Group, Route::catch_all("r"));
     let source = TemplateSet::empty("s");
-    let c = Renderer::new("am", &source, &n, &t).content().unwrap();
+    let c = Renderer::new("am", &source, &n, t.subject()).content().unwrap();
     assert_eq!(c.add["title"], "DiskFull: 2 alerts");
     assert_eq!(
         c.add["description"],
@@ -88,7 +88,7 @@ fn operation_payloads_have_their_documented_shapes() {
     route.partner = Some("DBA".into());
     let t = target(&n, Grouping::Alert, route);
     let source = TemplateSet::empty("s");
-    let r = Renderer::new("am", &source, &n, &t);
+    let r = Renderer::new("am", &source, &n, t.subject());
     let c = r.content().unwrap();
     let id = ItemId::new("IT-7");
     assert_eq!(r.payload(Operation::Add, &c, Some(&id)).unwrap(), c.add, "add never carries an id");
@@ -122,7 +122,7 @@ fn submit_without_a_partner_is_an_error() {
     let n = notification();
     let t = target(&n, Grouping::Alert, Route::catch_all("r"));
     let source = TemplateSet::empty("s");
-    let r = Renderer::new("am", &source, &n, &t);
+    let r = Renderer::new("am", &source, &n, t.subject());
     let c = r.content().unwrap();
     assert_eq!(r.payload(Operation::Submit, &c, None), Err(RenderError::NoPartner));
 }
@@ -141,7 +141,7 @@ fn route_overrides_beat_source_overrides_beat_defaults() {
             .unwrap(),
     );
     let t = target(&n, Grouping::Alert, route);
-    let c = Renderer::new("am", &source, &n, &t).content().unwrap();
+    let c = Renderer::new("am", &source, &n, t.subject()).content().unwrap();
     assert_eq!(c.add["title"], "S: DiskFull");
     assert_eq!(c.add["priority"], "P1");
     assert_eq!(c.add["severity"], "critical", "from the defaults");
@@ -152,7 +152,7 @@ fn an_empty_template_leaves_its_field_out() {
     let n = notification();
     let source = set(RawTemplates { severity: Some(String::new()), ..Default::default() });
     let t = target(&n, Grouping::Alert, Route::catch_all("r"));
-    let c = Renderer::new("am", &source, &n, &t).content().unwrap();
+    let c = Renderer::new("am", &source, &n, t.subject()).content().unwrap();
     assert!(!c.add.contains_key("severity"));
 }
 
@@ -183,7 +183,7 @@ fn an_undefined_variable_is_a_render_error_naming_the_template() {
     let n = notification();
     let source = set(RawTemplates { title: Some("{{ annotations.missing }}".into()), ..Default::default() });
     let t = target(&n, Grouping::Alert, Route::catch_all("r"));
-    let err = Renderer::new("am", &source, &n, &t).content().unwrap_err();
+    let err = Renderer::new("am", &source, &n, t.subject()).content().unwrap_err();
     assert_eq!(
         err,
         RenderError::Template {
@@ -197,7 +197,7 @@ fn an_undefined_variable_is_a_render_error_naming_the_template() {
         title: Some("{{ annotations.missing | default('none') }}".into()),
         ..Default::default()
     });
-    assert_eq!(Renderer::new("am", &source, &n, &t).content().unwrap().add["title"], "none");
+    assert_eq!(Renderer::new("am", &source, &n, t.subject()).content().unwrap().add["title"], "none");
 }
 
 #[test]
@@ -205,12 +205,12 @@ fn absent_optional_alert_values_are_undefined_not_null() {
     let n = notification();
     let t = target(&n, Grouping::Alert, Route::catch_all("r"));
     let source = set(RawTemplates { title: Some("{{ alert.endsAt }}".into()), ..Default::default() });
-    assert!(Renderer::new("am", &source, &n, &t).content().is_err());
+    assert!(Renderer::new("am", &source, &n, t.subject()).content().is_err());
     let source = set(RawTemplates {
         title: Some("{{ alert.endsAt | default('still firing') }}".into()),
         ..Default::default()
     });
-    assert_eq!(Renderer::new("am", &source, &n, &t).content().unwrap().add["title"], "still firing");
+    assert_eq!(Renderer::new("am", &source, &n, t.subject()).content().unwrap().add["title"], "still firing");
 }
 
 #[test]
@@ -230,7 +230,7 @@ fn payload_templates_print_json_and_must_render_objects() {
         }),
         ..Default::default()
     });
-    let r = Renderer::new("am", &source, &n, &t);
+    let r = Renderer::new("am", &source, &n, t.subject());
     let c = r.content().unwrap();
     assert_eq!(
         Value::Object(c.add.clone()),
@@ -272,7 +272,7 @@ fn a_value_with_quotes_cannot_break_a_payload_template() {
         }),
         ..Default::default()
     });
-    let c = Renderer::new("am", &source, &n, &t).content().unwrap();
+    let c = Renderer::new("am", &source, &n, t.subject()).content().unwrap();
     assert_eq!(c.add["s"], r#"say "hi", }{"#);
 }
 
@@ -296,7 +296,7 @@ fn submit_payload_template_may_name_the_partner_itself() {
     );
     let t = target(&n, Grouping::Alert, route);
     let source = TemplateSet::empty("s");
-    let r = Renderer::new("am", &source, &n, &t);
+    let r = Renderer::new("am", &source, &n, t.subject());
     let c = r.content().unwrap();
     let p = r.payload(Operation::Submit, &c, Some(&ItemId::new("IT-1"))).unwrap();
     assert_eq!(Value::Object(p), json!({"id":"IT-1","partnerId":"dba","note":"n"}));
@@ -317,7 +317,7 @@ fn equal_notifications_hash_equal_and_changes_show() {
     let hash = |body: &str| {
         let n = alertmanager::decode(body.as_bytes()).unwrap();
         let t = Routes::default().plan(&n, "am", Grouping::Alert).remove(0);
-        Renderer::new("am", &source, &n, &t).content().unwrap().hash
+        Renderer::new("am", &source, &n, t.subject()).content().unwrap().hash
     };
     assert_eq!(hash(BODY), hash(BODY));
     assert_ne!(hash(BODY), hash(&BODY.replace("Only 2% left", "Only 1% left")));
@@ -345,12 +345,12 @@ fn truncate_takes_keyword_arguments_in_templates() {
         description: Some("{{ 'a b c d e f g' | truncate(length=12, leeway=2) }}".into()),
         ..Default::default()
     });
-    let c = Renderer::new("am", &source, &n, &t).content().unwrap();
+    let c = Renderer::new("am", &source, &n, t.subject()).content().unwrap();
     assert_eq!(c.add["title"], "Only 2% lef~");
     assert_eq!(c.add["description"], "a b c d e f g");
     let source =
         set(RawTemplates { title: Some("{{ 'x' | truncate(bogus=1) }}".into()), ..Default::default() });
-    assert!(Renderer::new("am", &source, &n, &t).content().is_err());
+    assert!(Renderer::new("am", &source, &n, t.subject()).content().is_err());
 }
 
 #[test]
@@ -366,7 +366,7 @@ fn builtins_the_docs_promise_are_there() {
         ),
         ..Default::default()
     });
-    let c = Renderer::new("am", &source, &n, &t).content().unwrap();
+    let c = Renderer::new("am", &source, &n, t.subject()).content().unwrap();
     assert!(c.add["title"].as_str().unwrap().starts_with("DB-1 http%3A//prom/g {"), "{}", c.add["title"]);
     assert_eq!(c.add["description"], "a+b D full on db-1");
 }

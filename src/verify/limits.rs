@@ -1,6 +1,11 @@
 //! Pure limits for hostile input, used before a body reaches a parser or a log line: a JSON
-//! nesting-depth check, truncation of text for logs, and a token-bucket rate limiter. Nothing
+//! nesting-depth check, truncation of text (for logs, and of every string a payload sends on
+//! to SCWM), and a token-bucket rate limiter. Nothing
 //! here allocates per call (except a truncated copy), reads a clock or performs I/O.
+
+use serde_json::Value;
+
+use crate::incident::Payload;
 
 use std::{
     borrow::Cow,
@@ -118,6 +123,53 @@ impl RateLimiter {
                 Err(current) => tat = current,
             }
         }
+    }
+}
+
+/// Cuts every string in the payload (nested ones too), object keys included, to `max`
+/// characters with a visible marker, so no field sent on to SCWM is unbounded. Alert labels
+/// travel as an object, so a label's name is as much sender-controlled text as its value.
+pub fn truncate_strings(payload: &mut Payload, max: usize) {
+    fn walk(v: &mut Value, max: usize) {
+        match v {
+            Value::String(s) => {
+                if let Cow::Owned(cut) = truncate_with_marker(s, max) {
+                    *s = cut;
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(|i| walk(i, max)),
+            Value::Object(map) => {
+                map.values_mut().for_each(|i| walk(i, max));
+                truncate_keys(map, max);
+            }
+            _ => {}
+        }
+    }
+    payload.values_mut().for_each(|v| walk(v, max));
+    truncate_keys(payload, max);
+}
+
+/// Cuts the keys of `map` longer than `max` characters. Two long keys may share their first
+/// characters; a cut key that is already taken gets a numbered marker instead, so no entry is
+/// lost to another.
+fn truncate_keys(map: &mut serde_json::Map<String, Value>, max: usize) {
+    // Bytes bound characters from above: most maps have no key that long and stay untouched.
+    if map.keys().all(|k| k.len() <= max) {
+        return;
+    }
+    let (long, short): (Vec<_>, Vec<_>) =
+        std::mem::take(map).into_iter().partition(|(k, _)| k.chars().nth(max).is_some());
+    map.extend(short);
+    for (key, value) in long {
+        let mut cut = truncate_with_marker(&key, max).into_owned();
+        let mut n = 1;
+        while map.contains_key(&cut) {
+            n += 1;
+            let marker = format!("…[truncated {n}]");
+            let keep = max.saturating_sub(marker.chars().count());
+            cut = key.chars().take(keep).chain(marker.chars()).collect();
+        }
+        map.insert(cut, value);
     }
 }
 
@@ -249,5 +301,38 @@ mod tests {
             handles.into_iter().map(|h| h.join().unwrap()).sum()
         });
         assert_eq!(granted, 100);
+    }
+    #[test]
+    fn long_strings_are_cut_with_a_marker() {
+        let mut p: Payload = serde_json::from_str(r#"{"a":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx","b":{"c":["yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy"]},"n":1}"#).unwrap();
+        truncate_strings(&mut p, 40);
+        let a = p["a"].as_str().unwrap();
+        assert_eq!(a.chars().count(), 40);
+        assert!(a.ends_with("[truncated]") || a.ends_with('…'), "{a}");
+        assert_eq!(p["b"]["c"][0].as_str().unwrap().chars().count(), 40);
+        assert_eq!(p["n"], 1);
+    }
+
+    #[test]
+    fn long_keys_are_cut_too_and_never_collide() {
+        let long = "k".repeat(100);
+        let mut p: Payload = serde_json::from_value(serde_json::json!({
+            "labels": {&long: "1", format!("{long}x"): "2", "short": "3"},
+            format!("top{long}"): "4",
+        }))
+        .unwrap();
+        truncate_strings(&mut p, 40);
+        let labels = p["labels"].as_object().unwrap();
+        assert_eq!(labels.len(), 3, "{labels:?}");
+        assert_eq!(labels["short"], "3");
+        let mut values: Vec<_> = labels.values().filter_map(Value::as_str).collect();
+        values.sort_unstable();
+        assert_eq!(values, ["1", "2", "3"], "no label lost to another");
+        for key in labels.keys().chain(p.keys()) {
+            assert!(key.chars().count() <= 40, "{key}");
+        }
+        assert!(labels.keys().any(|k| k.ends_with("…[truncated 2]")), "{labels:?}");
+        assert_eq!(p.len(), 2);
+        assert!(p.keys().any(|k| k.starts_with("topkkk") && k.ends_with("…[truncated]")));
     }
 }

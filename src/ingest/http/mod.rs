@@ -62,9 +62,7 @@ fn inbound(
 
 /// The request's headers as they travel on with the event, minus credentials.
 fn kept_headers(headers: &http::HeaderMap) -> Vec<(String, String)> {
-    crate::ingest::source::without_credentials(headers.iter().map(|(name, value)| {
-        (name.as_str().to_owned(), String::from_utf8_lossy(value.as_bytes()).into_owned())
-    }))
+    crate::headers::without_credentials(crate::headers::pairs_from_http(headers).into_iter())
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -163,7 +161,7 @@ async fn trace_request(
 async fn metrics(State(state): State<HttpState>) -> Response {
     let scwm = state.runner.pipeline().scwm();
     crate::observe::queue(state.runner.depth(), state.runner.capacity(), scwm.in_flight());
-    crate::observe::circuit(scwm.circuit_state());
+    crate::observe::circuit(scwm.circuit_state().level());
     let handle = crate::telemetry::metrics();
     handle.run_upkeep();
     ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], handle.render())

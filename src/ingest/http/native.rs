@@ -16,9 +16,9 @@ use tokio::sync::oneshot;
 use super::{HttpState, body, inbound, problem::Problem};
 use crate::{
     ids::LicensePlate,
+    incident::Operation,
     ingest::source::{Decoder, Identity, Inbound},
     pipeline::{Delivery, Job, Outcome, queue::SubmitError},
-    scwm::Operation,
     verify::Verified,
 };
 
@@ -34,7 +34,7 @@ pub async fn command(
 }
 
 async fn accept(state: &HttpState, op: &str, headers: &HeaderMap, body: Body) -> Result<Response, Response> {
-    let op: Operation = op.parse().map_err(|e: crate::scwm::envelope::UnknownOperation| {
+    let op: Operation = op.parse().map_err(|e: crate::incident::UnknownOperation| {
         Problem::new(StatusCode::NOT_FOUND, "unknown-operation", "Unknown operation")
             .detail(e.to_string())
             .into_response()

@@ -10,13 +10,13 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::headers::{original_from, to_nats_headers};
 use crate::{
     config::SubscriptionConfig,
     event::{Original, Source, Transport},
+    headers::{pairs_from_nats, to_nats_headers, without_credentials},
     ingest::{
         batch::submit_all,
-        source::{Decoder, Identity, Inbound, without_credentials},
+        source::{Decoder, Identity, Inbound},
     },
     pipeline::{Delivery, Outcome, Runner, Unreadable},
 };
@@ -62,7 +62,7 @@ async fn handle(
 ) {
     // Verification reads the headers as received; what travels on (into events and dead
     // letters) never holds credentials.
-    let received = original_from(msg.headers.as_ref());
+    let received = pairs_from_nats(msg.headers.as_ref());
     let original =
         Original { body: msg.payload.clone(), headers: without_credentials(received.iter().cloned()) };
     // A sender that sets an idempotency key (or a message id) gets the same licensePlate when it

@@ -28,13 +28,13 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::headers::original_from;
 use crate::{
     config::ConsumerConfig,
     event::{Original, Source, Transport},
+    headers::{pairs_from_nats, without_credentials},
     ingest::{
         batch::submit_all,
-        source::{Decoder, Identity, Inbound, without_credentials},
+        source::{Decoder, Identity, Inbound},
     },
     pipeline::{Delivery, Outcome, Runner},
 };
@@ -203,7 +203,7 @@ async fn handle(
     let delivered = u32::try_from(delivered.max(1)).unwrap_or(u32::MAX);
     // Verification reads the headers as received; what travels on (into events and dead
     // letters) never holds credentials.
-    let received = original_from(message.headers.as_ref());
+    let received = pairs_from_nats(message.headers.as_ref());
     let inbound = Inbound {
         source: Source {
             transport: Transport::Jetstream,

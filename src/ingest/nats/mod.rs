@@ -4,7 +4,6 @@
 
 mod connect;
 mod core;
-mod headers;
 mod jetstream;
 
 use std::sync::Arc;
@@ -12,7 +11,6 @@ use std::sync::Arc;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub use connect::{COMPONENT, connect};
-pub use headers::{original_from, to_nats_headers};
 
 use super::source::Decoder;
 use crate::{config::NatsConfig, pipeline::Runner, sources::Sources};
@@ -28,7 +26,7 @@ fn consumer_span(subject: &str, headers: Option<&async_nats::HeaderMap>) -> trac
         messaging.operation.type = "process",
         messaging.destination.name = %subject,
     );
-    crate::trace_context::continue_trace(&span, &original_from(headers));
+    crate::trace_context::continue_trace(&span, &crate::headers::pairs_from_nats(headers));
     span
 }
 
