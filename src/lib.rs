@@ -36,6 +36,7 @@ pub mod lenient;
 pub mod lifecycle;
 pub mod observe;
 pub mod pipeline;
+pub mod plan;
 pub mod publish;
 pub mod route;
 pub mod scwm;
