@@ -271,21 +271,23 @@ mod planning {
 
     #[test]
     fn an_operation_on_an_item_without_an_incident_cannot_be_sent() {
-        let mut record = Record::default();
-        record.pending = Some(Pending {
-            owner: "me".into(),
-            claimed_at_ms: 0,
-            decision: "close".into(),
-            content_hash: "h".into(),
-            steps: vec![Step {
-                op: Operation::Close,
-                license_plate: LicensePlate::generate(),
-                payload: Payload::new(),
-                owner_id: None,
-                done: false,
-            }],
-            progress: None,
-        });
+        let record = Record {
+            pending: Some(Pending {
+                owner: "me".into(),
+                claimed_at_ms: 0,
+                decision: "close".into(),
+                content_hash: "h".into(),
+                steps: vec![Step {
+                    op: Operation::Close,
+                    license_plate: LicensePlate::generate(),
+                    payload: Payload::new(),
+                    owner_id: None,
+                    done: false,
+                }],
+                progress: None,
+            }),
+            ..Record::default()
+        };
         let (_, payload) = next_step(&record).unwrap();
         assert_eq!(payload, Err(TransitionError::NoIncident(Operation::Close)));
     }
