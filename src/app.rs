@@ -15,6 +15,7 @@ use crate::{
         self,
         http::{self, HttpState},
     },
+    intake::Intake,
     pipeline::{Pipeline, Runner},
     publish::{LogSink, Publisher, Sink, nats::NatsSink},
     scwm::{
@@ -157,10 +158,10 @@ impl App {
     /// work still unfinished.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let Self { config, listener, simulator, runner, health, nats } = self;
+        let intake = Intake::new(runner.clone(), config.sources.clone());
         let router = http::router(HttpState {
-            runner: runner.clone(),
+            intake: intake.clone(),
             health: health.clone(),
-            sources: config.sources.clone(),
             body_limit: config.server.body_limit_bytes,
             sync_timeout: config.server.sync_timeout,
             body_read_timeout: config.server.body_read_timeout,
@@ -172,7 +173,7 @@ impl App {
         let ingest_stop = CancellationToken::new();
         let ingest_tasks = TaskTracker::new();
         if let (Some(client), Some(nats_config)) = (&nats, &config.nats) {
-            ingest::nats::start(client, nats_config, &config.sources, &runner, &ingest_stop, &ingest_tasks);
+            ingest::nats::start(client, nats_config, &intake, &ingest_stop, &ingest_tasks);
         }
         ingest_tasks.close();
         tracing::info!(%addr, "incident-bridge ready");

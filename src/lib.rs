@@ -32,6 +32,7 @@ pub mod health;
 pub mod ids;
 pub mod incident;
 pub mod ingest;
+pub mod intake;
 pub mod lenient;
 pub mod lifecycle;
 pub mod observe;

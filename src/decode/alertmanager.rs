@@ -235,7 +235,6 @@ mod tests {
         let e =
             decode(br#"{"status":"firing","alerts":[{"status":"firing","labels":{"n":1}}]}"#).unwrap_err();
         assert_eq!(e.to_string(), "`alerts[0].labels.n` must be a string");
-        assert_eq!(e.http_status(), http::StatusCode::UNPROCESSABLE_ENTITY);
         assert_eq!(e.kind(), "wrong_type");
     }
 }

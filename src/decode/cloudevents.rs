@@ -410,10 +410,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ev.data, Bytes::from("hi \"x\""));
-        assert_eq!(
-            ev.decode_data(InnerKind::Grafana).unwrap_err().http_status(),
-            http::StatusCode::UNSUPPORTED_MEDIA_TYPE
-        );
+        assert!(matches!(ev.decode_data(InnerKind::Grafana), Err(DecodeError::UnsupportedMediaType(_))));
     }
 
     #[test]
@@ -536,7 +533,7 @@ mod tests {
     fn batches_and_other_formats_are_unsupported() {
         for ct in ["application/cloudevents-batch+json", "application/cloudevents+avro"] {
             let e = decode([("content-type", ct)].as_slice(), Bytes::from("[]")).unwrap_err();
-            assert_eq!(e.http_status(), http::StatusCode::UNSUPPORTED_MEDIA_TYPE, "{ct}");
+            assert!(matches!(e, DecodeError::UnsupportedMediaType(_)), "{ct}: {e:?}");
         }
     }
 

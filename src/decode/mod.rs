@@ -10,9 +10,8 @@ pub mod grafana;
 pub mod headers;
 pub mod native;
 
-/// Why a body could not be decoded. The variants map to HTTP 400 (not JSON at all), 415 (a
-/// format not read at all) and 422 (JSON of the wrong shape); on NATS all become dead letters
-/// with this text as the reason.
+/// Why a body could not be decoded. Over HTTP, a transport answers with a status of its
+/// choosing (400, 415 or 422); on NATS all become dead letters with this text as the reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
     #[error("body is not valid JSON: {0}")]
@@ -38,15 +37,6 @@ pub enum DecodeError {
 }
 
 impl DecodeError {
-    /// The HTTP status that reports this error.
-    pub fn http_status(&self) -> http::StatusCode {
-        match self {
-            DecodeError::NotJson(_) => http::StatusCode::BAD_REQUEST,
-            DecodeError::UnsupportedMediaType(_) => http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            _ => http::StatusCode::UNPROCESSABLE_ENTITY,
-        }
-    }
-
     /// A bounded label for logs and metrics.
     pub fn kind(&self) -> &'static str {
         match self {

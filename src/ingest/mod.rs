@@ -1,9 +1,7 @@
-//! Ingest: the transports events arrive on. Each turns bytes into [`crate::event::Event`]s
-//! through a [`source::Decoder`], submits them to the pipeline runner and maps the
-//! [`crate::pipeline::Outcome`]s to its own words. No transport calls SCWM or publishes results
-//! itself.
+//! Ingest: the transports events arrive on (HTTP, NATS core and JetStream). Each receives
+//! messages in its own way, hands them to the [`crate::intake::Intake`], and turns the outcomes
+//! into its own words (an HTTP status, a NATS reply, a JetStream ack). No transport decodes,
+//! calls SCWM or publishes results itself.
 
-pub mod batch;
 pub mod http;
 pub mod nats;
-pub mod source;

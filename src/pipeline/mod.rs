@@ -87,26 +87,6 @@ impl Outcome {
     pub fn longest_retry(outcomes: &[Outcome]) -> Option<Duration> {
         outcomes.iter().filter_map(Outcome::retry_after).max()
     }
-
-    /// The HTTP status that reports this outcome (also sent with NATS replies).
-    pub fn status(&self) -> u16 {
-        match self {
-            Outcome::Done(_) | Outcome::Duplicate { .. } => 200,
-            Outcome::Retry { .. } => 503,
-            Outcome::Reject(r) => r.error_status(),
-        }
-    }
-
-    /// A short JSON account of the outcome, for answers that cover several events.
-    pub fn summary(&self) -> serde_json::Value {
-        let detail = match self {
-            Outcome::Done(d) => d.results.last().map(|r| r.license_plate.to_string()),
-            Outcome::Duplicate { reason } => Some(reason.clone()),
-            Outcome::Retry { cause, .. } => Some(cause.to_string()),
-            Outcome::Reject(r) => Some(r.error.to_string()),
-        };
-        serde_json::json!({"outcome": self.label(), "status": self.status(), "detail": detail})
-    }
 }
 
 #[derive(Debug)]
@@ -132,51 +112,11 @@ pub enum RetryCause {
     Busy,
 }
 
-/// Why a message never became an event.
-#[derive(Debug, thiserror::Error)]
-pub enum Unreadable {
-    #[error("authentication failed: {}", .0.kind())]
-    Unauthenticated(crate::verify::VerifyError),
-    #[error(transparent)]
-    Decode(#[from] crate::decode::DecodeError),
-}
-
-impl Unreadable {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Unreadable::Unauthenticated(_) => "unauthenticated",
-            Unreadable::Decode(_) => "decode",
-        }
-    }
-
-    /// The dead letter's reason kind and sentence.
-    pub fn reason(&self) -> (&'static str, String) {
-        (self.kind(), self.to_string())
-    }
-}
-
 #[derive(Debug)]
 pub struct Rejection {
     pub error: RejectError,
     /// SCWM's answer, when it sent one: a synchronous caller receives it as is.
     pub envelope: Option<ResponseEnvelope>,
-}
-
-impl Rejection {
-    /// SCWM's own status for a permanent 4xx; 502 for an answer that cannot be used; 503 when
-    /// SCWM could not be reached in time; 422 for an event no template can render.
-    pub fn error_status(&self) -> u16 {
-        match &self.error {
-            RejectError::Scwm(e) => match e.status() {
-                Some(s) if (400..500).contains(&s) && self.envelope.is_some() => s,
-                _ if e.is_retryable() => 503,
-                _ => 502,
-            },
-            RejectError::Exhausted { .. } => 503,
-            RejectError::Render(_) => 422,
-            RejectError::Lifecycle(_) | RejectError::Store(_) | RejectError::Misconfigured(_) => 500,
-        }
-    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -1,10 +1,12 @@
-//! Runs the pipeline behind the keyed queue: ingest submits [`Job`]s, the queue orders them per
-//! correlation key and bounds how many are pending, and each job's outcome goes back to whoever
-//! is waiting for it (a synchronous HTTP caller, a JetStream message to ack).
+//! Runs the pipeline behind the keyed queue: the intake submits [`Job`]s, the queue orders them
+//! per correlation key and bounds how many are pending, and each job's outcome goes back on its
+//! own channel to whoever is waiting for it (a synchronous HTTP caller, a JetStream message to
+//! ack); nobody waits for an asynchronous one.
 
 use std::sync::Arc;
 
-use futures::{FutureExt, future::BoxFuture};
+use futures::FutureExt;
+use tokio::sync::oneshot;
 
 use super::{
     Delivery, Outcome, Pipeline,
@@ -12,13 +14,11 @@ use super::{
 };
 use crate::{event::Event, ids::CorrelationKey};
 
-/// Receives a job's outcome once the pipeline has finished with it.
-pub type Reply = Box<dyn FnOnce(Outcome) -> BoxFuture<'static, ()> + Send>;
-
 pub struct Job {
     pub event: Event,
     pub delivery: Delivery,
-    pub reply: Option<Reply>,
+    /// Where the outcome goes once the pipeline has finished with the event.
+    pub reply: Option<oneshot::Sender<Outcome>>,
 }
 
 #[derive(Clone)]
@@ -35,7 +35,9 @@ impl Runner {
             async move {
                 let outcome = pipeline.process_one(&job.event, job.delivery).await;
                 if let Some(reply) = job.reply {
-                    reply(outcome).await;
+                    // The waiter may have given up (a timed-out HTTP caller); the outcome is
+                    // logged and published either way.
+                    let _ = reply.send(outcome);
                 }
             }
             .boxed()

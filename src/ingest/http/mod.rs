@@ -5,6 +5,7 @@
 pub mod body;
 mod native;
 pub mod problem;
+pub mod status;
 mod webhook;
 
 use std::time::Duration;
@@ -21,14 +22,13 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use self::problem::Problem;
-use crate::{health::Health, pipeline::Runner, sources::Sources};
+use crate::{health::Health, intake::Intake};
 
 /// What every handler needs.
 #[derive(Clone)]
 pub struct HttpState {
-    pub runner: Runner,
+    pub intake: Intake,
     pub health: Health,
-    pub sources: Sources,
     /// The largest body any endpoint takes; a source may set a smaller one.
     pub body_limit: usize,
     pub sync_timeout: Duration,
@@ -43,9 +43,9 @@ fn inbound(
     path: String,
     headers: &http::HeaderMap,
     body: bytes::Bytes,
-    identity: Option<crate::ingest::source::Identity>,
-) -> crate::ingest::source::Inbound {
-    crate::ingest::source::Inbound {
+    identity: Option<crate::intake::Identity>,
+) -> crate::intake::Inbound {
+    crate::intake::Inbound {
         source: crate::event::Source {
             transport: crate::event::Transport::Http,
             name: source.to_owned(),
@@ -159,8 +159,9 @@ async fn trace_request(
 /// Prometheus text format. Gauges that describe "now" are sampled here, so they are exact at
 /// every scrape.
 async fn metrics(State(state): State<HttpState>) -> Response {
-    let scwm = state.runner.pipeline().scwm();
-    crate::observe::queue(state.runner.depth(), state.runner.capacity(), scwm.in_flight());
+    let runner = state.intake.runner();
+    let scwm = runner.pipeline().scwm();
+    crate::observe::queue(runner.depth(), runner.capacity(), scwm.in_flight());
     crate::observe::circuit(scwm.circuit_state().level());
     let handle = crate::telemetry::metrics();
     handle.run_upkeep();

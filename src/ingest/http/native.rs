@@ -1,25 +1,20 @@
 //! `POST /v1/incidents/{op}`: one native command. Synchronous by default (the answer is SCWM's
 //! envelope); with `Prefer: respond-async` it answers 202 as soon as the command is queued.
 
-use std::sync::Arc;
-
 use axum::{
     body::Body,
     extract::{Path, State},
     response::{IntoResponse, Response},
 };
-use futures::FutureExt;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde_json::json;
-use tokio::sync::oneshot;
 
-use super::{HttpState, body, inbound, problem::Problem};
+use super::{HttpState, body, inbound, problem::Problem, status};
 use crate::{
     ids::LicensePlate,
     incident::Operation,
-    ingest::source::{Decoder, Identity, Inbound},
-    pipeline::{Delivery, Job, Outcome, queue::SubmitError},
-    verify::Verified,
+    intake::{Identity, Room, Unreadable},
+    pipeline::{Delivery, Outcome, queue::SubmitError},
 };
 
 pub async fn command(
@@ -39,51 +34,29 @@ async fn accept(state: &HttpState, op: &str, headers: &HeaderMap, body: Body) ->
             .detail(e.to_string())
             .into_response()
     })?;
-    let spec = state.sources.native();
+    let spec = state.intake.sources().native();
     let limit = spec.limits.max_body_bytes.min(state.body_limit);
     let bytes = body::read_json(headers, body, limit, state.body_read_timeout)
         .await
         .map_err(IntoResponse::into_response)?;
     let identity = idempotency(op, headers).map_err(IntoResponse::into_response)?;
     let inbound = inbound(&spec.name, format!("/v1/incidents/{op}"), headers, bytes, identity);
-    crate::observe::event_received(&spec.name, "http");
-    let decoder = Decoder::new(Arc::clone(spec));
-    let verified = tracing::info_span!("verify", source = %spec.name)
-        .in_scope(|| decoder.verify(inbound, headers, false));
-    let verified = verified.map_err(|e| {
-        tracing::warn!(source = %spec.name, reason = e.kind(), "command refused: authentication failed");
-        crate::observe::auth_failure(&spec.name, e.kind());
-        Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized").into_response()
-    })?;
-    let (Ok(resp) | Err(resp)) = decode_and_submit(state, headers, &decoder, &verified).await;
-    if resp.status().is_server_error() {
-        // The caller is told to try again: its retry of this request is not a replay.
-        spec.auth.release(verified.receipt());
-    }
-    Ok(resp)
-}
-
-/// Decodes a verified command, submits it and answers with its outcome.
-async fn decode_and_submit(
-    state: &HttpState,
-    headers: &HeaderMap,
-    decoder: &Decoder,
-    verified: &Verified<Inbound>,
-) -> Result<Response, Response> {
-    let event = decoder.events(verified).map_err(|e| {
-        Problem::new(e.http_status(), "invalid-command", "Invalid command")
+    let read = state.intake.read(spec, inbound, headers, false).map_err(|e| match e {
+        Unreadable::Unauthenticated(_) => {
+            Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized").into_response()
+        }
+        Unreadable::Decode(e) => Problem::new(status::of_decode(&e), "invalid-command", "Invalid command")
             .detail(e.to_string())
-            .into_response()
+            .into_response(),
     })?;
-    let Some(event) = event.into_iter().next() else {
+    let Some(event) = read.events.first() else {
         return Err(Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-command", "Invalid command")
             .into_response());
     };
     let license_plate = event.license_plate.clone();
 
     if prefers_async(headers) {
-        let job = Job { event, delivery: Delivery::ONLY, reply: None };
-        state.runner.try_submit(job).map_err(|(e, _)| queue_refused(e))?;
+        state.intake.submit_detached(read, Delivery::ONLY).map_err(queue_refused)?;
         let mut resp = (
             StatusCode::ACCEPTED,
             [(header::CONTENT_TYPE, "application/json")],
@@ -94,19 +67,19 @@ async fn decode_and_submit(
         return Ok(with_plate(resp, &license_plate));
     }
 
-    let (tx, rx) = oneshot::channel();
-    let reply = Box::new(move |outcome: Outcome| {
-        // The caller may have given up waiting; the outcome is already logged and published.
-        let _ = tx.send(outcome);
-        async {}.boxed()
-    });
-    let job = Job { event, delivery: Delivery::SENDER_RETRIES, reply: Some(reply) };
-    state.runner.try_submit(job).map_err(|(e, _)| queue_refused(e))?;
-    let resp = match tokio::time::timeout(state.sync_timeout, rx).await {
-        Ok(Ok(outcome)) => outcome_response(outcome),
-        Ok(Err(_)) => Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error")
-            .detail("the command ended without an outcome")
-            .into_response(),
+    let tickets = state.intake.submit(read, Delivery::SENDER_RETRIES, Room::Refuse).await;
+    if let Some(refusal) = tickets.refusal() {
+        return Err(with_plate(queue_refused(refusal), &license_plate));
+    }
+    // The caller is told to try again on a 5xx: its retry of this request is not a replay.
+    let sent_again = |outcomes: &[Outcome]| outcomes.iter().any(|o| status::of(o) >= 500);
+    let resp = match tickets.outcomes(Some(state.sync_timeout), sent_again).await {
+        Ok(mut outcomes) => match outcomes.pop() {
+            Some(outcome) => outcome_response(outcome),
+            None => Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error")
+                .detail("the command ended without an outcome")
+                .into_response(),
+        },
         Err(_) => Problem::new(StatusCode::SERVICE_UNAVAILABLE, "scwm-timeout", "SCWM did not answer in time")
             .detail("the command continues in the background; resend it with the same Idempotency-Key to get its answer without a second effect")
             .retry_after(std::time::Duration::from_secs(1))
@@ -179,7 +152,8 @@ fn outcome_response(outcome: Outcome) -> Response {
                 .into_response()
         }
         Outcome::Reject(rejection) => {
-            let status = StatusCode::from_u16(rejection.error_status()).unwrap_or(StatusCode::BAD_GATEWAY);
+            let status =
+                StatusCode::from_u16(status::of_rejection(&rejection)).unwrap_or(StatusCode::BAD_GATEWAY);
             // A permanent 4xx from SCWM: the caller gets SCWM's own answer and status.
             match &rejection.envelope {
                 Some(envelope) if status.is_client_error() => {

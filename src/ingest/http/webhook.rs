@@ -19,20 +19,14 @@ use axum::{
     extract::{Path, State},
     response::{IntoResponse, Response},
 };
-use futures::FutureExt;
 use http::{HeaderMap, StatusCode, header};
 use serde_json::json;
-use tokio::sync::oneshot;
 
-use super::{HttpState, body, inbound, problem::Problem};
+use super::{HttpState, body, inbound, problem::Problem, status};
 use crate::{
-    ingest::{
-        batch::submit_all,
-        source::{Decoder, Identity, Inbound},
-    },
+    intake::{Identity, Room, Unreadable},
     pipeline::{Delivery, Outcome},
-    sources::{SourceKind, SourceSpec},
-    verify::Verified,
+    sources::SourceKind,
 };
 
 pub async fn receive(
@@ -52,7 +46,7 @@ async fn handle(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, Response> {
-    let spec = match state.sources.get(name) {
+    let spec = match state.intake.sources().get(name) {
         Some(spec) if spec.kind != SourceKind::Native => Arc::clone(spec),
         _ => {
             return Err(Problem::new(StatusCode::NOT_FOUND, "unknown-source", "Unknown source")
@@ -60,74 +54,43 @@ async fn handle(
                 .into_response());
         }
     };
-    crate::observe::event_received(&spec.name, "http");
     if let Some(limiter) = &spec.rate_limit
         && let Err(wait) = limiter.check(Instant::now())
     {
+        crate::observe::event_received(&spec.name, "http");
         tracing::warn!(source = %spec.name, "rate limit reached");
         return Err(Problem::new(StatusCode::TOO_MANY_REQUESTS, "rate-limited", "Too many requests")
             .retry_after(wait)
             .into_response());
     }
     let limit = spec.limits.max_body_bytes.min(state.body_limit);
-    let bytes = body::read_json(headers, body, limit, state.body_read_timeout)
-        .await
-        .map_err(IntoResponse::into_response)?;
+    let bytes = body::read_json(headers, body, limit, state.body_read_timeout).await.map_err(|e| {
+        crate::observe::event_received(&spec.name, "http");
+        e.into_response()
+    })?;
     // A sender's delivery id, when it has one, makes licensePlates stable across its retries.
     let identity = headers
         .get("webhook-id")
         .and_then(|v| v.to_str().ok())
         .map(|id| Identity { time_ms: 0, seed: format!("webhook:{name}:{id}") });
     let inbound = inbound(&spec.name, format!("/webhooks/{name}"), headers, bytes, identity);
-    let decoder = Decoder::new(Arc::clone(&spec));
-    let verified = tracing::info_span!("verify", source = %spec.name)
-        .in_scope(|| decoder.verify(inbound, headers, false));
-    let verified = verified.map_err(|e| {
-        tracing::warn!(source = %spec.name, reason = e.kind(), "webhook refused: authentication failed");
-        crate::observe::auth_failure(&spec.name, e.kind());
-        unauthorized()
+    let read = state.intake.read(&spec, inbound, headers, false).map_err(|e| match e {
+        Unreadable::Unauthenticated(_) => unauthorized(),
+        Unreadable::Decode(e) => Problem::new(status::of_decode(&e), "invalid-payload", "Invalid payload")
+            .detail(e.to_string())
+            .into_response(),
     })?;
-    let resp = run(state, &spec, &decoder, &verified).await;
-    if resp.status().is_server_error() {
-        // The sender is told to try again: its retry of this message is not a replay.
-        spec.auth.release(verified.receipt());
-    }
-    Ok(resp)
-}
-
-/// Decodes a verified message and answers once its events have outcomes.
-async fn run(
-    state: &HttpState,
-    spec: &SourceSpec,
-    decoder: &Decoder,
-    verified: &Verified<Inbound>,
-) -> Response {
-    let events = match decoder.events(verified) {
-        Ok(events) => events,
-        Err(e) => {
-            tracing::info!(source = %spec.name, reason = e.kind(), error = %e, "webhook refused: cannot decode");
-            return Problem::new(e.http_status(), "invalid-payload", "Invalid payload")
-                .detail(e.to_string())
-                .into_response();
-        }
-    };
-    let count = events.len();
-    let (tx, rx) = oneshot::channel();
-    submit_all(&state.runner, events, Delivery::SENDER_RETRIES, false, move |outcomes| {
-        let _ = tx.send(outcomes);
-        async {}.boxed()
-    })
-    .await;
-    match tokio::time::timeout(state.sync_timeout, rx).await {
-        Ok(Ok(outcomes)) => answer(count, outcomes),
-        Ok(Err(_)) => {
-            Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error").into_response()
-        }
+    let tickets = state.intake.submit(read, Delivery::SENDER_RETRIES, Room::Refuse).await;
+    let count = tickets.len();
+    // A 5xx makes the sender (Alertmanager, say) send the message again: not a replay.
+    let sent_again = |outcomes: &[Outcome]| outcomes.iter().any(|o| status::of(o) >= 500);
+    Ok(match tickets.outcomes(Some(state.sync_timeout), sent_again).await {
+        Ok(outcomes) => answer(count, outcomes),
         Err(_) => Problem::new(StatusCode::SERVICE_UNAVAILABLE, "timeout", "Not finished in time")
             .detail("the events continue in the background; a resend is recognised and does nothing twice")
             .retry_after(Duration::from_secs(5))
             .into_response(),
-    }
+    })
 }
 
 /// The same answer for every authentication failure, so a prober learns nothing from it.
@@ -139,18 +102,18 @@ fn unauthorized() -> Response {
 /// most severe refusal. The body lists each event's outcome.
 fn answer(count: usize, outcomes: Vec<Outcome>) -> Response {
     let retry_after = Outcome::longest_retry(&outcomes);
-    let status = match retry_after {
+    let code = match retry_after {
         Some(_) => StatusCode::SERVICE_UNAVAILABLE,
         None => outcomes
             .iter()
-            .map(Outcome::status)
+            .map(status::of)
             .max()
             .and_then(|s| StatusCode::from_u16(s).ok())
             .unwrap_or(StatusCode::OK),
     };
-    let summary: Vec<_> = outcomes.iter().map(Outcome::summary).collect();
+    let summary: Vec<_> = outcomes.iter().map(status::summary).collect();
     let body = json!({"events": count, "outcomes": summary}).to_string();
-    let mut resp = (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+    let mut resp = (code, [(header::CONTENT_TYPE, "application/json")], body).into_response();
     if let Some(after) = retry_after
         && let Ok(v) = http::HeaderValue::from_str(&after.as_secs().max(1).to_string())
     {

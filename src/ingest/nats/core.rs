@@ -5,28 +5,28 @@
 use std::{sync::Arc, time::SystemTime};
 
 use bytes::Bytes;
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument;
 
 use crate::{
     config::SubscriptionConfig,
     event::{Original, Source, Transport},
     headers::{pairs_from_nats, to_nats_headers, without_credentials},
-    ingest::{
-        batch::submit_all,
-        source::{Decoder, Identity, Inbound},
-    },
-    pipeline::{Delivery, Outcome, Runner, Unreadable},
+    ingest::http::status,
+    intake::{Decoder, Identity, Inbound, Intake, Room, Unreadable},
+    pipeline::{Delivery, Outcome},
+    sources::SourceSpec,
 };
 
 pub async fn run(
     client: async_nats::Client,
     config: SubscriptionConfig,
-    decoder: Arc<Decoder>,
-    runner: Runner,
+    spec: Arc<SourceSpec>,
+    intake: Intake,
     stop: CancellationToken,
+    replies: TaskTracker,
 ) {
     let mut sub = match client.queue_subscribe(config.subject.clone(), config.queue_group.clone()).await {
         Ok(sub) => sub,
@@ -46,7 +46,7 @@ pub async fn run(
             },
         };
         let span = super::consumer_span(&msg.subject, msg.headers.as_ref());
-        handle(&client, &config, &decoder, &runner, msg).instrument(span).await;
+        handle(&client, &config, &spec, &intake, &replies, msg).instrument(span).await;
     }
     if let Err(e) = sub.unsubscribe().await {
         tracing::debug!(subject = %config.subject, error = %e, "unsubscribe failed");
@@ -56,8 +56,9 @@ pub async fn run(
 async fn handle(
     client: &async_nats::Client,
     config: &SubscriptionConfig,
-    decoder: &Decoder,
-    runner: &Runner,
+    spec: &Arc<SourceSpec>,
+    intake: &Intake,
+    replies: &TaskTracker,
     msg: async_nats::Message,
 ) {
     // Verification reads the headers as received; what travels on (into events and dead
@@ -85,16 +86,12 @@ async fn handle(
         identity,
     };
     let reply = msg.reply.clone();
-    crate::observe::event_received(&config.source, "nats");
     let (source, original) = (inbound.source.clone(), inbound.original.clone());
-    let op = decoder.operation_hint(&inbound);
-    let (events, receipt) = match decoder.read(inbound, &received[..], true) {
-        Ok(verified) => verified.into_parts(),
+    let op = Decoder::new(Arc::clone(spec)).operation_hint(&inbound);
+    let read = match intake.read(spec, inbound, &received, true) {
+        Ok(read) => read,
         Err(e) => {
-            if let Unreadable::Unauthenticated(v) = &e {
-                crate::observe::auth_failure(&config.source, v.kind());
-            }
-            let published = runner.pipeline().reject_message(&source, &original, op, e.reason(), 1).await;
+            let published = intake.reject_message(&source, &original, op, e.reason(), 1).await;
             if let Err(pe) = published {
                 tracing::error!(error = %pe, "dead letter could not be published; the message is lost to core NATS");
             }
@@ -107,22 +104,22 @@ async fn handle(
         }
     };
     let delivery = if reply.is_some() { Delivery::SENDER_RETRIES } else { Delivery::ONLY };
+    let tickets = intake.submit(read, delivery, Room::Wait).await;
+    // The next message is read while this one's events run; its reply goes out when they end.
     let client = client.clone();
-    let spec = Arc::clone(decoder.spec());
-    submit_all(runner, events, delivery, true, move |outcomes| {
+    replies.spawn(
         async move {
-            if outcomes.iter().any(|o| matches!(o, Outcome::Retry { .. })) {
-                // The requester is told to try again: its retry of this message is not a replay.
-                spec.nats_auth().release(&receipt);
-            }
+            // The requester is told to try again: its retry of this message is not a replay.
+            let sent_again =
+                |outcomes: &[Outcome]| outcomes.iter().any(|o| matches!(o, Outcome::Retry { .. }));
+            let Ok(outcomes) = tickets.outcomes(None, sent_again).await else { return };
             if let Some(reply) = reply {
                 let (status, body) = reply_body(outcomes);
                 respond(&client, reply, status, body).await;
             }
         }
-        .boxed()
-    })
-    .await;
+        .in_current_span(),
+    );
 }
 
 /// The reply to a request: SCWM's envelope for a single command, else a summary.
@@ -133,15 +130,15 @@ fn reply_body(mut outcomes: Vec<Outcome>) -> (u16, Bytes) {
                 return (200, done.envelope.as_ref().map(|e| e.body().clone()).unwrap_or_default());
             }
             Some(Outcome::Reject(r)) if r.envelope.is_some() => {
-                let status = r.error_status();
+                let status = status::of_rejection(&r);
                 return (status, r.envelope.as_ref().map(|e| e.body().clone()).unwrap_or_default());
             }
             Some(other) => outcomes.push(other),
             None => {}
         }
     }
-    let summary: Vec<_> = outcomes.iter().map(Outcome::summary).collect();
-    let status = outcomes.iter().map(Outcome::status).max().unwrap_or(200);
+    let summary: Vec<_> = outcomes.iter().map(status::summary).collect();
+    let status = outcomes.iter().map(status::of).max().unwrap_or(200);
     (status, Bytes::from(json!({"outcomes": summary}).to_string()))
 }
 

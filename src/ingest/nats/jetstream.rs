@@ -23,36 +23,38 @@ use async_nats::jetstream::{
     message::Acker,
     stream,
 };
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument;
 
 use crate::{
     config::ConsumerConfig,
     event::{Original, Source, Transport},
     headers::{pairs_from_nats, without_credentials},
-    ingest::{
-        batch::submit_all,
-        source::{Decoder, Identity, Inbound},
-    },
-    pipeline::{Delivery, Outcome, Runner},
+    intake::{Decoder, Identity, Inbound, Intake, Room},
+    pipeline::{Delivery, Outcome},
+    sources::SourceSpec,
 };
 
 /// Messages fetched per pull request; the runner's queue bounds what is actually in flight.
 const MAX_BATCH: i64 = 256;
 
-pub async fn run(
-    client: async_nats::Client,
-    config: ConsumerConfig,
-    decoder: Arc<Decoder>,
-    runner: Runner,
-    stop: CancellationToken,
-) {
+/// What the consumer works with: the source that reads its messages, the way in, and where
+/// each message's wait for its outcome runs.
+#[derive(Clone)]
+pub struct Parts {
+    pub spec: Arc<SourceSpec>,
+    pub intake: Intake,
+    /// The acks are sent from tasks on this tracker, which shutdown waits for.
+    pub acks: TaskTracker,
+}
+
+pub async fn run(client: async_nats::Client, config: ConsumerConfig, parts: Parts, stop: CancellationToken) {
     let js = jetstream::new(client);
     let mut failures: u32 = 0;
     loop {
-        match consume(&js, &config, &decoder, &runner, &stop, &mut failures).await {
+        match consume(&js, &config, &parts, &stop, &mut failures).await {
             Ok(()) => return,
             Err(e) => {
                 failures = failures.saturating_add(1);
@@ -102,8 +104,7 @@ async fn consumer(
 async fn consume(
     js: &jetstream::Context,
     config: &ConsumerConfig,
-    decoder: &Arc<Decoder>,
-    runner: &Runner,
+    parts: &Parts,
     stop: &CancellationToken,
     failures: &mut u32,
 ) -> Result<(), async_nats::Error> {
@@ -115,13 +116,7 @@ async fn consume(
     // size never makes this loop wait, and it bounds what is held here.
     let (arrived_tx, arrived_rx) = mpsc::channel(usize::try_from(config.max_ack_pending).unwrap_or(1).max(1));
     let halt = stop.child_token();
-    let submitter = tokio::spawn(submit_in_order(
-        config.clone(),
-        Arc::clone(decoder),
-        runner.clone(),
-        arrived_rx,
-        halt.clone(),
-    ));
+    let submitter = tokio::spawn(submit_in_order(config.clone(), parts.clone(), arrived_rx, halt.clone()));
     let ended = loop {
         let next = tokio::select! {
             _ = stop.cancelled() => break Ok(()),
@@ -169,8 +164,7 @@ struct Arrived {
 /// `halt` or the channel closes.
 async fn submit_in_order(
     config: ConsumerConfig,
-    decoder: Arc<Decoder>,
-    runner: Runner,
+    parts: Parts,
     mut arrived: mpsc::Receiver<Arrived>,
     halt: CancellationToken,
 ) {
@@ -182,14 +176,13 @@ async fn submit_in_order(
         };
         let Some(Arrived { msg, in_progress }) = next else { return };
         let span = super::consumer_span(&msg.subject, msg.headers.as_ref());
-        handle(&config, &decoder, &runner, msg, in_progress).instrument(span).await;
+        handle(&config, &parts, msg, in_progress).instrument(span).await;
     }
 }
 
 async fn handle(
     config: &ConsumerConfig,
-    decoder: &Decoder,
-    runner: &Runner,
+    parts: &Parts,
     msg: jetstream::Message,
     in_progress: oneshot::Sender<()>,
 ) {
@@ -224,24 +217,17 @@ async fn handle(
         }),
     };
     let last = i64::from(delivered) >= config.max_deliver;
-    crate::observe::event_received(&config.source, "jetstream");
     if delivered > 1 {
         crate::observe::redelivery(&stream);
     }
 
+    let intake = &parts.intake;
     let (source, original) = (inbound.source.clone(), inbound.original.clone());
-    let op = decoder.operation_hint(&inbound);
-    let (events, receipt) = match decoder.read(inbound, &received[..], true) {
-        Ok(verified) => verified.into_parts(),
+    let op = Decoder::new(Arc::clone(&parts.spec)).operation_hint(&inbound);
+    let read = match intake.read(&parts.spec, inbound, &received, true) {
+        Ok(read) => read,
         Err(e) => {
-            if let crate::pipeline::Unreadable::Unauthenticated(v) = &e {
-                crate::observe::auth_failure(&config.source, v.kind());
-            }
-            let ack = match runner
-                .pipeline()
-                .reject_message(&source, &original, op, e.reason(), delivered)
-                .await
-            {
+            let ack = match intake.reject_message(&source, &original, op, e.reason(), delivered).await {
                 Ok(()) => AckKind::Term,
                 Err(pe) => {
                     tracing::error!(error = %pe, "dead letter could not be published; the message will come again");
@@ -254,10 +240,15 @@ async fn handle(
     };
 
     let delivery = Delivery { attempt: delivered, last };
-    let pipeline = Arc::clone(runner.pipeline());
-    let spec = Arc::clone(decoder.spec());
-    submit_all(runner, events, delivery, true, move |outcomes| {
+    let tickets = intake.submit(read, delivery, Room::Wait).await;
+    // The next message is handed on while this one's events run; its ack goes out when they end.
+    let intake = intake.clone();
+    parts.acks.spawn(
         async move {
+            // JetStream delivers a nakked message again (unless this was its last delivery):
+            // that is not a replay.
+            let sent_again = |outcomes: &[Outcome]| !last && matches!(ack_for(outcomes), AckKind::Nak(_));
+            let Ok(outcomes) = tickets.outcomes(None, sent_again).await else { return };
             let _ = in_progress.send(());
             let mut ack = ack_for(&outcomes);
             // The server will not offer the message again: what still wanted a retry (a busy
@@ -272,20 +263,15 @@ async fn handle(
                     .collect();
                 let reason =
                     ("deliveries_exhausted", format!("last delivery still failing: {}", causes.join("; ")));
-                ack = match pipeline.reject_message(&source, &original, op, reason, delivered).await {
+                ack = match intake.reject_message(&source, &original, op, reason, delivered).await {
                     Ok(()) => AckKind::Term,
                     Err(_) => ack,
                 };
             }
-            if matches!(ack, AckKind::Nak(_)) {
-                // JetStream delivers the same message again: that is not a replay.
-                spec.nats_auth().release(&receipt);
-            }
             send_ack(&acker, ack, last).await;
         }
-        .boxed()
-    })
-    .await;
+        .in_current_span(),
+    );
 }
 
 /// What the server hears about a message once all its events have outcomes.

@@ -1,6 +1,5 @@
 //! NATS ingest: core subscriptions (at-most-once, queue groups, request/reply) and durable
-//! JetStream pull consumers (at-least-once). Both decode with the same [`Decoder`]s as HTTP and
-//! hand events to the same runner.
+//! JetStream pull consumers (at-least-once). Both go in through the same [`Intake`] as HTTP.
 
 mod connect;
 mod core;
@@ -12,8 +11,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub use connect::{COMPONENT, connect};
 
-use super::source::Decoder;
-use crate::{config::NatsConfig, pipeline::Runner, sources::Sources};
+use crate::{config::NatsConfig, intake::Intake};
 
 /// A consumer span per message (OpenTelemetry messaging conventions), continuing the
 /// publisher's trace from the message's `traceparent` header.
@@ -31,29 +29,29 @@ fn consumer_span(subject: &str, headers: Option<&async_nats::HeaderMap>) -> trac
 }
 
 /// Starts every configured subscription and consumer on `tracker`. They stop pulling when
-/// `stop` fires; work already submitted finishes through the runner.
+/// `stop` fires; the replies and acks of what was submitted are sent from tasks on `tracker`
+/// too, so waiting for it waits for them.
 pub fn start(
     client: &async_nats::Client,
     config: &NatsConfig,
-    sources: &Sources,
-    runner: &Runner,
+    intake: &Intake,
     stop: &CancellationToken,
     tracker: &TaskTracker,
 ) {
-    let decoder =
-        |name: &str| Arc::new(Decoder::new(Arc::clone(sources.get(name).expect("validated source name"))));
+    let spec = |name: &str| Arc::clone(intake.sources().get(name).expect("validated source name"));
     for sub in &config.subscriptions {
-        let decoder = decoder(&sub.source);
-        tracker.spawn(core::run(client.clone(), sub.clone(), decoder, runner.clone(), stop.clone()));
+        tracker.spawn(core::run(
+            client.clone(),
+            sub.clone(),
+            spec(&sub.source),
+            intake.clone(),
+            stop.clone(),
+            tracker.clone(),
+        ));
     }
     for consumer in &config.consumers {
-        let decoder = decoder(&consumer.source);
-        tracker.spawn(jetstream::run(
-            client.clone(),
-            consumer.clone(),
-            decoder,
-            runner.clone(),
-            stop.clone(),
-        ));
+        let parts =
+            jetstream::Parts { spec: spec(&consumer.source), intake: intake.clone(), acks: tracker.clone() };
+        tracker.spawn(jetstream::run(client.clone(), consumer.clone(), parts, stop.clone()));
     }
 }

@@ -1,5 +1,5 @@
 //! Decoding a transport's message with its source: bytes and headers in, events with their keys
-//! and licensePlates out. HTTP webhooks, core NATS and JetStream all go through [`Decoder`], so
+//! and licensePlates out. Every transport goes through [`Decoder`] (by way of the intake), so
 //! every source reads the same way whatever carried it.
 
 use std::{sync::Arc, time::SystemTime};
@@ -14,7 +14,6 @@ use crate::{
     event::{AlertEvent, Event, EventKind, Original, Source},
     ids::{CorrelationKey, LicensePlate},
     incident::Operation,
-    pipeline::Unreadable,
     route::Action,
     sources::{SourceKind, SourceSpec},
     trace_context::TraceParent,
@@ -86,25 +85,6 @@ impl Decoder {
             received_at,
             identity,
         }))
-    }
-
-    /// Verifies, then decodes: what a NATS transport does with a message. As with [`verify`],
-    /// `inbound` carries the headers that travel on, already [`without_credentials`](crate::headers::without_credentials), and the
-    /// headers as received are only read to verify: a message refused here is dead-lettered
-    /// with `inbound`'s headers, so credentials must never have been in them. The events come
-    /// back verified, with the receipt to release should they not be processed.
-    ///
-    /// [`verify`]: Decoder::verify
-    pub fn read<H: HeaderLookup + ?Sized>(
-        &self,
-        inbound: Inbound,
-        received_headers: &H,
-        over_nats: bool,
-    ) -> Result<Verified<Vec<Event>>, Unreadable> {
-        let verified =
-            self.verify(inbound, received_headers, over_nats).map_err(Unreadable::Unauthenticated)?;
-        let events = self.events(&verified)?;
-        Ok(verified.map(|_| events))
     }
 
     /// The events a message carries: one per native command, one per alert or group that a

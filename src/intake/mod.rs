@@ -1,0 +1,254 @@
+//! The one way in, shared by every transport: **read → verify → decode → submit**. A transport
+//! hands over a message as it received it ([`Inbound`], plus the headers as received for
+//! verification) and gets back either a refusal it reports in its own words, or one outcome
+//! ticket per event the message carried, which it awaits and turns into its own words (an HTTP
+//! status, a JetStream ack, a NATS reply).
+//!
+//! It owns the order of those steps, the metrics and logs of what arrives and what is refused,
+//! and the rule that a message whose work must be retried is released from its source's replay
+//! cache (so the sender's retry is not refused as a replay). It must not speak any transport's
+//! words (no status codes, no acks) and never calls SCWM itself: the pipeline does.
+
+mod decoder;
+
+use std::{sync::Arc, time::Duration};
+
+use futures::future::join_all;
+use tokio::sync::oneshot;
+
+pub use decoder::{Decoder, Identity, Inbound};
+
+use crate::{
+    event::{Event, Original, Source},
+    headers::HeaderLookup,
+    incident::Operation,
+    pipeline::{Delivery, Job, Outcome, RetryCause, Runner, queue::SubmitError},
+    publish::PublishError,
+    sources::{SourceSpec, Sources},
+    verify::{Receipt, VerifyError},
+};
+
+/// Why a message never became an event.
+#[derive(Debug, thiserror::Error)]
+pub enum Unreadable {
+    #[error("authentication failed: {}", .0.kind())]
+    Unauthenticated(VerifyError),
+    #[error(transparent)]
+    Decode(#[from] crate::decode::DecodeError),
+}
+
+impl Unreadable {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Unreadable::Unauthenticated(_) => "unauthenticated",
+            Unreadable::Decode(_) => "decode",
+        }
+    }
+
+    /// The dead letter's reason kind and sentence.
+    pub fn reason(&self) -> (&'static str, String) {
+        (self.kind(), self.to_string())
+    }
+}
+
+/// Whether a full queue makes [`Intake::submit`] wait (a NATS consumer stops pulling meanwhile)
+/// or refuse at once (an HTTP caller is told to come back).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Room {
+    Wait,
+    Refuse,
+}
+
+/// The way in: the sources by name and the runner behind them.
+#[derive(Clone)]
+pub struct Intake {
+    runner: Runner,
+    sources: Sources,
+}
+
+/// A read message's events, not yet submitted, with what verified it.
+pub struct Read {
+    pub events: Vec<Event>,
+    receipt: Receipt,
+    spec: Arc<SourceSpec>,
+    over_nats: bool,
+}
+
+/// A submitted message: one ticket per event, in event order.
+pub struct Tickets {
+    tickets: Vec<Ticket>,
+    receipt: Receipt,
+    spec: Arc<SourceSpec>,
+    over_nats: bool,
+}
+
+/// One event's outcome, once the pipeline has finished with it.
+enum Ticket {
+    Waiting(oneshot::Receiver<Outcome>),
+    /// Not submitted (queue full, shutting down): its outcome is a retry, known at once.
+    Refused(SubmitError),
+}
+
+/// Some events had no outcome within the time the caller could wait; they go on in the
+/// background.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimedOut;
+
+impl Intake {
+    pub fn new(runner: Runner, sources: Sources) -> Self {
+        Self { runner, sources }
+    }
+
+    pub fn sources(&self) -> &Sources {
+        &self.sources
+    }
+
+    pub fn runner(&self) -> &Runner {
+        &self.runner
+    }
+
+    /// Verifies `inbound` with `spec`'s schemes over its raw body and `received` (the headers as
+    /// they arrived; `inbound` carries only what may travel on, without credentials), then
+    /// decodes it into events. Counts the message and, when refused, why.
+    pub fn read(
+        &self,
+        spec: &Arc<SourceSpec>,
+        inbound: Inbound,
+        received: &dyn HeaderLookup,
+        over_nats: bool,
+    ) -> Result<Read, Unreadable> {
+        let transport = inbound.source.transport.as_str();
+        crate::observe::event_received(&spec.name, transport);
+        let decoder = Decoder::new(Arc::clone(spec));
+        let verified = tracing::info_span!("verify", source = %spec.name)
+            .in_scope(|| decoder.verify(inbound, received, over_nats))
+            .map_err(|e| {
+                tracing::warn!(source = %spec.name, transport, reason = e.kind(), "webhook refused: authentication failed");
+                crate::observe::auth_failure(&spec.name, e.kind());
+                Unreadable::Unauthenticated(e)
+            })?;
+        let events = decoder.events(&verified).map_err(|e| {
+            tracing::info!(source = %spec.name, transport, reason = e.kind(), error = %e, "webhook refused: cannot decode");
+            Unreadable::Decode(e)
+        })?;
+        let (_, receipt) = verified.into_parts();
+        Ok(Read { events, receipt, spec: Arc::clone(spec), over_nats })
+    }
+
+    /// Submits a read message's events: each gets a ticket. An event the queue cannot take
+    /// (full with [`Room::Refuse`], or closed for shutdown) has its outcome at once: retry.
+    pub async fn submit(&self, read: Read, delivery: Delivery, room: Room) -> Tickets {
+        let Read { events, receipt, spec, over_nats } = read;
+        let mut tickets = Vec::with_capacity(events.len());
+        for event in events {
+            let (tx, rx) = oneshot::channel();
+            let job = Job { event, delivery, reply: Some(tx) };
+            let submitted = match room {
+                Room::Wait => self.runner.submit(job).await,
+                Room::Refuse => self.runner.try_submit(job),
+            };
+            tickets.push(match submitted {
+                Ok(()) => Ticket::Waiting(rx),
+                Err((error, _job)) => Ticket::Refused(error),
+            });
+        }
+        Tickets { tickets, receipt, spec, over_nats }
+    }
+
+    /// Submits a read message's events with nobody waiting (an asynchronous command): their
+    /// outcomes go only to the result sinks. When the queue refuses one, the events after it
+    /// are not submitted and the message is released from its source's replay cache, since the
+    /// sender is told to send it again.
+    pub fn submit_detached(&self, read: Read, delivery: Delivery) -> Result<(), SubmitError> {
+        let Read { events, receipt, spec, over_nats } = read;
+        for event in events {
+            if let Err((error, _)) = self.runner.try_submit(Job { event, delivery, reply: None }) {
+                let auth = if over_nats { spec.nats_auth() } else { &spec.auth };
+                auth.release(&receipt);
+                return Err(error);
+            }
+        }
+        Ok(())
+    }
+
+    /// Dead-letters a whole message that never became events (or whose last delivery still had
+    /// work to retry); the transport acknowledges it only when this succeeds.
+    pub async fn reject_message(
+        &self,
+        source: &Source,
+        original: &Original,
+        op: Option<Operation>,
+        reason: (&'static str, String),
+        attempts: u32,
+    ) -> Result<(), PublishError> {
+        self.runner.pipeline().reject_message(source, original, op, reason, attempts).await
+    }
+}
+
+fn refused(error: SubmitError) -> Outcome {
+    let cause = match error {
+        SubmitError::Full => RetryCause::Overloaded,
+        SubmitError::Closed => RetryCause::ShuttingDown,
+    };
+    Outcome::Retry { after: Duration::from_secs(1), cause }
+}
+
+impl Tickets {
+    /// How many events the message carried.
+    pub fn len(&self) -> usize {
+        self.tickets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tickets.is_empty()
+    }
+
+    /// Why the queue refused an event, when it refused one; the message is then released from
+    /// its source's replay cache, since the sender is told to send it again.
+    pub fn refusal(&self) -> Option<SubmitError> {
+        let refusal = self.tickets.iter().find_map(|t| match t {
+            Ticket::Refused(e) => Some(*e),
+            Ticket::Waiting(_) => None,
+        })?;
+        self.auth().release(&self.receipt);
+        Some(refusal)
+    }
+
+    fn auth(&self) -> &crate::verify::SourceAuth {
+        if self.over_nats { self.spec.nats_auth() } else { &self.spec.auth }
+    }
+
+    /// Every event's outcome, in event order, waiting at most `within` (`None`: as long as it
+    /// takes). When the wait ran out, or `sent_again` says the sender will send the message
+    /// again given these outcomes (the transport knows what its answer makes a sender do), the
+    /// message is released from its source's replay cache: that resend is not a replay.
+    pub async fn outcomes(
+        mut self,
+        within: Option<Duration>,
+        sent_again: impl FnOnce(&[Outcome]) -> bool,
+    ) -> Result<Vec<Outcome>, TimedOut> {
+        let all = join_all(std::mem::take(&mut self.tickets).into_iter().map(|t| async move {
+            match t {
+                Ticket::Refused(error) => refused(error),
+                // The runner answers every job it accepted; a dropped sender means the worker
+                // panicked, which is a retry, not a loss.
+                Ticket::Waiting(rx) => rx.await.unwrap_or(Outcome::Retry {
+                    after: Duration::from_secs(1),
+                    cause: RetryCause::ShuttingDown,
+                }),
+            }
+        }));
+        let outcomes = match within {
+            Some(limit) => tokio::time::timeout(limit, all).await.map_err(|_| TimedOut),
+            None => Ok(all.await),
+        };
+        let release = match &outcomes {
+            Ok(outcomes) => sent_again(outcomes),
+            Err(TimedOut) => true,
+        };
+        if release {
+            self.auth().release(&self.receipt);
+        }
+        outcomes
+    }
+}
