@@ -8,7 +8,7 @@
 # renders that must fail, assertions on the rendered objects (scripts/chart_checks.py), and
 # `incident-bridge check-config` on the config the chart renders for every scenario (the default
 # values and each ci/*-values.yaml), with dummy files in place of the mounted secrets.
-# Usage: scripts/check-chart.sh
+# Usage: scripts/check-chart.sh   (INCIDENT_BRIDGE_BIN=PATH: check with that binary, build none)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -125,10 +125,18 @@ log "assertions on the rendered objects"
 "$python" scripts/chart_checks.py unit "$helm" "$chart" || fail "chart assertions"
 
 log "incident-bridge check-config on the config each scenario renders"
-binary="$root/target/debug/incident-bridge"
-# Always asked, so a binary older than the sources is never what gets checked; after
-# `cargo test` (scripts/test.sh) it is already up to date and this returns at once.
-cargo build --locked --quiet --bin incident-bridge
+# INCIDENT_BRIDGE_BIN names a binary built elsewhere (a CI artefact, a release build), so the
+# chart can be checked on a machine that does not compile. Without it the debug binary is built:
+# always asked, so a binary older than the sources is never what gets checked; after `cargo test`
+# (scripts/test.sh) it is already up to date and this returns at once.
+if [ -n "${INCIDENT_BRIDGE_BIN:-}" ]; then
+    binary=$INCIDENT_BRIDGE_BIN
+    [ -x "$binary" ] || fail "INCIDENT_BRIDGE_BIN=$binary is not an executable file"
+else
+    binary="$root/target/debug/incident-bridge"
+    cargo build --locked --quiet --bin incident-bridge
+fi
+log "binary: $binary ($("$binary" --version))"
 for s in "${scenarios[@]}"; do
     printf '  %s\n' "$(name_of "$s")"
     out=$("$python" scripts/chart_checks.py check-config "$helm" "$chart" "$binary" ${s:+"$s"} 2>&1) \
