@@ -16,6 +16,9 @@
       Renders config.toml from the default values (plus VALUES files) and runs
       `BINARY check-config` on it, with every secret file replaced by a temporary file.
 
+  chart_checks.py rule-file HELM CHART OUT [VALUES...]
+      Writes the Prometheus rule file the chart renders (the alert-rules ConfigMap's) to OUT.
+
   chart_checks.py readme-values README OUT
       Writes the values examples of README.md's "Deploy on Kubernetes" section, merged, to OUT.
 
@@ -681,9 +684,17 @@ def readme_values(readme, out):
     return 0 if blocks else 1
 
 
+def rule_file(helm, chart, out, values_files):
+    docs = render(helm, chart, values_files, ["alertRules.configMap.enabled=true"])
+    Path(out).write_text(one(docs, "ConfigMap", "-alert-rules")["data"]["incident-bridge-rules.yaml"] + "\n")
+    return 0
+
+
 def main(argv):
     if len(argv) == 3 and argv[0] == "readme-values":
         return readme_values(argv[1], argv[2])
+    if len(argv) >= 4 and argv[0] == "rule-file":
+        return rule_file(argv[1], Path(argv[2]), argv[3], argv[4:])
     if len(argv) >= 3 and argv[0] == "unit":
         return unit(argv[1], argv[2])
     if len(argv) >= 4 and argv[0] == "check-config":

