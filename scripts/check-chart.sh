@@ -9,7 +9,8 @@
 # renders that must fail, assertions on the rendered objects (scripts/chart_checks.py), promtool
 # on the alert rules the chart renders, and `incident-bridge check-config` on the config the
 # chart renders for every scenario (the default values and each ci/*-values.yaml), with dummy
-# files in place of the mounted secrets.
+# files in place of the mounted secrets; last, the pod rehearsal (scripts/pod_rehearsal.py, as
+# root): the rendered pods run as the kubelet would run them, through a rollout.
 # Usage: scripts/check-chart.sh   (INCIDENT_BRIDGE_BIN=PATH: check with that binary, build none)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -189,5 +190,15 @@ readme_values="$rules_dir/readme-values.yaml"
 out=$("$python" scripts/chart_checks.py check-config "$helm" "$chart" "$binary" "$readme_values" 2>&1) \
     || { echo "$out" >&2; fail "check-config rejected the config rendered from README.md's values examples"; }
 echo "$out"
+
+log "pod rehearsal: the rendered pods run as the kubelet would run them (scripts/pod_rehearsal.py)"
+# It needs root for its namespaces, bind mounts and chroot.
+as_root=()
+if [ "$(id -u)" -ne 0 ]; then
+    sudo -n true 2>/dev/null || fail "the pod rehearsal needs root: run scripts/check-chart.sh as root, or with passwordless sudo"
+    as_root=(sudo -n env "HELM_CACHE_HOME=$HELM_CACHE_HOME" "HELM_CONFIG_HOME=$HELM_CONFIG_HOME" "HELM_DATA_HOME=$HELM_DATA_HOME")
+fi
+"${as_root[@]}" "$python" scripts/pod_rehearsal.py "$binary" --helm "$helm" --chart "$chart" --nats-server "$nats_server" \
+    || fail "pod rehearsal"
 
 log "chart checks passed"
