@@ -141,6 +141,14 @@ expect_failure "an Ingress with nothing to route" \
     'ingress.paths is empty' --set ingress.enabled=true --set 'ingress.paths=null'
 expect_failure "a full name too long for a StatefulSet" \
     'a StatefulSet name may have at most 52' --set fullnameOverride=incident-bridge-with-a-very-long-name-for-its-statefulset
+# Typos under config fail at install time once values.schema.json embeds the bridge's config
+# schema (scripts/chart_schema.py --write), and only then.
+if "$python" scripts/chart_schema.py --embedded; then
+    expect_failure "a mistyped config key" \
+        "shutdown_grce" --set config.server.shutdown_grce=x
+else
+    printf '  skip a mistyped config key (values.schema.json does not embed the config schema yet)\n'
+fi
 expect_failure "an alert without a for" \
     'alertRules.for.IncidentBridgeDown is empty: every alert needs a `for`' \
     --set alertRules.prometheusRule.enabled=true --set alertRules.for.IncidentBridgeDown=
@@ -162,7 +170,6 @@ done
 cp scripts/fixtures/alert-rules.test.yaml "$rules_dir/"
 "$promtool" test rules "$rules_dir/alert-rules.test.yaml" || fail "promtool test rules (scripts/fixtures/alert-rules.test.yaml)"
 
-log "incident-bridge check-config on the config each scenario renders"
 # INCIDENT_BRIDGE_BIN names a binary built elsewhere (a CI artefact, a release build), so the
 # chart can be checked on a machine that does not compile. Without it the debug binary is built:
 # always asked, so a binary older than the sources is never what gets checked; after `cargo test`
@@ -175,6 +182,16 @@ else
     cargo build --locked --quiet --bin incident-bridge
 fi
 log "binary: $binary ($("$binary" --version))"
+
+log "values.schema.json's config schema against \`incident-bridge config-schema\`"
+# Checked once the binary prints its schema; until then the chart keeps its hand-written one.
+if "$binary" config-schema >/dev/null 2>&1; then
+    "$python" scripts/chart_schema.py --check "$binary" || fail "the config schema embedded in values.schema.json is stale"
+else
+    printf '  skip: %s has no config-schema subcommand yet\n' "$binary"
+fi
+
+log "incident-bridge check-config on the config each scenario renders"
 for s in "${scenarios[@]}"; do
     printf '  %s\n' "$(name_of "$s")"
     out=$("$python" scripts/chart_checks.py check-config "$helm" "$chart" "$binary" ${s:+"$s"} 2>&1) \
