@@ -379,6 +379,13 @@ def unit(helm, chart):
     data = [v for v in pod_spec(docs)["volumes"] if v["name"] == "data"]
     check(not claim_templates(docs) and len(data) == 1 and data[0]["persistentVolumeClaim"] == {"claimName": "bridge-store"},
           "existingClaim: the store on that claim, no claim template")
+    docs = render(helm, chart, sets=["store.embedded.persistence.legacyClaim=true"])
+    data = [v for v in pod_spec(docs)["volumes"] if v["name"] == "data"]
+    pvc = one(docs, "PersistentVolumeClaim")
+    check(not claim_templates(docs) and pvc["metadata"]["name"] == "ib-incident-bridge-data"
+          and pvc["metadata"]["annotations"].get("helm.sh/resource-policy") == "keep"
+          and data[0]["persistentVolumeClaim"] == {"claimName": "ib-incident-bridge-data"},
+          "legacyClaim: the Deployment-era claim <fullname>-data kept in the release (resource-policy keep) and mounted")
 
     # Whole numbers from a values file (which YAML hands to Helm as floats) stay integers.
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
