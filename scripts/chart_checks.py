@@ -20,7 +20,8 @@
       Writes the Prometheus rule file the chart renders (the alert-rules ConfigMap's) to OUT.
 
   chart_checks.py readme-values README OUT
-      Writes the values examples of README.md's "Deploy on Kubernetes" section, merged, to OUT.
+      Writes the values examples of README.md's "Deploy on Kubernetes" section, merged, to OUT,
+      and each one on its own to OUT.<n>.yaml, so that every example is a config on its own too.
 
 Needs PyYAML; tomllib (Python 3.11+) or tomli.
 """
@@ -684,8 +685,9 @@ def readme_values(readme, out):
 
     blocks = [b for b in re.findall(r"```yaml\n(.*?)```", section, re.S)
               if b.startswith(("image:", "# Bridge values"))]
-    for block in blocks:
+    for n, block in enumerate(blocks, 1):
         merge(merged, yaml.safe_load(block))
+        Path(f"{out}.{n}.yaml").write_text(block)
     Path(out).write_text(yaml.safe_dump(merged))
     print(f"  {len(blocks)} values example(s) from {readme}")
     return 0 if blocks else 1

