@@ -31,8 +31,9 @@ refused connections as Alertmanager does, while the pod is replaced by one rende
 changed config, on the same store directory: SCWM must end with exactly one incident per alert,
 and a resolve sent afterwards must close them.
 
-Prints each step and one summary line per scenario; exits non-zero with the reason on the first
-failure.
+The scenarios run at once, each in a network namespace of its own, all in one private mount
+namespace whose files live on a tmpfs. Prints each scenario's steps, then one summary line per
+scenario; exits non-zero, with the step that failed and the pod's last log lines, on a failure.
 """
 
 import argparse
@@ -76,7 +77,8 @@ BASE_IMAGE_ENV = {
     "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     "SSL_CERT_FILE": "/etc/ssl/certs/ca-certificates.crt",
 }
-STARTED = time.monotonic()
+# The run's start, shared with the scenario processes so that every step line tells the same clock.
+STARTED = float(os.environ.get("POD_REHEARSAL_T0") or time.time())
 
 
 class Failure(Exception):
@@ -88,7 +90,7 @@ def fail(msg):
 
 
 def step(msg):
-    print(f"==> [{time.monotonic() - STARTED:5.1f}s] {msg}", flush=True)
+    print(f"==> [{time.time() - STARTED:5.1f}s] {msg}", flush=True)
 
 
 def info(msg):
@@ -901,7 +903,7 @@ class Rehearsal:
                        for s in v["projected"]["sources"] if "configMap" in s)
         return tomllib.loads(one(docs, "ConfigMap", cm_name)["data"]["config.toml"])
 
-    def plan(self):
+    def plan(self, quiet=False):
         """(name, values files, extra --set, notes) of every scenario that can run here."""
         plans = [("default values", [], [], [])]
         for f in sorted(self.chart.glob("ci/*-values.yaml")):
@@ -909,8 +911,9 @@ class Rehearsal:
             nats = cfg.get("nats") or {}
             tls = nats.get("tls") or {}
             if tls.get("required") or any(k.endswith("_file") for k in tls):
-                self.summary.append(f"skip {f.name}: NATS over TLS with client certificates, which a plain local nats-server cannot take")
-                step(f"{f.name}: skipped (NATS over TLS with client certificates)")
+                if not quiet:
+                    self.summary.append(f"skip {f.name}: NATS over TLS with client certificates, which a plain local nats-server cannot take")
+                    step(f"{f.name}: skipped (NATS over TLS with client certificates)")
                 continue
             sets, notes = [], []
             store = cfg.get("store") or {}
@@ -981,7 +984,7 @@ class Rehearsal:
         cfg = self.config_of(docs)
         replicas = one(docs, "StatefulSet")["spec"].get("replicas", 1)
         if replicas > 1:
-            notes = notes + [f"pod 0 of {replicas} (each pod would need a network namespace of its own)"]
+            notes = notes + [f"pod 0 of {replicas} only"]
         pod = self.start_pod(docs, 0, d, "a")
         env = pod.environment()
         sim = Simulator(self.binary, d, sim_port, self.token_of(pod, env, "INCIDENT_BRIDGE_SCWM__TOKEN_FILE"))
@@ -1099,14 +1102,92 @@ class Rehearsal:
             f"{kubelet2.ready_after:.1f}s on the same store file; {sent} notifications ({retried} retried): "
             f"{len(incidents)} incidents for {len(alerts)} alerts, {len(adds)} adds, all closed by the resolve")
 
-    def all(self):
-        plans = self.plan()
-        for name, values, sets, notes in plans:
-            if self.args.only and self.args.only != name:
-                continue
-            self.plain(name, values, sets, notes)
-        if not self.args.only or self.args.only == "rollout":
-            self.rollout()
+    def one(self, name):
+        """Runs the scenario called name."""
+        if name == "rollout":
+            return self.rollout()
+        for plan in self.plan(quiet=True):
+            if plan[0] == name:
+                return self.plain(*plan)
+        fail(f"no scenario {name!r}")
+
+
+SCENARIO_ENV = "POD_REHEARSAL_WORK"
+
+
+def child(args):
+    """One scenario, in a network namespace of its own, inside the parent's mount namespace."""
+    loopback_up()
+    work = Path(os.environ[SCENARIO_ENV])
+    r = Rehearsal(args, work)
+    try:
+        r.one(args.only)
+    except Failure as e:
+        print(f"FAIL: {args.only}: {e}", flush=True)
+        return 1
+    finally:
+        Proc.stop_all()
+    for line in r.summary:
+        print(f"SUMMARY {line}", flush=True)
+    return 0
+
+
+def parent(args):
+    """Every scenario at once, each in a network namespace of its own (so each pod has port
+    8080 to itself, as pods do), their output printed in order once they are done."""
+    work = Path(tempfile.mkdtemp(prefix="pod-rehearsal-"))
+    # Everything the run writes lives on a tmpfs in this mount namespace: gone with it.
+    mount("-t", "tmpfs", "-o", "mode=0755,size=1g", "tmpfs", work)
+    os.chmod(work, 0o755)
+    r = Rehearsal(args, work)
+    failed = False
+    try:
+        step(f"binary {r.binary} ({run(r.binary, '--version').strip()}); image: ENTRYPOINT {r.image['entrypoint']}, "
+             f"USER {r.image['user']}, ENV {r.image['env']}")
+        names = [plan[0] for plan in r.plan()] + ["rollout"]
+        if args.only:
+            names = [n for n in names if n == args.only] or fail(f"no scenario {args.only!r} (there are: {', '.join(names)})")
+        step(f"{len(names)} scenario(s) at once, each in a network namespace of its own: {', '.join(names)}")
+        children = []
+        for name in names:
+            out = open(work / f"{re.sub(r'[^a-z0-9]+', '-', name.lower())}.out", "w+")
+            argv = ["unshare", "--net", sys.executable, __file__, args.binary, "--helm", args.helm, "--chart", args.chart,
+                    "--nats-server", args.nats_server, "--only", name]
+            env = dict(os.environ, **{INNER: "1", SCENARIO_ENV: str(work), "POD_REHEARSAL_T0": str(STARTED)})
+            children.append((name, out, subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)))
+        summary = list(r.summary)
+        deadline = time.monotonic() + 110
+        for name, out, proc in children:
+            try:
+                code = proc.wait(max(1.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                code = proc.wait()
+                print(f"FAIL: {name}: still running after the rehearsal's time bound", flush=True)
+            out.seek(0)
+            for line in out.read().splitlines():
+                if line.startswith("SUMMARY "):
+                    summary.append(line[len("SUMMARY "):])
+                else:
+                    print(line, flush=True)
+            if code != 0:
+                failed = True
+                summary.append(f"FAIL {name} (exit {code}; the step that failed is above)")
+    except Failure as e:
+        print(f"FAIL: {e}", flush=True)
+        return 1
+    finally:
+        Proc.stop_all()
+        subprocess.run(["umount", "--recursive", "--lazy", str(work)], capture_output=True)
+        shutil.rmtree(work, ignore_errors=True)
+    step("summary")
+    for line in summary:
+        print(f"  {line}")
+    if failed:
+        print("pod rehearsal FAILED", file=sys.stderr)
+        return 1
+    print(f"  pod rehearsal passed in {time.time() - STARTED:.1f}s")
+    return 0
 
 
 def main():
@@ -1129,34 +1210,13 @@ def main():
         if not os.access(args.binary, os.X_OK):
             print(f"{args.binary} is not an executable", file=sys.stderr)
             return 2
-        # A private mount namespace (nothing mounted here is seen outside or outlives the run)
-        # and a network namespace of its own, as a pod has.
+        # A private mount namespace: nothing mounted here is seen outside or outlives the run.
         env = dict(os.environ, **{INNER: "1"})
-        return subprocess.run(["unshare", "--mount", "--net", "--propagation", "private",
+        return subprocess.run(["unshare", "--mount", "--propagation", "private",
                                sys.executable, __file__] + sys.argv[1:], env=env).returncode
-
-    loopback_up()
-    work = Path(tempfile.mkdtemp(prefix="pod-rehearsal-"))
-    # Everything the run writes lives on a tmpfs in this mount namespace: gone with it.
-    mount("-t", "tmpfs", "-o", "mode=0755,size=512m", "tmpfs", work)
-    os.chmod(work, 0o755)
-    r = Rehearsal(args, work)
-    try:
-        step(f"binary {r.binary} ({run(r.binary, '--version').strip()}); image: ENTRYPOINT {r.image['entrypoint']}, "
-             f"USER {r.image['user']}, ENV {r.image['env']}")
-        r.all()
-    except Failure as e:
-        print(f"FAIL: {e}", file=sys.stderr, flush=True)
-        return 1
-    finally:
-        Proc.stop_all()
-        subprocess.run(["umount", "--recursive", "--lazy", str(work)], capture_output=True)
-        shutil.rmtree(work, ignore_errors=True)
-    step("summary")
-    for line in r.summary:
-        print(f"  {line}")
-    print(f"  pod rehearsal passed in {time.monotonic() - STARTED:.1f}s")
-    return 0
+    if os.environ.get(SCENARIO_ENV):
+        return child(args)
+    return parent(args)
 
 
 if __name__ == "__main__":
