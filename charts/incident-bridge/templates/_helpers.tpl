@@ -49,7 +49,7 @@ app.kubernetes.io/part-of: incident-bridge
 
 {{/*
 Labels that select the bridge's pods. They never change after the first install because a
-Deployment's selector is immutable.
+StatefulSet's selector is immutable (and so are its claim templates, which carry them).
 */}}
 {{- define "incident-bridge.selectorLabels" -}}
 app.kubernetes.io/name: {{ include "incident-bridge.name" . }}
@@ -63,6 +63,14 @@ and the spread constraints, which select on the bridge's labels, never count it 
 {{- define "incident-bridge.testSelectorLabels" -}}
 app.kubernetes.io/name: {{ include "incident-bridge.name" . }}-test
 app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+The StatefulSet's headless Service: the full name with a suffix, within a DNS label's 63
+characters.
+*/}}
+{{- define "incident-bridge.headlessServiceName" -}}
+{{- printf "%s-headless" (include "incident-bridge.fullname" . | trunc 54 | trimSuffix "-") -}}
 {{- end }}
 
 {{/*
@@ -374,9 +382,15 @@ come later than that.
 {{- end }}
 
 {{/*
-Checks that span several values; included by the Deployment so they run on every render.
+Checks that span several values; included by the StatefulSet so they run on every render.
 */}}
 {{- define "incident-bridge.validate" -}}
+{{- $fullname := include "incident-bridge.fullname" . -}}
+{{- if gt (len $fullname) 52 -}}
+  {{- /* The StatefulSet controller labels each pod with controller-revision-hash =
+       <name>-<10-character hash>, and a label value has at most 63 characters. */ -}}
+  {{- fail (printf "the full name %q has %d characters; a StatefulSet name may have at most 52 (its pods' controller-revision-hash label adds 11): set fullnameOverride or a shorter release name" $fullname (len $fullname)) -}}
+{{- end -}}
 {{- $max := include "incident-bridge.maxReplicas" . | int -}}
 {{- $backend := include "incident-bridge.storeBackend" . -}}
 {{- if and (gt $max 1) (ne $backend "jetstream-kv") -}}
@@ -392,9 +406,6 @@ Checks that span several values; included by the Deployment so they run on every
   {{- if not (and (kindIs "map" $nats) $nats.url) -}}
     {{- fail (printf "config.store.backend is \"jetstream-kv\"%s, which needs config.nats with config.nats.url: the KV bucket lives on the NATS servers (e.g. config.nats.url: nats://nats.nats.svc:4222 for the official NATS chart in namespace nats). The bridge's default URL, nats://127.0.0.1:4222, would point at the pod itself" (ternary (printf " for %d replicas" $max) "" (gt $max 1))) -}}
   {{- end -}}
-{{- end -}}
-{{- if and .Values.store.embedded.persistence.enabled (ne $backend "embedded") -}}
-  {{- fail "store.embedded.persistence is enabled but config.store.backend is not \"embedded\": the volume would be unused" -}}
 {{- end -}}
 {{- $_ := include "incident-bridge.httpPort" . -}}
 {{- $_ := include "incident-bridge.terminationGracePeriodSeconds" . -}}
@@ -534,4 +545,136 @@ Whether the chart makes a Secret (any inline value).
 {{- range $e := include "incident-bridge.secretEntries" . | fromJson | dig "entries" list -}}
 {{- if $e.inline }}true{{ end -}}
 {{- end -}}
+{{- end }}
+
+{{/* ------------------------------------------------------------------------------------------
+  Exposure
+------------------------------------------------------------------------------------------- */}}
+
+{{/*
+The authentication schemes of a source in the built config, as JSON {"schemes": [...]};
+"none" does not count as authentication.
+Call as: include "incident-bridge.sourceSchemes" (dict "config" $cfg "name" "native")
+*/}}
+{{- define "incident-bridge.sourceSchemes" -}}
+{{- $sources := .config.sources | default dict -}}
+{{- $src := (kindIs "map" $sources | ternary $sources dict) | dig .name dict | default dict -}}
+{{- $schemes := list -}}
+{{- range $a := (kindIs "map" $src | ternary $src dict).auth | default list -}}
+  {{- $scheme := (kindIs "map" $a | ternary $a dict).scheme | default "" -}}
+  {{- if and $scheme (ne $scheme "none") -}}
+    {{- $schemes = append $schemes $scheme -}}
+  {{- end -}}
+{{- end -}}
+{{- toJson (dict "schemes" $schemes) -}}
+{{- end }}
+
+{{/*
+Whether an Ingress path routes requests for /v1/incidents (the native commands), as the
+Ingress API matches: Exact a whole path, Prefix whole path elements, and ImplementationSpecific
+is taken as a plain string prefix, the widest reading.
+Call as: include "incident-bridge.pathReachesNative" $pathEntry  ->  "true" or ""
+*/}}
+{{- define "incident-bridge.pathReachesNative" -}}
+{{- $native := "/v1/incidents" -}}
+{{- $p := .path | default "/" | trimSuffix "/" -}}
+{{- $type := .pathType | default "Prefix" -}}
+{{- if or (eq $p $native) (hasPrefix (printf "%s/" $native) $p) -}}
+true
+{{- else if eq $type "Prefix" -}}
+{{- if or (eq $p "") (hasPrefix (printf "%s/" $p) $native) }}true{{ end -}}
+{{- else if eq $type "ImplementationSpecific" -}}
+{{- if hasPrefix $p $native }}true{{ end -}}
+{{- end -}}
+{{- end }}
+
+{{/*
+The Ingress's paths: ingress.paths, plus /v1/incidents with ingress.exposeNativeCommands. Fails
+when one of them reaches the native commands and config.sources.native has no authentication:
+anyone who reaches the Ingress could then open and close incidents.
+Returns JSON {"paths": [{path, pathType}, ...]}.
+*/}}
+{{- define "incident-bridge.ingressPaths" -}}
+{{- $paths := list -}}
+{{- range $p := .Values.ingress.paths -}}
+  {{- $paths = append $paths (dict "path" $p.path "pathType" $p.pathType) -}}
+{{- end -}}
+{{- if .Values.ingress.exposeNativeCommands -}}
+  {{- $listed := false -}}
+  {{- range $p := $paths -}}
+    {{- if eq (trimSuffix "/" $p.path) "/v1/incidents" }}{{ $listed = true }}{{ end -}}
+  {{- end -}}
+  {{- if not $listed -}}
+    {{- $paths = append $paths (dict "path" "/v1/incidents" "pathType" "Prefix") -}}
+  {{- end -}}
+{{- end -}}
+{{- if not $paths -}}
+  {{- fail "ingress.enabled is true but ingress.paths is empty and ingress.exposeNativeCommands false: there is nothing to route (the usual path is /webhooks)" -}}
+{{- end -}}
+{{- $h := dict -}}
+{{- include "incident-bridge.buildConfig" (dict "root" . "out" $h) -}}
+{{- $auth := include "incident-bridge.sourceSchemes" (dict "config" $h.config "name" "native") | fromJson -}}
+{{- if not $auth.schemes -}}
+  {{- range $p := $paths -}}
+    {{- if include "incident-bridge.pathReachesNative" $p -}}
+      {{- fail (printf "ingress: the path %s (%s) routes POST /v1/incidents, the native commands, but config.sources.native has no auth entries, so anyone who reaches the Ingress could open and close incidents. Add authentication (config.sources.native: {kind: native, auth: [{scheme: bearer}]} with the token under secrets.sources.native.auth[0].token_files), or route only /webhooks (the default ingress.paths, ingress.exposeNativeCommands: false)" $p.path $p.pathType) -}}
+    {{- end -}}
+  {{- end -}}
+{{- end -}}
+{{- toJson (dict "paths" $paths) -}}
+{{- end }}
+
+{{/* ------------------------------------------------------------------------------------------
+  Alert rules
+------------------------------------------------------------------------------------------- */}}
+
+{{/*
+The PromQL label matchers that pick this release's series.
+*/}}
+{{- define "incident-bridge.alertSelector" -}}
+{{- .Values.alertRules.selector | default (printf "job=%q,namespace=%q" (include "incident-bridge.fullname" .) .Release.Namespace) -}}
+{{- end }}
+
+{{/*
+The labels of one alert: its severity, then alertRules.labels.
+Call as: include "incident-bridge.alertLabels" (dict "root" $ "alert" "IncidentBridgeDown")
+*/}}
+{{- define "incident-bridge.alertLabels" -}}
+{{- $r := .root.Values.alertRules -}}
+{{- $severity := get ($r.severity | default dict) .alert | default "warning" -}}
+{{- toYaml (merge (dict "severity" $severity) ($r.labels | default dict)) -}}
+{{- end }}
+
+{{/*
+The `for` of one alert. Every alert has one, so a single bad scrape or a restart never pages.
+*/}}
+{{- define "incident-bridge.alertFor" -}}
+{{- $for := get (.root.Values.alertRules.for | default dict) .alert -}}
+{{- if not $for -}}
+  {{- fail (printf "alertRules.for.%s is empty: every alert needs a `for` (e.g. 5m)" .alert) -}}
+{{- end -}}
+{{- $for -}}
+{{- end }}
+
+{{/*
+The runbook_url of one alert: alertRules.runbookBaseUrl#runbook-<alert name lower-cased>, the
+anchors of README.md's Runbook section.
+*/}}
+{{- define "incident-bridge.runbookUrl" -}}
+{{- printf "%s#runbook-%s" .root.Values.alertRules.runbookBaseUrl (lower .alert) -}}
+{{- end }}
+
+{{/*
+The rule file: files/alert-rules.yaml, rendered with alertRules' settings.
+*/}}
+{{- define "incident-bridge.alertRulesFile" -}}
+{{- tpl (.Files.Get "files/alert-rules.yaml") . -}}
+{{- end }}
+
+{{/*
+The namespace of an object that may live elsewhere (where Prometheus or Grafana looks).
+Call as: include "incident-bridge.namespace" (dict "root" $ "override" .Values.x.namespaceOverride)
+*/}}
+{{- define "incident-bridge.namespace" -}}
+{{- .override | default .root.Release.Namespace -}}
 {{- end }}
