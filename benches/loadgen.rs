@@ -21,8 +21,8 @@ use clap::{Parser, ValueEnum};
 use hdrhistogram::Histogram;
 use incident_bridge::{
     ids::LicensePlate,
-    scwm::sim::{SimConfig, SimHandle, Simulator},
     secret::Secret,
+    sim::{SimConfig, SimHandle, Simulator},
 };
 use serde_json::json;
 

@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
-    config::{Config, ScwmConfig},
+    config::Config,
     health::Health,
     ingest::{
         self,
@@ -18,12 +18,8 @@ use crate::{
     intake::Intake,
     pipeline::{Pipeline, Runner},
     publish::{LogSink, Publisher, Sink, nats::NatsSink},
-    scwm::{
-        breaker::BreakerSettings,
-        client::{ClientSettings, Endpoint, ScwmClient},
-        retry::RetryPolicy,
-        sim::{SimConfig, SimHandle, Simulator},
-    },
+    scwm::ScwmClient,
+    sim::{SimConfig, SimHandle, Simulator},
     store,
 };
 
@@ -56,7 +52,7 @@ impl App {
                 let sim_config = SimConfig {
                     token: sim.token.clone(),
                     errors_in_http_200: sim.errors_in_http_200,
-                    request_log_limit: Some(crate::scwm::sim::DEFAULT_REQUEST_LOG_LIMIT),
+                    request_log_limit: Some(crate::sim::DEFAULT_REQUEST_LOG_LIMIT),
                     ..SimConfig::default()
                 };
                 let handle = Simulator::start(sim_config, sim.listen)
@@ -97,7 +93,7 @@ impl App {
             None => None,
         };
 
-        let client = ScwmClient::new(client_settings(&config.scwm)).context("building the SCWM client")?;
+        let client = ScwmClient::new(config.scwm.clone()).context("building the SCWM client")?;
         let mut sinks: Vec<Arc<dyn Sink>> = Vec::new();
         if config.results.log {
             sinks.push(Arc::new(LogSink));
@@ -111,7 +107,7 @@ impl App {
             )));
         }
         sinks.extend(extras.sinks);
-        let mut pipeline = Pipeline::new(client, Publisher::new(sinks), retry_policy(&config.scwm))
+        let mut pipeline = Pipeline::new(client, Publisher::new(sinks), config.scwm.retry.clone())
             .with_sources(config.sources.clone());
         if config.sources.iter().any(|s| s.kind.carries_alerts()) {
             let store = store::open(&config.store, nats.clone()).await.with_context(|| {
@@ -248,35 +244,5 @@ fn scwm_identity(config: &Config, simulator: Option<SocketAddr>) -> store::bindi
         urls,
         owner_id: config.scwm.owner_id.clone(),
         simulator_run: talks_to_simulator.then(|| crate::ids::LicensePlate::generate().to_string()),
-    }
-}
-
-fn retry_policy(c: &ScwmConfig) -> RetryPolicy {
-    RetryPolicy {
-        max_attempts: c.max_attempts,
-        initial_backoff: c.initial_backoff,
-        max_backoff: c.max_backoff,
-        max_retry_after: c.max_retry_after,
-    }
-}
-
-pub fn client_settings(c: &ScwmConfig) -> ClientSettings {
-    ClientSettings {
-        endpoints: c
-            .endpoints
-            .iter()
-            .map(|(op, e)| (*op, Endpoint { url: e.url.clone(), event_name: e.event_name.clone() }))
-            .collect(),
-        basic_token: c.basic_token.clone(),
-        owner_id: c.owner_id.clone(),
-        connect_timeout: c.connect_timeout,
-        request_timeout: c.request_timeout,
-        retry: retry_policy(c),
-        breaker: BreakerSettings {
-            failure_threshold: c.breaker_failure_threshold,
-            open_for: c.breaker_open_for,
-        },
-        max_concurrency: c.max_concurrency,
-        user_agent: concat!("incident-bridge/", env!("CARGO_PKG_VERSION")).to_owned(),
     }
 }

@@ -42,6 +42,8 @@ pub mod publish;
 pub mod route;
 pub mod scwm;
 pub mod secret;
+pub mod settings;
+pub mod sim;
 pub mod sources;
 pub mod store;
 pub mod telemetry;

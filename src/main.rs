@@ -6,8 +6,8 @@ use clap::{Parser, Subcommand};
 use incident_bridge::{
     app::App,
     config,
-    scwm::sim::{Faults, SimConfig, Simulator},
     secret::Secret,
+    sim::{Faults, SimConfig, Simulator},
     telemetry::Telemetry,
 };
 use tokio_util::sync::CancellationToken;
@@ -60,7 +60,7 @@ enum Command {
         #[arg(long)]
         faults: Option<String>,
         /// How many of the newest requests `GET /_sim/requests` keeps; 0 keeps every one.
-        #[arg(long, default_value_t = incident_bridge::scwm::sim::DEFAULT_REQUEST_LOG_LIMIT)]
+        #[arg(long, default_value_t = incident_bridge::sim::DEFAULT_REQUEST_LOG_LIMIT)]
         request_log_limit: usize,
     },
 }

@@ -31,7 +31,7 @@ use axum::{
 };
 use common::TestApp;
 use http::{HeaderMap, StatusCode, header};
-use incident_bridge::scwm::sim::{IncidentStatus, RecordedRequest};
+use incident_bridge::sim::{IncidentStatus, RecordedRequest};
 use serde_json::{Value, json};
 use tokio::{net::TcpListener, sync::mpsc};
 use tokio_util::sync::CancellationToken;

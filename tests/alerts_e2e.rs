@@ -30,10 +30,8 @@ use futures::StreamExt;
 use incident_bridge::{
     config,
     publish::Published,
-    scwm::{
-        Operation,
-        sim::{Incident, IncidentStatus, SimHandle},
-    },
+    scwm::Operation,
+    sim::{Incident, IncidentStatus, SimHandle},
 };
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -874,9 +872,9 @@ async fn a_jetstream_message_retried_after_a_newer_one_for_its_key_does_not_undo
     let sim = common::start_simulator().await;
     // The firing message's add fails once; with one attempt per delivery it is put back, and
     // the resolved message, next in line, finishes that add and closes the incident.
-    sim.set_faults(incident_bridge::scwm::sim::Faults {
+    sim.set_faults(incident_bridge::sim::Faults {
         fail_next: 1,
-        fail_next_with: incident_bridge::scwm::sim::Failure::SERVICE_UNAVAILABLE,
+        fail_next_with: incident_bridge::sim::Failure::SERVICE_UNAVAILABLE,
         ..Default::default()
     });
     let dir = tempfile::tempdir().unwrap();

@@ -60,7 +60,7 @@ use common::{
     nats::NatsServer,
     within,
 };
-use incident_bridge::scwm::sim::{Failure, Faults, IncidentStatus, Latency, SimHandle, SimState, Simulator};
+use incident_bridge::sim::{Failure, Faults, IncidentStatus, Latency, SimHandle, SimState, Simulator};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use tempfile::TempDir;
 

@@ -5,7 +5,7 @@ mod common;
 use std::{process::Command, time::Duration};
 
 use common::within;
-use incident_bridge::scwm::sim::{Faults, Latency};
+use incident_bridge::sim::{Faults, Latency};
 use serde_json::json;
 
 const BIN: &str = env!("CARGO_BIN_EXE_incident-bridge");

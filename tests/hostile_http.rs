@@ -24,8 +24,8 @@ use futures::StreamExt;
 use hmac::{Hmac, KeyInit, Mac};
 use incident_bridge::{
     config,
-    scwm::sim::{Faults, SimConfig, SimHandle, Simulator},
     secret::Secret,
+    sim::{Faults, SimConfig, SimHandle, Simulator},
 };
 use serde_json::{Value, json};
 use sha2::Sha256;

@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, time::Duration};
 use common::{TestApp, within};
 use incident_bridge::{
     publish::Published,
-    scwm::sim::{Failure, Faults, Latency},
+    sim::{Failure, Faults, Latency},
 };
 use serde_json::{Value, json};
 

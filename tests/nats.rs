@@ -14,10 +14,8 @@ use common::{TestApp, nats::NatsServer, within};
 use futures::StreamExt;
 use incident_bridge::{
     publish::Published,
-    scwm::{
-        ResponseEnvelope,
-        sim::{Failure, Faults},
-    },
+    scwm::ResponseEnvelope,
+    sim::{Failure, Faults},
 };
 use serde_json::{Value, json};
 
@@ -565,7 +563,7 @@ async fn a_slow_scwm_call_keeps_its_message_in_progress_instead_of_redelivered()
     let sim = common::start_simulator().await;
     // Each call takes twice the consumer's ack_wait.
     sim.set_faults(Faults {
-        latency: Some(incident_bridge::scwm::sim::Latency::Fixed { fixed_ms: 4000 }),
+        latency: Some(incident_bridge::sim::Latency::Fixed { fixed_ms: 4000 }),
         ..Faults::default()
     });
     let mut app = TestApp::start_against(

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use axum::{Router, body::Bytes, extract::State, routing::post};
 use common::{nats::NatsServer, within};
 use futures::StreamExt;
-use incident_bridge::scwm::sim::{Failure, Faults};
+use incident_bridge::sim::{Failure, Faults};
 use opentelemetry_proto::tonic::{collector::trace::v1::ExportTraceServiceRequest, trace::v1::Span};
 use prost::Message;
 use serde_json::json;

@@ -16,9 +16,9 @@ use incident_bridge::{
     scwm::{
         CircuitState, ClientSettings, Operation, Payload, ScwmClient, ScwmError, ScwmFailure, ScwmRequest,
         ScwmSuccess, Sleeper,
-        sim::{Failure, Faults, Latency, RecordedRequest, SimConfig, SimHandle, SimState, Simulator},
     },
     secret::Secret,
+    sim::{Failure, Faults, Latency, RecordedRequest, SimConfig, SimHandle, SimState, Simulator},
 };
 use serde_json::{Value, json};
 

@@ -6,14 +6,13 @@ use std::{net::SocketAddr, time::Duration};
 use incident_bridge::{
     ids::LicensePlate,
     scwm::{
-        Operation, RequestEnvelope, RequestHeader, ResponseEnvelope,
-        envelope::DEFAULT_RESPONSE_EVENT_NAME,
-        sim::{
-            Failure, Faults, Incident, IncidentStatus, Latency, RecordedRequest, SimConfig, SimHandle,
-            Simulator, router,
-        },
+        Operation, RequestEnvelope, RequestHeader, ResponseEnvelope, envelope::DEFAULT_RESPONSE_EVENT_NAME,
     },
     secret::Secret,
+    sim::{
+        Failure, Faults, Incident, IncidentStatus, Latency, RecordedRequest, SimConfig, SimHandle, Simulator,
+        router,
+    },
 };
 use reqwest::{Client, StatusCode, header};
 use serde_json::{Value, json};

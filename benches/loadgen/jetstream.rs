@@ -12,8 +12,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 use hdrhistogram::Histogram;
 use incident_bridge::{
-    scwm::sim::{SimConfig, Simulator},
     secret::Secret,
+    sim::{SimConfig, Simulator},
 };
 
 use super::{

@@ -1,6 +1,7 @@
 use std::{collections::BTreeMap, io, path::Path};
 
 use super::*;
+use crate::incident::Operation;
 
 const MINIMAL: &str = r#"
 [scwm]

@@ -7,6 +7,7 @@
 //! "retry later" and lets the transport keep it.
 
 mod alert;
+pub mod config;
 pub mod queue;
 mod runner;
 

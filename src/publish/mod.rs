@@ -6,6 +6,7 @@
 //! acknowledge it, so nothing is lost silently.
 
 mod channel;
+pub mod config;
 mod log;
 pub mod nats;
 mod subject;

@@ -3,10 +3,10 @@
 
 pub mod breaker;
 pub mod client;
+pub mod config;
 pub mod envelope;
 pub mod error;
 pub mod retry;
-pub mod sim;
 
 pub use breaker::{BreakerSettings, CircuitBreaker, CircuitState};
 pub use client::{

@@ -12,8 +12,8 @@ use incident_bridge::{
     app::{App, Extras},
     config,
     publish::{ChannelSink, Published},
-    scwm::sim::{SimConfig, SimHandle, Simulator},
     secret::Secret,
+    sim::{SimConfig, SimHandle, Simulator},
 };
 use tokio::{sync::mpsc, task::JoinHandle};
 use tokio_util::sync::CancellationToken;

@@ -3,6 +3,7 @@
 //! it directly; [`serve`] runs it on a bound listener until shutdown.
 
 pub mod body;
+pub mod config;
 mod native;
 pub mod problem;
 pub mod status;

@@ -1,6 +1,7 @@
 //! NATS ingest: core subscriptions (at-most-once, queue groups, request/reply) and durable
 //! JetStream pull consumers (at-least-once). Both go in through the same [`Intake`] as HTTP.
 
+pub mod config;
 mod connect;
 mod core;
 mod jetstream;

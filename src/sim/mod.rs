@@ -12,7 +12,7 @@
 //! # async fn demo() -> std::io::Result<()> {
 //! use std::net::SocketAddr;
 //!
-//! use incident_bridge::scwm::sim::{SimConfig, Simulator};
+//! use incident_bridge::sim::{SimConfig, Simulator};
 //!
 //! let sim = Simulator::start(SimConfig::default(), SocketAddr::from(([127, 0, 0, 1], 0))).await?;
 //! // point a client at sim.url(), then inspect sim.incidents() and sim.requests()
@@ -20,6 +20,7 @@
 //! # }
 //! ```
 
+pub mod config;
 mod faults;
 mod http;
 mod state;

@@ -1,0 +1,72 @@
+//! The `[server]` table: the HTTP listener, its limits and timeouts, and how shutdown goes.
+
+use std::{net::SocketAddr, time::Duration};
+
+use serde::Deserialize;
+
+use crate::{lenient, settings::Problems};
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawServer {
+    pub listen: String,
+    #[serde(deserialize_with = "lenient::value")]
+    pub body_limit_bytes: usize,
+    #[serde(deserialize_with = "lenient::duration")]
+    #[schemars(with = "lenient::DurationText")]
+    pub shutdown_delay: Duration,
+    #[serde(deserialize_with = "lenient::duration")]
+    #[schemars(with = "lenient::DurationText")]
+    pub shutdown_grace: Duration,
+    #[serde(deserialize_with = "lenient::duration")]
+    #[schemars(with = "lenient::DurationText")]
+    pub sync_timeout: Duration,
+    #[serde(deserialize_with = "lenient::duration")]
+    #[schemars(with = "lenient::DurationText")]
+    pub body_read_timeout: Duration,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:8080".into(),
+            body_limit_bytes: 1024 * 1024,
+            shutdown_delay: Duration::ZERO,
+            shutdown_grace: Duration::from_secs(20),
+            sync_timeout: Duration::from_secs(30),
+            body_read_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+    /// Largest request body accepted on any endpoint.
+    pub body_limit_bytes: usize,
+    /// How long the bridge keeps serving with `/readyz` at 503 after a shutdown signal, so load
+    /// balancers stop routing to it before it stops accepting.
+    pub shutdown_delay: Duration,
+    /// How long shutdown waits for in-flight work before giving up on it.
+    pub shutdown_grace: Duration,
+    /// How long a synchronous HTTP command waits for its SCWM answer before answering 503.
+    pub sync_timeout: Duration,
+    /// How long a request's body may take to arrive. A sender that trickles its body (or
+    /// announces more than it sends) would otherwise hold a connection and a task forever.
+    pub body_read_timeout: Duration,
+}
+
+pub fn build(raw: RawServer, p: &mut Problems<'_>) -> Option<ServerSettings> {
+    let listen = p.socket_addr("server.listen", &raw.listen);
+    let body_limit_bytes = p.positive("server.body_limit_bytes", raw.body_limit_bytes);
+    let sync_timeout = p.positive("server.sync_timeout", raw.sync_timeout);
+    let body_read_timeout = p.positive("server.body_read_timeout", raw.body_read_timeout);
+    Some(ServerSettings {
+        listen: listen?,
+        body_limit_bytes,
+        shutdown_delay: raw.shutdown_delay,
+        shutdown_grace: raw.shutdown_grace,
+        sync_timeout,
+        body_read_timeout,
+    })
+}

@@ -1,0 +1,75 @@
+//! Where results go: the `[results]` table (the log) and `[nats.results]` (the NATS subjects of
+//! result events and dead letters).
+
+use serde::Deserialize;
+
+use super::SubjectTemplate;
+use crate::{lenient, settings::Problems};
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawResults {
+    #[serde(deserialize_with = "lenient::value")]
+    pub log: bool,
+}
+
+impl Default for RawResults {
+    fn default() -> Self {
+        Self { log: true }
+    }
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawNatsResults {
+    #[serde(deserialize_with = "lenient::value")]
+    pub enabled: bool,
+    pub subject: String,
+    pub dead_letter_subject: String,
+}
+
+impl Default for RawNatsResults {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            subject: "scwm.results.{op}".into(),
+            dead_letter_subject: "scwm.dlq.{op}".into(),
+        }
+    }
+}
+/// Whether result events and dead letters are written to the log.
+#[derive(Debug, Clone, Copy)]
+pub struct ResultsSettings {
+    /// Write every result event and dead letter to the log as a JSON line.
+    pub log: bool,
+}
+
+pub fn build(raw: RawResults) -> ResultsSettings {
+    ResultsSettings { log: raw.log }
+}
+
+#[derive(Debug, Clone)]
+pub struct NatsResultsConfig {
+    pub subject: SubjectTemplate,
+    pub dead_letter_subject: SubjectTemplate,
+}
+
+/// `None` when results are not published to NATS (or a subject does not parse: reported).
+pub fn build_nats(raw: RawNatsResults, p: &mut Problems<'_>) -> Option<NatsResultsConfig> {
+    if !raw.enabled {
+        return None;
+    }
+    let subject = template(p, "nats.results.subject", &raw.subject);
+    let dead_letter_subject = template(p, "nats.results.dead_letter_subject", &raw.dead_letter_subject);
+    Some(NatsResultsConfig { subject: subject?, dead_letter_subject: dead_letter_subject? })
+}
+
+fn template(p: &mut Problems<'_>, key: &str, text: &str) -> Option<SubjectTemplate> {
+    match SubjectTemplate::parse(text) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            p.error(key, e);
+            None
+        }
+    }
+}
