@@ -13,7 +13,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::{
     HeaderMap, HeaderValue,
     header::{ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HOST, RETRY_AFTER, TRANSFER_ENCODING},
@@ -23,16 +23,14 @@ use tracing::Instrument;
 
 use super::{
     breaker::{BreakerSettings, CircuitBreaker, CircuitState},
+    classify::{Answer, classify, read_body},
     envelope::{HEADER_VERSION, Operation, Payload, RequestHeader, ResponseEnvelope},
     error::ScwmError,
     retry::{RetryPolicy, Sleeper, TokioSleeper, parse_retry_after},
 };
 use crate::{ids::LicensePlate, observe, secret::Secret};
 
-/// A response body larger than this is not an SCWM envelope we want to hold in memory: incident
-/// answers are a few kilobytes.
-pub const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
-
+pub use super::classify::MAX_RESPONSE_BYTES;
 /// Where one operation is sent and what its request header calls it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
@@ -239,10 +237,21 @@ impl fmt::Debug for ScwmClient {
     }
 }
 
-/// What one HTTP attempt came to.
-enum Answer {
-    Success { envelope: ResponseEnvelope, status: u16 },
-    Failure { error: ScwmError, envelope: Option<ResponseEnvelope> },
+/// A failed attempt, as the decision after it sees it.
+struct Failed<'a> {
+    req: &'a ScwmRequest,
+    /// This attempt's number, from 1.
+    attempt: u32,
+    status: Option<u16>,
+    err_code: Option<&'a str>,
+    error: &'a ScwmError,
+}
+
+/// What follows a failed attempt.
+enum Next {
+    GiveUp,
+    CircuitOpen(Duration),
+    RetryAfter(Duration),
 }
 
 struct Attempt {
@@ -332,12 +341,48 @@ impl ScwmClient {
 
     async fn call_with_retries(&self, req: &ScwmRequest) -> Result<ScwmSuccess, ScwmFailure> {
         let started = Instant::now();
-        let inner = &*self.inner;
-        let endpoint = inner.endpoints.get(req.op);
-        let op = req.op.as_str();
-        let plate = req.license_plate.as_str();
+        let fail =
+            |error, attempts, envelope| ScwmFailure { error, attempts, elapsed: started.elapsed(), envelope };
+        let endpoint = self.inner.endpoints.get(req.op);
+        let body = match self.encode(req, endpoint) {
+            Ok(body) => body,
+            Err(error) => return Err(fail(error, 0, None)),
+        };
+        let headers = self.request_headers(&req.headers);
+        let mut last_envelope: Option<ResponseEnvelope> = None;
+        let mut attempts: u32 = 0;
+        loop {
+            let Attempt { status, retry_after, answer } =
+                match self.attempt_once(req, endpoint, &headers, &body, attempts).await {
+                    Ok(attempt) => attempt,
+                    Err(error) => return Err(fail(error, attempts, last_envelope)),
+                };
+            attempts += 1;
+            let (error, envelope) = match answer {
+                Answer::Success { envelope, status } => {
+                    return Ok(ScwmSuccess { envelope, status, attempts, elapsed: started.elapsed() });
+                }
+                Answer::Failure { error, envelope } => (error, envelope),
+            };
+            let err_code = envelope.as_ref().map(|e| e.header().err_code.clone());
+            if envelope.is_some() {
+                last_envelope = envelope;
+            }
+            let failed =
+                Failed { req, attempt: attempts, status, err_code: err_code.as_deref(), error: &error };
+            match self.after_failure(&failed, retry_after) {
+                Next::GiveUp => return Err(fail(error, attempts, last_envelope)),
+                Next::CircuitOpen(retry_after) => {
+                    return Err(fail(ScwmError::CircuitOpen { retry_after }, attempts, last_envelope));
+                }
+                Next::RetryAfter(delay) => self.sleeper.sleep(delay).await,
+            }
+        }
+    }
 
-        // Serialised from borrowed parts: the payload is not copied per request.
+    /// The request envelope's bytes, serialised from borrowed parts: the payload is not copied
+    /// per request.
+    fn encode(&self, req: &ScwmRequest, endpoint: &Endpoint) -> Result<Bytes, ScwmError> {
         #[derive(serde::Serialize)]
         struct Outgoing<'a> {
             header: RequestHeader,
@@ -347,166 +392,147 @@ impl ScwmClient {
             header: RequestHeader {
                 header_version: HEADER_VERSION,
                 event_name: endpoint.event_name.clone(),
-                owner_id: req.owner_id.clone().unwrap_or_else(|| inner.owner_id.clone()),
+                owner_id: req.owner_id.clone().unwrap_or_else(|| self.inner.owner_id.clone()),
                 license_plate: req.license_plate.clone(),
             },
             payload: &req.payload,
         };
-        let body = match serde_json::to_vec(&envelope) {
-            Ok(body) => Bytes::from(body),
-            Err(e) => {
-                return Err(ScwmFailure {
-                    error: ScwmError::Encode(e.to_string()),
-                    attempts: 0,
-                    elapsed: started.elapsed(),
-                    envelope: None,
-                });
-            }
-        };
-        let headers = self.request_headers(&req.headers);
+        serde_json::to_vec(&envelope).map(Bytes::from).map_err(|e| ScwmError::Encode(e.to_string()))
+    }
 
-        let mut last_envelope: Option<ResponseEnvelope> = None;
-        let mut attempts: u32 = 0;
-        loop {
-            let circuit_open = |retry_after, attempts, envelope| ScwmFailure {
-                error: ScwmError::CircuitOpen { retry_after },
-                attempts,
-                elapsed: started.elapsed(),
-                envelope,
-            };
-            // Fail fast before queueing for a slot; ask again once we hold one, since the
-            // circuit may have opened while we waited.
-            if let Err(retry_after) = inner.breaker.check() {
-                tracing::debug!(op, license_plate = plate, attempts, "SCWM circuit is open; not sending");
-                return Err(circuit_open(retry_after, attempts, last_envelope));
-            }
-            let Ok(slot) = inner.slots.acquire().await else {
-                // The semaphore is never closed; should that change, fail like a dead transport.
-                return Err(ScwmFailure {
-                    error: ScwmError::Transport("concurrency limiter closed".to_owned()),
-                    attempts,
-                    elapsed: started.elapsed(),
-                    envelope: last_envelope,
-                });
-            };
-            let permit = match inner.breaker.admit() {
-                Ok(permit) => permit,
-                Err(retry_after) => {
-                    tracing::debug!(op, license_plate = plate, attempts, "SCWM circuit is open; not sending");
-                    return Err(circuit_open(retry_after, attempts, last_envelope));
-                }
-            };
-            attempts += 1;
-            let attempt_started = Instant::now();
-            // One client span per attempt (OpenTelemetry HTTP client conventions), its context
-            // sent on as `traceparent` so SCWM's side of the trace joins this one.
-            let span = tracing::info_span!(
-                "POST",
-                otel.kind = "client",
-                http.request.method = "POST",
-                url.full = %endpoint.url,
-                server.address = endpoint.url.host_str().unwrap_or_default(),
-                server.port = endpoint.url.port_or_known_default().unwrap_or_default(),
-                http.request.resend_count = attempts - 1,
-                http.response.status_code = tracing::field::Empty,
-                error.type = tracing::field::Empty,
-                scwm.operation = op,
-                scwm.license_plate = plate,
+    /// One attempt through the breaker and the concurrency limit, in a client span of its own.
+    /// `Err` when it could not be sent: the circuit is open (checked before queueing for a
+    /// slot, and again once holding one, since it may have opened meanwhile).
+    async fn attempt_once(
+        &self,
+        req: &ScwmRequest,
+        endpoint: &Endpoint,
+        headers: &HeaderMap,
+        body: &Bytes,
+        before: u32,
+    ) -> Result<Attempt, ScwmError> {
+        let inner = &*self.inner;
+        let (op, plate) = (req.op.as_str(), req.license_plate.as_str());
+        if let Err(retry_after) = inner.breaker.check() {
+            tracing::debug!(
+                op,
+                license_plate = plate,
+                attempts = before,
+                "SCWM circuit is open; not sending"
             );
-            let mut attempt_headers = headers.clone();
-            crate::trace_context::inject(&span, &mut attempt_headers);
-            let Attempt { status, retry_after, answer } = self
-                .attempt(endpoint, attempt_headers, body.clone(), &req.license_plate)
-                .instrument(span.clone())
-                .await;
-            if let Some(status) = status {
-                span.record("http.response.status_code", status);
-            }
-            if let Answer::Failure { error, .. } = &answer {
+            return Err(ScwmError::CircuitOpen { retry_after });
+        }
+        // The semaphore is never closed; should that change, fail like a dead transport.
+        let slot = inner
+            .slots
+            .acquire()
+            .await
+            .map_err(|_| ScwmError::Transport("concurrency limiter closed".to_owned()))?;
+        let permit = inner.breaker.admit().map_err(|retry_after| {
+            tracing::debug!(
+                op,
+                license_plate = plate,
+                attempts = before,
+                "SCWM circuit is open; not sending"
+            );
+            ScwmError::CircuitOpen { retry_after }
+        })?;
+        let started = Instant::now();
+        // One client span per attempt (OpenTelemetry HTTP client conventions), its context
+        // sent on as `traceparent` so SCWM's side of the trace joins this one.
+        let span = tracing::info_span!(
+            "POST",
+            otel.kind = "client",
+            http.request.method = "POST",
+            url.full = %endpoint.url,
+            server.address = endpoint.url.host_str().unwrap_or_default(),
+            server.port = endpoint.url.port_or_known_default().unwrap_or_default(),
+            http.request.resend_count = before,
+            http.response.status_code = tracing::field::Empty,
+            error.type = tracing::field::Empty,
+            scwm.operation = op,
+            scwm.license_plate = plate,
+        );
+        let mut attempt_headers = headers.clone();
+        crate::trace_context::inject(&span, &mut attempt_headers);
+        let attempt = self
+            .attempt(endpoint, attempt_headers, body.clone(), &req.license_plate)
+            .instrument(span.clone())
+            .await;
+        if let Some(status) = attempt.status {
+            span.record("http.response.status_code", status);
+        }
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        match &attempt.answer {
+            Answer::Failure { error, .. } => {
                 span.record("error.type", error.kind());
+                permit.record(error.is_availability_failure());
             }
-            observe::scwm_attempt(op, attempt_started.elapsed(), attempts > 1);
-            permit.record(match &answer {
-                Answer::Success { .. } => false,
-                Answer::Failure { error, .. } => error.is_availability_failure(),
-            });
-            drop(slot);
-            let attempt_ms = attempt_started.elapsed().as_millis() as u64;
-
-            let (error, envelope) = match answer {
-                Answer::Success { envelope, status } => {
-                    tracing::debug!(
-                        op,
-                        license_plate = plate,
-                        attempt = attempts,
-                        status,
-                        err_code = envelope.header().err_code.as_str(),
-                        elapsed_ms = attempt_ms,
-                        "SCWM accepted the request"
-                    );
-                    return Ok(ScwmSuccess { envelope, status, attempts, elapsed: started.elapsed() });
-                }
-                Answer::Failure { error, envelope } => (error, envelope),
-            };
-            let err_code = envelope.as_ref().map(|e| e.header().err_code.clone());
-            if envelope.is_some() {
-                last_envelope = envelope;
-            }
-
-            if !error.is_retryable() || attempts >= inner.retry.max_attempts {
+            Answer::Success { envelope, status } => {
+                permit.record(false);
                 tracing::debug!(
                     op,
                     license_plate = plate,
-                    attempt = attempts,
+                    attempt = before + 1,
                     status,
-                    err_code = err_code.as_deref(),
-                    error_kind = error.kind(),
-                    retryable = error.is_retryable(),
-                    elapsed_ms = attempt_ms,
-                    error = %error,
-                    "SCWM call failed; giving up"
+                    err_code = envelope.header().err_code.as_str(),
+                    elapsed_ms,
+                    "SCWM accepted the request"
                 );
-                return Err(ScwmFailure {
-                    error,
-                    attempts,
-                    elapsed: started.elapsed(),
-                    envelope: last_envelope,
-                });
             }
+        }
+        observe::scwm_attempt(op, started.elapsed(), before > 0);
+        drop(slot);
+        Ok(attempt)
+    }
 
-            // An open circuit refuses the next attempt anyway; say so now rather than after
-            // sleeping for nothing.
-            if let Err(retry_after) = inner.breaker.check() {
-                tracing::warn!(
-                    op,
-                    license_plate = plate,
-                    attempt = attempts,
-                    status,
-                    err_code = err_code.as_deref(),
-                    error_kind = error.kind(),
-                    error = %error,
-                    "SCWM attempt failed and the circuit is now open; not retrying"
-                );
-                return Err(circuit_open(retry_after, attempts, last_envelope));
-            }
-
-            let hint = error.retry_after().or(retry_after);
-            // The thread-local rng is not Send; it lives only for this statement.
-            let delay = inner.retry.delay_for(attempts - 1, hint, &mut rand::rng());
+    /// After a failed attempt: give up (a permanent error, or no attempts left), stop because
+    /// the circuit opened (the next attempt would be refused anyway: say so now rather than
+    /// after sleeping for nothing), or wait and retry.
+    fn after_failure(&self, f: &Failed<'_>, retry_after: Option<Duration>) -> Next {
+        let (op, plate, error) = (f.req.op.as_str(), f.req.license_plate.as_str(), f.error);
+        if !error.is_retryable() || f.attempt >= self.inner.retry.max_attempts {
+            tracing::debug!(
+                op,
+                license_plate = plate,
+                attempt = f.attempt,
+                status = f.status,
+                err_code = f.err_code,
+                error_kind = error.kind(),
+                retryable = error.is_retryable(),
+                error = %error,
+                "SCWM call failed; giving up"
+            );
+            return Next::GiveUp;
+        }
+        if let Err(retry_after) = self.inner.breaker.check() {
             tracing::warn!(
                 op,
                 license_plate = plate,
-                attempt = attempts,
-                status,
-                err_code = err_code.as_deref(),
+                attempt = f.attempt,
+                status = f.status,
+                err_code = f.err_code,
                 error_kind = error.kind(),
-                delay_ms = delay.as_millis() as u64,
-                elapsed_ms = attempt_ms,
                 error = %error,
-                "SCWM attempt failed; retrying"
+                "SCWM attempt failed and the circuit is now open; not retrying"
             );
-            self.sleeper.sleep(delay).await;
+            return Next::CircuitOpen(retry_after);
         }
+        let hint = error.retry_after().or(retry_after);
+        // The thread-local rng is not Send; it lives only for this statement.
+        let delay = self.inner.retry.delay_for(f.attempt - 1, hint, &mut rand::rng());
+        tracing::warn!(
+            op,
+            license_plate = plate,
+            attempt = f.attempt,
+            status = f.status,
+            err_code = f.err_code,
+            error_kind = error.kind(),
+            delay_ms = delay.as_millis() as u64,
+            error = %error,
+            "SCWM attempt failed; retrying"
+        );
+        Next::RetryAfter(delay)
     }
 
     /// The headers of every attempt: the caller's extras, then the protocol's own, which win.
@@ -552,208 +578,9 @@ impl ScwmClient {
     }
 }
 
-/// Reads the whole body, refusing one larger than [`MAX_RESPONSE_BYTES`].
-async fn read_body(mut response: reqwest::Response, status: u16) -> Result<Bytes, ScwmError> {
-    let too_large = || ScwmError::InvalidResponse {
-        status,
-        reason: format!("body larger than {MAX_RESPONSE_BYTES} bytes"),
-    };
-    if response.content_length().is_some_and(|n| n > MAX_RESPONSE_BYTES as u64) {
-        return Err(too_large());
-    }
-    let mut body = BytesMut::new();
-    while let Some(chunk) = response.chunk().await.map_err(ScwmError::from_reqwest)? {
-        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-            return Err(too_large());
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body.freeze())
-}
-
-/// Decides what a complete HTTP answer means, per the contract's "Response" section.
-///
-/// - Not an envelope: `InvalidResponse` with the HTTP status (transient only if that is).
-/// - `isErr: true`: `Rejected`, with the errCode's number deciding when it has one that is not
-///   itself a success code, else the HTTP status.
-/// - `isErr: false` with a non-2xx HTTP status: `Rejected` with the HTTP status; an envelope
-///   does not make an error status a success.
-/// - `isErr: false`, 2xx, but another licensePlate (or none): `LicensePlateMismatch`. ULIDs and
-///   UUIDs are case-insensitive, so the echo is compared ignoring ASCII case.
-/// - Otherwise success.
-fn classify(status: u16, retry_after: Option<Duration>, body: Bytes, expected: &LicensePlate) -> Answer {
-    let envelope = match ResponseEnvelope::parse(body) {
-        Ok(envelope) => envelope,
-        Err(not_an_envelope) => {
-            return Answer::Failure {
-                error: ScwmError::InvalidResponse { status, reason: not_an_envelope.0 },
-                envelope: None,
-            };
-        }
-    };
-    let is_success = |s: u16| (200..300).contains(&s);
-    let header = envelope.header();
-    let error = if header.is_err {
-        let code = header.err_status().filter(|s| !is_success(*s));
-        Some(ScwmError::Rejected {
-            status: code.unwrap_or(status),
-            err_code: header.err_code.clone(),
-            retry_after,
-        })
-    } else if !is_success(status) {
-        Some(ScwmError::Rejected { status, err_code: header.err_code.clone(), retry_after })
-    } else if !header.license_plate.eq_ignore_ascii_case(expected.as_str()) {
-        Some(ScwmError::LicensePlateMismatch {
-            expected: expected.clone(),
-            got: header.license_plate.clone(),
-        })
-    } else {
-        None
-    };
-    match error {
-        Some(error) => Answer::Failure { error, envelope: Some(envelope) },
-        None => Answer::Success { envelope, status },
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const PLATE: &str = "01JD1X4Y0ZKQ6N0M7W7E3H5T9B";
-
-    fn plate() -> LicensePlate {
-        LicensePlate::parse(PLATE).expect("a valid plate")
-    }
-
-    fn envelope(is_err: bool, err_code: &str, license_plate: &str) -> Bytes {
-        Bytes::from(
-            serde_json::json!({
-                "header": {
-                    "headerVersion": 1,
-                    "eventName": "agile-process-teams:add-change-response:v3",
-                    "ownerId": "OWNER",
-                    "isErr": is_err,
-                    "errCode": err_code,
-                    "licensePlate": license_plate,
-                },
-                "payload": {"id": "IT-1"},
-            })
-            .to_string(),
-        )
-    }
-
-    fn error_of(answer: Answer) -> (ScwmError, bool) {
-        match answer {
-            Answer::Success { .. } => panic!("expected a failure"),
-            Answer::Failure { error, envelope } => (error, envelope.is_some()),
-        }
-    }
-
-    #[test]
-    fn a_matching_ok_envelope_is_a_success() {
-        match classify(200, None, envelope(false, "200_OK", PLATE), &plate()) {
-            Answer::Success { envelope: env, .. } => {
-                assert_eq!(env.item_id().map(|i| i.to_string()), Some("IT-1".into()))
-            }
-            Answer::Failure { error, .. } => panic!("unexpected {error}"),
-        }
-        // 201 is a success status too, and the echo may differ in case.
-        assert!(matches!(
-            classify(201, None, envelope(false, "200_OK", &PLATE.to_lowercase()), &plate()),
-            Answer::Success { status: 201, .. }
-        ));
-    }
-
-    #[test]
-    fn the_err_code_inside_a_200_decides() {
-        let table: &[(&str, u16, bool)] = &[
-            ("400_BAD_REQUEST", 400, false),
-            ("401_UNAUTHORIZED", 401, false),
-            ("404_NOT_FOUND", 404, false),
-            ("408_REQUEST_TIMEOUT", 408, true),
-            ("409_CONFLICT", 409, false),
-            ("429_TOO_MANY_REQUESTS", 429, true),
-            ("500_INTERNAL_SERVER_ERROR", 500, true),
-            ("503_SERVICE_UNAVAILABLE", 503, true),
-        ];
-        for &(code, status, retryable) in table {
-            let (error, has_envelope) = error_of(classify(200, None, envelope(true, code, PLATE), &plate()));
-            assert!(has_envelope);
-            assert_eq!(error.status(), Some(status), "{code}");
-            assert_eq!(error.is_retryable(), retryable, "{code}");
-            assert!(matches!(&error, ScwmError::Rejected { err_code, .. } if err_code == code));
-        }
-    }
-
-    #[test]
-    fn an_error_envelope_with_a_matching_http_status_is_classified_the_same() {
-        for (status, code, retryable) in [
-            (400, "400_BAD_REQUEST", false),
-            (404, "404_NOT_FOUND", false),
-            (429, "429_TOO_MANY_REQUESTS", true),
-            (503, "503_SERVICE_UNAVAILABLE", true),
-        ] {
-            let ra = Some(Duration::from_secs(2));
-            let (error, _) = error_of(classify(status, ra, envelope(true, code, PLATE), &plate()));
-            assert_eq!(error.status(), Some(status));
-            assert_eq!(error.is_retryable(), retryable);
-            assert_eq!(error.retry_after(), ra);
-        }
-    }
-
-    #[test]
-    fn without_a_usable_err_code_the_http_status_decides() {
-        let (e, _) = error_of(classify(503, None, envelope(true, "OOPS", PLATE), &plate()));
-        assert_eq!(e.status(), Some(503));
-        assert!(e.is_retryable());
-        // isErr with a success code contradicts itself; the HTTP status is all we have.
-        let (e, _) = error_of(classify(502, None, envelope(true, "200_OK", PLATE), &plate()));
-        assert_eq!(e.status(), Some(502));
-        let (e, _) = error_of(classify(200, None, envelope(true, "", PLATE), &plate()));
-        assert_eq!(e.status(), Some(200));
-        assert!(!e.is_retryable());
-    }
-
-    #[test]
-    fn an_ok_envelope_with_an_error_status_is_not_a_success() {
-        let (e, _) = error_of(classify(500, None, envelope(false, "200_OK", PLATE), &plate()));
-        assert_eq!(e.status(), Some(500));
-        assert!(e.is_retryable());
-        let (e, _) = error_of(classify(404, None, envelope(false, "200_OK", PLATE), &plate()));
-        assert_eq!(e.status(), Some(404));
-        assert!(!e.is_retryable());
-    }
-
-    #[test]
-    fn non_envelope_bodies_are_invalid_responses() {
-        for (status, body, retryable) in [
-            (502, &b"<html>Bad Gateway</html>"[..], true),
-            (500, b"", true),
-            (503, b"{\"header\":{}}", true),
-            (200, b"<html>login</html>", false),
-            (200, b"{\"header\": {\"isErr\": false", false),
-            (404, b"not found", false),
-            (302, b"", false),
-        ] {
-            let (e, has_envelope) = error_of(classify(status, None, Bytes::from_static(body), &plate()));
-            assert!(!has_envelope);
-            assert_eq!(e.kind(), "invalid_response");
-            assert_eq!(e.status(), Some(status));
-            assert_eq!(e.is_retryable(), retryable, "{status} {body:?}");
-        }
-    }
-
-    #[test]
-    fn another_license_plate_is_a_permanent_mismatch() {
-        for echoed in ["01JD1X4Y0ZKQ6N0M7W7E3H5T9C", ""] {
-            let (e, has_envelope) =
-                error_of(classify(200, None, envelope(false, "200_OK", echoed), &plate()));
-            assert!(has_envelope);
-            assert!(!e.is_retryable());
-            assert_eq!(e, ScwmError::LicensePlateMismatch { expected: plate(), got: echoed.to_owned() });
-        }
-    }
 
     fn settings() -> ClientSettings {
         ClientSettings::single_url(

@@ -2,6 +2,7 @@
 //! circuit breaker, concurrency limit) and the simulator that stands in for it.
 
 pub mod breaker;
+mod classify;
 pub mod client;
 pub mod config;
 pub mod envelope;
