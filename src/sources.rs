@@ -245,7 +245,46 @@ fn build_one(
     read_file: &dyn Fn(&Path) -> io::Result<String>,
 ) -> Result<SourceSpec, Vec<(String, String)>> {
     let mut errors = Vec::new();
-    let kind = match (raw.kind.as_str(), raw.payload.as_deref()) {
+    let kind = kind(&raw, key, &mut errors);
+    if name == NATIVE && kind.is_some_and(|k| k != SourceKind::Native) {
+        errors.push((format!("{key}.kind"), "the source named `native` must be of kind native".into()));
+    }
+    let auth =
+        build_auth(&raw.auth, &format!("{key}.auth"), read_file).map_err(|mut e| errors.append(&mut e)).ok();
+    let (limits, rate_limit) = limits(&raw.limits, key, &mut errors);
+    let alerts = match kind {
+        Some(k) if k.carries_alerts() => alert_settings(&raw, key, &mut errors),
+        Some(_) => {
+            for (field, set) in [
+                ("grouping", raw.grouping.is_some()),
+                ("routes", !raw.routes.is_empty()),
+                ("templates", raw.templates != RawTemplates::default()),
+            ] {
+                if set {
+                    errors.push((format!("{key}.{field}"), "only alert sources have this".into()));
+                }
+            }
+            None
+        }
+        None => None,
+    };
+    match (kind, auth) {
+        (Some(kind), Some(auth)) if errors.is_empty() => Ok(SourceSpec {
+            name: name.to_owned(),
+            kind,
+            auth,
+            verify_nats: raw.verify_nats,
+            limits,
+            rate_limit,
+            alerts,
+        }),
+        _ => Err(errors),
+    }
+}
+
+/// How the source's messages are read: `kind`, and for CloudEvents what their data holds.
+fn kind(raw: &RawSource, key: &str, errors: &mut Vec<(String, String)>) -> Option<SourceKind> {
+    match (raw.kind.as_str(), raw.payload.as_deref()) {
         ("native", None) => Some(SourceKind::Native),
         ("alertmanager", None) => Some(SourceKind::Alertmanager),
         ("grafana", None) => Some(SourceKind::Grafana),
@@ -277,14 +316,11 @@ fn build_one(
             ));
             None
         }
-    };
-    if name == NATIVE && kind.is_some_and(|k| k != SourceKind::Native) {
-        errors.push((format!("{key}.kind"), "the source named `native` must be of kind native".into()));
     }
-    let auth =
-        build_auth(&raw.auth, &format!("{key}.auth"), read_file).map_err(|mut e| errors.append(&mut e)).ok();
+}
 
-    let l = &raw.limits;
+/// The source's limits, and its rate limiter when it has a rate.
+fn limits(l: &RawLimits, key: &str, errors: &mut Vec<(String, String)>) -> (Limits, Option<RateLimiter>) {
     for (field, zero) in [
         ("max_body_bytes", l.max_body_bytes == 0),
         ("max_depth", l.max_depth == 0),
@@ -305,65 +341,37 @@ fn build_one(
     } else {
         None
     };
-
-    let alerts = match kind {
-        Some(k) if k.carries_alerts() => {
-            let grouping = match raw.grouping.as_deref() {
-                None => Some(Grouping::Alert),
-                Some(g) => Grouping::parse(g).or_else(|| {
-                    errors.push((format!("{key}.grouping"), format!("`{g}`: expected alert or group")));
-                    None
-                }),
-            };
-            let routes = build_routes(&raw.routes, &format!("{key}.routes"))
-                .map_err(|mut e| errors.append(&mut e))
-                .ok();
-            let templates = build_templates(&raw.templates, &format!("{key}.templates"))
-                .map_err(|mut e| errors.append(&mut e))
-                .ok();
-            if raw.reopen_window.is_zero() {
-                errors.push((format!("{key}.reopen_window"), "must be greater than zero".into()));
-            }
-            match (grouping, routes, templates) {
-                (Some(grouping), Some(routes), Some(templates)) => Some(AlertSettings {
-                    grouping,
-                    reopen_window: raw.reopen_window,
-                    owner_id: raw.owner_id.clone(),
-                    routes,
-                    templates,
-                }),
-                _ => None,
-            }
-        }
-        Some(_) => {
-            for (field, set) in [
-                ("grouping", raw.grouping.is_some()),
-                ("routes", !raw.routes.is_empty()),
-                ("templates", raw.templates != RawTemplates::default()),
-            ] {
-                if set {
-                    errors.push((format!("{key}.{field}"), "only alert sources have this".into()));
-                }
-            }
-            None
-        }
-        None => None,
+    let limits = Limits {
+        max_body_bytes: l.max_body_bytes,
+        max_depth: l.max_depth,
+        max_alerts: l.max_alerts,
+        max_string_chars: l.max_string_chars,
     };
-    match (kind, auth) {
-        (Some(kind), Some(auth)) if errors.is_empty() => Ok(SourceSpec {
-            name: name.to_owned(),
-            kind,
-            auth,
-            verify_nats: raw.verify_nats,
-            limits: Limits {
-                max_body_bytes: l.max_body_bytes,
-                max_depth: l.max_depth,
-                max_alerts: l.max_alerts,
-                max_string_chars: l.max_string_chars,
-            },
-            rate_limit,
-            alerts,
+    (limits, rate_limit)
+}
+
+/// Grouping, reopen window, owner, routes and templates of an alert source.
+fn alert_settings(raw: &RawSource, key: &str, errors: &mut Vec<(String, String)>) -> Option<AlertSettings> {
+    let grouping = match raw.grouping.as_deref() {
+        None => Some(Grouping::Alert),
+        Some(g) => Grouping::parse(g).or_else(|| {
+            errors.push((format!("{key}.grouping"), format!("`{g}`: expected alert or group")));
+            None
         }),
-        _ => Err(errors),
+    };
+    let routes =
+        build_routes(&raw.routes, &format!("{key}.routes")).map_err(|mut e| errors.append(&mut e)).ok();
+    let templates = build_templates(&raw.templates, &format!("{key}.templates"))
+        .map_err(|mut e| errors.append(&mut e))
+        .ok();
+    if raw.reopen_window.is_zero() {
+        errors.push((format!("{key}.reopen_window"), "must be greater than zero".into()));
     }
+    Some(AlertSettings {
+        grouping: grouping?,
+        reopen_window: raw.reopen_window,
+        owner_id: raw.owner_id.clone(),
+        routes: routes?,
+        templates: templates?,
+    })
 }

@@ -196,10 +196,38 @@ pub struct ConsumerConfig {
 /// Checks `raw` into the connection, its subscriptions and consumers; `sources` are the names
 /// they may refer to.
 pub fn build(raw: RawNats, p: &mut Problems<'_>, sources: &Sources) -> Option<NatsConfig> {
-    if raw.url.is_empty() {
+    check_urls(&raw.url, p);
+    let auth = auth(&raw, p);
+    let client_cert = match (raw.tls.cert_file, raw.tls.key_file) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        _ => {
+            p.error("nats.tls", "cert_file and key_file go together");
+            None
+        }
+    };
+    let connect_timeout = p.positive("nats.connect_timeout", raw.connect_timeout);
+
+    let subscriptions = subscriptions(raw.subscriptions, p, sources);
+    let consumers = consumers(raw.consumers, p, sources);
+    let results = crate::publish::config::build_nats(raw.results, p);
+    Some(NatsConfig {
+        servers: raw.url,
+        name: raw.name,
+        auth,
+        connect_timeout,
+        tls: NatsTls { required: raw.tls.required, ca_file: raw.tls.ca_file, client_cert },
+        subscriptions,
+        consumers,
+        results,
+    })
+}
+
+fn check_urls(urls: &[String], p: &mut Problems<'_>) {
+    if urls.is_empty() {
         p.error("nats.url", "at least one server URL is required");
     }
-    for url in &raw.url {
+    for url in urls {
         match Url::parse(url) {
             Ok(u) if has_userinfo(&u) => p.error(
                 "nats.url",
@@ -212,16 +240,20 @@ pub fn build(raw: RawNats, p: &mut Problems<'_>, sources: &Sources) -> Option<Na
             }
         }
     }
-    let password = p.secret("nats.password", raw.password, raw.password_file.as_deref());
-    let token = p.secret("nats.token", raw.token, raw.token_file.as_deref());
-    let seed = p.secret("nats.nkey_seed", raw.nkey_seed, raw.nkey_seed_file.as_deref());
-    let auth = match (raw.user, password, token, seed, raw.creds_file) {
+}
+
+/// One way of authenticating to NATS, or none.
+fn auth(raw: &RawNats, p: &mut Problems<'_>) -> NatsAuth {
+    let password = p.secret("nats.password", raw.password.clone(), raw.password_file.as_deref());
+    let token = p.secret("nats.token", raw.token.clone(), raw.token_file.as_deref());
+    let seed = p.secret("nats.nkey_seed", raw.nkey_seed.clone(), raw.nkey_seed_file.as_deref());
+    match (raw.user.clone(), password, token, seed, raw.creds_file.as_deref()) {
         (None, None, None, None, None) => NatsAuth::None,
         (Some(user), Some(password), None, None, None) => NatsAuth::UserPassword { user, password },
         (None, None, Some(t), None, None) => NatsAuth::Token(t),
         (None, None, None, Some(s), None) => NatsAuth::NkeySeed(s),
         (None, None, None, None, Some(path)) => {
-            nats_credentials(p, &path).map_or(NatsAuth::None, NatsAuth::Credentials)
+            nats_credentials(p, path).map_or(NatsAuth::None, NatsAuth::Credentials)
         }
         (Some(_), None, None, None, None) => {
             p.error("nats.password", "required with nats.user");
@@ -235,20 +267,17 @@ pub fn build(raw: RawNats, p: &mut Problems<'_>, sources: &Sources) -> Option<Na
             p.error("nats", "choose one of user/password, token, nkey_seed or creds_file");
             NatsAuth::None
         }
-    };
-    let client_cert = match (raw.tls.cert_file, raw.tls.key_file) {
-        (Some(c), Some(k)) => Some((c, k)),
-        (None, None) => None,
-        _ => {
-            p.error("nats.tls", "cert_file and key_file go together");
-            None
-        }
-    };
-    let connect_timeout = p.positive("nats.connect_timeout", raw.connect_timeout);
+    }
+}
 
+fn subscriptions(
+    raw: Option<Vec<RawSubscription>>,
+    p: &mut Problems<'_>,
+    sources: &Sources,
+) -> Vec<SubscriptionConfig> {
     // Nothing is subscribed unless asked for: a command subject open by default would take
     // commands from anyone who may publish on the NATS account.
-    let subscriptions = match raw.subscriptions {
+    match raw {
         None => Vec::new(),
         Some(subs) => subs
             .into_iter()
@@ -260,10 +289,11 @@ pub fn build(raw: RawNats, p: &mut Problems<'_>, sources: &Sources) -> Option<Na
                 SubscriptionConfig { subject: s.subject, queue_group: s.queue_group, source: s.source }
             })
             .collect(),
-    };
-    let consumers = raw
-        .consumers
-        .into_iter()
+    }
+}
+
+fn consumers(raw: Vec<RawConsumer>, p: &mut Problems<'_>, sources: &Sources) -> Vec<ConsumerConfig> {
+    raw.into_iter()
         .enumerate()
         .map(|(i, c)| {
             let key = format!("nats.consumers[{i}]");
@@ -300,18 +330,7 @@ pub fn build(raw: RawNats, p: &mut Problems<'_>, sources: &Sources) -> Option<Na
                 source: c.source,
             }
         })
-        .collect();
-    let results = crate::publish::config::build_nats(raw.results, p);
-    Some(NatsConfig {
-        servers: raw.url,
-        name: raw.name,
-        auth,
-        connect_timeout,
-        tls: NatsTls { required: raw.tls.required, ca_file: raw.tls.ca_file, client_cert },
-        subscriptions,
-        consumers,
-        results,
-    })
+        .collect()
 }
 
 /// Reads a NATS `.creds` file and checks that it holds a user JWT and an nkey seed.
