@@ -9,8 +9,6 @@
 //! a JetStream message is done when the consumer's ack floor passes it, and dead letters are
 //! awaited on a subscription or on the bridge's channel sink.
 
-mod common;
-
 use std::{
     collections::{BTreeMap, HashMap},
     path::PathBuf,
@@ -18,14 +16,14 @@ use std::{
     time::Duration,
 };
 
-use async_nats::jetstream::{self, consumer::PullConsumer};
-use bytes::Bytes;
-use common::{
+use crate::kit::{
     TestApp,
     alerts::{BEARER, Step, am_source, correlation_key, keyed_notification},
     nats::NatsServer,
     within,
 };
+use async_nats::jetstream::{self, consumer::PullConsumer};
+use bytes::Bytes;
 use futures::StreamExt;
 use incident_bridge::{
     config,
@@ -115,7 +113,7 @@ impl Rig {
             extra.push_str(&nats_for(&n.url(), source));
         }
         extra.push_str(&embedded_store(&dir));
-        let app = TestApp::start_against(common::start_simulator().await, &extra, &[]).await;
+        let app = TestApp::start_against(crate::kit::start_simulator().await, &extra, &[]).await;
         let client = match &nats {
             Some(n) => Some(n.client().await),
             None => None,
@@ -766,7 +764,7 @@ add = "{% if %}"
     );
     let dir = tempfile::tempdir().unwrap();
     let text =
-        common::config_text("http://127.0.0.1:1/incident", &format!("{sources}{}", embedded_store(&dir)));
+        crate::kit::config_text("http://127.0.0.1:1/incident", &format!("{sources}{}", embedded_store(&dir)));
     let keys = ["sources.am.templates.title", "sources.am.routes[0].templates.payload.add"];
 
     let errors = config::load(&text, &BTreeMap::new(), &|p| std::fs::read_to_string(p)).unwrap_err();
@@ -828,7 +826,7 @@ async fn when_scwm_no_longer_knows_the_mapped_item_the_mapping_is_dropped_and_a_
 async fn after_the_store_is_lost_a_repeat_of_the_same_notification_finds_the_incident_it_opened() {
     let dir = tempfile::tempdir().unwrap();
     let extra = format!("{}{}", am_source("am", ""), embedded_store(&dir));
-    let app = TestApp::start_against(common::start_simulator().await, &extra, &[]).await;
+    let app = TestApp::start_against(crate::kit::start_simulator().await, &extra, &[]).await;
     assert_eq!(post(&app, "am", &am("firing-single")).await.0, 200);
     let sim = app.stop_keeping_simulator().await;
     let first = incident_for(&sim, DISK_KEY);
@@ -869,7 +867,7 @@ async fn a_jetstream_message_retried_after_a_newer_one_for_its_key_does_not_undo
     for name in ["firing-single", "resolved-single"] {
         js.publish(JS_SUBJECT, Bytes::from(am(name))).await.unwrap().await.unwrap();
     }
-    let sim = common::start_simulator().await;
+    let sim = crate::kit::start_simulator().await;
     // The firing message's add fails once; with one attempt per delivery it is put back, and
     // the resolved message, next in line, finishes that add and closes the incident.
     sim.set_faults(incident_bridge::sim::Faults {
@@ -912,7 +910,7 @@ async fn two_bridges_sharing_one_kv_store_and_one_consumer_open_exactly_one_inci
  {
     const KEYS: usize = 200;
     let nats = NatsServer::start();
-    let holder = common::start_simulator().await;
+    let holder = crate::kit::start_simulator().await;
     let sim_url = holder.url();
     let extra = format!(
         r#"{sources}
@@ -948,7 +946,7 @@ claim_ttl = "2s"
     })
     .await;
     // The second bridge talks to the first one's simulator.
-    let b = TestApp::start_with_text(&common::config_text(&sim_url, &extra)).await;
+    let b = TestApp::start_with_text(&crate::kit::config_text(&sim_url, &extra)).await;
     within(20, "both bridges to pull", async {
         while consumer_info(&js).await.is_none_or(|info| info.num_waiting < 2) {
             tokio::task::yield_now().await;

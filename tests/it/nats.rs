@@ -1,16 +1,14 @@
 //! NATS end to end: each test starts its own nats-server (random port, own store) and its own
 //! simulator, and drives the bridge through core subjects and JetStream.
 
-mod common;
-
 use std::{
     collections::{HashMap, HashSet},
     time::Duration,
 };
 
+use crate::kit::{TestApp, nats::NatsServer, within};
 use async_nats::jetstream::{self, stream};
 use bytes::Bytes;
-use common::{TestApp, nats::NatsServer, within};
 use futures::StreamExt;
 use incident_bridge::{
     publish::Published,
@@ -39,7 +37,7 @@ max_deliver = 20
 "#;
 
 async fn app_with_nats(nats: &NatsServer, extra: &str) -> TestApp {
-    let sim = common::start_simulator().await;
+    let sim = crate::kit::start_simulator().await;
     TestApp::start_against(sim, &nats_section(&nats.url(), extra), &[]).await
 }
 
@@ -131,7 +129,7 @@ async fn a_core_command_yields_scwm_s_header_as_a_result_event_with_every_header
     let direct = app
         .http
         .post(app.sim.url())
-        .header("authorization", format!("Basic {}", common::TOKEN))
+        .header("authorization", format!("Basic {}", crate::kit::TOKEN))
         .json(&json!({"header": {"headerVersion": 1, "eventName": "agile-process-teams:add-incident:v3",
                                  "ownerId": "TEST_OWNER", "licensePlate": plate}, "payload": {"title": "disk full"}}))
         .send()
@@ -191,12 +189,12 @@ async fn request_reply_answers_with_scwm_s_envelope_and_its_status() {
 #[tokio::test]
 async fn two_bridges_in_one_queue_group_share_the_work_without_duplicates() {
     let nats = NatsServer::start();
-    let sim = common::start_simulator().await;
+    let sim = crate::kit::start_simulator().await;
     let section = nats_section(&nats.url(), "");
     let mut a = TestApp::start_against(sim, &section, &[]).await;
     // The second bridge shares the first one's simulator through its URL.
-    let sim_b = common::start_simulator().await;
-    let text_b = common::config_text(&a.sim.url(), &section);
+    let sim_b = crate::kit::start_simulator().await;
+    let text_b = crate::kit::config_text(&a.sim.url(), &section);
     drop(sim_b);
     let mut b = TestApp::start_with_text(&text_b).await;
     wait_ready(&a).await;
@@ -330,7 +328,7 @@ async fn jetstream_permanent_errors_and_malformed_messages_are_dead_lettered_onc
 #[tokio::test]
 async fn jetstream_events_wait_out_an_scwm_outage_and_complete_after() {
     let nats = NatsServer::start();
-    let sim = common::start_simulator().await;
+    let sim = crate::kit::start_simulator().await;
     sim.set_faults(Faults { error_rate: 1.0, error: Failure::Status { status: 503 }, ..Faults::default() });
     let consumer = JS_CONSUMER.replace("max_deliver = 20", "max_deliver = 100");
     let app = TestApp::start_against(
@@ -435,10 +433,10 @@ async fn a_bridge_killed_mid_stream_and_restarted_loses_nothing_and_duplicates_n
     let mut results = client.subscribe("scwm.results.>").await.unwrap();
     client.flush().await.unwrap();
     let holder = TestApp::start_with(&[]).await; // only for its simulator and HTTP client
-    let config = common::config_text(&holder.sim.url(), &nats_section(&nats.url(), JS_CONSUMER));
+    let config = crate::kit::config_text(&holder.sim.url(), &nats_section(&nats.url(), JS_CONSUMER));
     let dir = tempfile::tempdir().unwrap();
 
-    let (mut bridge, _) = common::spawn_bridge(&config, &dir).await;
+    let (mut bridge, _) = crate::kit::spawn_bridge(&config, &dir).await;
     within(20, "the stream", async {
         while js.get_stream("INCIDENTS").await.is_err() {
             tokio::task::yield_now().await;
@@ -460,7 +458,7 @@ async fn a_bridge_killed_mid_stream_and_restarted_loses_nothing_and_duplicates_n
     let done_before_restart = holder.sim.incidents().len();
     assert!(done_before_restart < N, "the kill happened mid-stream");
 
-    let (mut bridge, _) = common::spawn_bridge(&config, &dir).await;
+    let (mut bridge, _) = crate::kit::spawn_bridge(&config, &dir).await;
     let plates = collect_results(&mut results, N, 180).await;
     assert_eq!(plates.len(), N);
     assert_one_effect_per_plate(&holder, N);
@@ -560,7 +558,7 @@ async fn jetstream_messages_for_one_key_reach_scwm_in_stream_order() {
 #[tokio::test]
 async fn a_slow_scwm_call_keeps_its_message_in_progress_instead_of_redelivered() {
     let nats = NatsServer::start();
-    let sim = common::start_simulator().await;
+    let sim = crate::kit::start_simulator().await;
     // Each call takes twice the consumer's ack_wait.
     sim.set_faults(Faults {
         latency: Some(incident_bridge::sim::Latency::Fixed { fixed_ms: 4000 }),

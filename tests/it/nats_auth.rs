@@ -5,14 +5,12 @@
 //! SCWM's envelope back. With wrong credentials the server refuses the bridge again and again,
 //! and the bridge keeps running, not ready, saying why.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
+use crate::kit::{TestApp, nats::NatsServer, within};
 use async_nats::ConnectOptions;
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use bytes::Bytes;
-use common::{TestApp, nats::NatsServer, within};
 use nkeys::KeyPair;
 use serde_json::{Value, json};
 
@@ -37,7 +35,7 @@ fn path_value(path: &Path) -> String {
 /// A bridge with its own simulator whose `[nats]` section is `url` plus `nats_extra`; `tail`
 /// comes after it (e.g. a `[nats.tls]` table).
 async fn bridge(url: &str, nats_extra: &str, tail: &str) -> TestApp {
-    let sim = common::start_simulator().await;
+    let sim = crate::kit::start_simulator().await;
     let section = format!(
         "[nats]\nurl = {}\n{nats_extra}\n[[nats.subscriptions]]\nsubject = \"incidents.commands.*\"\n{tail}\n",
         quoted(url)
@@ -336,7 +334,7 @@ const EXIT_CONFIG: i32 = 78;
 /// returns its exit code and everything it printed.
 async fn serve_with_creds_file(dir: &Path, path: &Path) -> (Option<i32>, String) {
     let nats = format!("[nats]\nurl = \"nats://127.0.0.1:1\"\ncreds_file = {}\n", path_value(path));
-    let config = write(dir, "bridge.toml", &common::config_text("http://127.0.0.1:1/scwm", &nats));
+    let config = write(dir, "bridge.toml", &crate::kit::config_text("http://127.0.0.1:1/scwm", &nats));
     let out = within(
         30,
         "the bridge to exit",

@@ -3,16 +3,14 @@
 //! what each backend adds: the embedded file across reopen and a killed process, the KV bucket
 //! across a server restart and while the server is down.
 
-mod common;
-
 use std::{
     io::{BufRead, BufReader},
     sync::Arc,
     time::{Duration, Instant},
 };
 
+use crate::kit::{nats::NatsServer, within};
 use bytes::Bytes;
-use common::{nats::NatsServer, within};
 use incident_bridge::{
     ids::CorrelationKey,
     store::{
@@ -299,7 +297,7 @@ async fn an_embedded_write_survives_the_writer_being_killed() {
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "helper_process_that_writes_and_waits_to_be_killed",
+            "store::helper_process_that_writes_and_waits_to_be_killed",
             "--nocapture",
             "--test-threads=1",
         ])

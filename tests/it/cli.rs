@@ -1,10 +1,8 @@
 //! The binary as users run it: version, config checking, and shutdown on SIGTERM.
 
-mod common;
-
 use std::{process::Command, time::Duration};
 
-use common::within;
+use crate::kit::within;
 use incident_bridge::sim::{Faults, Latency};
 use serde_json::json;
 
@@ -99,10 +97,10 @@ fn kubernetes_service_link_variables_do_not_break_the_config() {
 
 #[tokio::test]
 async fn sigterm_during_in_flight_work_finishes_it_and_exits_zero() {
-    let sim = common::start_simulator().await;
+    let sim = crate::kit::start_simulator().await;
     sim.set_faults(Faults { latency: Some(Latency::Fixed { fixed_ms: 1000 }), ..Faults::default() });
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, addr) = common::spawn_bridge(&common::config_text(&sim.url(), ""), &dir).await;
+    let (mut child, addr) = crate::kit::spawn_bridge(&crate::kit::config_text(&sim.url(), ""), &dir).await;
 
     let http = reqwest::Client::new();
     for i in 0..5 {
@@ -144,7 +142,7 @@ async fn quickstart_fires_one_alert(dir: &tempfile::TempDir) -> (serde_json::Val
         ("INCIDENT_BRIDGE_SIMULATOR__LISTEN", sim_listen.as_str()),
         ("INCIDENT_BRIDGE_SCWM__URL", scwm_url.as_str()),
     ];
-    let (mut child, addr) = common::spawn_bridge_with_env(&config, dir, &env).await;
+    let (mut child, addr) = crate::kit::spawn_bridge_with_env(&config, dir, &env).await;
     let firing = std::fs::read("tests/fixtures/alertmanager/firing-single.json").unwrap();
     let http = reqwest::Client::new();
     let answer: serde_json::Value = http

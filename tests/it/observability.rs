@@ -3,12 +3,10 @@
 //! call, the result event continues the same trace, and `/metrics` moves by exactly what
 //! happened.
 
-mod common;
-
 use std::collections::HashMap;
 
+use crate::kit::{nats::NatsServer, within};
 use axum::{Router, body::Bytes, extract::State, routing::post};
-use common::{nats::NatsServer, within};
 use futures::StreamExt;
 use incident_bridge::sim::{Failure, Faults};
 use opentelemetry_proto::tonic::{collector::trace::v1::ExportTraceServiceRequest, trace::v1::Span};
@@ -49,16 +47,16 @@ async fn spawn_with_env(
     dir: &tempfile::TempDir,
     env: &[(&str, &str)],
 ) -> (tokio::process::Child, String) {
-    common::spawn_bridge_with_env(config, dir, env).await
+    crate::kit::spawn_bridge_with_env(config, dir, env).await
 }
 
 #[tokio::test]
 async fn one_trace_runs_from_the_sender_through_scwm_to_the_result_event() {
     let (endpoint, mut spans) = otlp_receiver().await;
     let nats = NatsServer::start();
-    let sim = common::start_simulator().await;
+    let sim = crate::kit::start_simulator().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = common::config_text(&sim.url(), &format!("[nats]\nurl = \"{}\"\n", nats.url()));
+    let config = crate::kit::config_text(&sim.url(), &format!("[nats]\nurl = \"{}\"\n", nats.url()));
     let (mut child, addr) = spawn_with_env(
         &config,
         &dir,
@@ -144,9 +142,9 @@ fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
 
 #[tokio::test]
 async fn metrics_move_by_exactly_what_happened() {
-    let sim = common::start_simulator().await;
+    let sim = crate::kit::start_simulator().await;
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, addr) = spawn_with_env(&common::config_text(&sim.url(), ""), &dir, &[]).await;
+    let (mut child, addr) = spawn_with_env(&crate::kit::config_text(&sim.url(), ""), &dir, &[]).await;
     let http = reqwest::Client::new();
     let scrape =
         || async { http.get(format!("http://{addr}/metrics")).send().await.unwrap().text().await.unwrap() };

@@ -1,10 +1,8 @@
 //! Native commands over HTTP, end to end: a real bridge and a real simulator on loopback.
 
-mod common;
-
 use std::{collections::BTreeMap, time::Duration};
 
-use common::{TestApp, within};
+use crate::kit::{TestApp, within};
 use incident_bridge::{
     publish::Published,
     sim::{Failure, Faults, Latency},
@@ -80,7 +78,7 @@ async fn every_operation_round_trips_through_the_bridge_to_the_simulator() {
         assert_eq!(r.body["header"]["ownerId"], "TEST_OWNER");
         let auth =
             r.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case("authorization")).map(|(_, v)| v.as_str());
-        assert_eq!(auth, Some(format!("Basic {}", common::TOKEN).as_str()));
+        assert_eq!(auth, Some(format!("Basic {}", crate::kit::TOKEN).as_str()));
     }
     let plates: std::collections::HashSet<_> =
         requests.iter().map(|r| r.body["header"]["licensePlate"].as_str().unwrap().to_owned()).collect();

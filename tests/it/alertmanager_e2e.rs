@@ -11,8 +11,6 @@
 //! Needs `prometheus-alertmanager` (Debian/Ubuntu: `apt-get install -y prometheus-alertmanager`;
 //! `scripts/test.sh` installs it). A missing binary fails the test, it never skips.
 
-mod common;
-
 use std::{
     collections::BTreeMap,
     io::{BufRead, BufReader},
@@ -23,13 +21,13 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
+use crate::kit::TestApp;
 use axum::{
     Router,
     body::{Body, Bytes},
     extract::{Request, State},
     response::{IntoResponse, Response},
 };
-use common::TestApp;
 use http::{HeaderMap, StatusCode, header};
 use incident_bridge::sim::{IncidentStatus, RecordedRequest};
 use serde_json::{Value, json};
@@ -56,7 +54,7 @@ async fn alertmanager_notifications_open_incidents_repeats_add_nothing_and_resol
     // With a trailing newline, as `echo` writes it: Alertmanager and the bridge both drop it.
     std::fs::write(&token_file, format!("{BEARER}\n")).unwrap();
 
-    let sim = common::start_simulator().await;
+    let sim = crate::kit::start_simulator().await;
     let bridge_config = format!(
         r#"
 [store]
@@ -449,7 +447,7 @@ impl Tap {
         let (tx, deliveries) = mpsc::channel(64);
         let state = TapState { upstream, client: reqwest::Client::new(), deliveries: tx };
         let router = Router::new().fallback(forward).with_state(state);
-        let listener = TcpListener::bind(common::loopback()).await.unwrap();
+        let listener = TcpListener::bind(crate::kit::loopback()).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();

@@ -25,7 +25,7 @@
 //! keys, and so more kills, a 60 s SCWM outage, three nats-server restarts, five HTTP bursts):
 //!
 //! ```sh
-//! CHAOS_SCALE=long cargo test --test chaos -- --nocapture
+//! CHAOS_SCALE=long cargo test --test it chaos:: -- --nocapture
 //! ```
 //!
 //! Kill times and the replicas' event scripts are random; every test that draws them prints its
@@ -40,8 +40,6 @@
 //! The timers that remain are the chaos itself: how long SCWM stays down, and the `Retry-After`
 //! a refused sender honours.
 
-mod common;
-
 use std::{
     collections::{BTreeMap, HashMap},
     future::Future,
@@ -53,13 +51,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use async_nats::jetstream::{self, consumer::PullConsumer, stream};
-use bytes::Bytes;
-use common::{
+use crate::kit::{
     alerts::{BEARER, Step, am_source, correlation_key, keyed_notification},
     nats::NatsServer,
     within,
 };
+use async_nats::jetstream::{self, consumer::PullConsumer, stream};
+use bytes::Bytes;
 use incident_bridge::sim::{Failure, Faults, IncidentStatus, Latency, SimHandle, SimState, Simulator};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use tempfile::TempDir;
@@ -144,7 +142,7 @@ impl Bridge {
             .collect();
         env.push(("RUST_LOG".into(), "warn,incident_bridge::app=info".into()));
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let (child, addr) = common::spawn_bridge_with_env(config, dir, &env).await;
+        let (child, addr) = crate::kit::spawn_bridge_with_env(config, dir, &env).await;
         Self { child, addr, http: reqwest::Client::new() }
     }
 
@@ -214,7 +212,7 @@ impl Rig {
             .await
             .unwrap_or_else(|e| panic!("creating stream {name}: {e}"));
         }
-        let sim = common::start_simulator().await;
+        let sim = crate::kit::start_simulator().await;
         let (scwm, scwm_addr) = (sim.state(), sim.addr());
         Self { nats, js, sim: Some(sim), scwm, scwm_addr, dir: tempfile::tempdir().unwrap() }
     }
@@ -243,7 +241,7 @@ source = "{SOURCE}"
             source = am_source(SOURCE, "reopen_window = \"1h\""),
             url = self.nats.url(),
         );
-        common::config_text(&self.scwm_url(), &extra)
+        crate::kit::config_text(&self.scwm_url(), &extra)
     }
 
     /// Publishes the bodies to the alert stream, in order; returns the last stream sequence.
