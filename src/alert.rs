@@ -30,7 +30,8 @@
 //!         store.put(target.key, stored)
 //! ```
 //!
-//! `tests/alerts.rs` runs exactly this against an in-memory store.
+//! The planner ([`crate::plan`]) is this, made exact; `tests/it/alerts.rs` drives it against an
+//! in-memory store.
 
 use std::collections::BTreeMap;
 

@@ -1,6 +1,6 @@
 //! The alerts feature end to end on real payloads, without I/O: captured Alertmanager and
-//! Grafana bodies decode to the model, route, render and drive the lifecycle the way the
-//! pipeline will, against an in-memory store.
+//! Grafana bodies decode to the model, route, render and go through the real planner, the one
+//! the pipeline runs, against an in-memory store.
 
 use std::{
     collections::BTreeMap,
@@ -18,7 +18,8 @@ use incident_bridge::{
         headers::NoHeaders,
     },
     ids::{CorrelationKey, ItemId, LicensePlate},
-    lifecycle::{self, DecisionKind, Input, Stored},
+    lifecycle::{self, DecisionKind},
+    plan::{self, Advance, Answer, Claimant, Facts, Plan, Record},
     route::{Action, RawRoute, Routes, build_routes},
     scwm::{Operation, Payload},
     template::{RawTemplates, Renderer, TemplateSet, build_templates},
@@ -230,8 +231,9 @@ fn a_truncated_group_says_what_it_left_out() {
     assert!(description.contains("- and 3 more not included in the notification"), "{description}");
 }
 
-/// A bridge in miniature: what the pipeline does for one alert source, with a map for a store
-/// and a list for SCWM. Every SCWM call succeeds; adds answer `IT-<n>`.
+/// A bridge in miniature: the real planner ([`plan::plan`], [`plan::advance`]) for one alert
+/// source, with a map for a store and a list for SCWM, exactly as the pipeline drives it minus
+/// the I/O. Every SCWM call succeeds; adds answer `IT-<n>`.
 struct Bridge {
     source: &'static str,
     kind: NotificationKind,
@@ -239,7 +241,7 @@ struct Bridge {
     routes: Routes,
     templates: TemplateSet,
     reopen_window: Duration,
-    store: BTreeMap<CorrelationKey, Stored>,
+    store: BTreeMap<CorrelationKey, Record>,
     calls: Vec<(Operation, Payload)>,
     now: SystemTime,
 }
@@ -265,6 +267,8 @@ impl Bridge {
             NotificationKind::Alertmanager => alertmanager::decode(body).unwrap(),
             NotificationKind::Grafana => grafana::decode(body).unwrap(),
         };
+        let event_plate = LicensePlate::generate();
+        let claimant = Claimant { instance: "test", claim_ttl: Duration::from_secs(30) };
         let mut labels = Vec::new();
         for target in self.routes.plan(&n, self.source, self.grouping) {
             if target.route.action == Action::Drop {
@@ -273,35 +277,43 @@ impl Bridge {
             }
             let renderer = Renderer::new(self.source, &self.templates, &n, target.subject());
             let content = renderer.content().unwrap();
-            let mut stored = self.store.get(&target.key).cloned();
-            let input = Input {
+            let facts = Facts {
+                source: self.source,
+                key: &target.key,
                 status: target.status,
-                content_hash: &content.hash,
-                now: self.now,
+                position: None,
+                episode: incident_bridge::alert::episode_start(target.alerts(&n)),
+                event_plate: &event_plate,
                 reopen_window: self.reopen_window,
                 partner: target.route.partner.as_deref(),
+                owner_id: target.route.owner_id.as_deref(),
+                max_string_chars: 8192,
             };
-            let decision = lifecycle::decide(stored.as_ref(), &input);
-            // Render every payload before the first call, so a template error cannot leave the
-            // decision half done. The item id is set at send time: after an add it is new.
-            let payloads: Vec<Payload> =
-                decision.ops.iter().map(|op| renderer.payload(*op, &content, None).unwrap()).collect();
-            for (op, mut payload) in decision.ops.iter().copied().zip(payloads) {
-                let new_id =
-                    (op == Operation::Add).then(|| ItemId::new(format!("IT-{}", self.calls.len() + 1)));
-                if let (Some(s), false) = (&stored, op == Operation::Add) {
-                    payload.insert("id".into(), Value::String(s.item_id.as_str().into()));
+            let record = self.store.get(&target.key).cloned().unwrap_or_default();
+            let planned = plan::plan(&record, &facts, &renderer, &content, claimant, self.now, None).unwrap();
+            let (decision, mut record) = match planned {
+                Plan::Nothing { decision, record: saved } => {
+                    if let Some(saved) = saved {
+                        self.store.insert(target.key.clone(), saved);
+                    }
+                    labels.push(decision.label());
+                    continue;
                 }
-                self.calls.push((op, payload));
-                let plate =
-                    LicensePlate::derived(0, format!("{}/{}", target.key, self.calls.len()).as_bytes());
-                stored = Some(
-                    lifecycle::apply(stored.as_ref(), op, new_id, &content.hash, self.now, plate).unwrap(),
-                );
+                Plan::Run { decision, record } => (decision, record),
+                other => panic!("a lone bridge is never busy nor resuming: {other:?}"),
+            };
+            // Every step was rendered before the first call, so a template error cannot leave
+            // the decision half done; the item id is set at send time: after an add it is new.
+            while let Some((index, payload)) = plan::next_step(&record) {
+                let op = record.pending.as_ref().unwrap().steps[index].op;
+                self.calls.push((op, payload.unwrap()));
+                let item_id = (op == Operation::Add).then(|| ItemId::new(format!("IT-{}", self.calls.len())));
+                match plan::advance(&mut record, index, Answer::Accepted { item_id }, self.now) {
+                    Advance::Next | Advance::Finished => {}
+                    other => panic!("{other:?}"),
+                }
             }
-            if let Some(s) = stored {
-                self.store.insert(target.key.clone(), s);
-            }
+            self.store.insert(target.key.clone(), record);
             labels.push(decision.label());
         }
         labels
@@ -370,7 +382,7 @@ fn an_alert_that_fires_again_is_reopened_within_the_window_and_replaced_after_it
     assert_eq!(b.receive(&body("firing-single")), ["replace"]);
     assert_eq!(b.ops(), [Add, Close, Reopen, Close, Add]);
     assert_eq!(b.calls[2].1["id"], "IT-1");
-    assert_eq!(b.store.values().next().unwrap().item_id, ItemId::new("IT-5"));
+    assert_eq!(b.store.values().next().unwrap().stored.as_ref().unwrap().item_id, ItemId::new("IT-5"));
 }
 
 #[test]
