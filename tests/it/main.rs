@@ -11,6 +11,7 @@ mod alertmanager_e2e;
 mod alerts;
 mod alerts_e2e;
 mod alerts_fuzz;
+mod architecture;
 mod chaos;
 mod cli;
 mod hostile;

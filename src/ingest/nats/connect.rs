@@ -6,10 +6,8 @@ use std::time::Duration;
 use async_nats::{ConnectOptions, Event};
 use rand::Rng;
 
-use crate::{
-    config::{NatsAuth, NatsConfig},
-    health::Health,
-};
+use super::config::{NatsAuth, NatsConfig};
+use crate::health::Health;
 
 /// The readiness component name.
 pub const COMPONENT: &str = "nats";

@@ -10,8 +10,8 @@ use serde_json::json;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument;
 
+use super::config::SubscriptionConfig;
 use crate::{
-    config::SubscriptionConfig,
     event::{Original, Source, Transport},
     headers::{pairs_from_nats, to_nats_headers, without_credentials},
     ingest::http::status,

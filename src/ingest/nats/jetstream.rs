@@ -28,8 +28,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument;
 
+use super::config::ConsumerConfig;
 use crate::{
-    config::ConsumerConfig,
     event::{Original, Source, Transport},
     headers::{pairs_from_nats, without_credentials},
     intake::{Decoder, Identity, Inbound, Intake, Room},

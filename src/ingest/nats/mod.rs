@@ -12,7 +12,8 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub use connect::{COMPONENT, connect};
 
-use crate::{config::NatsConfig, intake::Intake};
+use self::config::NatsConfig;
+use crate::intake::Intake;
 
 /// A consumer span per message (OpenTelemetry messaging conventions), continuing the
 /// publisher's trace from the message's `traceparent` header.
