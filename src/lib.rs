@@ -2,25 +2,33 @@
 //! publishes SCWM's answers as result events.
 //!
 //! # Layout
-//! Data flows one way: ingest → decode → pipeline → scwm → publish.
-//! - [`config`]: the TOML file and environment overrides, validated into typed values.
-//! - [`ingest`]: transports events arrive on (HTTP, NATS core and JetStream); each maps outcomes
-//!   to its own words.
-//! - [`decode`]: bytes to one transport-neutral [`event::Event`] or [`alert::Notification`].
-//! - [`alert`]: the alert model (alerts, notifications, correlation keys) decoders produce.
-//! - [`route`]: label matchers and ordered routes: what to do with an alert or group.
-//! - [`template`]: minijinja templates that turn alerts into SCWM payloads and content hashes.
-//! - [`lifecycle`]: the pure state machine: (stored incident, alert status, content) → operations.
-//! - [`pipeline`]: `process_one(event) -> Outcome`, and the keyed queue in front of it.
-//! - [`scwm`]: the wire format, the client (retries, breaker) and the simulator.
-//! - [`publish`]: result events and dead letters, and the sinks they go to.
-//! - [`store`]: the correlation store (key → SCWM item), compare-and-swap; embedded or JetStream KV.
-//! - [`app`]: wiring; [`health`]: liveness and readiness; [`telemetry`]: logs, traces and the
-//!   metrics recorder; [`observe`]: every metric's name and labels.
-//! - [`verify`]: authentication of inbound webhooks and NATS messages over the raw body, and
-//!   limits for hostile input.
-//! - [`ids`], [`secret`], [`trace_context`]: types shared by every stage; [`headers`]: one view
-//!   of HTTP and NATS headers for verification and decoding alike.
+//! The crate is built in layers, bottom up; a module imports only from its own layer and the
+//! layers below, never in a circle (`tests/it/architecture.rs` holds the map and enforces it;
+//! `ARCHITECTURE.md` walks one alert through it).
+//!
+//! 1. **Ground**, what every layer speaks: [`ids`], [`secret`], [`headers`] (one view of HTTP
+//!    and NATS headers, their conversions, credential stripping), [`trace_context`],
+//!    [`incident`] (the operations, the payload, a native command, errCodes), [`observe`]
+//!    (every metric's name and labels), [`lenient`] and [`settings`] (what every component's
+//!    config check shares), [`health`], [`telemetry`].
+//! 2. **Model**: [`alert`], the alerts and notifications decoders produce.
+//! 3. **Pure steps**, no I/O and no clock: [`decode`] (bytes to commands and notifications),
+//!    [`verify`] (authentication over the raw body; limits), [`template`], [`route`],
+//!    [`lifecycle`] (the state machine), [`event`] (the transport-neutral event), [`sources`]
+//!    (each named input's settings), and [`plan`], the alert planner: the functional core.
+//! 4. **Parts with I/O**, each speaking to one outside thing: [`scwm`] (the wire format and the
+//!    client: request, retry loop, classification, breaker), [`sim`] (the SCWM simulator),
+//!    [`store`] (the correlation store), [`publish`] (result events and dead letters).
+//! 5. [`pipeline`]: the imperative shell that loads, plans, calls, saves and publishes, behind a
+//!    keyed queue; it returns an `Outcome` and knows no transport.
+//! 6. [`intake`]: the one way in, read → verify → decode → submit, with an outcome ticket per
+//!    event.
+//! 7. **Transports and wiring**: [`ingest`] (HTTP and NATS, each turning outcomes into its own
+//!    words), [`config`] (loading, environment, gathering each component's settings), [`app`].
+//!
+//! Each component owns its configuration (`scwm::config`, `ingest::http::config`,
+//! `ingest::nats::config`, `pipeline::config`, `publish::config`, `sim::config`,
+//! `store::build`); `config` only gathers them.
 
 pub mod alert;
 pub mod app;

@@ -18,7 +18,7 @@ pub const PREFIX: &str = "INCIDENT_BRIDGE_";
 /// Variables with the prefix that are not config keys: `INCIDENT_BRIDGE_CONFIG` names the file.
 const RESERVED: [&str; 1] = ["CONFIG"];
 
-/// What [`apply`] did with the environment.
+/// What `apply` did with the environment.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Applied {
     /// `(variable, dotted key)` for every override applied, in name order.

@@ -1,6 +1,6 @@
 //! Prometheus Alertmanager's webhook body (version 4) to a [`Notification`].
 //!
-//! The shape is shared with Grafana's webhook, which adds fields; [`parse_webhook`] reads the
+//! The shape is shared with Grafana's webhook, which adds fields; `parse_webhook` reads the
 //! common part for both and keeps every field it does not model in `extra`, so a newer sender's
 //! additions are accepted rather than refused. Required: `status`, `alerts`, and per alert
 //! `status` and `labels`. Everything else has a documented default. This module never panics on
