@@ -4,10 +4,10 @@
 
 use std::{
     collections::BTreeMap,
-    path::PathBuf,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+use crate::kit::fixture;
 use bytes::Bytes;
 use incident_bridge::{
     alert::{AlertStatus, Grouping, Notification, NotificationKind, label_fingerprint},
@@ -25,11 +25,6 @@ use incident_bridge::{
     template::{RawTemplates, Renderer, TemplateSet, build_templates},
 };
 use serde_json::{Value, json};
-
-fn fixture(path: &str) -> Vec<u8> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(path);
-    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-}
 
 fn am(name: &str) -> Notification {
     alertmanager::decode(&fixture(&format!("alertmanager/{name}.json"))).unwrap()

@@ -11,7 +11,6 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    path::PathBuf,
     process::Command,
     time::Duration,
 };
@@ -21,6 +20,10 @@ use crate::kit::{
     alerts::{BEARER, Step, am_source, correlation_key, keyed_notification},
     nats::NatsServer,
     within,
+};
+use crate::kit::{
+    fixture,
+    nats::{header, request as nats_request},
 };
 use async_nats::jetstream::{self, consumer::PullConsumer};
 use bytes::Bytes;
@@ -39,11 +42,6 @@ const JS_SUBJECT: &str = "alerts.js.in";
 const STREAM: &str = "ALERTS";
 /// The consumer name the bridge gives its durable consumer by default.
 const DURABLE: &str = "incident-bridge";
-
-fn fixture(path: &str) -> Vec<u8> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(path);
-    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-}
 
 fn am(name: &str) -> Vec<u8> {
     fixture(&format!("alertmanager/{name}.json"))
@@ -218,32 +216,6 @@ async fn post_with(
     let status = resp.status().as_u16();
     let body = resp.bytes().await.unwrap();
     (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
-}
-
-/// A request that waits for the bridge's subscription to be in place (no responders yet).
-async fn nats_request(
-    client: &async_nats::Client,
-    subject: &str,
-    headers: async_nats::HeaderMap,
-    body: Vec<u8>,
-) -> async_nats::Message {
-    let body = Bytes::from(body);
-    within(20, "a reply from the bridge", async {
-        loop {
-            match client.request_with_headers(subject.to_owned(), headers.clone(), body.clone()).await {
-                Ok(msg) => break msg,
-                Err(e) if e.kind() == async_nats::client::RequestErrorKind::NoResponders => {
-                    tokio::task::yield_now().await
-                }
-                Err(e) => panic!("request failed: {e}"),
-            }
-        }
-    })
-    .await
-}
-
-fn header<'a>(msg: &'a async_nats::Message, name: &str) -> Option<&'a str> {
-    msg.headers.as_ref()?.get(name).map(|v| v.as_str())
 }
 
 async fn consumer_info(js: &jetstream::Context) -> Option<jetstream::consumer::Info> {

@@ -1,8 +1,7 @@
 //! Decoders, matchers and default rendering never panic, whatever the bytes: random input and
 //! captured fixtures with random damage. A failure prints the smallest input proptest found.
 
-use std::path::PathBuf;
-
+use crate::kit::fixture;
 use bytes::Bytes;
 use incident_bridge::{
     alert::{Grouping, Notification},
@@ -24,10 +23,6 @@ const FIXTURES: &[&str] = &[
     "grafana/firing.json",
     "grafana/resolved.json",
 ];
-
-fn fixture(path: &str) -> Vec<u8> {
-    std::fs::read(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(path)).unwrap()
-}
 
 /// One edit to a byte string: overwrite, insert or delete at a position (taken modulo length).
 #[derive(Debug, Clone)]

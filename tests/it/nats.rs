@@ -6,7 +6,11 @@ use std::{
     time::Duration,
 };
 
-use crate::kit::{TestApp, nats::NatsServer, within};
+use crate::kit::{
+    TestApp,
+    nats::{NatsServer, header},
+    within,
+};
 use async_nats::jetstream::{self, stream};
 use bytes::Bytes;
 use futures::StreamExt;
@@ -71,10 +75,6 @@ async fn request(client: &async_nats::Client, subject: &str, body: Value) -> asy
         }
     })
     .await
-}
-
-fn header<'a>(msg: &'a async_nats::Message, name: &str) -> Option<&'a str> {
-    msg.headers.as_ref()?.get(name).map(|v| v.as_str())
 }
 
 async fn publish_js(js: &jetstream::Context, subject: &str, bodies: impl IntoIterator<Item = Value>) {

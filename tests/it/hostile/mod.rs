@@ -18,12 +18,12 @@ mod secrets;
 use std::{
     io::{BufRead, BufReader},
     net::SocketAddr,
-    path::PathBuf,
     sync::{Arc, Mutex},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use crate::kit::{TestApp, nats::NatsServer, within};
+use crate::kit::{fixture, nats::request as nats_request};
 use base64::Engine;
 use bytes::Bytes;
 use futures::StreamExt;
@@ -271,11 +271,6 @@ fn malformed_values(value: &[u8]) -> Vec<Vec<u8>> {
 
 const FIXTURE_FINGERPRINT: &str = "fd70cbc6aad0d083";
 
-fn fixture(path: &str) -> Vec<u8> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(path);
-    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-}
-
 /// The captured Alertmanager notification, with its alert's fingerprint replaced by `fp` (16 hex
 /// digits) so that each accepted message opens an incident of its own.
 fn alertmanager_body(fp: &str) -> Vec<u8> {
@@ -386,27 +381,6 @@ max_string_chars = {MAX_STRING}
 "#,
         sw = SW_SECRETS[0]
     )
-}
-
-/// A request, retried while the bridge's subscription is not in place yet.
-async fn nats_request(
-    client: &async_nats::Client,
-    subject: &str,
-    headers: async_nats::HeaderMap,
-    body: Bytes,
-) -> async_nats::Message {
-    within(20, "a reply", async {
-        loop {
-            match client.request_with_headers(subject.to_owned(), headers.clone(), body.clone()).await {
-                Ok(msg) => break msg,
-                Err(e) if e.kind() == async_nats::client::RequestErrorKind::NoResponders => {
-                    tokio::task::yield_now().await
-                }
-                Err(e) => panic!("request failed: {e}"),
-            }
-        }
-    })
-    .await
 }
 
 fn reply_status(msg: &async_nats::Message) -> String {

@@ -21,6 +21,12 @@ use tokio_util::sync::CancellationToken;
 /// The Basic token the test simulator expects and the test bridge sends.
 pub const TOKEN: &str = "dGVzdDp0ZXN0";
 
+/// A file under `tests/fixtures/`, failing the test with its path when it cannot be read.
+pub fn fixture(path: &str) -> Vec<u8> {
+    let p = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(path);
+    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
 /// Awaits `fut`, failing the test after `secs` seconds.
 pub async fn within<T>(secs: u64, what: &str, fut: impl Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(secs), fut)

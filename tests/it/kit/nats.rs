@@ -156,3 +156,31 @@ fn spawn(
     });
     (child, port, log_rx)
 }
+
+/// A request with headers, sent again while the bridge's subscription is not in place yet (no
+/// responders); fails the test after 20 s.
+pub async fn request(
+    client: &async_nats::Client,
+    subject: &str,
+    headers: async_nats::HeaderMap,
+    body: impl Into<bytes::Bytes>,
+) -> async_nats::Message {
+    let body = body.into();
+    super::within(20, "a reply from the bridge", async {
+        loop {
+            match client.request_with_headers(subject.to_owned(), headers.clone(), body.clone()).await {
+                Ok(msg) => break msg,
+                Err(e) if e.kind() == async_nats::client::RequestErrorKind::NoResponders => {
+                    tokio::task::yield_now().await
+                }
+                Err(e) => panic!("request failed: {e}"),
+            }
+        }
+    })
+    .await
+}
+
+/// The first value of header `name` of a message.
+pub fn header<'a>(msg: &'a async_nats::Message, name: &str) -> Option<&'a str> {
+    msg.headers.as_ref()?.get(name).map(|v| v.as_str())
+}
