@@ -1199,6 +1199,10 @@ def main():
     ap.add_argument("--only", help="run one scenario: 'default values', a ci/ file name, or 'rollout'")
     args = ap.parse_args()
 
+    # chroot, mount and ip live in the system administrator's directories, which a minimal PATH
+    # (a CI job's, `env PATH=/usr/bin:/bin`) leaves out.
+    path = os.environ.get("PATH", "").split(os.pathsep)
+    os.environ["PATH"] = os.pathsep.join(path + [d for d in ("/usr/sbin", "/sbin") if d not in path])
     if os.environ.get(INNER) != "1":
         if os.geteuid() != 0:
             print("pod_rehearsal.py needs root: private mount and network namespaces, bind mounts, chroot", file=sys.stderr)
