@@ -42,6 +42,20 @@ pub struct Identity {
     pub seed: String,
 }
 
+impl Identity {
+    /// An identity of its own for a message that brings none, so that its licensePlate is known
+    /// before it is decoded (an HTTP answer carries it even when the body is refused).
+    pub fn fresh(kind: &str) -> Self {
+        let plate = LicensePlate::generate();
+        Identity { time_ms: plate.timestamp_ms(), seed: format!("{kind}:fresh:{plate}") }
+    }
+
+    /// The licensePlate of the message's event `part` (`""` for a message of one event).
+    pub fn license_plate(&self, part: &str) -> LicensePlate {
+        LicensePlate::derived(self.time_ms, format!("{}#{part}", self.seed).as_bytes())
+    }
+}
+
 /// Reads messages the way one source says.
 #[derive(Debug, Clone)]
 pub struct Decoder {
@@ -171,7 +185,7 @@ fn native_op(subject: &str) -> Result<Operation, DecodeError> {
 /// several events), or a fresh one when the message has no identity.
 fn plate_for(inbound: &Inbound, part: &str) -> LicensePlate {
     match &inbound.identity {
-        Some(id) => LicensePlate::derived(id.time_ms, format!("{}#{part}", id.seed).as_bytes()),
+        Some(id) => id.license_plate(part),
         None => LicensePlate::generate(),
     }
 }

@@ -179,9 +179,9 @@ impl Intake {
         original: &Original,
         op: Option<Operation>,
         reason: (&'static str, String),
-        attempts: u32,
+        deliveries: u32,
     ) -> Result<(), PublishError> {
-        self.runner.pipeline().reject_message(source, original, op, reason, attempts).await
+        self.runner.pipeline().reject_message(source, original, op, reason, deliveries).await
     }
 }
 

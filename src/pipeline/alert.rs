@@ -47,13 +47,13 @@ impl Pipeline {
         else {
             let error =
                 RejectError::Misconfigured(format!("source `{}` has no alert settings", event.source.name));
-            return self.reject(event, None, error, 0, None).await;
+            return self.reject(event, None, error, 0, None, delivery).await;
         };
         let target = &alert.target;
         let renderer = Renderer::new(&spec.name, &settings.templates, &alert.notification, target.subject());
         let content = match renderer.content() {
             Ok(c) => c,
-            Err(e) => return self.reject(event, None, RejectError::Render(e), 0, None).await,
+            Err(e) => return self.reject(event, None, RejectError::Render(e), 0, None, delivery).await,
         };
         let facts = Facts {
             source: &spec.name,
@@ -72,7 +72,7 @@ impl Pipeline {
         let mut results = Vec::new();
         // A few rounds: a compare-and-swap conflict or a 404 means planning again from a fresh read.
         'round: for _ in 0..4 {
-            let (mut record, mut revision) = match self.load(event).await {
+            let (mut record, mut revision) = match self.load(event, delivery).await {
                 Ok(r) => r,
                 Err(outcome) => return outcome,
             };
@@ -90,7 +90,9 @@ impl Pipeline {
                 });
                 let planned = match planned {
                     Ok(p) => p,
-                    Err(e) => return self.reject(event, None, RejectError::Render(e), 0, None).await,
+                    Err(e) => {
+                        return self.reject(event, None, RejectError::Render(e), 0, None, delivery).await;
+                    }
                 };
                 let decision = match planned {
                     Plan::Busy { retry_after } => {
@@ -177,13 +179,20 @@ impl Pipeline {
                     let failed =
                         Failed { request: request(step.payload.clone().into()), attempts: 0, envelope: None };
                     plan::give_up(record);
-                    return self.abandon(event, record, revision, e.into(), failed).await;
+                    return self.abandon(event, record, revision, e.into(), failed, delivery).await;
                 }
             };
             let (answer, attempts, envelope) = match self.scwm.call(&request).await {
                 Ok(success) => {
                     match self
-                        .publish_answer(event, &request, &success.envelope, success.attempts, success.elapsed)
+                        .publish_answer(
+                            event,
+                            &request,
+                            &success.envelope,
+                            success.attempts,
+                            success.elapsed,
+                            true,
+                        )
                         .await
                     {
                         Ok(result) => results.push(result),
@@ -196,8 +205,16 @@ impl Pipeline {
                     let not_found = request.op.requires_id()
                         && matches!(failure.error, ScwmError::Rejected { status: 404, .. });
                     if let Some(env) = &failure.envelope
-                        && let Err(outcome) =
-                            self.publish_answer(event, &request, env, failure.attempts, failure.elapsed).await
+                        && let Err(outcome) = self
+                            .publish_answer(
+                                event,
+                                &request,
+                                env,
+                                failure.attempts,
+                                failure.elapsed,
+                                !failure.error.is_retryable(),
+                            )
+                            .await
                     {
                         return Ran::Stop(outcome);
                     }
@@ -212,7 +229,7 @@ impl Pipeline {
                                     attempts: failure.attempts,
                                     envelope: failure.envelope,
                                 };
-                                self.abandon(event, record, revision, error, failed).await
+                                self.abandon(event, record, revision, error, failed, delivery).await
                             }
                         };
                     }
@@ -252,7 +269,7 @@ impl Pipeline {
                 }
                 Advance::Abandon(e) => {
                     let failed = Failed { request, attempts, envelope: Some(envelope) };
-                    return self.abandon(event, record, revision, e.into(), failed).await;
+                    return self.abandon(event, record, revision, e.into(), failed, delivery).await;
                 }
             }
         }
@@ -277,15 +294,19 @@ impl Pipeline {
         revision: &mut Option<Revision>,
         error: RejectError,
         failed: Failed,
+        delivery: Delivery,
     ) -> Ran {
         match self.save(event, record, *revision).await {
             Ok(r) => *revision = Some(r),
             Err(e) => return Ran::Stop(store_retry(e)),
         }
-        Ran::Stop(self.reject(event, Some(&failed.request), error, failed.attempts, failed.envelope).await)
+        Ran::Stop(
+            self.reject(event, Some(&failed.request), error, failed.attempts, failed.envelope, delivery)
+                .await,
+        )
     }
 
-    async fn load(&self, event: &Event) -> Result<(Record, Option<Revision>), Outcome> {
+    async fn load(&self, event: &Event, delivery: Delivery) -> Result<(Record, Option<Revision>), Outcome> {
         let store = self
             .store
             .as_ref()
@@ -307,6 +328,7 @@ impl Pipeline {
                         RejectError::Store(StoreError::Corrupt(format!("record for {}: {e}", event.key))),
                         0,
                         None,
+                        delivery,
                     )
                     .await),
             },

@@ -43,13 +43,16 @@ pub struct Delivery {
     pub attempt: u32,
     /// No redelivery will follow: a transient failure now is final and gets dead-lettered.
     pub last: bool,
+    /// The transport delivers again by itself (JetStream): when the last delivery fails, the
+    /// deliveries are what ran out, not the retries of one call.
+    pub redelivered: bool,
 }
 
 impl Delivery {
     /// A delivery whose sender will retry on its own (synchronous HTTP).
-    pub const SENDER_RETRIES: Delivery = Delivery { attempt: 1, last: false };
+    pub const SENDER_RETRIES: Delivery = Delivery { attempt: 1, last: false, redelivered: false };
     /// A delivery nobody will repeat (asynchronous HTTP).
-    pub const ONLY: Delivery = Delivery { attempt: 1, last: true };
+    pub const ONLY: Delivery = Delivery { attempt: 1, last: true, redelivered: false };
 }
 
 /// What happened to one event.
@@ -124,8 +127,16 @@ pub struct Rejection {
 pub enum RejectError {
     #[error(transparent)]
     Scwm(ScwmError),
-    #[error("gave up after {attempts} attempts: {error}")]
+    /// The last attempt of a call nobody will deliver again failed transiently.
+    #[error("gave up after {} SCWM attempt{}: {error}", attempts, plural(*attempts))]
     Exhausted { attempts: u32, error: ScwmError },
+    /// The transport's last delivery failed transiently: `deliveries` deliveries, the last of
+    /// which made `attempts` SCWM attempts.
+    #[error(
+        "gave up after {} deliveries, the last with {} SCWM attempt{}: {error}",
+        deliveries, attempts, plural(*attempts)
+    )]
+    DeliveriesExhausted { deliveries: u32, attempts: u32, error: ScwmError },
     #[error("template: {0}")]
     Render(#[from] RenderError),
     #[error("lifecycle: {0}")]
@@ -141,10 +152,28 @@ impl RejectError {
         match self {
             RejectError::Scwm(_) => "scwm_rejected",
             RejectError::Exhausted { .. } => "retries_exhausted",
+            RejectError::DeliveriesExhausted { .. } => "deliveries_exhausted",
             RejectError::Render(_) => "template",
             RejectError::Lifecycle(_) => "lifecycle",
             RejectError::Store(_) => "store",
             RejectError::Misconfigured(_) => "misconfigured",
+        }
+    }
+}
+
+fn plural(n: u32) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+impl RejectError {
+    /// How long the caller should wait before sending again, when the error is a transient one
+    /// that ran out of tries (an open circuit's remaining time, SCWM's `Retry-After`).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            RejectError::Scwm(e)
+            | RejectError::Exhausted { error: e, .. }
+            | RejectError::DeliveriesExhausted { error: e, .. } => e.retry_after(),
+            _ => None,
         }
     }
 }
@@ -205,7 +234,7 @@ impl Pipeline {
         original: &crate::event::Original,
         op: Option<crate::scwm::Operation>,
         (reason_kind, reason): (&'static str, String),
-        attempts: u32,
+        deliveries: u32,
     ) -> Result<(), PublishError> {
         tracing::warn!(
             source = %source.name,
@@ -221,7 +250,8 @@ impl Pipeline {
             source: source.clone(),
             reason_kind,
             reason,
-            attempts,
+            attempts: 0,
+            deliveries,
             scwm_header: None,
             at: std::time::SystemTime::now(),
             original: original.clone(),
@@ -282,7 +312,9 @@ impl Pipeline {
     }
 
     async fn finish(&self, event: &Event, request: &ScwmRequest, success: ScwmSuccess) -> Outcome {
-        match self.publish_answer(event, request, &success.envelope, success.attempts, success.elapsed).await
+        match self
+            .publish_answer(event, request, &success.envelope, success.attempts, success.elapsed, true)
+            .await
         {
             Ok(result) => {
                 Outcome::Done(Box::new(Done { envelope: Some(success.envelope), results: vec![result] }))
@@ -302,17 +334,19 @@ impl Pipeline {
         let ScwmFailure { error, attempts, envelope, .. } = failure;
         // SCWM answered: that answer is a result like any other, even when it is an error.
         if let Some(env) = &envelope
-            && let Err(outcome) = self.publish_answer(event, request, env, attempts, elapsed).await
+            && let Err(outcome) =
+                self.publish_answer(event, request, env, attempts, elapsed, !error.is_retryable()).await
         {
             return outcome;
         }
         match self.retry_or_reject(error, attempts, delivery) {
             Ok(retry) => retry,
-            Err(error) => self.reject(event, Some(request), error, attempts, envelope).await,
+            Err(error) => self.reject(event, Some(request), error, attempts, envelope, delivery).await,
         }
     }
 
-    /// Publishes one SCWM answer as a result event. On failure the outcome to return instead.
+    /// Publishes one SCWM answer as a result event; `is_final` when it settles the request.
+    /// On failure the outcome to return instead.
     async fn publish_answer(
         &self,
         event: &Event,
@@ -320,8 +354,9 @@ impl Pipeline {
         envelope: &ResponseEnvelope,
         attempts: u32,
         elapsed: Duration,
+        is_final: bool,
     ) -> Result<ResultEvent, Outcome> {
-        let result = result_event(event, request, envelope, attempts, elapsed);
+        let result = result_event(event, request, envelope, attempts, elapsed, is_final);
         match self.publisher.result(&result).await {
             Ok(()) => Ok(result),
             Err(e) => Err(self.publish_failed(e)),
@@ -343,6 +378,9 @@ impl Pipeline {
         if !error.is_retryable() {
             return Err(RejectError::Scwm(error));
         }
+        if delivery.last && delivery.redelivered {
+            return Err(RejectError::DeliveriesExhausted { deliveries: delivery.attempt, attempts, error });
+        }
         if delivery.last {
             return Err(RejectError::Exhausted { attempts, error });
         }
@@ -362,6 +400,7 @@ impl Pipeline {
         error: RejectError,
         attempts: u32,
         envelope: Option<ResponseEnvelope>,
+        delivery: Delivery,
     ) -> Outcome {
         let letter = DeadLetter {
             op: request.map(|r| r.op),
@@ -371,6 +410,7 @@ impl Pipeline {
             reason_kind: error.kind(),
             reason: error.to_string(),
             attempts,
+            deliveries: delivery.attempt,
             scwm_header: envelope.as_ref().map(|e| e.raw_header().to_owned()),
             at: std::time::SystemTime::now(),
             original: event.original.clone(),
@@ -388,9 +428,12 @@ fn result_event(
     envelope: &ResponseEnvelope,
     attempts: u32,
     duration: Duration,
+    is_final: bool,
 ) -> ResultEvent {
     let header = envelope.header();
     ResultEvent {
+        id: ResultEvent::id_for(&request.license_plate, is_final),
+        is_final,
         op: request.op,
         license_plate: request.license_plate.clone(),
         item_id: envelope

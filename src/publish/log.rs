@@ -44,6 +44,7 @@ impl Sink for LogSink {
             reason_kind = d.reason_kind,
             reason = %d.reason,
             attempts = d.attempts,
+            deliveries = d.deliveries,
             "dead letter"
         );
         async { Ok(()) }.boxed()

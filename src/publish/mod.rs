@@ -34,6 +34,14 @@ use crate::{
 /// One SCWM answer, with the metadata that ties it to its request.
 #[derive(Debug, Clone, Serialize)]
 pub struct ResultEvent {
+    /// Names the outcome this event reports ([`ResultEvent::id_for`]): its `Nats-Msg-Id` and
+    /// CloudEvents `id`, the same on every re-publish of this event and different for every
+    /// other outcome of the same request.
+    pub id: String,
+    /// Whether this answer settles the request: SCWM accepted it, or refused it for good. A
+    /// transient failure (a 503 to be retried) is not final; the request's final result follows.
+    #[serde(rename = "final")]
+    pub is_final: bool,
     pub op: Operation,
     #[serde(rename = "licensePlate")]
     pub license_plate: LicensePlate,
@@ -57,6 +65,16 @@ pub struct ResultEvent {
     pub traceparent: String,
 }
 
+impl ResultEvent {
+    /// The id of a result: `<licensePlate>` alone for the final answer of a request, which is
+    /// the same however often the request is sent (SCWM answers a repeated licensePlate the
+    /// same way), so a stream's duplicate window keeps one; `<licensePlate>.t<ULID>` for a
+    /// transient failure, new for each, so none of them hides another or the final answer.
+    pub fn id_for(plate: &LicensePlate, is_final: bool) -> String {
+        if is_final { plate.to_string() } else { format!("{plate}.t{}", LicensePlate::generate()) }
+    }
+}
+
 /// An event the bridge gave up on, with everything needed to understand and replay it.
 #[derive(Debug, Clone, Serialize)]
 pub struct DeadLetter {
@@ -71,7 +89,10 @@ pub struct DeadLetter {
     pub reason_kind: &'static str,
     /// A sentence for humans.
     pub reason: String,
+    /// SCWM attempts made by the last delivery (0 when SCWM was not called).
     pub attempts: u32,
+    /// Deliveries of the message, the last one included (1 for HTTP).
+    pub deliveries: u32,
     /// SCWM's response header when SCWM answered.
     #[serde(rename = "scwmHeader", skip_serializing_if = "Option::is_none")]
     pub scwm_header: Option<Box<RawValue>>,

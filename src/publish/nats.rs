@@ -1,8 +1,10 @@
 //! Result events and dead letters on NATS.
 //!
 //! A result goes to `scwm.results.<op>` (a template): the body is SCWM's response header
-//! exactly as received; headers carry the metadata (`Incident-Bridge-*`), `Nats-Msg-Id` =
-//! licensePlate (a stream capturing results drops a republished one), W3C `traceparent`, and
+//! exactly as received; headers carry the metadata (`Incident-Bridge-*`), `Nats-Msg-Id` = the
+//! result's id (`ResultEvent::id_for`: the licensePlate for a final answer, so a stream
+//! capturing results drops a republished one and keeps every distinct outcome), W3C
+//! `traceparent`, and
 //! the CloudEvents binary-mode attributes (`ce-*`, values percent-encoded as the binding says).
 //! A dead letter goes to `scwm.dlq.<op>`: the original body and headers unchanged, plus
 //! `Incident-Bridge-Error*` headers saying why and after how many attempts.
@@ -146,7 +148,8 @@ fn source_headers(pairs: &mut Vec<(&'static str, String)>, source: &crate::event
 
 pub fn result_headers(e: &ResultEvent) -> HeaderMap {
     let mut pairs: Vec<(&'static str, String)> = vec![
-        ("Nats-Msg-Id", e.license_plate.to_string()),
+        ("Nats-Msg-Id", e.id.clone()),
+        ("Incident-Bridge-Final", e.is_final.to_string()),
         ("Content-Type", "application/json".into()),
         ("Incident-Bridge-Op", e.op.to_string()),
         ("Incident-Bridge-License-Plate", e.license_plate.to_string()),
@@ -161,7 +164,7 @@ pub fn result_headers(e: &ResultEvent) -> HeaderMap {
     source_headers(&mut pairs, &e.source);
     pairs.push(("traceparent", e.traceparent.clone()));
     pairs.push(("ce-specversion", "1.0".into()));
-    pairs.push(("ce-id", ce_encode(e.license_plate.as_str())));
+    pairs.push(("ce-id", ce_encode(&e.id)));
     pairs.push(("ce-source", ce_encode(&format!("/incident-bridge/sources/{}", e.source.name))));
     pairs.push(("ce-type", ce_encode(&format!("io.incident-bridge.scwm.{}.result", e.op))));
     pairs.push(("ce-time", ce_encode(&humantime::format_rfc3339_millis(e.finished_at).to_string())));
@@ -177,6 +180,7 @@ pub fn dead_letter_headers(d: &DeadLetter) -> HeaderMap {
         ("Incident-Bridge-Error", d.reason.replace(['\r', '\n'], " ")),
         ("Incident-Bridge-Error-Kind", d.reason_kind.to_owned()),
         ("Incident-Bridge-Attempts", d.attempts.to_string()),
+        ("Incident-Bridge-Deliveries", d.deliveries.to_string()),
         ("Incident-Bridge-Dead-Lettered-At", humantime::format_rfc3339_millis(d.at).to_string()),
     ];
     if let Some(op) = d.op {

@@ -46,7 +46,7 @@ pub enum ScwmError {
     LicensePlateMismatch { expected: LicensePlate, got: String },
 
     /// The circuit breaker is open: no request was sent.
-    #[error("SCWM circuit is open; retry in {}", humantime::format_duration(*retry_after))]
+    #[error("SCWM circuit is open; retry in {}", whole_seconds(*retry_after))]
     CircuitOpen { retry_after: Duration },
 
     /// The request envelope could not be serialised. Nothing was sent.
@@ -57,6 +57,12 @@ pub enum ScwmError {
 /// Statuses the contract calls transient: 408, 429 and every 5xx.
 fn is_transient_status(status: u16) -> bool {
     matches!(status, 408 | 429 | 500..=599)
+}
+
+/// A wait as people read it: whole seconds, rounded up (`8.4s` → `9s`).
+fn whole_seconds(d: Duration) -> String {
+    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    humantime::format_duration(Duration::from_secs(secs.max(1))).to_string()
 }
 
 impl ScwmError {

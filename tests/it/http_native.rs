@@ -168,6 +168,14 @@ async fn bad_requests_get_problem_json_and_never_reach_scwm() {
     for (what, status, resp) in cases {
         assert_eq!(resp.status().as_u16(), status, "{what}");
         assert_eq!(resp.headers()["content-type"], "application/problem+json", "{what}");
+        // A wrong method is refused by the router before any command exists.
+        if resp.url().path().starts_with("/v1/incidents/") && what != "wrong method" {
+            let plate = resp.headers().get("license-plate").map(|v| v.to_str().unwrap().to_owned());
+            assert!(
+                plate.as_deref().is_some_and(|p| incident_bridge::ids::LicensePlate::parse(p).is_ok()),
+                "{what}: every /v1/incidents answer carries a License-Plate, refusals too ({plate:?})"
+            );
+        }
         let body = json_of(resp).await;
         assert_eq!(body["status"], status, "{what}: {body}");
         assert!(body["type"].as_str().unwrap().starts_with("urn:incident-bridge:problem:"), "{what}");
@@ -246,6 +254,28 @@ async fn a_transient_fault_is_retried_with_the_same_license_plate_and_then_succe
     let plates: Vec<_> = requests.iter().map(|r| r.body["header"]["licensePlate"].clone()).collect();
     assert!(plates.iter().all(|p| *p == plates[0]), "{plates:?}");
     assert_eq!(app.sim.incidents().len(), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_open_circuit_answers_with_the_time_it_stays_open_in_whole_seconds() {
+    let app = TestApp::start_with(&[
+        ("scwm.retry.max_attempts", "1"),
+        ("scwm.breaker.failure_threshold", "1"),
+        ("scwm.breaker.open_for", "30s"),
+    ])
+    .await;
+    app.sim.set_faults(Faults { error_rate: 1.0, error: Failure::SERVICE_UNAVAILABLE, ..Faults::default() });
+    let first = app.command("add", json!({"title": "opens the circuit"})).await;
+    assert_eq!(first.status(), 503);
+    let resp = app.command("add", json!({"title": "meets the open circuit"})).await;
+    assert_eq!(resp.status(), 503);
+    let retry_after: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((29..=30).contains(&retry_after), "the circuit's remaining time, rounded up: {retry_after}");
+    let detail = json_of(resp).await["detail"].as_str().unwrap_or_default().to_owned();
+    assert!(detail.contains("circuit is open; retry in 30s") || detail.contains("retry in 29s"), "{detail}");
+    assert!(!detail.contains("ms") && !detail.contains("ns"), "whole seconds for people: {detail}");
+    assert_eq!(app.sim.requests().len(), 1, "the open circuit sent nothing");
     app.stop().await;
 }
 

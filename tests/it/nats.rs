@@ -595,3 +595,66 @@ async fn a_slow_scwm_call_keeps_its_message_in_progress_instead_of_redelivered()
     assert_eq!(app.sim.requests().len(), 3, "one SCWM call per message");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_stream_on_the_results_keeps_a_transient_failure_and_the_final_success_of_one_request() {
+    let nats = NatsServer::start();
+    let js = jetstream::new(nats.client().await);
+    js.create_stream(jetstream::stream::Config {
+        name: "RESULTS".into(),
+        subjects: vec!["scwm.results.>".into()],
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let sim = crate::kit::start_simulator().await;
+    let app =
+        TestApp::start_against(sim, &nats_section(&nats.url(), ""), &[("scwm.retry.max_attempts", "1")])
+            .await;
+    wait_ready(&app).await;
+    app.sim.set_faults(Faults {
+        fail_next: 1,
+        fail_next_with: Failure::SERVICE_UNAVAILABLE,
+        ..Faults::default()
+    });
+    let send = || async {
+        app.http
+            .post(app.url("/v1/incidents/add"))
+            .header("idempotency-key", "one-request")
+            .json(&json!({"title": "disk full"}))
+            .send()
+            .await
+            .unwrap()
+    };
+    let first = send().await;
+    assert_eq!(first.status(), 503, "SCWM's first answer is a 503");
+    let second = send().await;
+    assert_eq!(second.status(), 200);
+    let plate = second.headers()["license-plate"].to_str().unwrap().to_owned();
+    assert_eq!(first.headers()["license-plate"], plate.as_str(), "one request, one licensePlate");
+
+    let mut stream = js.get_stream("RESULTS").await.unwrap();
+    let messages = stream.info().await.unwrap().state.messages;
+    assert_eq!(messages, 2, "both outcomes are kept: neither hides the other");
+    let at = |seq| {
+        let stream = stream.clone();
+        async move { stream.get_raw_message(seq).await.unwrap() }
+    };
+    let (failure, success) = (at(1).await, at(2).await);
+    let h = |m: &jetstream::message::StreamMessage, name: &str| {
+        m.headers.get(name).map(|v| v.as_str().to_owned()).unwrap_or_default()
+    };
+    assert_eq!(h(&failure, "Incident-Bridge-Final"), "false");
+    assert!(h(&failure, "Nats-Msg-Id").starts_with(&format!("{plate}.t")), "{}", h(&failure, "Nats-Msg-Id"));
+    assert_eq!(h(&failure, "Incident-Bridge-Err-Code"), "503_SERVICE_UNAVAILABLE");
+    assert_eq!(h(&success, "Incident-Bridge-Final"), "true");
+    assert_eq!(h(&success, "Nats-Msg-Id"), plate, "the final answer's id is the licensePlate");
+    assert_eq!(h(&success, "ce-id"), plate);
+    assert_eq!(h(&success, "Incident-Bridge-Item-Id"), "IT-000001");
+
+    // The same request sent again: SCWM answers it again, and the stream keeps it once.
+    assert_eq!(send().await.status(), 200);
+    assert_eq!(stream.info().await.unwrap().state.messages, 2, "a repeat of the final answer is dropped");
+    app.stop().await;
+}

@@ -23,12 +23,30 @@ pub async fn command(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    match accept(&state, &op, &headers, body).await {
-        Ok(resp) | Err(resp) => resp,
-    }
+    // The request's licensePlate is known before anything is read, so that every answer, a
+    // refusal included, carries it.
+    let (identity, refused) = match idempotency(&op, &headers) {
+        Ok(Some(identity)) => (identity, None),
+        Ok(None) => (Identity::fresh("http"), None),
+        Err(problem) => (Identity::fresh("http"), Some(problem)),
+    };
+    let plate = identity.license_plate("");
+    let resp = match refused {
+        Some(problem) => problem.into_response(),
+        None => match accept(&state, &op, identity, &headers, body).await {
+            Ok(resp) | Err(resp) => resp,
+        },
+    };
+    with_plate(resp, &plate)
 }
 
-async fn accept(state: &HttpState, op: &str, headers: &HeaderMap, body: Body) -> Result<Response, Response> {
+async fn accept(
+    state: &HttpState,
+    op: &str,
+    identity: Identity,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, Response> {
     let op: Operation = op.parse().map_err(|e: crate::incident::UnknownOperation| {
         Problem::new(StatusCode::NOT_FOUND, "unknown-operation", "Unknown operation")
             .detail(e.to_string())
@@ -39,8 +57,7 @@ async fn accept(state: &HttpState, op: &str, headers: &HeaderMap, body: Body) ->
     let bytes = body::read_json(headers, body, limit, state.body_read_timeout)
         .await
         .map_err(IntoResponse::into_response)?;
-    let identity = idempotency(op, headers).map_err(IntoResponse::into_response)?;
-    let inbound = inbound(&spec.name, format!("/v1/incidents/{op}"), headers, bytes, identity);
+    let inbound = inbound(&spec.name, format!("/v1/incidents/{op}"), headers, bytes, Some(identity));
     let read = state.intake.read(spec, inbound, headers, false).map_err(|e| match e {
         Unreadable::Unauthenticated(_) => {
             Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized").into_response()
@@ -64,12 +81,12 @@ async fn accept(state: &HttpState, op: &str, headers: &HeaderMap, body: Body) ->
         )
             .into_response();
         resp.headers_mut().insert("preference-applied", HeaderValue::from_static("respond-async"));
-        return Ok(with_plate(resp, &license_plate));
+        return Ok(resp);
     }
 
     let tickets = state.intake.submit(read, Delivery::SENDER_RETRIES, Room::Refuse).await;
     if let Some(refusal) = tickets.refusal() {
-        return Err(with_plate(queue_refused(refusal), &license_plate));
+        return Err(queue_refused(refusal));
     }
     // The caller is told to try again on a 5xx: its retry of this request is not a replay.
     let sent_again = |outcomes: &[Outcome]| outcomes.iter().any(|o| status::of(o) >= 500);
@@ -85,12 +102,12 @@ async fn accept(state: &HttpState, op: &str, headers: &HeaderMap, body: Body) ->
             .retry_after(std::time::Duration::from_secs(1))
             .into_response(),
     };
-    Ok(with_plate(resp, &license_plate))
+    Ok(resp)
 }
 
 /// A client makes a command idempotent with `Idempotency-Key`: the same key for the same
 /// operation always yields the same licensePlate, so SCWM sees a repeat, not a new request.
-fn idempotency(op: Operation, headers: &HeaderMap) -> Result<Option<Identity>, Problem> {
+fn idempotency(op: &str, headers: &HeaderMap) -> Result<Option<Identity>, Problem> {
     let Some(v) = headers.get("idempotency-key") else { return Ok(None) };
     let key = v.to_str().ok().filter(|k| !k.is_empty() && k.len() <= 255).ok_or_else(|| {
         Problem::new(StatusCode::BAD_REQUEST, "invalid-idempotency-key", "Invalid Idempotency-Key")
@@ -160,9 +177,11 @@ fn outcome_response(outcome: Outcome) -> Response {
                     envelope_response(status, envelope.body().clone())
                 }
                 _ if status == StatusCode::SERVICE_UNAVAILABLE => {
+                    // The real wait when SCWM said one (or the circuit's remaining time).
+                    let after = rejection.error.retry_after().unwrap_or(std::time::Duration::from_secs(1));
                     Problem::new(status, "scwm-unavailable", "SCWM is unavailable")
                         .detail(rejection.error.to_string())
-                        .retry_after(std::time::Duration::from_secs(1))
+                        .retry_after(after)
                         .into_response()
                 }
                 _ => Problem::new(status, "scwm-bad-answer", "SCWM gave an unusable answer")

@@ -28,7 +28,7 @@ pub fn of_rejection(r: &Rejection) -> u16 {
             _ if e.is_retryable() => 503,
             _ => 502,
         },
-        RejectError::Exhausted { .. } => 503,
+        RejectError::Exhausted { .. } | RejectError::DeliveriesExhausted { .. } => 503,
         RejectError::Render(_) => 422,
         RejectError::Lifecycle(_) | RejectError::Store(_) | RejectError::Misconfigured(_) => 500,
     }

@@ -114,10 +114,10 @@ fn answer(count: usize, outcomes: Vec<Outcome>) -> Response {
     let summary: Vec<_> = outcomes.iter().map(status::summary).collect();
     let body = json!({"events": count, "outcomes": summary}).to_string();
     let mut resp = (code, [(header::CONTENT_TYPE, "application/json")], body).into_response();
-    if let Some(after) = retry_after
-        && let Ok(v) = http::HeaderValue::from_str(&after.as_secs().max(1).to_string())
-    {
-        resp.headers_mut().insert(header::RETRY_AFTER, v);
+    if let Some(after) = retry_after {
+        // Whole seconds, rounded up: a sender that waits what it is told finds the wait over.
+        let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+        resp.headers_mut().insert(header::RETRY_AFTER, http::HeaderValue::from(secs.max(1)));
     }
     resp
 }

@@ -239,7 +239,7 @@ async fn handle(
         }
     };
 
-    let delivery = Delivery { attempt: delivered, last };
+    let delivery = Delivery { attempt: delivered, last, redelivered: true };
     let tickets = intake.submit(read, delivery, Room::Wait).await;
     // The next message is handed on while this one's events run; its ack goes out when they end.
     let intake = intake.clone();
