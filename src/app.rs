@@ -164,8 +164,18 @@ impl App {
         });
         let addr = listener.local_addr()?;
         let http_stop = CancellationToken::new();
-        let server =
-            tokio::spawn(http::serve(listener, router, config.server.body_read_timeout, http_stop.clone()));
+        let limits = http::conn::Limits {
+            first_byte: config.server.first_byte_timeout,
+            idle: config.server.idle_timeout,
+            headers: config.server.body_read_timeout,
+        };
+        let server = tokio::spawn(http::serve(
+            listener,
+            router,
+            limits,
+            config.server.max_connections,
+            http_stop.clone(),
+        ));
         let ingest_stop = CancellationToken::new();
         let ingest_tasks = TaskTracker::new();
         if let (Some(client), Some(nats_config)) = (&nats, &config.nats) {

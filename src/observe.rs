@@ -28,6 +28,8 @@ pub const RESULTS_PUBLISHED: &str = "incident_bridge_results_published_total";
 pub const STORE_SECONDS: &str = "incident_bridge_store_operation_duration_seconds";
 pub const REDELIVERIES: &str = "incident_bridge_jetstream_redeliveries_total";
 pub const BUILD_INFO: &str = "incident_bridge_build_info";
+pub const HTTP_CONNECTIONS: &str = "incident_bridge_http_connections";
+pub const HTTP_CONNECTIONS_REFUSED: &str = "incident_bridge_http_connections_refused_total";
 
 /// Help texts for `/metrics`, and the build info gauge.
 pub fn describe() {
@@ -58,6 +60,11 @@ pub fn describe() {
     );
     describe_counter!(REDELIVERIES, "JetStream messages delivered more than once, by stream.");
     describe_gauge!(BUILD_INFO, "Always 1; the version label says which build runs.");
+    describe_gauge!(HTTP_CONNECTIONS, "HTTP connections open now.");
+    describe_counter!(
+        HTTP_CONNECTIONS_REFUSED,
+        "HTTP connections closed at once because server.max_connections were open."
+    );
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }
 
@@ -119,4 +126,12 @@ pub fn store_operation(backend: &'static str, operation: &'static str, took: Dur
 
 pub fn redelivery(stream: &str) {
     counter!(REDELIVERIES, "stream" => stream.to_owned()).increment(1);
+}
+
+pub fn http_connections(open: usize) {
+    gauge!(HTTP_CONNECTIONS).set(open as f64);
+}
+
+pub fn http_connection_refused() {
+    counter!(HTTP_CONNECTIONS_REFUSED).increment(1);
 }

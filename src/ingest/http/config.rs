@@ -24,6 +24,18 @@ pub struct RawServer {
     #[serde(deserialize_with = "lenient::duration")]
     #[schemars(with = "lenient::DurationText")]
     pub body_read_timeout: Duration,
+    /// How long a new connection may stay silent before it is closed.
+    #[serde(deserialize_with = "lenient::duration")]
+    #[schemars(with = "lenient::DurationText")]
+    pub first_byte_timeout: Duration,
+    /// How long a kept-alive connection may sit idle between requests; longer than the pools of
+    /// common clients (Go's 90 s, which Alertmanager uses) so they never reuse a closed one.
+    #[serde(deserialize_with = "lenient::duration")]
+    #[schemars(with = "lenient::DurationText")]
+    pub idle_timeout: Duration,
+    /// Connections open at once; more are closed as soon as they are accepted.
+    #[serde(deserialize_with = "lenient::value")]
+    pub max_connections: usize,
 }
 
 impl Default for RawServer {
@@ -35,6 +47,9 @@ impl Default for RawServer {
             shutdown_grace: Duration::from_secs(20),
             sync_timeout: Duration::from_secs(30),
             body_read_timeout: Duration::from_secs(10),
+            first_byte_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
+            max_connections: 4096,
         }
     }
 }
@@ -51,9 +66,13 @@ pub struct ServerSettings {
     pub shutdown_grace: Duration,
     /// How long a synchronous HTTP command waits for its SCWM answer before answering 503.
     pub sync_timeout: Duration,
-    /// How long a request's body may take to arrive. A sender that trickles its body (or
-    /// announces more than it sends) would otherwise hold a connection and a task forever.
+    /// How long a request's headers, once begun, and its body may take to arrive. A sender
+    /// that trickles them (or announces more than it sends) would otherwise hold a connection
+    /// and a task forever.
     pub body_read_timeout: Duration,
+    pub first_byte_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
 }
 
 pub fn build(raw: RawServer, p: &mut Problems<'_>) -> Option<ServerSettings> {
@@ -61,6 +80,9 @@ pub fn build(raw: RawServer, p: &mut Problems<'_>) -> Option<ServerSettings> {
     let body_limit_bytes = p.positive("server.body_limit_bytes", raw.body_limit_bytes);
     let sync_timeout = p.positive("server.sync_timeout", raw.sync_timeout);
     let body_read_timeout = p.positive("server.body_read_timeout", raw.body_read_timeout);
+    let first_byte_timeout = p.positive("server.first_byte_timeout", raw.first_byte_timeout);
+    let idle_timeout = p.positive("server.idle_timeout", raw.idle_timeout);
+    let max_connections = p.positive("server.max_connections", raw.max_connections);
     Some(ServerSettings {
         listen: listen?,
         body_limit_bytes,
@@ -68,5 +90,8 @@ pub fn build(raw: RawServer, p: &mut Problems<'_>) -> Option<ServerSettings> {
         shutdown_grace: raw.shutdown_grace,
         sync_timeout,
         body_read_timeout,
+        first_byte_timeout,
+        idle_timeout,
+        max_connections,
     })
 }

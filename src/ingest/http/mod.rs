@@ -4,6 +4,7 @@
 
 pub mod body;
 pub mod config;
+pub mod conn;
 mod native;
 pub mod problem;
 pub mod status;
@@ -81,13 +82,15 @@ pub fn router(state: HttpState) -> Router {
 
 /// Serves until `shutdown` fires, then stops accepting and lets open requests finish.
 ///
-/// hyper runs with a timer, so a client gets `read_timeout` to send its request headers: one
-/// that trickles them (slowloris) cannot hold a connection open. The body has the same bound,
-/// enforced where it is read.
+/// Every connection is held to [`conn::Limits`]: a first byte within `first_byte`, no more
+/// than `idle` between requests, headers within `headers` once they have begun (so a client
+/// that trickles them, slowloris, cannot hold a connection), and at most `max_connections`
+/// open at once. A request's body has its own bound, enforced where it is read.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
-    read_timeout: Duration,
+    limits: conn::Limits,
+    max_connections: usize,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     use hyper_util::{
@@ -96,9 +99,10 @@ pub async fn serve(
         service::TowerToHyperService,
     };
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(read_timeout);
+    builder.http1().timer(TokioTimer::new());
     builder.http2().timer(TokioTimer::new());
     let graceful = GracefulShutdown::new();
+    let connections = conn::Connections::new(max_connections);
     loop {
         let (stream, _peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -112,8 +116,29 @@ pub async fn serve(
                 }
             },
         };
-        let service = TowerToHyperService::new(router.clone());
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+        let Some(slot) = connections.admit() else {
+            crate::observe::http_connection_refused();
+            tracing::debug!(max_connections, "connection refused: as many open as allowed");
+            continue;
+        };
+        let activity = conn::Activity::default();
+        let service = {
+            let (router, activity) = (router.clone(), activity.clone());
+            tower::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                // The connection's idle and header timers rest while a request is handled.
+                let handling = activity.begin();
+                let mut router = router.clone();
+                async move {
+                    let resp = tower::Service::call(&mut router, req).await;
+                    drop(handling);
+                    resp
+                }
+            })
+        };
+        let io = conn::Guarded::new(stream, limits, activity, Some(slot));
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(service))
+            .into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             if let Err(e) = conn.await {

@@ -1,6 +1,7 @@
 //! A corpus of hostile requests written to the socket byte for byte, and stalled bodies.
 
 use super::*;
+use std::time::Duration;
 
 /// An answer read off the wire, whatever shape the request had.
 #[derive(Debug)]
@@ -545,6 +546,75 @@ async fn headers_that_never_finish_arriving_lose_their_connection_when_the_read_
     assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(bridge.app.sim.requests().is_empty());
     bridge.assert_alive().await;
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn a_connection_that_never_sends_a_byte_is_closed_after_the_first_byte_timeout() {
+    use tokio::io::AsyncReadExt;
+    let bridge = Bridge::start_with(&corpus_sources(), &[("server.first_byte_timeout", "1s")]).await;
+    let mut silent = Vec::new();
+    for _ in 0..5 {
+        silent.push(tokio::net::TcpStream::connect(bridge.app.addr).await.unwrap());
+    }
+    for stream in &mut silent {
+        let mut rest = Vec::new();
+        let read =
+            crate::kit::within(10, "the server to close a silent connection", stream.read_to_end(&mut rest))
+                .await;
+        assert!(read.is_ok() && rest.is_empty(), "{read:?} {rest:?}");
+    }
+    bridge.assert_alive().await;
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn a_kept_alive_connection_outlives_the_header_timeout_while_idle_and_is_reused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let bridge = Bridge::start_with(&corpus_sources(), &[("server.body_read_timeout", "1s")]).await;
+    let mut stream = tokio::net::TcpStream::connect(bridge.app.addr).await.unwrap();
+    async fn answer(stream: &mut tokio::net::TcpStream) -> String {
+        stream.write_all(b"GET /healthz HTTP/1.1\r\nhost: bridge\r\n\r\n").await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = crate::kit::within(10, "an answer on the kept-alive connection", stream.read(&mut buf))
+            .await
+            .unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+    assert!(answer(&mut stream).await.starts_with("HTTP/1.1 200"));
+    // Idle for twice the header timeout, as a client's pooled connection is between requests.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let again = answer(&mut stream).await;
+    assert!(again.starts_with("HTTP/1.1 200"), "the idle connection was kept: {again:?}");
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn connections_past_server_max_connections_are_closed_at_once_and_counted() {
+    use tokio::io::AsyncReadExt;
+    let bridge = Bridge::start_with(&corpus_sources(), &[("server.max_connections", "3")]).await;
+    // The test's own client keeps one connection for /metrics below: two more fill the cap.
+    let metrics = || async {
+        bridge.app.http.get(bridge.app.url("/metrics")).send().await.unwrap().text().await.unwrap()
+    };
+    assert!(metrics().await.contains("incident_bridge_http_connections"));
+    let _held: Vec<_> =
+        futures::future::join_all((0..2).map(|_| tokio::net::TcpStream::connect(bridge.app.addr)))
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+    let mut over = tokio::net::TcpStream::connect(bridge.app.addr).await.unwrap();
+    let mut rest = Vec::new();
+    let read =
+        crate::kit::within(10, "the connection over the cap to be closed", over.read_to_end(&mut rest)).await;
+    assert!(read.is_ok() && rest.is_empty(), "{read:?}");
+    let text = metrics().await;
+    let refused = text
+        .lines()
+        .find_map(|l| l.strip_prefix("incident_bridge_http_connections_refused_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok());
+    assert!(refused.is_some_and(|n| n >= 1.0), "{text}");
     bridge.stop().await;
 }
 
