@@ -2,7 +2,7 @@
 //! optional in-process simulator, SCWM client, pipeline, queue); [`App::run`] serves until the
 //! shutdown token fires and then drains in-flight work within the configured grace period.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -154,7 +154,10 @@ impl App {
     /// work still unfinished.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let Self { config, listener, simulator, runner, health, nats } = self;
-        let intake = Intake::new(runner.clone(), config.sources.clone());
+        // Fires a little before the shutdown grace ends: every caller still waiting for an
+        // outcome is answered then, so none has its connection cut when the process exits.
+        let answer_deadline = CancellationToken::new();
+        let intake = Intake::new(runner.clone(), config.sources.clone(), answer_deadline.clone());
         let router = http::router(HttpState {
             intake: intake.clone(),
             health: health.clone(),
@@ -195,7 +198,17 @@ impl App {
         ingest_stop.cancel();
         http_stop.cancel();
         runner.close();
+        let grace = config.server.shutdown_grace;
+        let margin = (grace / 10).min(Duration::from_secs(1));
+        let deadline_timer = tokio::spawn({
+            let deadline = answer_deadline.clone();
+            async move {
+                tokio::time::sleep(grace.saturating_sub(margin)).await;
+                deadline.cancel();
+            }
+        });
         let drain = async {
+            // Replies, acks and HTTP answers; each ends by the answer deadline at the latest.
             ingest_tasks.wait().await;
             match server.await {
                 Ok(Ok(())) => {}
@@ -203,24 +216,13 @@ impl App {
                 Err(e) => tracing::error!(error = %e, "HTTP server task failed"),
             }
             runner.drained().await;
-            // Acks, replies and results are buffered in the client until flushed. A client
-            // that never got a connection (a server refusing its credentials, say) would wait
-            // for one until the grace period ends: nothing came from NATS then, so there is
-            // nothing to ack or answer, and results queued for it are given up.
-            if let Some(client) = &nats {
-                if client.connection_state() == async_nats::connection::State::Pending {
-                    tracing::warn!("never connected to NATS; dropping anything queued for it");
-                } else {
-                    if let Err(e) = client.flush().await {
-                        tracing::warn!(error = %e, "flushing NATS failed");
-                    }
-                    if let Err(e) = client.drain().await {
-                        tracing::warn!(error = %e, "draining NATS failed");
-                    }
-                }
-            }
         };
-        let drained = tokio::time::timeout(config.server.shutdown_grace, drain).await;
+        let started = tokio::time::Instant::now();
+        let drained = tokio::time::timeout(grace, drain).await;
+        deadline_timer.abort();
+        if let Some(client) = &nats {
+            flush_nats(client, grace.saturating_sub(started.elapsed()).max(Duration::from_secs(1))).await;
+        }
         if let Some(sim) = simulator
             && let Err(e) = sim.stop().await
         {
@@ -237,6 +239,30 @@ impl App {
                 runner.depth()
             ),
         }
+    }
+}
+
+/// Sends what the NATS client holds (acks, replies, results) and closes it, within `within`. A
+/// client that is not connected would wait for a connection for as long as it is given: what it
+/// holds then is given up at once (the server redelivers unacknowledged JetStream messages).
+async fn flush_nats(client: &async_nats::Client, within: Duration) {
+    use async_nats::connection::State;
+    if client.connection_state() != State::Connected {
+        tracing::warn!(state = ?client.connection_state(), "not connected to NATS at shutdown; dropping what was queued for it");
+        return;
+    }
+    match tokio::time::timeout(within, async {
+        if let Err(e) = client.flush().await {
+            tracing::warn!(error = %e, "flushing NATS failed");
+        }
+        if let Err(e) = client.drain().await {
+            tracing::warn!(error = %e, "draining NATS failed");
+        }
+    })
+    .await
+    {
+        Ok(()) => {}
+        Err(_) => tracing::warn!(?within, "NATS did not take what was queued in time; dropping it"),
     }
 }
 

@@ -15,6 +15,7 @@ use std::{sync::Arc, time::Duration};
 
 use futures::future::join_all;
 use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 
 pub use decoder::{Decoder, Identity, Inbound};
 
@@ -59,11 +60,13 @@ pub enum Room {
     Refuse,
 }
 
-/// The way in: the sources by name and the runner behind them.
+/// The way in: the sources by name, the runner behind them, and the moment waiting for
+/// outcomes ends for good (the end of the shutdown grace).
 #[derive(Clone)]
 pub struct Intake {
     runner: Runner,
     sources: Sources,
+    deadline: CancellationToken,
 }
 
 /// A read message's events, not yet submitted, with what verified it.
@@ -80,6 +83,7 @@ pub struct Tickets {
     receipt: Receipt,
     spec: Arc<SourceSpec>,
     over_nats: bool,
+    deadline: CancellationToken,
 }
 
 /// One event's outcome, once the pipeline has finished with it.
@@ -89,14 +93,20 @@ enum Ticket {
     Refused(SubmitError),
 }
 
-/// Some events had no outcome within the time the caller could wait; they go on in the
-/// background.
+/// Why some events have no outcome for the caller: they go on in the background.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TimedOut;
+pub enum TimedOut {
+    /// Not within the time the caller could wait.
+    Waited,
+    /// The bridge is stopping and its grace is over: the caller is answered now, not never.
+    ShuttingDown,
+}
 
 impl Intake {
-    pub fn new(runner: Runner, sources: Sources) -> Self {
-        Self { runner, sources }
+    /// `deadline` fires when the shutdown grace is nearly over: every wait for an outcome ends
+    /// then, so every caller still waiting gets an answer before the process exits.
+    pub fn new(runner: Runner, sources: Sources, deadline: CancellationToken) -> Self {
+        Self { runner, sources, deadline }
     }
 
     pub fn sources(&self) -> &Sources {
@@ -152,7 +162,7 @@ impl Intake {
                 Err((error, _job)) => Ticket::Refused(error),
             });
         }
-        Tickets { tickets, receipt, spec, over_nats }
+        Tickets { tickets, receipt, spec, over_nats, deadline: self.deadline.clone() }
     }
 
     /// Submits a read message's events with nobody waiting (an asynchronous command): their
@@ -238,13 +248,19 @@ impl Tickets {
                 }),
             }
         }));
-        let outcomes = match within {
-            Some(limit) => tokio::time::timeout(limit, all).await.map_err(|_| TimedOut),
-            None => Ok(all.await),
+        let waited = async {
+            match within {
+                Some(limit) => tokio::time::timeout(limit, all).await.map_err(|_| TimedOut::Waited),
+                None => Ok(all.await),
+            }
+        };
+        let outcomes = tokio::select! {
+            outcomes = waited => outcomes,
+            () = self.deadline.cancelled() => Err(TimedOut::ShuttingDown),
         };
         let release = match &outcomes {
             Ok(outcomes) => sent_again(outcomes),
-            Err(TimedOut) => true,
+            Err(_) => true,
         };
         if release {
             self.auth().release(&self.receipt);

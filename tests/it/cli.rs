@@ -175,3 +175,102 @@ async fn the_quickstart_run_twice_in_one_directory_opens_the_incident_in_each_ru
         assert_eq!(incidents.len(), 1, "run {run}: the alert's incident is in this run's simulator");
     }
 }
+
+/// SIGTERM to a child bridge.
+fn sigterm(child: &tokio::process::Child) {
+    let pid = child.id().unwrap().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+}
+
+/// `n` synchronous native adds at once; each one's status, or the error that ended it.
+fn adds_in_flight(addr: &str, n: usize) -> Vec<tokio::task::JoinHandle<Result<u16, String>>> {
+    let http = reqwest::Client::new();
+    (0..n)
+        .map(|i| {
+            let (http, url) = (http.clone(), format!("http://{addr}/v1/incidents/add"));
+            tokio::spawn(async move {
+                let resp = http
+                    .post(url)
+                    .json(&json!({"title": format!("in flight {i}"), "externalRef": format!("k{i}")}))
+                    .send()
+                    .await
+                    .map_err(|e| format!("{e:?}"))?;
+                let status = resp.status().as_u16();
+                if status == 503 {
+                    assert!(resp.headers().contains_key("retry-after"), "a 503 says when to come back");
+                }
+                Ok(status)
+            })
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn sigterm_under_load_answers_every_request_and_exits_zero_once_the_work_drains() {
+    let sim = crate::kit::start_simulator().await;
+    sim.set_faults(Faults { latency: Some(Latency::Fixed { fixed_ms: 1500 }), ..Faults::default() });
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::kit::config_text(&sim.url(), "")
+        .replace("shutdown_grace = \"10s\"", "shutdown_grace = \"20s\"");
+    let (mut child, addr) = crate::kit::spawn_bridge(&config, &dir).await;
+    let requests = adds_in_flight(&addr, 100);
+    within(10, "the requests to reach SCWM", sim.wait_for_requests(100, Duration::from_secs(10)))
+        .await
+        .unwrap();
+
+    sigterm(&child);
+    let status = within(30, "the bridge to exit", child.wait()).await.unwrap();
+    let answers: Vec<Result<u16, String>> =
+        futures::future::join_all(requests).await.into_iter().map(Result::unwrap).collect();
+    assert!(answers.iter().all(|a| a == &Ok(200)), "every request answered with its outcome: {answers:?}");
+    assert!(status.success(), "exit status {status:?}");
+    assert_eq!(sim.incidents().len(), 100);
+}
+
+#[tokio::test]
+async fn requests_still_waiting_when_the_grace_ends_are_answered_503_and_none_is_cut_off() {
+    let sim = crate::kit::start_simulator().await;
+    sim.set_faults(Faults { latency: Some(Latency::Fixed { fixed_ms: 10_000 }), ..Faults::default() });
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::kit::config_text(&sim.url(), "")
+        .replace("shutdown_grace = \"10s\"", "shutdown_grace = \"2s\"")
+        .replace("request_timeout = \"5s\"", "request_timeout = \"30s\"")
+        .replace("sync_timeout = \"10s\"", "sync_timeout = \"60s\"");
+    let (mut child, addr) = crate::kit::spawn_bridge(&config, &dir).await;
+    // Fewer than scwm.max_concurrency (32), so every one is at SCWM when the signal comes.
+    let requests = adds_in_flight(&addr, 30);
+    within(10, "the requests to reach SCWM", sim.wait_for_requests(30, Duration::from_secs(10)))
+        .await
+        .unwrap();
+
+    sigterm(&child);
+    let status = within(20, "the bridge to exit", child.wait()).await.unwrap();
+    let answers: Vec<Result<u16, String>> =
+        futures::future::join_all(requests).await.into_iter().map(Result::unwrap).collect();
+    assert!(answers.iter().all(|a| a == &Ok(503)), "every caller heard back, none was cut off: {answers:?}");
+    assert!(!status.success(), "the work did not drain within the grace: {status:?}");
+}
+
+#[tokio::test]
+async fn with_nats_down_sigterm_drains_and_exits_zero_without_waiting_out_the_grace() {
+    let mut nats = crate::kit::nats::NatsServer::start();
+    let sim = crate::kit::start_simulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!("[nats]\nurl = \"{}\"\n", nats.url());
+    let config = crate::kit::config_text(&sim.url(), &extra)
+        .replace("shutdown_grace = \"10s\"", "shutdown_grace = \"30s\"");
+    let (mut child, addr) = crate::kit::spawn_bridge(&config, &dir).await;
+    let resp = reqwest::Client::new()
+        .post(format!("http://{addr}/v1/incidents/add"))
+        .json(&json!({"title": "before NATS went away"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    nats.kill();
+
+    sigterm(&child);
+    // Well within the 30 s grace: a bridge waiting for NATS to come back would not exit here.
+    let status = within(20, "the bridge to exit before its grace is over", child.wait()).await.unwrap();
+    assert!(status.success(), "exit status {status:?}");
+}

@@ -287,7 +287,7 @@ mod tests {
         let (mut client, server) = duplex(64);
         let mut conn = Guarded::new(server, LIMITS, Activity::default(), None);
         client.write_all(b"P").await.unwrap();
-        conn.read(&mut [0u8; 8]).await.unwrap();
+        assert_eq!(conn.read(&mut [0u8; 8]).await.unwrap(), 1);
         let started = Instant::now();
         let err = conn.read(&mut [0u8; 8]).await.unwrap_err();
         assert_eq!(err.to_string(), "request headers too slow");

@@ -208,6 +208,16 @@ async fn readyz(State(state): State<HttpState>) -> Response {
     }
 }
 
+/// The answer to a request still waiting when the shutdown grace is over: come back, to this
+/// replica's successor. What was begun goes on until the process exits, and a resend is
+/// recognised (its licensePlate) and does nothing twice.
+fn shutting_down() -> Response {
+    Problem::new(StatusCode::SERVICE_UNAVAILABLE, "shutting-down", "Shutting down")
+        .detail("the bridge stopped before the outcome was known; send the request again")
+        .retry_after(Duration::from_secs(1))
+        .into_response()
+}
+
 async fn not_found() -> Problem {
     Problem::new(StatusCode::NOT_FOUND, "not-found", "Not found")
 }

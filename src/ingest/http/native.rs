@@ -13,7 +13,7 @@ use super::{HttpState, body, inbound, problem::Problem, status};
 use crate::{
     ids::LicensePlate,
     incident::Operation,
-    intake::{Identity, Room, Unreadable},
+    intake::{Identity, Room, TimedOut, Unreadable},
     pipeline::{Delivery, Outcome, queue::SubmitError},
 };
 
@@ -97,7 +97,8 @@ async fn accept(
                 .detail("the command ended without an outcome")
                 .into_response(),
         },
-        Err(_) => Problem::new(StatusCode::SERVICE_UNAVAILABLE, "scwm-timeout", "SCWM did not answer in time")
+        Err(TimedOut::ShuttingDown) => super::shutting_down(),
+        Err(TimedOut::Waited) => Problem::new(StatusCode::SERVICE_UNAVAILABLE, "scwm-timeout", "SCWM did not answer in time")
             .detail("the command continues in the background; resend it with the same Idempotency-Key to get its answer without a second effect")
             .retry_after(std::time::Duration::from_secs(1))
             .into_response(),

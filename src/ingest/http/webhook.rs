@@ -24,7 +24,7 @@ use serde_json::json;
 
 use super::{HttpState, body, inbound, problem::Problem, status};
 use crate::{
-    intake::{Identity, Room, Unreadable},
+    intake::{Identity, Room, TimedOut, Unreadable},
     pipeline::{Delivery, Outcome},
     sources::SourceKind,
 };
@@ -86,10 +86,15 @@ async fn handle(
     let sent_again = |outcomes: &[Outcome]| outcomes.iter().any(|o| status::of(o) >= 500);
     Ok(match tickets.outcomes(Some(state.sync_timeout), sent_again).await {
         Ok(outcomes) => answer(count, outcomes),
-        Err(_) => Problem::new(StatusCode::SERVICE_UNAVAILABLE, "timeout", "Not finished in time")
-            .detail("the events continue in the background; a resend is recognised and does nothing twice")
-            .retry_after(Duration::from_secs(5))
-            .into_response(),
+        Err(TimedOut::Waited) => {
+            Problem::new(StatusCode::SERVICE_UNAVAILABLE, "timeout", "Not finished in time")
+                .detail(
+                    "the events continue in the background; a resend is recognised and does nothing twice",
+                )
+                .retry_after(Duration::from_secs(5))
+                .into_response()
+        }
+        Err(TimedOut::ShuttingDown) => super::shutting_down(),
     })
 }
 

@@ -112,11 +112,21 @@ async fn handle(
             // The requester is told to try again: its retry of this message is not a replay.
             let sent_again =
                 |outcomes: &[Outcome]| outcomes.iter().any(|o| matches!(o, Outcome::Retry { .. }));
-            let Ok(outcomes) = tickets.outcomes(None, sent_again).await else { return };
-            if let Some(reply) = reply {
-                let (status, body) = reply_body(outcomes);
-                respond(&client, reply, status, body).await;
-            }
+            let answered = tickets.outcomes(None, sent_again).await;
+            let Some(reply) = reply else { return };
+            let (status, body) = match answered {
+                Ok(outcomes) => reply_body(outcomes),
+                // The grace is over: the requester hears so rather than wait for a reply that
+                // would never come.
+                Err(_) => (
+                    503,
+                    Bytes::from(
+                        json!({"status": 503, "title": "Shutting down", "detail": "send the request again"})
+                            .to_string(),
+                    ),
+                ),
+            };
+            respond(&client, reply, status, body).await;
         }
         .in_current_span(),
     );
