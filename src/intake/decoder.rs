@@ -56,6 +56,13 @@ impl Identity {
     }
 }
 
+/// A message's events, and the id its sender gave it (CloudEvents).
+#[derive(Debug)]
+pub struct Decoded {
+    pub events: Vec<Event>,
+    pub delivery_id: Option<String>,
+}
+
 /// Reads messages the way one source says.
 #[derive(Debug, Clone)]
 pub struct Decoder {
@@ -105,6 +112,12 @@ impl Decoder {
     /// route does not drop. Fails, without partial results, when the message is not readable.
     /// Only a verified message can be decoded.
     pub fn events(&self, inbound: &Verified<Inbound>) -> Result<Vec<Event>, DecodeError> {
+        self.decode(inbound).map(|d| d.events)
+    }
+
+    /// [`Decoder::events`], with the id the sender gave the message when its format has one (a
+    /// CloudEvent's `source` and `id`), which names the delivery for repeats.
+    pub fn decode(&self, inbound: &Verified<Inbound>) -> Result<Decoded, DecodeError> {
         let inbound = inbound.body();
         let body = &inbound.original.body;
         let limits = &self.spec.limits;
@@ -112,19 +125,23 @@ impl Decoder {
         if !json_depth_within(body, limits.max_depth) {
             return Err(DecodeError::Invalid(format!("JSON nested deeper than {} levels", limits.max_depth)));
         }
+        let plain = |events| Ok(Decoded { events, delivery_id: None });
         match self.spec.kind {
             SourceKind::Native => {
                 let op = native_op(&inbound.source.subject)?;
-                Ok(vec![self.command(inbound, native::decode(op, body)?)])
+                plain(vec![self.command(inbound, native::decode(op, body)?)])
             }
-            SourceKind::Alertmanager => self.alerts(inbound, alertmanager::decode(body)?),
-            SourceKind::Grafana => self.alerts(inbound, grafana::decode(body)?),
+            SourceKind::Alertmanager => plain(self.alerts(inbound, alertmanager::decode(body)?)?),
+            SourceKind::Grafana => plain(self.alerts(inbound, grafana::decode(body)?)?),
             SourceKind::CloudEvents(inner) => {
                 let event = cloudevents::decode(&inbound.original.headers[..], body.clone())?;
-                match event.decode_data(inner)? {
-                    Inner::Notification(n) => self.alerts(inbound, n),
-                    Inner::Native(cmd) => Ok(vec![self.command(inbound, cmd)]),
-                }
+                // `source` + `id` name a CloudEvent; a producer resends with both the same.
+                let delivery_id = Some(format!("{}\n{}", event.source, event.id));
+                let events = match event.decode_data(inner)? {
+                    Inner::Notification(n) => self.alerts(inbound, n)?,
+                    Inner::Native(cmd) => vec![self.command(inbound, cmd)],
+                };
+                Ok(Decoded { events, delivery_id })
             }
         }
     }

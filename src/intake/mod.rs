@@ -10,14 +10,19 @@
 //! words (no status codes, no acks) and never calls SCWM itself: the pipeline does.
 
 mod decoder;
+pub mod repeats;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use futures::future::join_all;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 pub use decoder::{Decoder, Identity, Inbound};
+pub use repeats::{Answer, Claim, DeliveryKey, Fingerprint, Repeats};
 
 use crate::{
     event::{Event, Original, Source},
@@ -67,14 +72,30 @@ pub struct Intake {
     runner: Runner,
     sources: Sources,
     deadline: CancellationToken,
+    repeats: Repeats,
 }
 
-/// A read message's events, not yet submitted, with what verified it.
+/// A read message's events, not yet submitted, with what verified it and which delivery it is.
 pub struct Read {
     pub events: Vec<Event>,
     receipt: Receipt,
     spec: Arc<SourceSpec>,
     over_nats: bool,
+    delivery: Option<(DeliveryKey, Fingerprint)>,
+}
+
+/// What the bridge remembers of a read message's delivery.
+#[derive(Debug)]
+pub enum Recall {
+    /// Not seen before (or it names no delivery): handle it. Finish the claim with the answer
+    /// when it is one a resend should get again.
+    New(Option<Claim>),
+    /// The first delivery is still being handled.
+    InFlight { idempotency_key: bool },
+    /// Handled already: the answer it got.
+    Done(Answer),
+    /// The delivery's key was used for another request.
+    Mismatch,
 }
 
 /// A submitted message: one ticket per event, in event order.
@@ -106,7 +127,7 @@ impl Intake {
     /// `deadline` fires when the shutdown grace is nearly over: every wait for an outcome ends
     /// then, so every caller still waiting gets an answer before the process exits.
     pub fn new(runner: Runner, sources: Sources, deadline: CancellationToken) -> Self {
-        Self { runner, sources, deadline }
+        Self { runner, sources, deadline, repeats: Repeats::default() }
     }
 
     pub fn sources(&self) -> &Sources {
@@ -120,12 +141,17 @@ impl Intake {
     /// Verifies `inbound` with `spec`'s schemes over its raw body and `received` (the headers as
     /// they arrived; `inbound` carries only what may travel on, without credentials), then
     /// decodes it into events. Counts the message and, when refused, why.
+    ///
+    /// The delivery is named (for [`Intake::recall`]) by `key` when the transport has one (an
+    /// `Idempotency-Key`, a `Nats-Msg-Id`), else by what verified it (a Standard Webhooks
+    /// `webhook-id`, signed), else by what the format says (a CloudEvent's `source` and `id`).
     pub fn read(
         &self,
         spec: &Arc<SourceSpec>,
         inbound: Inbound,
         received: &dyn HeaderLookup,
         over_nats: bool,
+        key: Option<DeliveryKey>,
     ) -> Result<Read, Unreadable> {
         let transport = inbound.source.transport.as_str();
         crate::observe::event_received(&spec.name, transport);
@@ -137,18 +163,47 @@ impl Intake {
                 crate::observe::auth_failure(&spec.name, e.kind());
                 Unreadable::Unauthenticated(e)
             })?;
-        let events = decoder.events(&verified).map_err(|e| {
+        let decoded = decoder.decode(&verified).map_err(|e| {
             tracing::info!(source = %spec.name, transport, reason = e.kind(), error = %e, "webhook refused: cannot decode");
             Unreadable::Decode(e)
         })?;
-        let (_, receipt) = verified.into_parts();
-        Ok(Read { events, receipt, spec: Arc::clone(spec), over_nats })
+        let (inbound, receipt) = verified.into_parts();
+        let signed_id = || {
+            let auth = if over_nats { spec.nats_auth() } else { &spec.auth };
+            auth.scheme_names()
+                .contains(&"standard-webhooks")
+                .then(|| inbound.original.header("webhook-id").map(|id| ("webhook-id", id.trim().to_owned())))
+                .flatten()
+        };
+        let key = key.or_else(|| {
+            let (namespace, id) =
+                signed_id().or_else(|| decoded.delivery_id.clone().map(|id| ("cloudevent", id)))?;
+            Some(DeliveryKey { namespace, source: spec.name.clone(), sender: String::new(), id })
+        });
+        let delivery = key.map(|k| {
+            let fingerprint = Fingerprint::of(&[inbound.source.subject.as_bytes(), &inbound.original.body]);
+            (k, fingerprint)
+        });
+        Ok(Read { events: decoded.events, receipt, spec: Arc::clone(spec), over_nats, delivery })
+    }
+
+    /// What the bridge remembers of `read`'s delivery: seen and answered, still being handled,
+    /// used for another request, or new (claimed now).
+    pub fn recall(&self, read: &Read, now: Instant) -> Recall {
+        let Some((key, fingerprint)) = &read.delivery else { return Recall::New(None) };
+        let idempotency_key = key.namespace == "idempotency-key";
+        match self.repeats.check(key.clone(), *fingerprint, now) {
+            repeats::Seen::New(claim) => Recall::New(Some(claim)),
+            repeats::Seen::InFlight => Recall::InFlight { idempotency_key },
+            repeats::Seen::Done(answer) => Recall::Done(answer),
+            repeats::Seen::Mismatch => Recall::Mismatch,
+        }
     }
 
     /// Submits a read message's events: each gets a ticket. An event the queue cannot take
     /// (full with [`Room::Refuse`], or closed for shutdown) has its outcome at once: retry.
     pub async fn submit(&self, read: Read, delivery: Delivery, room: Room) -> Tickets {
-        let Read { events, receipt, spec, over_nats } = read;
+        let Read { events, receipt, spec, over_nats, .. } = read;
         let mut tickets = Vec::with_capacity(events.len());
         for event in events {
             let (tx, rx) = oneshot::channel();
@@ -170,7 +225,7 @@ impl Intake {
     /// are not submitted and the message is released from its source's replay cache, since the
     /// sender is told to send it again.
     pub fn submit_detached(&self, read: Read, delivery: Delivery) -> Result<(), SubmitError> {
-        let Read { events, receipt, spec, over_nats } = read;
+        let Read { events, receipt, spec, over_nats, .. } = read;
         for event in events {
             if let Err((error, _)) = self.runner.try_submit(Job { event, delivery, reply: None }) {
                 let auth = if over_nats { spec.nats_auth() } else { &spec.auth };

@@ -38,9 +38,13 @@ impl StandardWebhooks {
         if !matched {
             return Err(VerifyError::bad_signature(SIGNATURE));
         }
-        // The message id names the message (the spec's idempotency key); a sender's retry reuses
-        // it with a new timestamp and signature and is a duplicate all the same.
-        self.fresh.admit(ts, now, mac::replay_key(b"standard-webhooks", &[id])).map(Some)
+        // The message id names the message (the spec's idempotency key): a sender's retry reuses
+        // it with a new timestamp and signature. That is not refused here as a replay: the
+        // intake remembers the id and answers a repeat with the first delivery's answer, which
+        // is what the spec asks for, and what makes a captured message replayed within the
+        // tolerance harmless too.
+        self.fresh.window.check(ts, now)?;
+        Ok(None)
     }
 }
 

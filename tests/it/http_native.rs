@@ -231,11 +231,75 @@ async fn an_idempotency_key_reuses_the_license_plate_so_scwm_acts_once() {
     let first = send().await.unwrap();
     let second = send().await.unwrap();
     assert_eq!(first.headers()["license-plate"], second.headers()["license-plate"]);
-    assert_eq!(json_of(first).await, json_of(second).await);
+    assert_eq!(second.headers()["idempotent-replayed"], "true");
+    assert_eq!(json_of(first).await, json_of(second).await, "the repeat gets the original answer");
     assert_eq!(app.sim.incidents().len(), 1, "the repeat had no second effect");
-    let requests = app.sim.requests();
-    assert_eq!(requests.len(), 2);
-    assert!(requests[1].duplicate);
+    assert_eq!(app.sim.requests().len(), 1, "the bridge answered the repeat itself");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_idempotency_key_is_bound_to_its_request_and_its_sender() {
+    let app = TestApp::start().await;
+    let id = add(&app, "one").await;
+    let other = add(&app, "two").await;
+    let edit = |id: &str, token: Option<&str>| {
+        let mut req = app
+            .http
+            .post(app.url("/v1/incidents/edit"))
+            .header("idempotency-key", "edit-1")
+            .json(&json!({"id": id, "priority": "P1"}));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        req.send()
+    };
+    assert_eq!(edit(&id, None).await.unwrap().status(), 200);
+    // The same key for another incident: another request, refused rather than answered with
+    // the first one's outcome (the IETF draft's 422).
+    let reused = edit(&other, None).await.unwrap();
+    assert_eq!(reused.status(), 422);
+    assert_eq!(json_of(reused).await["type"], "urn:incident-bridge:problem:idempotency-key-reused");
+    // Another sender (other credentials) has keys of its own: its `edit-1` is its own request.
+    assert_eq!(edit(&other, Some("another-client")).await.unwrap().status(), 200);
+    let edited: Vec<String> = app
+        .sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.body["header"]["eventName"] == "agile-process-teams:edit-incident:v3")
+        .map(|r| r.body["payload"]["id"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(edited, [id, other], "each incident edited once, the second by the other sender");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_repeat_while_the_first_is_in_flight_is_told_409() {
+    let app = TestApp::start().await;
+    app.sim.set_faults(Faults {
+        latency: Some(incident_bridge::sim::Latency::Fixed { fixed_ms: 1_000 }),
+        ..Faults::default()
+    });
+    let send = || {
+        app.http
+            .post(app.url("/v1/incidents/add"))
+            .header("idempotency-key", "slow-1")
+            .json(&json!({"title": "slow"}))
+            .send()
+    };
+    let first = tokio::spawn(send());
+    crate::kit::within(
+        10,
+        "the first request to reach SCWM",
+        app.sim.wait_for_requests(1, std::time::Duration::from_secs(10)),
+    )
+    .await
+    .unwrap();
+    let second = send().await.unwrap();
+    assert_eq!(second.status(), 409);
+    assert_eq!(json_of(second).await["type"], "urn:incident-bridge:problem:idempotency-key-in-flight");
+    assert_eq!(first.await.unwrap().unwrap().status(), 200);
+    assert_eq!(app.sim.requests().len(), 1);
     app.stop().await;
 }
 

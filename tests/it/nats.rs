@@ -63,18 +63,7 @@ async fn wait_ready(app: &TestApp) {
 /// Sends a request and waits for its reply; retried while the bridge's subscription is not
 /// yet in place (no responders).
 async fn request(client: &async_nats::Client, subject: &str, body: Value) -> async_nats::Message {
-    within(20, "a reply", async {
-        loop {
-            match client.request(subject.to_owned(), Bytes::from(body.to_string())).await {
-                Ok(msg) => break msg,
-                Err(e) if e.kind() == async_nats::client::RequestErrorKind::NoResponders => {
-                    tokio::task::yield_now().await
-                }
-                Err(e) => panic!("request failed: {e}"),
-            }
-        }
-    })
-    .await
+    crate::kit::nats::request(client, subject, async_nats::HeaderMap::new(), body.to_string()).await
 }
 
 async fn publish_js(js: &jetstream::Context, subject: &str, bodies: impl IntoIterator<Item = Value>) {
@@ -656,5 +645,40 @@ async fn a_stream_on_the_results_keeps_a_transient_failure_and_the_final_success
     // The same request sent again: SCWM answers it again, and the stream keeps it once.
     assert_eq!(send().await.status(), 200);
     assert_eq!(stream.info().await.unwrap().state.messages, 2, "a repeat of the final answer is dropped");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_idempotency_key_and_a_nats_msg_id_with_the_same_text_are_two_deliveries_and_repeats_get_the_first_reply()
+ {
+    let nats = NatsServer::start();
+    let app = app_with_nats(&nats, "").await;
+    wait_ready(&app).await;
+    let client = nats.client().await;
+    let send = |header: &'static str, title: &'static str| {
+        let client = client.clone();
+        async move {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert(header, "same-text");
+            crate::kit::nats::request(
+                &client,
+                "incidents.commands.add",
+                headers,
+                json!({"title": title}).to_string(),
+            )
+            .await
+        }
+    };
+    let by_msg_id = send("Nats-Msg-Id", "first").await;
+    assert_eq!(header(&by_msg_id, "Incident-Bridge-Status"), Some("200"));
+    let by_key = send("Idempotency-Key", "second").await;
+    assert_eq!(header(&by_key, "Incident-Bridge-Status"), Some("200"));
+    assert_eq!(app.sim.incidents().len(), 2, "two deliveries, two incidents");
+
+    let again = send("Nats-Msg-Id", "first").await;
+    assert_eq!(again.payload, by_msg_id.payload, "a repeat gets the first reply");
+    let reused = send("Idempotency-Key", "another body").await;
+    assert_eq!(header(&reused, "Incident-Bridge-Status"), Some("422"), "a key used for another request");
+    assert_eq!(app.sim.requests().len(), 2, "no repeat reached SCWM");
     app.stop().await;
 }

@@ -252,15 +252,14 @@ fn the_stripe_divergences_are_only_the_window() {
 }
 
 #[test]
-fn every_vector_of_a_file_shares_one_source_without_false_replays() {
-    // Valid vectors with distinct ids or timestamps are distinct messages for one cache.
+fn every_valid_vector_of_a_file_verifies_at_one_source_even_when_ids_repeat() {
+    // Repeated ids are deliveries the intake answers from memory; verification lets them in.
     let fixture = load("standard-webhooks.json");
     let auth = source(RawAuth {
         scheme: "standard-webhooks".into(),
         secrets: Some(vec![fixture["secret"].as_str().unwrap().to_owned()]),
         ..RawAuth::default()
     });
-    let mut seen_ids = std::collections::HashSet::new();
     for v in fixture["vectors"].as_array().unwrap() {
         if v["expected"] != "valid" || v["secret"] != fixture["secret"] {
             continue;
@@ -268,7 +267,6 @@ fn every_vector_of_a_file_shares_one_source_without_false_replays() {
         let (headers, _) = header_maps(v);
         let body = Bytes::from(v["payload"].as_str().unwrap().to_owned());
         let result = auth.verify(&headers, body, verify_at(v)).map(|_| "ok").map_err(|e| e.kind());
-        let first = seen_ids.insert(v["headers"]["webhook-id"].as_str().unwrap().to_owned());
-        assert_eq!(result, if first { Ok("ok") } else { Err("replayed") }, "{}", v["name"]);
+        assert_eq!(result, Ok("ok"), "{}", v["name"]);
     }
 }

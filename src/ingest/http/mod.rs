@@ -208,6 +208,85 @@ async fn readyz(State(state): State<HttpState>) -> Response {
     }
 }
 
+/// What the bridge remembers of a read request's delivery, in HTTP's words: `Ok` with the claim
+/// to finish for a new one (or none when it names no delivery), else the answer to give now: a
+/// repeat of a handled one gets its first answer again; one whose first delivery is still being
+/// handled gets 409 for an `Idempotency-Key` (the draft's word) and 503 with `Retry-After` for a
+/// sender's own id; a key used for another request gets 422.
+#[allow(clippy::result_large_err)] // The error is the answer itself, given at once.
+fn recall(
+    intake: &crate::intake::Intake,
+    read: &crate::intake::Read,
+) -> Result<Option<crate::intake::Claim>, Response> {
+    use crate::intake::Recall;
+    match intake.recall(read, std::time::Instant::now()) {
+        Recall::New(claim) => Ok(claim),
+        Recall::Done(answer) => {
+            let mut resp =
+                (StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK), answer.body).into_response();
+            resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(answer.content_type));
+            resp.headers_mut().insert("idempotent-replayed", http::HeaderValue::from_static("true"));
+            Err(resp)
+        }
+        Recall::InFlight { idempotency_key: true } => Err(Problem::new(
+            StatusCode::CONFLICT,
+            "idempotency-key-in-flight",
+            "A request with this Idempotency-Key is being handled",
+        )
+        .detail("send it again once the first one is answered to get its answer")
+        .into_response()),
+        Recall::InFlight { idempotency_key: false } => Err(Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "delivery-in-flight",
+            "This delivery is being handled",
+        )
+        .detail("the first copy of this message is still being handled; its answer will be given to a resend")
+        .retry_after(Duration::from_secs(1))
+        .into_response()),
+        Recall::Mismatch => Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency-key-reused",
+            "The key was used for another request",
+        )
+        .detail("this Idempotency-Key (or delivery id) was first sent with another request; use a new key for a new request")
+        .into_response()),
+    }
+}
+
+/// Keeps `resp` for the delivery's resends when it is an answer to give again (not a 5xx, which
+/// tells the sender to try again and is not remembered), and returns it.
+async fn remember(resp: Response, claim: Option<crate::intake::Claim>) -> Response {
+    let Some(claim) = claim else { return resp };
+    if resp.status().is_server_error() {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    // Answers are small JSON documents the bridge made itself.
+    let Ok(bytes) = axum::body::to_bytes(body, 4 * 1024 * 1024).await else {
+        return Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error").into_response();
+    };
+    let content_type = match parts.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
+        Some("application/problem+json") => "application/problem+json",
+        _ => "application/json",
+    };
+    let answer = crate::intake::Answer { status: parts.status.as_u16(), content_type, body: bytes.clone() };
+    claim.finish(answer, std::time::Instant::now());
+    Response::from_parts(parts, axum::body::Body::from(bytes))
+}
+
+/// A digest of the request's credentials, which names its sender: two clients of one source
+/// never share an `Idempotency-Key`. `anonymous` for a request without any.
+fn sender_of(headers: &http::HeaderMap) -> String {
+    use sha2::Digest;
+    match headers.get(http::header::AUTHORIZATION) {
+        Some(v) => {
+            let digest = sha2::Sha256::digest(v.as_bytes());
+            digest[..12].iter().map(|b| format!("{b:02x}")).collect()
+        }
+        None => "anonymous".to_owned(),
+    }
+}
+
 /// The answer to a request still waiting when the shutdown grace is over: come back, to this
 /// replica's successor. What was begun goes on until the process exits, and a resend is
 /// recognised (its licensePlate) and does nothing twice.

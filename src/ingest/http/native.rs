@@ -58,7 +58,14 @@ async fn accept(
         .await
         .map_err(IntoResponse::into_response)?;
     let inbound = inbound(&spec.name, format!("/v1/incidents/{op}"), headers, bytes, Some(identity));
-    let read = state.intake.read(spec, inbound, headers, false).map_err(|e| match e {
+    let key =
+        headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(|k| crate::intake::DeliveryKey {
+            namespace: "idempotency-key",
+            source: spec.name.clone(),
+            sender: super::sender_of(headers),
+            id: k.to_owned(),
+        });
+    let read = state.intake.read(spec, inbound, headers, false, key).map_err(|e| match e {
         Unreadable::Unauthenticated(_) => {
             Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized").into_response()
         }
@@ -72,6 +79,7 @@ async fn accept(
     };
     let license_plate = event.license_plate.clone();
 
+    let claim = super::recall(&state.intake, &read)?;
     if prefers_async(headers) {
         state.intake.submit_detached(read, Delivery::ONLY).map_err(queue_refused)?;
         let mut resp = (
@@ -92,7 +100,7 @@ async fn accept(
     let sent_again = |outcomes: &[Outcome]| outcomes.iter().any(|o| status::of(o) >= 500);
     let resp = match tickets.outcomes(Some(state.sync_timeout), sent_again).await {
         Ok(mut outcomes) => match outcomes.pop() {
-            Some(outcome) => outcome_response(outcome),
+            Some(outcome) => super::remember(outcome_response(outcome), claim).await,
             None => Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error")
                 .detail("the command ended without an outcome")
                 .into_response(),
@@ -114,7 +122,8 @@ fn idempotency(op: &str, headers: &HeaderMap) -> Result<Option<Identity>, Proble
         Problem::new(StatusCode::BAD_REQUEST, "invalid-idempotency-key", "Invalid Idempotency-Key")
             .detail("Idempotency-Key must be 1 to 255 visible ASCII characters")
     })?;
-    Ok(Some(Identity { time_ms: 0, seed: format!("http:{op}:{key}") }))
+    // Scoped to the sender (a digest of its credentials), so two clients' keys never meet.
+    Ok(Some(Identity { time_ms: 0, seed: format!("http:{}:{op}:{key}", super::sender_of(headers)) }))
 }
 
 fn prefers_async(headers: &HeaderMap) -> bool {

@@ -74,18 +74,19 @@ async fn handle(
         .and_then(|v| v.to_str().ok())
         .map(|id| Identity { time_ms: 0, seed: format!("webhook:{name}:{id}") });
     let inbound = inbound(&spec.name, format!("/webhooks/{name}"), headers, bytes, identity);
-    let read = state.intake.read(&spec, inbound, headers, false).map_err(|e| match e {
+    let read = state.intake.read(&spec, inbound, headers, false, None).map_err(|e| match e {
         Unreadable::Unauthenticated(_) => unauthorized(),
         Unreadable::Decode(e) => Problem::new(status::of_decode(&e), "invalid-payload", "Invalid payload")
             .detail(e.to_string())
             .into_response(),
     })?;
+    let claim = super::recall(&state.intake, &read)?;
     let tickets = state.intake.submit(read, Delivery::SENDER_RETRIES, Room::Refuse).await;
     let count = tickets.len();
     // A 5xx makes the sender (Alertmanager, say) send the message again: not a replay.
     let sent_again = |outcomes: &[Outcome]| outcomes.iter().any(|o| status::of(o) >= 500);
     Ok(match tickets.outcomes(Some(state.sync_timeout), sent_again).await {
-        Ok(outcomes) => answer(count, outcomes),
+        Ok(outcomes) => super::remember(answer(count, outcomes), claim).await,
         Err(TimedOut::Waited) => {
             Problem::new(StatusCode::SERVICE_UNAVAILABLE, "timeout", "Not finished in time")
                 .detail(

@@ -15,7 +15,7 @@ use crate::{
     event::{Original, Source, Transport},
     headers::{pairs_from_nats, to_nats_headers, without_credentials},
     ingest::http::status,
-    intake::{Decoder, Identity, Inbound, Intake, Room, Unreadable},
+    intake::{Answer, Decoder, DeliveryKey, Identity, Inbound, Intake, Recall, Room, Unreadable},
     pipeline::{Delivery, Outcome},
     sources::SourceSpec,
 };
@@ -67,11 +67,23 @@ async fn handle(
     let original =
         Original { body: msg.payload.clone(), headers: without_credentials(received.iter().cloned()) };
     // A sender that sets an idempotency key (or a message id) gets the same licensePlate when it
-    // sends again, so SCWM sees a repeat.
-    let identity = original
-        .header("idempotency-key")
-        .or_else(|| original.header("nats-msg-id"))
-        .map(|id| Identity { time_ms: 0, seed: format!("nats:{}:{id}", config.source) });
+    // sends again, so SCWM sees a repeat, and the original answer. The two are kept apart: the
+    // same text as an `Idempotency-Key` and as a `Nats-Msg-Id` names two deliveries.
+    let named = match (original.header("idempotency-key"), original.header("nats-msg-id")) {
+        (Some(key), _) => Some(("nats-idempotency-key", key.to_owned())),
+        (None, Some(id)) => Some(("nats-msg-id", id.to_owned())),
+        (None, None) => None,
+    };
+    let identity = named.as_ref().map(|(namespace, id)| Identity {
+        time_ms: 0,
+        seed: format!("nats:{}:{namespace}:{id}", config.source),
+    });
+    let key = named.map(|(namespace, id)| DeliveryKey {
+        namespace,
+        source: config.source.clone(),
+        sender: String::new(),
+        id,
+    });
     let inbound = Inbound {
         source: Source {
             transport: Transport::Nats,
@@ -88,7 +100,7 @@ async fn handle(
     let reply = msg.reply.clone();
     let (source, original) = (inbound.source.clone(), inbound.original.clone());
     let op = Decoder::new(Arc::clone(spec)).operation_hint(&inbound);
-    let read = match intake.read(spec, inbound, &received, true) {
+    let read = match intake.read(spec, inbound, &received, true, key) {
         Ok(read) => read,
         Err(e) => {
             let published = intake.reject_message(&source, &original, op, e.reason(), 1).await;
@@ -103,6 +115,18 @@ async fn handle(
             return;
         }
     };
+    let claim = match intake.recall(&read, std::time::Instant::now()) {
+        Recall::New(claim) => claim,
+        seen => {
+            // A repeat: answered from memory, or told to come back, never handled twice.
+            tracing::debug!(subject = %source.subject, ?seen, "a repeated delivery");
+            if let Some(reply) = reply {
+                let (status, body) = repeat_reply(seen);
+                respond(client, reply, status, body).await;
+            }
+            return;
+        }
+    };
     let delivery = if reply.is_some() { Delivery::SENDER_RETRIES } else { Delivery::ONLY };
     let tickets = intake.submit(read, delivery, Room::Wait).await;
     // The next message is read while this one's events run; its reply goes out when they end.
@@ -113,9 +137,18 @@ async fn handle(
             let sent_again =
                 |outcomes: &[Outcome]| outcomes.iter().any(|o| matches!(o, Outcome::Retry { .. }));
             let answered = tickets.outcomes(None, sent_again).await;
-            let Some(reply) = reply else { return };
             let (status, body) = match answered {
-                Ok(outcomes) => reply_body(outcomes),
+                Ok(outcomes) => {
+                    let (status, body) = reply_body(outcomes);
+                    // A retry is not remembered: the resend is handled afresh.
+                    if let Some(claim) = claim
+                        && status < 500
+                    {
+                        let answer = Answer { status, content_type: "application/json", body: body.clone() };
+                        claim.finish(answer, std::time::Instant::now());
+                    }
+                    (status, body)
+                }
                 // The grace is over: the requester hears so rather than wait for a reply that
                 // would never come.
                 Err(_) => (
@@ -126,10 +159,28 @@ async fn handle(
                     ),
                 ),
             };
-            respond(&client, reply, status, body).await;
+            if let Some(reply) = reply {
+                respond(&client, reply, status, body).await;
+            }
         }
         .in_current_span(),
     );
+}
+
+/// The reply to a repeated delivery: its first reply again, or come back later, or a refusal
+/// of a key used for another request.
+fn repeat_reply(seen: Recall) -> (u16, Bytes) {
+    let problem = |status: u16, title: &str, detail: &str| {
+        (status, Bytes::from(json!({"status": status, "title": title, "detail": detail}).to_string()))
+    };
+    match seen {
+        Recall::Done(answer) => (answer.status, answer.body),
+        Recall::InFlight { .. } => {
+            problem(503, "Delivery in flight", "the first copy is still being handled")
+        }
+        Recall::Mismatch => problem(422, "Key reused", "this key was first sent with another request"),
+        Recall::New(_) => problem(500, "Internal error", "a new delivery is not a repeat"),
+    }
 }
 
 /// The reply to a request: SCWM's envelope for a single command, else a summary.

@@ -224,7 +224,8 @@ async fn handle(
     let intake = &parts.intake;
     let (source, original) = (inbound.source.clone(), inbound.original.clone());
     let op = Decoder::new(Arc::clone(&parts.spec)).operation_hint(&inbound);
-    let read = match intake.read(&parts.spec, inbound, &received, true) {
+    // JetStream names its own deliveries (stream and sequence) and redelivers them itself.
+    let read = match intake.read(&parts.spec, inbound, &received, true, None) {
         Ok(read) => read,
         Err(e) => {
             let ack = match intake.reject_message(&source, &original, op, e.reason(), delivered).await {
