@@ -17,7 +17,7 @@ use crate::{
     },
     intake::Intake,
     pipeline::{Pipeline, Runner},
-    publish::{LogSink, Publisher, Sink, nats::NatsSink},
+    publish::{LogSink, Publisher, Sink, nats::NatsSink, outbox::Relay},
     scwm::ScwmClient,
     sim::{SimConfig, SimHandle, Simulator},
     store,
@@ -36,6 +36,8 @@ pub struct App {
     runner: Runner,
     health: Health,
     nats: Option<async_nats::Client>,
+    /// Publishes the outbox to NATS, when results go there.
+    relay: Option<Arc<Relay>>,
 }
 
 impl App {
@@ -86,10 +88,14 @@ impl App {
         }
 
         let health = Health::default();
+        // Work is accepted durably without NATS unless the correlation store lives there.
+        let store_in_nats = matches!(config.store.backend, store::BackendConfig::JetStreamKv { .. });
         let nats = match &config.nats {
-            Some(n) => {
-                Some(ingest::nats::connect(n, &health).await.context("setting up the NATS connection")?)
-            }
+            Some(n) => Some(
+                ingest::nats::connect(n, &health, store_in_nats)
+                    .await
+                    .context("setting up the NATS connection")?,
+            ),
             None => None,
         };
 
@@ -98,21 +104,38 @@ impl App {
         if config.results.log {
             sinks.push(Arc::new(LogSink));
         }
-        if let (Some(client), Some(results)) = (&nats, config.nats.as_ref().and_then(|n| n.results.as_ref()))
-        {
-            sinks.push(Arc::new(NatsSink::new(
+        sinks.extend(extras.sinks);
+        let nats_results = nats.as_ref().zip(config.nats.as_ref().and_then(|n| n.results.as_ref()));
+        // Alerts need the correlation store; results bound for NATS need its outbox.
+        let opened = if config.sources.iter().any(|s| s.kind.carries_alerts()) || nats_results.is_some() {
+            let opened = store::open_with_outbox(&config.store, nats.clone()).await.with_context(|| {
+                format!("opening the correlation store ({})", config.store.backend.name())
+            })?;
+            Some(opened)
+        } else {
+            None
+        };
+        let mut publisher = Publisher::new(sinks);
+        let mut relay = None;
+        if let (Some((client, results)), Some(opened)) = (nats_results, &opened) {
+            let sink = Arc::new(NatsSink::new(
                 client.clone(),
                 results.subject.clone(),
                 results.dead_letter_subject.clone(),
-            )));
+            ));
+            let r = Arc::new(
+                Relay::new(Arc::clone(&opened.outbox), sink, results.outbox_limit)
+                    .await
+                    .context("reading the outbox")?
+                    .with_health(health.clone()),
+            );
+            publisher = publisher.with_outbox(Arc::clone(&r));
+            relay = Some(r);
         }
-        sinks.extend(extras.sinks);
-        let mut pipeline = Pipeline::new(client, Publisher::new(sinks), config.scwm.retry.clone())
-            .with_sources(config.sources.clone());
-        if config.sources.iter().any(|s| s.kind.carries_alerts()) {
-            let store = store::open(&config.store, nats.clone()).await.with_context(|| {
-                format!("opening the correlation store ({})", config.store.backend.name())
-            })?;
+        let mut pipeline =
+            Pipeline::new(client, publisher, config.scwm.retry.clone()).with_sources(config.sources.clone());
+        if let Some(opened) = opened {
+            let store = opened.store;
             tracing::info!(backend = store.backend(), "correlation store open");
             let scwm = scwm_identity(&config, simulator.as_ref().map(|s| s.addr()));
             match store::binding::bind(store.as_ref(), &scwm, config.store.on_scwm_change)
@@ -134,7 +157,7 @@ impl App {
         let listener = TcpListener::bind(config.server.listen)
             .await
             .with_context(|| format!("binding {}", config.server.listen))?;
-        Ok(Self { config, listener, simulator, runner, health, nats })
+        Ok(Self { config, listener, simulator, runner, health, nats, relay })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -153,7 +176,13 @@ impl App {
     /// accepting, open requests and queued work finish. Errors when the grace period ends with
     /// work still unfinished.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let Self { config, listener, simulator, runner, health, nats } = self;
+        let Self { config, listener, simulator, runner, health, nats, relay } = self;
+        let relay_stop = CancellationToken::new();
+        let relay_task = relay.map(|relay| {
+            let stop = relay_stop.clone();
+            let last_call = config.server.shutdown_grace;
+            tokio::spawn(async move { relay.run(stop, last_call).await })
+        });
         // Fires a little before the shutdown grace ends: every caller still waiting for an
         // outcome is answered then, so none has its connection cut when the process exits.
         let answer_deadline = CancellationToken::new();
@@ -220,6 +249,23 @@ impl App {
         let started = tokio::time::Instant::now();
         let drained = tokio::time::timeout(grace, drain).await;
         deadline_timer.abort();
+        // What the outbox still holds goes out now if NATS takes it within what is left of the
+        // grace; else it waits in the store for the next start.
+        relay_stop.cancel();
+        if let Some(task) = relay_task {
+            let left = grace.saturating_sub(started.elapsed());
+            match tokio::time::timeout(left.max(Duration::from_secs(1)), task).await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(waiting)) => tracing::warn!(
+                    entries = waiting,
+                    "NATS did not take everything in time; the outbox keeps it for the next start"
+                ),
+                Ok(Err(e)) => tracing::error!(error = %e, "the outbox relay failed"),
+                Err(_) => tracing::warn!(
+                    "the outbox relay did not finish in time; what it holds waits for the next start"
+                ),
+            }
+        }
         if let Some(client) = &nats {
             flush_nats(client, grace.saturating_sub(started.elapsed()).max(Duration::from_secs(1))).await;
         }

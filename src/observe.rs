@@ -29,6 +29,8 @@ pub const STORE_SECONDS: &str = "incident_bridge_store_operation_duration_second
 pub const REDELIVERIES: &str = "incident_bridge_jetstream_redeliveries_total";
 pub const BUILD_INFO: &str = "incident_bridge_build_info";
 pub const HTTP_CONNECTIONS: &str = "incident_bridge_http_connections";
+pub const OUTBOX_DEPTH: &str = "incident_bridge_outbox_depth";
+pub const OUTBOX_OLDEST_AGE: &str = "incident_bridge_outbox_oldest_age_seconds";
 pub const HTTP_CONNECTIONS_REFUSED: &str = "incident_bridge_http_connections_refused_total";
 
 /// Help texts for `/metrics`, and the build info gauge.
@@ -61,6 +63,12 @@ pub fn describe() {
     describe_counter!(REDELIVERIES, "JetStream messages delivered more than once, by stream.");
     describe_gauge!(BUILD_INFO, "Always 1; the version label says which build runs.");
     describe_gauge!(HTTP_CONNECTIONS, "HTTP connections open now.");
+    describe_gauge!(OUTBOX_DEPTH, "Result events and dead letters in the outbox, waiting for NATS.");
+    describe_gauge!(
+        OUTBOX_OLDEST_AGE,
+        metrics::Unit::Seconds,
+        "How long the oldest outbox entry has waited for NATS; 0 when none waits."
+    );
     describe_counter!(
         HTTP_CONNECTIONS_REFUSED,
         "HTTP connections closed at once because server.max_connections were open."
@@ -134,4 +142,9 @@ pub fn http_connections(open: usize) {
 
 pub fn http_connection_refused() {
     counter!(HTTP_CONNECTIONS_REFUSED).increment(1);
+}
+
+pub fn outbox(depth: usize, oldest_age_secs: f64) {
+    gauge!(OUTBOX_DEPTH).set(depth as f64);
+    gauge!(OUTBOX_OLDEST_AGE).set(oldest_age_secs);
 }

@@ -26,6 +26,10 @@ pub struct RawNatsResults {
     pub enabled: bool,
     pub subject: String,
     pub dead_letter_subject: String,
+    /// Entries the outbox holds at most while NATS does not take them (each a rendered message,
+    /// about 2 KiB for a result); past it, work is refused for later rather than lost.
+    #[serde(deserialize_with = "lenient::value")]
+    pub outbox_limit: usize,
 }
 
 impl Default for RawNatsResults {
@@ -34,9 +38,11 @@ impl Default for RawNatsResults {
             enabled: true,
             subject: "scwm.results.{op}".into(),
             dead_letter_subject: "scwm.dlq.{op}".into(),
+            outbox_limit: 100_000,
         }
     }
 }
+
 /// Whether result events and dead letters are written to the log.
 #[derive(Debug, Clone, Copy)]
 pub struct ResultsSettings {
@@ -52,6 +58,9 @@ pub fn build(raw: RawResults) -> ResultsSettings {
 pub struct NatsResultsConfig {
     pub subject: SubjectTemplate,
     pub dead_letter_subject: SubjectTemplate,
+    /// Entries the outbox holds at most while NATS does not take them; past it, work is refused
+    /// for later (503, a nak) rather than lost.
+    pub outbox_limit: usize,
 }
 
 /// `None` when results are not published to NATS (or a subject does not parse: reported).
@@ -61,7 +70,8 @@ pub fn build_nats(raw: RawNatsResults, p: &mut Problems<'_>) -> Option<NatsResul
     }
     let subject = template(p, "nats.results.subject", &raw.subject);
     let dead_letter_subject = template(p, "nats.results.dead_letter_subject", &raw.dead_letter_subject);
-    Some(NatsResultsConfig { subject: subject?, dead_letter_subject: dead_letter_subject? })
+    let outbox_limit = p.positive("nats.results.outbox_limit", raw.outbox_limit);
+    Some(NatsResultsConfig { subject: subject?, dead_letter_subject: dead_letter_subject?, outbox_limit })
 }
 
 fn template(p: &mut Problems<'_>, key: &str, text: &str) -> Option<SubjectTemplate> {

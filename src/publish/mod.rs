@@ -9,6 +9,7 @@ mod channel;
 pub mod config;
 mod log;
 pub mod nats;
+pub mod outbox;
 mod subject;
 
 use std::{
@@ -143,20 +144,35 @@ pub trait Sink: Send + Sync {
     fn dead_letter<'a>(&'a self, letter: &'a DeadLetter) -> BoxFuture<'a, Result<(), PublishError>>;
 }
 
-/// Every configured sink; an event counts as published when all of them took it.
+/// Every configured sink, and the outbox in front of NATS; an event counts as published when
+/// every sink took it and the outbox holds it durably.
 #[derive(Clone, Default)]
 pub struct Publisher {
     sinks: Vec<Arc<dyn Sink>>,
+    relay: Option<Arc<outbox::Relay>>,
 }
 
 impl Publisher {
     pub fn new(sinks: Vec<Arc<dyn Sink>>) -> Self {
-        Self { sinks }
+        Self { sinks, relay: None }
+    }
+
+    /// Results and dead letters bound for NATS go through `relay`'s outbox.
+    pub fn with_outbox(mut self, relay: Arc<outbox::Relay>) -> Self {
+        self.relay = Some(relay);
+        self
+    }
+
+    pub fn relay(&self) -> Option<&Arc<outbox::Relay>> {
+        self.relay.as_ref()
     }
 
     pub async fn result(&self, event: &ResultEvent) -> Result<(), PublishError> {
         for sink in &self.sinks {
             sink.result(event).await?;
+        }
+        if let Some(relay) = &self.relay {
+            relay.enqueue(outbox::EntryKind::Result, relay.sink().render_result(event)).await?;
         }
         crate::observe::result_published(&event.source.name, event.op.as_str());
         Ok(())
@@ -165,6 +181,9 @@ impl Publisher {
     pub async fn dead_letter(&self, letter: &DeadLetter) -> Result<(), PublishError> {
         for sink in &self.sinks {
             sink.dead_letter(letter).await?;
+        }
+        if let Some(relay) = &self.relay {
+            relay.enqueue(outbox::EntryKind::DeadLetter, relay.sink().render_dead_letter(letter)).await?;
         }
         crate::observe::dead_letter(&letter.source.name, letter.reason_kind);
         Ok(())

@@ -10,8 +10,9 @@
 //! `Incident-Bridge-Error*` headers saying why and after how many attempts.
 //!
 //! When a JetStream stream captures the subject, the sink publishes through JetStream and waits
-//! for the stream's ack, retrying; otherwise a core publish is enough. Which subjects are
-//! captured is looked up on the server and remembered for a while.
+//! for the stream's ack; otherwise a core publish, flushed, is enough. Which subjects are
+//! captured is looked up on the server and remembered for a while. Messages reach this sink
+//! through the outbox (`super::outbox`), which retries until the publish succeeds.
 
 use std::{
     collections::HashMap,
@@ -21,16 +22,16 @@ use std::{
 
 use async_nats::{HeaderMap, jetstream};
 use bytes::Bytes;
-use futures::{FutureExt, future::BoxFuture};
+use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
-use super::{DeadLetter, PublishError, ResultEvent, Sink, SubjectTemplate};
+use super::{DeadLetter, PublishError, ResultEvent, SubjectTemplate};
 use crate::headers::to_nats_headers;
 
+/// How long a core publish may take to leave the process before the relay tries again later.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a "captured or not" answer is trusted before it is asked again.
 const CAPTURE_TTL: Duration = Duration::from_secs(30);
-/// JetStream publish attempts before the caller is told to retry the event later.
-const PUBLISH_ATTEMPTS: u32 = 5;
 
 pub struct NatsSink {
     client: async_nats::Client,
@@ -40,10 +41,54 @@ pub struct NatsSink {
     captured: Mutex<HashMap<String, (bool, Instant)>>,
 }
 
+/// A NATS message ready to go, as the outbox keeps it: subject, headers in order, body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rendered {
+    pub subject: String,
+    pub headers: Vec<(String, String)>,
+    #[serde(with = "base64_bytes")]
+    pub body: Bytes,
+}
+
+impl Rendered {
+    fn from_pairs(subject: String, headers: &HeaderMap, body: Bytes) -> Self {
+        Self { subject, headers: crate::headers::pairs_from_nats(Some(headers)), body }
+    }
+
+    /// Bytes on the wire beyond the body, near enough to keep under the server's max_payload:
+    /// `name: value\r\n` per header plus the `NATS/1.0` line and the blank line.
+    pub fn header_len(&self) -> usize {
+        12 + self.headers.iter().map(|(n, v)| n.len() + v.len() + 4).sum::<usize>()
+    }
+}
+
+mod base64_bytes {
+    use base64::Engine;
+    use bytes::Bytes;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(b: &Bytes, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(b))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
+        let text = String::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map(Bytes::from)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 impl NatsSink {
     pub fn new(client: async_nats::Client, results: SubjectTemplate, dead_letters: SubjectTemplate) -> Self {
         let js = jetstream::new(client.clone());
         Self { client, js, results, dead_letters, captured: Mutex::new(HashMap::new()) }
+    }
+
+    /// The largest message the connected server takes.
+    pub fn max_payload(&self) -> usize {
+        self.client.server_info().max_payload
     }
 
     async fn is_captured(&self, subject: &str) -> Result<bool, PublishError> {
@@ -66,42 +111,8 @@ impl NatsSink {
         Ok(captured)
     }
 
-    async fn send(&self, subject: String, headers: HeaderMap, body: Bytes) -> Result<(), PublishError> {
-        if !self.is_captured(&subject).await? {
-            return self
-                .client
-                .publish_with_headers(subject, headers, body)
-                .await
-                .map_err(|e| error(format!("publish failed: {e}")));
-        }
-        let mut last = String::new();
-        for attempt in 0..PUBLISH_ATTEMPTS {
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
-            }
-            match self.js.publish_with_headers(subject.clone(), headers.clone(), body.clone()).await {
-                Ok(ack) => match ack.await {
-                    Ok(_) => return Ok(()),
-                    Err(e) => last = e.to_string(),
-                },
-                Err(e) => last = e.to_string(),
-            }
-            tracing::debug!(%subject, attempt, error = %last, "JetStream publish not acknowledged; retrying");
-        }
-        Err(error(format!("JetStream did not acknowledge {subject}: {last}")))
-    }
-}
-
-fn error(message: String) -> PublishError {
-    PublishError { sink: "nats", message }
-}
-
-impl Sink for NatsSink {
-    fn name(&self) -> &'static str {
-        "nats"
-    }
-
-    fn result<'a>(&'a self, e: &'a ResultEvent) -> BoxFuture<'a, Result<(), PublishError>> {
+    /// The result event as a NATS message.
+    pub fn render_result(&self, e: &ResultEvent) -> Rendered {
         let subject = self.results.render(e.op.as_str(), &e.source.name);
         let span = producer_span(&subject);
         let mut headers = result_headers(e);
@@ -109,16 +120,64 @@ impl Sink for NatsSink {
         if let Some(tp) = crate::trace_context::headers_of(&span).remove("traceparent") {
             headers.insert("traceparent", tp.as_str());
         }
-        let body = Bytes::copy_from_slice(e.header.get().as_bytes());
-        self.send(subject, headers, body).instrument(span).boxed()
+        Rendered::from_pairs(subject, &headers, Bytes::copy_from_slice(e.header.get().as_bytes()))
     }
 
-    fn dead_letter<'a>(&'a self, d: &'a DeadLetter) -> BoxFuture<'a, Result<(), PublishError>> {
+    /// The dead letter as a NATS message.
+    pub fn render_dead_letter(&self, d: &DeadLetter) -> Rendered {
         let op = d.op.map(|o| o.as_str()).unwrap_or("unknown");
         let subject = self.dead_letters.render(op, &d.source.name);
-        let span = producer_span(&subject);
-        self.send(subject, dead_letter_headers(d), d.original.body.clone()).instrument(span).boxed()
+        Rendered::from_pairs(subject, &dead_letter_headers(d), d.original.body.clone())
     }
+
+    /// Publishes once: through JetStream, waiting for the stream's ack, when a stream captures
+    /// the subject; else a core publish, which has left the process only after [`flush`]. The
+    /// outbox retries what fails.
+    ///
+    /// [`flush`]: NatsSink::flush
+    pub async fn send(&self, message: &Rendered) -> Result<(), PublishError> {
+        // A client that is not connected would hold the message until it is; the outbox holds
+        // it better, and a relay waiting on a dead connection would hold up the ones behind.
+        let state = self.client.connection_state();
+        if state != async_nats::connection::State::Connected {
+            return Err(error(format!("not connected to NATS ({state:?})")));
+        }
+        let headers = to_nats_headers(message.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+        let subject = message.subject.clone();
+        let span = producer_span(&subject);
+        async {
+            if !self.is_captured(&subject).await? {
+                return self
+                    .client
+                    .publish_with_headers(subject, headers, message.body.clone())
+                    .await
+                    .map_err(|e| error(format!("publish failed: {e}")));
+            }
+            let ack = self
+                .js
+                .publish_with_headers(subject.clone(), headers, message.body.clone())
+                .await
+                .map_err(|e| error(format!("JetStream publish of {subject} failed: {e}")))?;
+            ack.await.map(|_| ()).map_err(|e| error(format!("JetStream did not acknowledge {subject}: {e}")))
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+impl NatsSink {
+    /// Waits until what was published has left the process, within a bound: a connection that
+    /// dies under the flush must not hold the relay.
+    pub async fn flush(&self) -> Result<(), PublishError> {
+        match tokio::time::timeout(FLUSH_TIMEOUT, self.client.flush()).await {
+            Ok(flushed) => flushed.map_err(|e| error(format!("flush failed: {e}"))),
+            Err(_) => Err(error("NATS did not take the messages in time".into())),
+        }
+    }
+}
+
+fn error(message: String) -> PublishError {
+    PublishError { sink: "nats", message }
 }
 
 /// A span per publish, by the OpenTelemetry messaging conventions.

@@ -21,9 +21,9 @@ use std::{
 
 use bytes::Bytes;
 use futures::{FutureExt, future::BoxFuture};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
-use super::{CorrelationStore, Revision, StoreError, Versioned};
+use super::{CorrelationStore, Outbox, Revision, StoreError, Versioned};
 use crate::ids::CorrelationKey;
 
 mod writer;
@@ -31,6 +31,10 @@ use writer::Writer;
 
 /// Correlation key → (revision, value).
 const VALUES: TableDefinition<&str, (u64, &[u8])> = TableDefinition::new("correlation");
+/// The outbox: entry id (a ULID, so ids sort by when they were added) → the message to publish.
+pub(super) const OUTBOX: TableDefinition<&str, &[u8]> = TableDefinition::new("outbox");
+/// Outbox entries kept whole after they were published cut to fit (dead letters too large).
+pub(super) const KEPT: TableDefinition<&str, &[u8]> = TableDefinition::new("kept");
 /// Store-wide counters and the file's format version.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// The last revision issued. Only grows, also across deletes, so revisions are never reused.
@@ -158,6 +162,8 @@ fn init(db: &Database) -> Result<(), StoreError> {
     let txn = db.begin_write().map_err(map_err)?;
     {
         txn.open_table(VALUES).map_err(map_err)?;
+        txn.open_table(OUTBOX).map_err(map_err)?;
+        txn.open_table(KEPT).map_err(map_err)?;
         let mut meta = txn.open_table(META).map_err(map_err)?;
         let format = meta.get(FORMAT).map_err(map_err)?.map(|v| v.value());
         match format {
@@ -239,6 +245,50 @@ impl CorrelationStore for EmbeddedStore {
 
     fn backend(&self) -> &'static str {
         "embedded"
+    }
+}
+
+impl Outbox for EmbeddedStore {
+    fn push<'a>(&'a self, id: &'a str, entry: Bytes) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.writer.push(id, entry).boxed()
+    }
+
+    fn peek(&self, limit: usize) -> BoxFuture<'_, Result<Vec<(String, Bytes)>, StoreError>> {
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(map_err)?;
+            let table = txn.open_table(OUTBOX).map_err(map_err)?;
+            let mut out = Vec::new();
+            for item in table.iter().map_err(map_err)?.take(limit) {
+                let (id, entry) = item.map_err(map_err)?;
+                out.push((id.value().to_owned(), Bytes::copy_from_slice(entry.value())));
+            }
+            Ok(out)
+        })
+    }
+
+    fn len(&self) -> BoxFuture<'_, Result<usize, StoreError>> {
+        self.blocking(|db| {
+            let txn = db.begin_read().map_err(map_err)?;
+            let n = txn.open_table(OUTBOX).map_err(map_err)?.len().map_err(map_err)?;
+            Ok(usize::try_from(n).unwrap_or(usize::MAX))
+        })
+    }
+
+    fn remove<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.writer.remove(id).boxed()
+    }
+
+    fn keep<'a>(&'a self, id: &'a str, entry: Bytes) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.writer.keep(id, entry).boxed()
+    }
+
+    fn kept<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Bytes>, StoreError>> {
+        let id = id.to_owned();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(map_err)?;
+            let table = txn.open_table(KEPT).map_err(map_err)?;
+            Ok(table.get(id.as_str()).map_err(map_err)?.map(|g| Bytes::copy_from_slice(g.value())))
+        })
     }
 }
 

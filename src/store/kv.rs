@@ -37,7 +37,7 @@ use bytes::Bytes;
 use futures::{FutureExt, future::BoxFuture};
 use sha2::{Digest, Sha256};
 
-use super::{CorrelationStore, Revision, StoreError, Versioned};
+use super::{CorrelationStore, Outbox, Revision, StoreError, Versioned};
 use crate::ids::CorrelationKey;
 
 /// Correlation keys up to this many bytes are stored under their reversible encoding; longer
@@ -72,6 +72,10 @@ pub fn kv_key(key: &CorrelationKey) -> String {
 #[derive(Clone)]
 pub struct JetStreamKvStore {
     kv: kv::Store,
+    /// `<bucket>-outbox`: the outbox's entries, by id.
+    outbox: kv::Store,
+    /// `<bucket>-kept`: outbox entries kept whole after they went out cut to fit.
+    kept: kv::Store,
     client: async_nats::Client,
     timeout: Duration,
     /// The bucket's own value limit, when it has one.
@@ -114,9 +118,13 @@ impl JetStreamKvStore {
         let mut js = jetstream::new(client.clone());
         js.set_timeout(timeout);
         let kv = bounded(timeout, open_bucket(&js, bucket, create, replicas)).await?;
+        // The outbox's buckets go with the store's: created with it, or expected beside it.
+        let outbox =
+            bounded(timeout, open_bucket(&js, &format!("{bucket}-outbox"), create, replicas)).await?;
+        let kept = bounded(timeout, open_bucket(&js, &format!("{bucket}-kept"), create, replicas)).await?;
         let bucket_max_value =
             usize::try_from(kv.stream.cached_info().config.max_message_size).ok().filter(|&max| max > 0);
-        Ok(Self { kv, client, timeout, bucket_max_value })
+        Ok(Self { kv, outbox, kept, client, timeout, bucket_max_value })
     }
 
     /// The bucket's name.
@@ -282,6 +290,81 @@ impl CorrelationStore for JetStreamKvStore {
 
     fn backend(&self) -> &'static str {
         "jetstream-kv"
+    }
+}
+
+impl Outbox for JetStreamKvStore {
+    fn push<'a>(&'a self, id: &'a str, entry: Bytes) -> BoxFuture<'a, Result<(), StoreError>> {
+        bounded(self.timeout, async move {
+            let max = self.max_value_len();
+            if entry.len() > max {
+                return Err(StoreError::Invalid(format!(
+                    "an outbox entry of {} bytes is larger than the {max} bytes the KV bucket accepts",
+                    entry.len()
+                )));
+            }
+            self.outbox.put(id, entry).await.map(|_| ()).map_err(|e| StoreError::Unavailable(with_source(&e)))
+        })
+        .boxed()
+    }
+
+    fn peek(&self, limit: usize) -> BoxFuture<'_, Result<Vec<(String, Bytes)>, StoreError>> {
+        bounded(self.timeout, async move {
+            let unavailable = |e: &dyn std::error::Error| StoreError::Unavailable(with_source(e));
+            let mut ids: Vec<String> = Vec::new();
+            let mut keys = self.outbox.keys().await.map_err(|e| unavailable(&e))?;
+            while let Some(key) = futures::StreamExt::next(&mut keys).await {
+                ids.push(key.map_err(|e| unavailable(&e))?);
+            }
+            ids.sort();
+            let mut out = Vec::new();
+            for id in ids.into_iter().take(limit) {
+                if let Some(entry) = self.outbox.get(&id).await.map_err(|e| unavailable(&e))? {
+                    out.push((id, entry));
+                }
+            }
+            Ok(out)
+        })
+        .boxed()
+    }
+
+    fn len(&self) -> BoxFuture<'_, Result<usize, StoreError>> {
+        bounded(self.timeout, async move {
+            let mut keys = self.outbox.keys().await.map_err(|e| StoreError::Unavailable(with_source(&e)))?;
+            let mut n = 0;
+            while let Some(key) = futures::StreamExt::next(&mut keys).await {
+                key.map_err(|e| StoreError::Unavailable(with_source(&e)))?;
+                n += 1;
+            }
+            Ok(n)
+        })
+        .boxed()
+    }
+
+    fn remove<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        bounded(self.timeout, async move {
+            self.outbox.delete(id).await.map_err(|e| StoreError::Unavailable(with_source(&e)))
+        })
+        .boxed()
+    }
+
+    fn keep<'a>(&'a self, id: &'a str, entry: Bytes) -> BoxFuture<'a, Result<(), StoreError>> {
+        bounded(self.timeout, async move {
+            // A KV value is bounded by the server's max_payload: what does not fit is kept cut,
+            // with the marker the relay put in it.
+            let max = self.max_value_len();
+            let entry = if entry.len() > max { entry.slice(..max) } else { entry };
+            self.kept.put(id, entry).await.map_err(|e| StoreError::Unavailable(with_source(&e)))?;
+            self.outbox.delete(id).await.map_err(|e| StoreError::Unavailable(with_source(&e)))
+        })
+        .boxed()
+    }
+
+    fn kept<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Bytes>, StoreError>> {
+        bounded(self.timeout, async move {
+            self.kept.get(id).await.map_err(|e| StoreError::Unavailable(with_source(&e)))
+        })
+        .boxed()
     }
 }
 

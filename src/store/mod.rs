@@ -145,12 +145,57 @@ pub trait CorrelationStore: Send + Sync + 'static {
     fn backend(&self) -> &'static str;
 }
 
+/// A durable queue of messages to publish (result events and dead letters on NATS), in the
+/// order of their ids, which the caller chooses so that they sort by when they were added (a
+/// monotonic ULID). An entry is written before the pipeline moves on from what it reports and
+/// removed once NATS has it, so nothing the bridge reported is lost to a crash or to NATS being
+/// away. Entries too large to publish whole are kept whole apart ([`Outbox::keep`]) once they
+/// have gone out cut to fit. Opaque bytes, like the correlation store: the entry format belongs
+/// to the caller.
+// `len` is a count read from the store, not a collection's size: an `is_empty` would only
+// repeat it.
+#[allow(clippy::len_without_is_empty)]
+pub trait Outbox: Send + Sync + 'static {
+    /// Adds entry `id`, durable when the call returns.
+    fn push<'a>(&'a self, id: &'a str, entry: Bytes) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// The first `limit` entries in id order.
+    fn peek(&self, limit: usize) -> BoxFuture<'_, Result<Vec<(String, Bytes)>, StoreError>>;
+
+    /// How many entries wait.
+    fn len(&self) -> BoxFuture<'_, Result<usize, StoreError>>;
+
+    /// Removes entry `id` (published); removing an absent one is not an error.
+    fn remove<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Moves entry `id` out of the queue into the kept entries, as `entry`.
+    fn keep<'a>(&'a self, id: &'a str, entry: Bytes) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// A kept entry.
+    fn kept<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Bytes>, StoreError>>;
+}
+
+/// The store and its outbox, which share one backend (one redb file, one set of KV buckets).
+#[derive(Clone)]
+pub struct Opened {
+    pub store: Arc<dyn CorrelationStore>,
+    pub outbox: Arc<dyn Outbox>,
+}
+
 /// Opens the configured backend. `nats` is the bridge's NATS connection, required by
 /// `jetstream-kv` and ignored by `embedded`.
 pub async fn open(
     config: &StoreConfig,
     nats: Option<async_nats::Client>,
 ) -> Result<Arc<dyn CorrelationStore>, StoreError> {
+    open_with_outbox(config, nats).await.map(|o| o.store)
+}
+
+/// Opens the configured backend, with its outbox.
+pub async fn open_with_outbox(
+    config: &StoreConfig,
+    nats: Option<async_nats::Client>,
+) -> Result<Opened, StoreError> {
     match &config.backend {
         BackendConfig::Embedded { path, temporary } => {
             let (path, temporary) = (path.clone(), *temporary);
@@ -159,7 +204,8 @@ pub async fn open(
             })
             .await
             .map_err(|e| StoreError::Unavailable(format!("opening the embedded store failed: {e}")))??;
-            Ok(Arc::new(store))
+            let store = Arc::new(store);
+            Ok(Opened { store: store.clone(), outbox: store })
         }
         BackendConfig::JetStreamKv { bucket, create_bucket, replicas } => {
             let Some(client) = nats else {
@@ -169,7 +215,8 @@ pub async fn open(
             };
             let store =
                 JetStreamKvStore::open(client, bucket, *create_bucket, *replicas, config.timeout).await?;
-            Ok(Arc::new(store))
+            let store = Arc::new(store);
+            Ok(Opened { store: store.clone(), outbox: store })
         }
     }
 }

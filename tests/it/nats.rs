@@ -45,19 +45,11 @@ async fn app_with_nats(nats: &NatsServer, extra: &str) -> TestApp {
     TestApp::start_against(sim, &nats_section(&nats.url(), extra), &[]).await
 }
 
-/// Waits until the bridge's core subscription is registered on the server, so a publish right
-/// after is not lost (core NATS delivers only to current subscribers).
+/// Waits until the bridge is connected to NATS, so its core subscription is registered on the
+/// server and a publish right after is not lost (core NATS delivers only to current
+/// subscribers).
 async fn wait_ready(app: &TestApp) {
-    within(20, "the bridge to be ready", async {
-        loop {
-            let resp = app.http.get(app.url("/readyz")).send().await.unwrap();
-            if resp.status() == 200 {
-                break;
-            }
-            tokio::task::yield_now().await;
-        }
-    })
-    .await;
+    app.wait_component("nats", "ready").await;
 }
 
 /// Sends a request and waits for its reply; retried while the bridge's subscription is not
@@ -422,8 +414,11 @@ async fn a_bridge_killed_mid_stream_and_restarted_loses_nothing_and_duplicates_n
     let mut results = client.subscribe("scwm.results.>").await.unwrap();
     client.flush().await.unwrap();
     let holder = TestApp::start_with(&[]).await; // only for its simulator and HTTP client
-    let config = crate::kit::config_text(&holder.sim.url(), &nats_section(&nats.url(), JS_CONSUMER));
     let dir = tempfile::tempdir().unwrap();
+    // A store that outlives the killed bridge: its outbox holds the results not yet published.
+    let store = format!("[store]\npath = \"{}\"\n", dir.path().join("store.redb").display());
+    let extra = format!("{store}{}", nats_section(&nats.url(), JS_CONSUMER));
+    let config = crate::kit::config_text(&holder.sim.url(), &extra);
 
     let (mut bridge, _) = crate::kit::spawn_bridge(&config, &dir).await;
     within(20, "the stream", async {
@@ -480,18 +475,10 @@ async fn a_nats_server_restart_mid_stream_loses_nothing() {
         .unwrap();
 
     nats.kill();
-    within(20, "readiness to report NATS down", async {
-        loop {
-            let resp = app.http.get(app.url("/readyz")).send().await.unwrap();
-            if resp.status() == 503 {
-                let body: Value = resp.json().await.unwrap();
-                assert!(body["detail"].as_str().unwrap().contains("nats"), "{body}");
-                break;
-            }
-            tokio::task::yield_now().await;
-        }
-    })
-    .await;
+    // The store is a local file, so the bridge stays ready (HTTP work goes on) and says NATS is
+    // away.
+    app.wait_component("nats", "not ready (work goes on without it)").await;
+    assert_eq!(app.component("nats").await.0, 200);
     nats.start_again();
 
     within(120, "every event to complete after the restart", async {
@@ -624,8 +611,18 @@ async fn a_stream_on_the_results_keeps_a_transient_failure_and_the_final_success
     assert_eq!(first.headers()["license-plate"], plate.as_str(), "one request, one licensePlate");
 
     let mut stream = js.get_stream("RESULTS").await.unwrap();
-    let messages = stream.info().await.unwrap().state.messages;
-    assert_eq!(messages, 2, "both outcomes are kept: neither hides the other");
+    // Results go out from the outbox after the answer, so the stream is awaited.
+    let count = |stream: &jetstream::stream::Stream| {
+        let mut stream = stream.clone();
+        async move { stream.info().await.unwrap().state.messages }
+    };
+    within(20, "both results to reach the stream", async {
+        while count(&stream).await < 2 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert_eq!(count(&stream).await, 2, "both outcomes are kept: neither hides the other");
     let at = |seq| {
         let stream = stream.clone();
         async move { stream.get_raw_message(seq).await.unwrap() }
@@ -642,9 +639,21 @@ async fn a_stream_on_the_results_keeps_a_transient_failure_and_the_final_success
     assert_eq!(h(&success, "ce-id"), plate);
     assert_eq!(h(&success, "Incident-Bridge-Item-Id"), "IT-000001");
 
-    // The same request sent again: SCWM answers it again, and the stream keeps it once.
+    // The same request sent again gets the same answer and adds nothing to the stream. Another
+    // request after it is the marker: the outbox publishes in order, so once its result is in
+    // the stream, anything the repeat published would be too.
     assert_eq!(send().await.status(), 200);
-    assert_eq!(stream.info().await.unwrap().state.messages, 2, "a repeat of the final answer is dropped");
+    let other =
+        app.http.post(app.url("/v1/incidents/add")).json(&json!({"title": "cpu hot"})).send().await.unwrap();
+    assert_eq!(other.status(), 200);
+    within(20, "the marker's result to reach the stream", async {
+        while count(&stream).await < 3 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert_eq!(count(&stream).await, 3, "a repeat of the final answer is dropped");
+    assert_eq!(h(&at(3).await, "Incident-Bridge-Item-Id"), "IT-000002");
     app.stop().await;
 }
 

@@ -200,10 +200,12 @@ async fn healthz() -> impl IntoResponse {
 }
 
 async fn readyz(State(state): State<HttpState>) -> Response {
+    let components = state.health.components();
     match state.health.readiness() {
-        Ok(()) => Json(json!({"status": "ready"})).into_response(),
+        Ok(()) => Json(json!({"status": "ready", "components": components})).into_response(),
         Err(not_ready) => Problem::new(StatusCode::SERVICE_UNAVAILABLE, "not-ready", "Not ready")
             .detail(not_ready.0.join("; "))
+            .with("components", json!(components))
             .into_response(),
     }
 }

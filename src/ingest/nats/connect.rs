@@ -13,12 +13,14 @@ use crate::health::Health;
 pub const COMPONENT: &str = "nats";
 
 /// Connects in the background: the returned client queues work until the first connection is
-/// up, and reconnects by itself after any loss. `/readyz` reports NATS not ready meanwhile.
+/// up, and reconnects by itself after any loss. `/readyz` reports NATS not ready meanwhile, and
+/// is 503 then when `needed` (the correlation store lives in NATS).
 pub async fn connect(
     config: &NatsConfig,
     health: &Health,
+    needed: bool,
 ) -> Result<async_nats::Client, async_nats::ConnectError> {
-    health.set_component(COMPONENT, false);
+    health.register(COMPONENT, needed);
     let mut options = match &config.auth {
         NatsAuth::None => ConnectOptions::new(),
         NatsAuth::UserPassword { user, password } => {

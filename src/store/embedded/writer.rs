@@ -17,22 +17,40 @@ use bytes::Bytes;
 use redb::{Database, ReadableTable};
 use tokio::sync::oneshot;
 
-use super::{LAST_REVISION, META, VALUES, map_err};
+use super::{KEPT, LAST_REVISION, META, OUTBOX, VALUES, map_err};
 use crate::store::{Revision, StoreError};
 
 /// Writes taken into one transaction at most, so a flood still gets answers in steady steps.
 const MAX_BATCH: usize = 512;
 
-/// A change to one key, made only when the key is at the expected revision.
+/// A change to one key: of a correlation key, made only when the key is at the expected
+/// revision; of an outbox entry (the key is its id), made as asked.
 enum Op {
-    Put { value: Bytes, expected: Option<Revision> },
-    Delete { expected: Revision },
+    Put {
+        value: Bytes,
+        expected: Option<Revision>,
+    },
+    Delete {
+        expected: Revision,
+    },
+    /// Adds an outbox entry.
+    Push {
+        entry: Bytes,
+    },
+    /// Removes an outbox entry, published.
+    Remove,
+    /// Moves an outbox entry to the kept entries (a dead letter too large to publish whole),
+    /// as `entry`.
+    Keep {
+        entry: Bytes,
+    },
 }
 
 /// What a write that took place did.
 enum Written {
     Put(Revision),
     Deleted,
+    Outbox,
 }
 
 struct Request {
@@ -68,13 +86,26 @@ impl Writer {
     ) -> Result<Revision, StoreError> {
         match self.write(key, Op::Put { value, expected }).await? {
             Written::Put(revision) => Ok(revision),
-            Written::Deleted => unreachable!("the writer answers a put with its revision"),
+            Written::Deleted | Written::Outbox => unreachable!("the writer answers a put with its revision"),
         }
     }
 
     /// Removes `key` when it is at `expected`, once the transaction holding it is durable.
     pub(super) async fn delete(&self, key: &str, expected: Revision) -> Result<(), StoreError> {
         self.write(key, Op::Delete { expected }).await.map(|_| ())
+    }
+
+    /// Adds, removes or keeps outbox entry `id`, once the transaction holding it is durable.
+    pub(super) async fn push(&self, id: &str, entry: Bytes) -> Result<(), StoreError> {
+        self.write(id, Op::Push { entry }).await.map(|_| ())
+    }
+
+    pub(super) async fn remove(&self, id: &str) -> Result<(), StoreError> {
+        self.write(id, Op::Remove).await.map(|_| ())
+    }
+
+    pub(super) async fn keep(&self, id: &str, entry: Bytes) -> Result<(), StoreError> {
+        self.write(id, Op::Keep { entry }).await.map(|_| ())
     }
 
     async fn write(&self, key: &str, op: Op) -> Result<Written, StoreError> {
@@ -138,9 +169,32 @@ fn apply(db: &Database, batch: &[Request]) -> Result<Vec<Result<Written, StoreEr
     {
         let mut values = txn.open_table(VALUES).map_err(map_err)?;
         let mut meta = txn.open_table(META).map_err(map_err)?;
+        let mut outbox = txn.open_table(OUTBOX).map_err(map_err)?;
+        let mut kept = txn.open_table(KEPT).map_err(map_err)?;
         let mut last = meta.get(LAST_REVISION).map_err(map_err)?.map(|g| g.value()).unwrap_or(0);
         for request in batch {
             let key = request.key.as_str();
+            match &request.op {
+                Op::Push { entry } => {
+                    outbox.insert(key, entry.as_ref()).map_err(map_err)?;
+                    wrote = true;
+                    results.push(Ok(Written::Outbox));
+                    continue;
+                }
+                Op::Remove => {
+                    wrote |= outbox.remove(key).map_err(map_err)?.is_some();
+                    results.push(Ok(Written::Outbox));
+                    continue;
+                }
+                Op::Keep { entry } => {
+                    outbox.remove(key).map_err(map_err)?;
+                    kept.insert(key, entry.as_ref()).map_err(map_err)?;
+                    wrote = true;
+                    results.push(Ok(Written::Outbox));
+                    continue;
+                }
+                Op::Put { .. } | Op::Delete { .. } => {}
+            }
             let current = values.get(key).map_err(map_err)?.map(|g| g.value().0);
             let result = match &request.op {
                 Op::Put { value, expected } => {
@@ -164,6 +218,7 @@ fn apply(db: &Database, batch: &[Request]) -> Result<Vec<Result<Written, StoreEr
                         Err(StoreError::Conflict)
                     }
                 }
+                Op::Push { .. } | Op::Remove | Op::Keep { .. } => unreachable!("handled above"),
             };
             results.push(result);
         }

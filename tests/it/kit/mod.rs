@@ -44,8 +44,11 @@ pub fn loopback() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
 }
 
-/// The config text of a bridge on port 0 talking to `scwm_url`. `extra` is appended verbatim.
+/// The config text of a bridge on port 0 talking to `scwm_url`. `extra` is appended verbatim;
+/// unless it has a `[store]` of its own, the store (which the outbox needs when results go to
+/// NATS) is a temporary one, so no test leaves a file behind or shares one with another.
 pub fn config_text(scwm_url: &str, extra: &str) -> String {
+    let store = if extra.contains("[store]") { "" } else { "\n[store]\ntemporary = true\n" };
     format!(
         r#"
 [server]
@@ -65,7 +68,7 @@ max_backoff = "50ms"
 [results]
 log = false
 {extra}
-"#
+{store}"#
     )
 }
 
@@ -124,6 +127,25 @@ impl TestApp {
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(app.run(shutdown.clone()));
         Self { addr, sim, published, shutdown, task, http: reqwest::Client::new() }
+    }
+
+    /// `/readyz`'s status and what it says of component `name` (`ready`, `not ready`, or
+    /// `not ready (work goes on without it)`; empty when it lists no such component).
+    pub async fn component(&self, name: &str) -> (u16, String) {
+        let resp = self.http.get(self.url("/readyz")).send().await.expect("the bridge answers /readyz");
+        let status = resp.status().as_u16();
+        let body: serde_json::Value = resp.json().await.unwrap_or_default();
+        (status, body["components"][name].as_str().unwrap_or_default().to_owned())
+    }
+
+    /// Waits until `/readyz` says component `name` is in `state`.
+    pub async fn wait_component(&self, name: &str, state: &str) {
+        within(30, &format!("/readyz to say {name} is {state}"), async {
+            while self.component(name).await.1 != state {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -1,0 +1,300 @@
+//! The outbox: every result event and dead letter bound for NATS is written to the store first
+//! and published from there, in order, until NATS has it. A crash between SCWM's answer and the
+//! publish, or NATS being away, loses nothing: the entry waits in the store and goes out when it
+//! can, with the `Nats-Msg-Id` it was given, so a stream with a duplicate window keeps it once.
+//!
+//! [`Relay::enqueue`] makes an entry durable and wakes the relay; [`Relay::run`] publishes the
+//! entries in id order (ids are monotonic ULIDs, so per key the order is the order they were
+//! added), removing each once NATS has it and retrying with backoff when it does not. A dead
+//! letter too large for the server's `max_payload` goes out cut to fit, marked with
+//! `Incident-Bridge-Truncated` (its size) and `Incident-Bridge-Kept` (the id under which the
+//! whole letter stays in the store). The outbox is bounded: past `limit` entries, enqueueing
+//! fails, so the pipeline answers "retry later" (503, a nak) rather than lose or grow without
+//! end. It owns those rules; it does not render messages (the NATS sink does).
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    PublishError,
+    nats::{NatsSink, Rendered},
+};
+use crate::{
+    health::Health,
+    store::{Outbox, StoreError},
+};
+
+/// The outbox's name in `/readyz`.
+const COMPONENT: &str = "outbox";
+/// Entries published per read of the store.
+const BATCH: usize = 256;
+/// How long the relay waits before trying NATS again after a failed publish, at most.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// What an outbox entry holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Entry {
+    /// `result` or `dead_letter`: what may be cut to fit.
+    kind: EntryKind,
+    /// When it was added, in milliseconds since the Unix epoch, for the age metric.
+    added_ms: u64,
+    message: Rendered,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryKind {
+    Result,
+    DeadLetter,
+}
+
+/// The outbox and the task that empties it.
+pub struct Relay {
+    outbox: Arc<dyn Outbox>,
+    sink: Arc<NatsSink>,
+    wake: Notify,
+    /// Entries waiting, as counted here (read from the store at start).
+    depth: AtomicUsize,
+    /// When the oldest waiting entry was added (ms since the epoch), 0 when none wait.
+    oldest_ms: AtomicU64,
+    limit: usize,
+    ids: Mutex<ulid::Generator>,
+    /// Where readiness is reported: a full outbox cannot accept work durably.
+    health: Option<Health>,
+}
+
+impl std::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay")
+            .field("depth", &self.depth())
+            .field("limit", &self.limit)
+            .finish_non_exhaustive()
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn store_error(e: StoreError) -> PublishError {
+    PublishError { sink: "outbox", message: e.to_string() }
+}
+
+impl Relay {
+    /// The relay for `outbox`, counting what already waits there (from an earlier run).
+    pub async fn new(outbox: Arc<dyn Outbox>, sink: Arc<NatsSink>, limit: usize) -> Result<Self, StoreError> {
+        let depth = outbox.len().await?;
+        let relay = Self {
+            outbox,
+            sink,
+            wake: Notify::new(),
+            depth: AtomicUsize::new(depth),
+            oldest_ms: AtomicU64::new(0),
+            limit: limit.max(1),
+            ids: Mutex::new(ulid::Generator::new()),
+            health: None,
+        };
+        if depth > 0 {
+            tracing::info!(
+                entries = depth,
+                "the outbox holds entries from an earlier run; publishing them first"
+            );
+        }
+        relay.report();
+        Ok(relay)
+    }
+
+    /// Reports the outbox as a component of `/readyz`: not ready, and the bridge with it, while
+    /// it is full.
+    pub fn with_health(mut self, health: Health) -> Self {
+        health.register(COMPONENT, true);
+        self.health = Some(health);
+        self.report();
+        self
+    }
+
+    pub fn sink(&self) -> &NatsSink {
+        &self.sink
+    }
+
+    /// Entries waiting to be published.
+    pub fn depth(&self) -> usize {
+        self.depth.load(Ordering::Acquire)
+    }
+
+    fn report(&self) {
+        let oldest = self.oldest_ms.load(Ordering::Acquire);
+        let age = if oldest == 0 { 0.0 } else { now_ms().saturating_sub(oldest) as f64 / 1000.0 };
+        crate::observe::outbox(self.depth(), age);
+        if let Some(health) = &self.health {
+            health.set_component(COMPONENT, self.depth() < self.limit);
+        }
+    }
+
+    fn next_id(&self) -> String {
+        let mut ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
+        // Monotonic within a millisecond too; should the random part overflow, a fresh ULID
+        // still sorts after (a later millisecond comes soon).
+        ids.generate().unwrap_or_else(|_| ulid::Ulid::new()).to_string()
+    }
+
+    /// Makes `message` durable in the outbox and wakes the relay. Fails when the outbox is full
+    /// or the store cannot take it: the caller must not move on as if it were published.
+    pub async fn enqueue(&self, kind: EntryKind, message: Rendered) -> Result<(), PublishError> {
+        if self.depth() >= self.limit {
+            return Err(PublishError {
+                sink: "outbox",
+                message: format!("the outbox is full ({} entries waiting for NATS)", self.limit),
+            });
+        }
+        let added_ms = now_ms();
+        let entry = Entry { kind, added_ms, message };
+        let bytes = Bytes::from(serde_json::to_vec(&entry).expect("an outbox entry serialises"));
+        let id = self.next_id();
+        self.outbox.push(&id, bytes).await.map_err(store_error)?;
+        self.depth.fetch_add(1, Ordering::AcqRel);
+        let _ = self.oldest_ms.compare_exchange(0, added_ms, Ordering::AcqRel, Ordering::Acquire);
+        self.report();
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Publishes what waits, in order, until `stop`; then once more for what is left, for up to
+    /// `last_call`, and returns how many entries still wait.
+    pub async fn run(&self, stop: CancellationToken, last_call: Duration) -> usize {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match self.publish_waiting().await {
+                Ok(()) => backoff = Duration::from_millis(50),
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?backoff, entries = self.depth(), "outbox: publishing failed; the entries wait in the store");
+                    tokio::select! {
+                        () = stop.cancelled() => break,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    continue;
+                }
+            }
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = self.wake.notified() => {}
+                // Entries another replica left (a shared KV bucket) are picked up too.
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+        let _ = tokio::time::timeout(last_call, self.publish_waiting()).await;
+        self.depth()
+    }
+
+    /// Publishes the waiting entries in order until none is left or one fails. A batch is sent,
+    /// flushed once, and only then taken out of the store.
+    async fn publish_waiting(&self) -> Result<(), PublishError> {
+        loop {
+            let batch = self.outbox.peek(BATCH).await.map_err(store_error)?;
+            if batch.is_empty() {
+                self.depth.store(0, Ordering::Release);
+                self.oldest_ms.store(0, Ordering::Release);
+                self.report();
+                return Ok(());
+            }
+            let mut sent = Vec::with_capacity(batch.len());
+            let mut failed = None;
+            for (id, bytes) in batch {
+                let entry: Entry = match serde_json::from_slice(&bytes) {
+                    Ok(entry) => entry,
+                    Err(e) => {
+                        // Not ours to read: kept aside rather than block the queue for ever.
+                        tracing::error!(%id, error = %e, "outbox: an entry does not read; keeping it aside");
+                        sent.push((id, Some(bytes)));
+                        continue;
+                    }
+                };
+                self.oldest_ms.store(entry.added_ms, Ordering::Release);
+                match self.publish_one(&id, &entry).await {
+                    Ok(cut) => sent.push((id, cut.then_some(bytes))),
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+            self.sink.flush().await?;
+            for (id, keep) in sent {
+                match keep {
+                    // The whole message stays in the store (under its id) for whoever reads the
+                    // cut one, or the one that did not read.
+                    Some(whole) => self.outbox.keep(&id, whole).await.map_err(store_error)?,
+                    None => self.outbox.remove(&id).await.map_err(store_error)?,
+                }
+                self.taken();
+            }
+            if let Some(e) = failed {
+                return Err(e);
+            }
+        }
+    }
+
+    fn taken(&self) {
+        let _ = self.depth.fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| Some(d.saturating_sub(1)));
+        self.report();
+    }
+
+    /// Sends one entry; `true` when it went out cut to fit (and is to be kept whole).
+    async fn publish_one(&self, id: &str, entry: &Entry) -> Result<bool, PublishError> {
+        let max = self.sink.max_payload();
+        let message = &entry.message;
+        if message.header_len() + message.body.len() <= max {
+            self.sink.send(message).await?;
+            return Ok(false);
+        }
+        tracing::warn!(
+            %id,
+            subject = %message.subject,
+            size = message.body.len(),
+            max_payload = max,
+            "outbox: a message too large for NATS goes out cut to fit; the whole of it is kept in the store"
+        );
+        self.sink.send(&cut_to_fit(message, max, id)).await?;
+        Ok(true)
+    }
+}
+
+/// `message` with its body cut so that the whole fits `max` bytes, and headers saying so.
+fn cut_to_fit(message: &Rendered, max: usize, id: &str) -> Rendered {
+    let mut cut = message.clone();
+    cut.headers.push(("Incident-Bridge-Truncated".into(), message.body.len().to_string()));
+    cut.headers.push(("Incident-Bridge-Kept".into(), id.to_owned()));
+    let room = max.saturating_sub(cut.header_len() + 64);
+    cut.body = message.body.slice(..room.min(message.body.len()));
+    cut
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cut_message_fits_and_says_how_large_it_was_and_where_it_is_kept() {
+        let message = Rendered {
+            subject: "scwm.dlq.add".into(),
+            headers: vec![("Incident-Bridge-Error".into(), "404".into())],
+            body: Bytes::from(vec![b'x'; 10_000]),
+        };
+        let cut = cut_to_fit(&message, 4_096, "01ABC");
+        assert!(cut.header_len() + cut.body.len() <= 4_096);
+        assert!(cut.headers.contains(&("Incident-Bridge-Truncated".into(), "10000".into())));
+        assert!(cut.headers.contains(&("Incident-Bridge-Kept".into(), "01ABC".into())));
+        assert!(message.body.starts_with(&cut.body));
+    }
+}
