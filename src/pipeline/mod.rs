@@ -278,6 +278,12 @@ impl Pipeline {
         let trace_id = crate::trace_context::trace_id_of(&span).unwrap_or_else(|| event.trace.trace_id_hex());
         span.record("trace_id", trace_id);
         async {
+            // Work whose result could not be kept is refused for later before SCWM acts on it.
+            if let Err(e) = self.publisher.room() {
+                let outcome = self.publish_failed(e);
+                crate::observe::event_processed(&event.source.name, outcome.label());
+                return outcome;
+            }
             let outcome = match &event.kind {
                 EventKind::Command(cmd) => self.run_command(event, cmd, delivery).await,
                 EventKind::Alert(alert) => self.run_alert(event, alert, delivery).await,

@@ -167,6 +167,11 @@ impl Publisher {
         self.relay.as_ref()
     }
 
+    /// Whether what this work will publish can be taken: not when the outbox is full.
+    pub fn room(&self) -> Result<(), PublishError> {
+        self.relay.as_ref().map_or(Ok(()), |relay| relay.room())
+    }
+
     pub async fn result(&self, event: &ResultEvent) -> Result<(), PublishError> {
         for sink in &self.sinks {
             sink.result(event).await?;

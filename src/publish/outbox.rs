@@ -34,6 +34,8 @@ use crate::{
     store::{Outbox, StoreError},
 };
 
+/// The longest header value a message cut to fit keeps, when its headers alone are too large.
+const MAX_HEADER_VALUE: usize = 256;
 /// The outbox's name in `/readyz`.
 const COMPONENT: &str = "outbox";
 /// Entries published per read of the store.
@@ -148,19 +150,34 @@ impl Relay {
         ids.generate().unwrap_or_else(|_| ulid::Ulid::new()).to_string()
     }
 
-    /// Makes `message` durable in the outbox and wakes the relay. Fails when the outbox is full
-    /// or the store cannot take it: the caller must not move on as if it were published.
-    pub async fn enqueue(&self, kind: EntryKind, message: Rendered) -> Result<(), PublishError> {
+    /// Whether another entry fits; checked before work starts too, so that work is refused for
+    /// later before SCWM is called rather than after.
+    pub fn room(&self) -> Result<(), PublishError> {
         if self.depth() >= self.limit {
             return Err(PublishError {
                 sink: "outbox",
                 message: format!("the outbox is full ({} entries waiting for NATS)", self.limit),
             });
         }
+        Ok(())
+    }
+
+    /// Makes `message` durable in the outbox and wakes the relay. Fails when the outbox is full
+    /// or the store cannot take it: the caller must not move on as if it were published.
+    pub async fn enqueue(&self, kind: EntryKind, message: Rendered) -> Result<(), PublishError> {
+        self.room()?;
+        let id = self.next_id();
+        let mut message = message;
+        // Every message gets an id that stays with it across re-publishes (a crash between the
+        // publish and the removal from the store sends it again), so a stream with a duplicate
+        // window keeps it once; what has no id of its own (a dead letter of a message that never
+        // became an event) takes the entry's.
+        if !message.headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("Nats-Msg-Id")) {
+            message.headers.push(("Nats-Msg-Id".into(), format!("outbox-{id}")));
+        }
         let added_ms = now_ms();
         let entry = Entry { kind, added_ms, message };
         let bytes = Bytes::from(serde_json::to_vec(&entry).expect("an outbox entry serialises"));
-        let id = self.next_id();
         self.outbox.push(&id, bytes).await.map_err(store_error)?;
         self.depth.fetch_add(1, Ordering::AcqRel);
         let _ = self.oldest_ms.compare_exchange(0, added_ms, Ordering::AcqRel, Ordering::Acquire);
@@ -271,8 +288,24 @@ impl Relay {
 }
 
 /// `message` with its body cut so that the whole fits `max` bytes, and headers saying so.
+/// Headers too large to leave room for a body of any use (half of `max`) are cut too: the
+/// original sender's first, then every value to [`MAX_HEADER_VALUE`]; the whole message is kept.
 fn cut_to_fit(message: &Rendered, max: usize, id: &str) -> Rendered {
     let mut cut = message.clone();
+    if cut.header_len() > max / 2 {
+        cut.headers.retain(|(name, _)| name.starts_with("Incident-Bridge-") || name.starts_with("Nats-"));
+    }
+    if cut.header_len() > max / 2 {
+        for (_, value) in &mut cut.headers {
+            if value.len() > MAX_HEADER_VALUE {
+                let mut end = MAX_HEADER_VALUE;
+                while !value.is_char_boundary(end) {
+                    end -= 1;
+                }
+                value.truncate(end);
+            }
+        }
+    }
     cut.headers.push(("Incident-Bridge-Truncated".into(), message.body.len().to_string()));
     cut.headers.push(("Incident-Bridge-Kept".into(), id.to_owned()));
     let room = max.saturating_sub(cut.header_len() + 64);
@@ -296,5 +329,26 @@ mod tests {
         assert!(cut.headers.contains(&("Incident-Bridge-Truncated".into(), "10000".into())));
         assert!(cut.headers.contains(&("Incident-Bridge-Kept".into(), "01ABC".into())));
         assert!(message.body.starts_with(&cut.body));
+    }
+
+    #[test]
+    fn headers_too_large_to_leave_room_are_cut_too_and_the_bridge_s_own_stay() {
+        let message = Rendered {
+            subject: "scwm.dlq.unknown".into(),
+            headers: vec![
+                ("X-Sender-Blob".into(), "y".repeat(3_000)),
+                ("Incident-Bridge-Error".into(), "é".repeat(2_000)),
+                ("Nats-Msg-Id".into(), "outbox-01ABC".into()),
+            ],
+            body: Bytes::from(vec![b'x'; 10_000]),
+        };
+        let cut = cut_to_fit(&message, 4_096, "01ABC");
+        assert!(cut.header_len() + cut.body.len() <= 4_096, "{}", cut.header_len());
+        assert!(!cut.body.is_empty(), "room is left for part of the body");
+        let names: Vec<&str> = cut.headers.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            ["Incident-Bridge-Error", "Nats-Msg-Id", "Incident-Bridge-Truncated", "Incident-Bridge-Kept"]
+        );
     }
 }

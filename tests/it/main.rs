@@ -19,6 +19,7 @@ mod http_native;
 mod nats;
 mod nats_auth;
 mod observability;
+mod outbox;
 mod scwm_client;
 mod signatures;
 mod simulator;
