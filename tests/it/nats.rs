@@ -610,7 +610,7 @@ async fn a_stream_on_the_results_keeps_a_transient_failure_and_the_final_success
     let plate = second.headers()["license-plate"].to_str().unwrap().to_owned();
     assert_eq!(first.headers()["license-plate"], plate.as_str(), "one request, one licensePlate");
 
-    let mut stream = js.get_stream("RESULTS").await.unwrap();
+    let stream = js.get_stream("RESULTS").await.unwrap();
     // Results go out from the outbox after the answer, so the stream is awaited.
     let count = |stream: &jetstream::stream::Stream| {
         let mut stream = stream.clone();
