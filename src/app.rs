@@ -34,6 +34,9 @@ pub struct App {
     listener: TcpListener,
     simulator: Option<SimHandle>,
     runner: Runner,
+    pipeline: Arc<Pipeline>,
+    /// Fires a little before the shutdown grace ends.
+    answer_deadline: CancellationToken,
     health: Health,
     nats: Option<async_nats::Client>,
     /// Publishes the outbox to NATS, when results go there.
@@ -151,13 +154,18 @@ impl App {
             }
             pipeline = pipeline.with_store(store, config.store.claim_ttl);
         }
-        let pipeline = Arc::new(pipeline);
-        let runner = Runner::new(pipeline, config.pipeline.queue_capacity, config.pipeline.workers);
+        // Fires a little before the shutdown grace ends: every caller still waiting for an
+        // outcome is answered then, so none has its connection cut when the process exits, and
+        // commands SCWM has not answered are given up on the record.
+        let answer_deadline = CancellationToken::new();
+        let pipeline = Arc::new(pipeline.with_cutoff(answer_deadline.clone()));
+        let runner =
+            Runner::new(Arc::clone(&pipeline), config.pipeline.queue_capacity, config.pipeline.workers);
 
         let listener = TcpListener::bind(config.server.listen)
             .await
             .with_context(|| format!("binding {}", config.server.listen))?;
-        Ok(Self { config, listener, simulator, runner, health, nats, relay })
+        Ok(Self { config, listener, simulator, runner, pipeline, answer_deadline, health, nats, relay })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -176,16 +184,14 @@ impl App {
     /// accepting, open requests and queued work finish. Errors when the grace period ends with
     /// work still unfinished.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let Self { config, listener, simulator, runner, health, nats, relay } = self;
+        let Self { config, listener, simulator, runner, pipeline, answer_deadline, health, nats, relay } =
+            self;
         let relay_stop = CancellationToken::new();
         let relay_task = relay.map(|relay| {
             let stop = relay_stop.clone();
             let last_call = config.server.shutdown_grace;
             tokio::spawn(async move { relay.run(stop, last_call).await })
         });
-        // Fires a little before the shutdown grace ends: every caller still waiting for an
-        // outcome is answered then, so none has its connection cut when the process exits.
-        let answer_deadline = CancellationToken::new();
         let intake = Intake::new(runner.clone(), config.sources.clone(), answer_deadline.clone());
         let router = http::router(HttpState {
             intake: intake.clone(),
@@ -275,6 +281,12 @@ impl App {
             tracing::warn!(error = %e, "the SCWM simulator did not stop cleanly");
         }
         match drained {
+            Ok(()) if pipeline.interrupted() > 0 => anyhow::bail!(
+                "shutdown grace period of {:?} ended with {} commands SCWM had not answered; each was \
+                 dead-lettered (interrupted) and its caller told to retry",
+                config.server.shutdown_grace,
+                pipeline.interrupted()
+            ),
             Ok(()) => {
                 tracing::info!("shutdown complete");
                 Ok(())

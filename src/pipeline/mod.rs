@@ -12,11 +12,15 @@ pub mod queue;
 mod runner;
 
 use std::{
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::{Duration, Instant},
 };
 
 use http::HeaderMap;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 pub use runner::{Job, Runner};
@@ -191,6 +195,10 @@ pub struct Pipeline {
     claim_ttl: Duration,
     /// Every source's settings, looked up by the name an event carries.
     sources: Sources,
+    /// Fires when shutdown can wait no longer: a native command SCWM has not answered by then
+    /// is given up ([`Pipeline::interrupted`]).
+    cutoff: CancellationToken,
+    interrupted: AtomicUsize,
 }
 
 impl Pipeline {
@@ -203,7 +211,21 @@ impl Pipeline {
             instance: crate::ids::LicensePlate::generate().to_string(),
             claim_ttl: Duration::from_secs(30),
             sources: Sources::default(),
+            cutoff: CancellationToken::new(),
+            interrupted: AtomicUsize::new(0),
         }
+    }
+
+    /// Native commands still waiting for SCWM when `cutoff` fires are given up: dead-lettered
+    /// when no transport will deliver them again, and answered "retry later".
+    pub fn with_cutoff(mut self, cutoff: CancellationToken) -> Self {
+        self.cutoff = cutoff;
+        self
+    }
+
+    /// Native commands given up at the cutoff so far.
+    pub fn interrupted(&self) -> usize {
+        self.interrupted.load(Ordering::Acquire)
     }
 
     /// The sources whose events this pipeline processes (their alert settings and limits).
@@ -311,10 +333,47 @@ impl Pipeline {
             headers: HeaderMap::new(),
         };
         let started = Instant::now();
-        match self.scwm.call(&request).await {
+        let called = tokio::select! {
+            called = self.scwm.call(&request) => called,
+            () = self.cutoff.cancelled() => return self.interrupt(event, &request, delivery).await,
+        };
+        match called {
             Ok(success) => self.finish(event, &request, success).await,
             Err(failure) => self.fail(event, &request, failure, delivery, started.elapsed()).await,
         }
+    }
+
+    /// Gives up a native command SCWM has not answered when shutdown can wait no longer. SCWM
+    /// may have acted on it, so the event is not simply dropped: unless the transport delivers
+    /// it again (JetStream), it is dead-lettered with its licensePlate, which makes a resend
+    /// safe, and the caller is told to retry.
+    async fn interrupt(&self, event: &Event, request: &ScwmRequest, delivery: Delivery) -> Outcome {
+        self.interrupted.fetch_add(1, Ordering::AcqRel);
+        let retry = Outcome::Retry { after: Duration::from_secs(1), cause: RetryCause::ShuttingDown };
+        if delivery.redelivered {
+            return retry;
+        }
+        let letter = DeadLetter {
+            op: Some(request.op),
+            license_plate: Some(request.license_plate.clone()),
+            key: Some(event.key.clone()),
+            source: event.source.clone(),
+            reason_kind: "interrupted",
+            reason: format!(
+                "the bridge shut down before SCWM answered {} (licensePlate {}); SCWM may have acted on it, \
+                 and a resend with the same licensePlate is safe",
+                request.op, request.license_plate
+            ),
+            attempts: 1,
+            deliveries: delivery.attempt,
+            scwm_header: None,
+            at: std::time::SystemTime::now(),
+            original: event.original.clone(),
+        };
+        if let Err(e) = self.publisher.dead_letter(&letter).await {
+            tracing::error!(error = %e, license_plate = %request.license_plate, "an interrupted command could not be dead-lettered");
+        }
+        retry
     }
 
     async fn finish(&self, event: &Event, request: &ScwmRequest, success: ScwmSuccess) -> Outcome {

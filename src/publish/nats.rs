@@ -130,12 +130,13 @@ impl NatsSink {
         Rendered::from_pairs(subject, &dead_letter_headers(d), d.original.body.clone())
     }
 
-    /// Publishes once: through JetStream, waiting for the stream's ack, when a stream captures
-    /// the subject; else a core publish, which has left the process only after [`flush`]. The
-    /// outbox retries what fails.
+    /// Sends once: through JetStream when a stream captures the subject, returning the stream's
+    /// acknowledgement to await ([`Pending::settled`]); else a core publish, which has left
+    /// the process only after [`flush`]. Sending many before awaiting any keeps NATS busy; one
+    /// connection keeps them in order. The outbox retries what fails.
     ///
     /// [`flush`]: NatsSink::flush
-    pub async fn send(&self, message: &Rendered) -> Result<(), PublishError> {
+    pub async fn start(&self, message: &Rendered) -> Result<Pending, PublishError> {
         // A client that is not connected would hold the message until it is; the outbox holds
         // it better, and a relay waiting on a dead connection would hold up the ones behind.
         let state = self.client.connection_state();
@@ -147,25 +148,50 @@ impl NatsSink {
         let span = producer_span(&subject);
         async {
             if !self.is_captured(&subject).await? {
-                return self
-                    .client
+                self.client
                     .publish_with_headers(subject, headers, message.body.clone())
                     .await
-                    .map_err(|e| error(format!("publish failed: {e}")));
+                    .map_err(|e| error(format!("publish failed: {e}")))?;
+                return Ok(Pending::Sent);
             }
             let ack = self
                 .js
                 .publish_with_headers(subject.clone(), headers, message.body.clone())
                 .await
                 .map_err(|e| error(format!("JetStream publish of {subject} failed: {e}")))?;
-            ack.await.map(|_| ()).map_err(|e| error(format!("JetStream did not acknowledge {subject}: {e}")))
+            Ok(Pending::Acknowledgement { subject, ack })
         }
         .instrument(span)
         .await
     }
 }
 
+/// A message sent, not yet known to be kept.
+pub enum Pending {
+    /// A core publish: out once the connection is flushed.
+    Sent,
+    /// A JetStream publish: kept once the stream acknowledges it.
+    Acknowledgement { subject: String, ack: async_nats::jetstream::context::PublishAckFuture },
+}
+
+impl Pending {
+    pub async fn settled(self) -> Result<(), PublishError> {
+        match self {
+            Pending::Sent => Ok(()),
+            Pending::Acknowledgement { subject, ack } => ack
+                .await
+                .map(|_| ())
+                .map_err(|e| error(format!("JetStream did not acknowledge {subject}: {e}"))),
+        }
+    }
+}
+
 impl NatsSink {
+    /// Whether the client is connected to a server now.
+    pub fn connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
     /// Waits until what was published has left the process, within a bound: a connection that
     /// dies under the flush must not hold the relay.
     pub async fn flush(&self) -> Result<(), PublishError> {

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     PublishError,
-    nats::{NatsSink, Rendered},
+    nats::{NatsSink, Pending, Rendered},
 };
 use crate::{
     health::Health,
@@ -38,6 +38,8 @@ use crate::{
 const MAX_HEADER_VALUE: usize = 256;
 /// The outbox's name in `/readyz`.
 const COMPONENT: &str = "outbox";
+/// How often the relay looks at the NATS connection while it is away.
+const CONNECTION_POLL: Duration = Duration::from_millis(50);
 /// Entries published per read of the store.
 const BATCH: usize = 256;
 /// How long the relay waits before trying NATS again after a failed publish, at most.
@@ -193,6 +195,21 @@ impl Relay {
         loop {
             match self.publish_waiting().await {
                 Ok(()) => backoff = Duration::from_millis(50),
+                Err(e) if !self.sink.connected() => {
+                    tracing::warn!(error = %e, entries = self.depth(), "outbox: NATS is away; the entries wait in the store until it is back");
+                    // The connection's state is a local read: watching it closely sends what
+                    // waits as soon as NATS is back, not a backoff later.
+                    while !self.sink.connected() {
+                        tokio::select! {
+                            () = stop.cancelled() => break,
+                            () = tokio::time::sleep(CONNECTION_POLL) => {}
+                        }
+                    }
+                    if stop.is_cancelled() {
+                        break;
+                    }
+                    continue;
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in = ?backoff, entries = self.depth(), "outbox: publishing failed; the entries wait in the store");
                     tokio::select! {
@@ -214,8 +231,9 @@ impl Relay {
         self.depth()
     }
 
-    /// Publishes the waiting entries in order until none is left or one fails. A batch is sent,
-    /// flushed once, and only then taken out of the store.
+    /// Publishes the waiting entries in order until none is left or one fails. A batch is sent
+    /// whole, flushed once, its acknowledgements awaited together, and only then is what NATS
+    /// has taken out of the store (in one commit, the removals arriving together).
     async fn publish_waiting(&self) -> Result<(), PublishError> {
         loop {
             let batch = self.outbox.peek(BATCH).await.map_err(store_error)?;
@@ -225,7 +243,9 @@ impl Relay {
                 self.report();
                 return Ok(());
             }
-            let mut sent = Vec::with_capacity(batch.len());
+            // Each entry sent: its id, its acknowledgement to await, and the whole entry when it
+            // is to be kept (it went out cut, or did not read).
+            let mut sent: Vec<(String, Option<Pending>, Option<Bytes>)> = Vec::with_capacity(batch.len());
             let mut failed = None;
             for (id, bytes) in batch {
                 let entry: Entry = match serde_json::from_slice(&bytes) {
@@ -233,13 +253,13 @@ impl Relay {
                     Err(e) => {
                         // Not ours to read: kept aside rather than block the queue for ever.
                         tracing::error!(%id, error = %e, "outbox: an entry does not read; keeping it aside");
-                        sent.push((id, Some(bytes)));
+                        sent.push((id, None, Some(bytes)));
                         continue;
                     }
                 };
                 self.oldest_ms.store(entry.added_ms, Ordering::Release);
-                match self.publish_one(&id, &entry).await {
-                    Ok(cut) => sent.push((id, cut.then_some(bytes))),
+                match self.start_one(&id, &entry).await {
+                    Ok((pending, cut)) => sent.push((id, Some(pending), cut.then_some(bytes))),
                     Err(e) => {
                         failed = Some(e);
                         break;
@@ -247,13 +267,30 @@ impl Relay {
                 }
             }
             self.sink.flush().await?;
-            for (id, keep) in sent {
+            let (ids, pending): (Vec<_>, Vec<_>) =
+                sent.into_iter().map(|(id, pending, keep)| ((id, keep), pending)).unzip();
+            let settled = futures::future::join_all(
+                pending
+                    .into_iter()
+                    .map(|p| async move { if let Some(p) = p { p.settled().await } else { Ok(()) } }),
+            )
+            .await;
+            // Only the entries before the first that NATS did not take leave the store; any
+            // after it go again, under the same message id, so a stream keeps them once.
+            let taken = settled.iter().take_while(|r| r.is_ok()).count();
+            if failed.is_none() {
+                failed = settled.into_iter().find_map(Result::err);
+            }
+            let removals = ids.into_iter().take(taken).map(|(id, keep)| async move {
                 match keep {
                     // The whole message stays in the store (under its id) for whoever reads the
                     // cut one, or the one that did not read.
-                    Some(whole) => self.outbox.keep(&id, whole).await.map_err(store_error)?,
-                    None => self.outbox.remove(&id).await.map_err(store_error)?,
+                    Some(whole) => self.outbox.keep(&id, whole).await,
+                    None => self.outbox.remove(&id).await,
                 }
+            });
+            for removed in futures::future::join_all(removals).await {
+                removed.map_err(store_error)?;
                 self.taken();
             }
             if let Some(e) = failed {
@@ -267,13 +304,12 @@ impl Relay {
         self.report();
     }
 
-    /// Sends one entry; `true` when it went out cut to fit (and is to be kept whole).
-    async fn publish_one(&self, id: &str, entry: &Entry) -> Result<bool, PublishError> {
+    /// Sends one entry; with it, `true` when it went out cut to fit (and is to be kept whole).
+    async fn start_one(&self, id: &str, entry: &Entry) -> Result<(Pending, bool), PublishError> {
         let max = self.sink.max_payload();
         let message = &entry.message;
         if message.header_len() + message.body.len() <= max {
-            self.sink.send(message).await?;
-            return Ok(false);
+            return Ok((self.sink.start(message).await?, false));
         }
         tracing::warn!(
             %id,
@@ -282,8 +318,7 @@ impl Relay {
             max_payload = max,
             "outbox: a message too large for NATS goes out cut to fit; the whole of it is kept in the store"
         );
-        self.sink.send(&cut_to_fit(message, max, id)).await?;
-        Ok(true)
+        Ok((self.sink.start(&cut_to_fit(message, max, id)).await?, true))
     }
 }
 

@@ -863,3 +863,199 @@ async fn a_slow_scwm_under_a_burst_keeps_probes_prompt_memory_bounded_and_refuse
     assert_eq!(rig.dead_letter_count().await, 0, "no dead letters");
     bridge.kill().await;
 }
+
+/// Captures every result event, with a duplicate window longer than any run here.
+const RESULTS: &str = "RESULTS";
+
+/// A bridge config for alerts over HTTP, results to NATS, and the `store` table.
+fn webhook_config(rig: &Rig, store: &str) -> String {
+    let extra = format!(
+        "{source}\n[nats]\nurl = \"{url}\"\nsubscriptions = []\n{store}\n",
+        source = am_source(SOURCE, "reopen_window = \"1h\""),
+        url = rig.nats.url(),
+    );
+    crate::kit::config_text(&rig.scwm_url(), &extra)
+}
+
+/// Sends key `key`'s alert to whichever bridge runs (the address in `bridge`) until one answers
+/// 200, the way Alertmanager resends: again after a `Retry-After`, or after a cut connection
+/// once another bridge is up. Returns the sends it took.
+async fn resend_until_taken(
+    http: reqwest::Client,
+    mut bridge: tokio::sync::watch::Receiver<Option<String>>,
+    key: usize,
+) -> u32 {
+    let mut sends = 0;
+    loop {
+        let addr = bridge.wait_for(Option::is_some).await.expect("the test holds the sender").clone();
+        let addr = addr.expect("waited for an address");
+        sends += 1;
+        let sent = http
+            .post(format!("http://{addr}/webhooks/{SOURCE}"))
+            .header("content-type", "application/json")
+            .header("authorization", format!("Bearer {BEARER}"))
+            .body(keyed_notification(key, Step::Fire))
+            .send()
+            .await;
+        match sent {
+            Ok(r) if r.status() == 200 => return sends,
+            Ok(r) if r.status() == 503 => {
+                let secs = r.headers().get("retry-after").and_then(|v| v.to_str().ok()?.parse().ok());
+                tokio::time::sleep(Duration::from_secs(secs.unwrap_or(1))).await;
+            }
+            Ok(r) => panic!("key {key}: answer {} after {sends} sends", r.status()),
+            // The bridge was killed under the request: send again once the next one is up (or
+            // after a second, should this one still be it).
+            Err(_) => {
+                let _ = tokio::time::timeout(Duration::from_secs(1), bridge.changed()).await;
+            }
+        }
+        assert!(sends < 500, "key {key}: not taken after {sends} sends");
+    }
+}
+
+/// Entries in the outbox of the redb store at `path`, read while no bridge has it open.
+async fn outbox_entries(path: &std::path::Path) -> usize {
+    use incident_bridge::store::Outbox;
+    let store = incident_bridge::store::EmbeddedStore::open(path).expect("the store opens after the kill");
+    store.len().await.expect("the outbox reads")
+}
+
+async fn outbox_depth(bridge: &Bridge) -> Option<u64> {
+    let metrics = bridge.http.get(bridge.url("/metrics")).send().await.ok()?.text().await.ok()?;
+    Some(counter(&metrics, "incident_bridge_outbox_depth"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bridges_killed_between_scwm_s_answer_and_the_publish_leave_every_result_in_the_stream_once() {
+    let scale = Scale::from_env();
+    let mut rng = seeded("kill between answer and publish");
+    let n = scale.pick(400, 2_000);
+    let kills = scale.pick(4, 10);
+    let mut rig = Rig::start().await;
+    rig.js
+        .create_stream(stream::Config {
+            name: RESULTS.into(),
+            subjects: vec!["scwm.results.>".into()],
+            storage: stream::StorageType::File,
+            duplicate_window: Duration::from_secs(3600),
+            ..Default::default()
+        })
+        .await
+        .expect("creating the results stream");
+    let config = webhook_config(&rig, &embedded_store(&rig.dir));
+    let store_path = rig.dir.path().join("correlation.redb");
+
+    // Sixteen senders share the keys and resend until a bridge takes each.
+    let (address, watched) = tokio::sync::watch::channel(None::<String>);
+    let keys = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let senders: Vec<_> = (0..16)
+        .map(|_| {
+            let (http, watched, keys) = (reqwest::Client::new(), watched.clone(), Arc::clone(&keys));
+            tokio::spawn(async move {
+                let mut sends = 0;
+                loop {
+                    let key = keys.fetch_add(1, Ordering::Relaxed);
+                    if key >= n {
+                        return sends;
+                    }
+                    sends += resend_until_taken(http.clone(), watched.clone(), key).await;
+                }
+            })
+        })
+        .collect();
+
+    // Every other bridge is killed with NATS away, once SCWM has answered requests whose
+    // results could only wait in the outbox: killed between SCWM's answer and the publish. The
+    // others are killed with NATS up, wherever the kill lands (before the outbox write, between
+    // the publish and the removal, ...).
+    let started = Instant::now();
+    let share = n / (kills + 1);
+    let mut left_waiting = Vec::new();
+    for round in 0..kills {
+        let bridge = Bridge::spawn(&config, &rig.dir, &[]).await;
+        // Connected first, so the relay is at work when this bridge dies.
+        poll_until(30, "the bridge to connect to NATS", Duration::from_millis(20), || async {
+            let readyz = bridge.http.get(bridge.url("/readyz")).send().await;
+            let body: serde_json::Value = match readyz {
+                Ok(r) => r.json().await.unwrap_or_default(),
+                Err(_) => return false,
+            };
+            body["components"]["nats"] == "ready"
+        })
+        .await;
+        address.send_replace(Some(bridge.addr.clone()));
+        let target = rig.scwm.request_count() + rng.random_range(share / 2..=share);
+        within(
+            120,
+            "SCWM work to be under way",
+            rig.scwm.wait_for_requests(target, Duration::from_secs(120)),
+        )
+        .await
+        .unwrap();
+        let nats_away = round % 2 == 0;
+        if nats_away {
+            rig.nats.kill();
+            let more = rig.scwm.request_count() + 5;
+            within(
+                60,
+                "SCWM to answer with NATS away",
+                rig.scwm.wait_for_requests(more, Duration::from_secs(60)),
+            )
+            .await
+            .unwrap();
+            poll_until(30, "results to wait in the outbox", Duration::from_millis(20), || async {
+                outbox_depth(&bridge).await.is_some_and(|d| d > 0)
+            })
+            .await;
+        }
+        address.send_replace(None);
+        bridge.kill().await;
+        let waiting = outbox_entries(&store_path).await;
+        if nats_away {
+            assert!(waiting > 0, "round {round}: the kill left results waiting in the outbox");
+            rig.nats.start_again();
+        }
+        left_waiting.push(waiting);
+    }
+    let bridge = Bridge::spawn(&config, &rig.dir, &[]).await;
+    address.send_replace(Some(bridge.addr.clone()));
+    let mut sends = 0;
+    for sender in senders {
+        sends += within(scale.pick(180, 900), "every alert to be taken", sender).await.unwrap();
+    }
+    poll_until(60, "the outbox to empty", Duration::from_millis(50), || async {
+        outbox_depth(&bridge).await == Some(0)
+    })
+    .await;
+    bridge.kill().await;
+
+    let mut results = rig.js.get_stream(RESULTS).await.unwrap();
+    let stored = results.info().await.unwrap().state.messages;
+    let mut ids = Vec::new();
+    for seq in 1..=stored {
+        let m = results.get_raw_message(seq).await.expect("a result");
+        let h = |name: &str| m.headers.get(name).map(|v| v.as_str().to_owned()).unwrap_or_default();
+        assert_eq!(h("Incident-Bridge-Final"), "true", "SCWM never failed, so every result is final");
+        ids.push(h("Nats-Msg-Id"));
+    }
+    let distinct: std::collections::BTreeSet<String> = ids.iter().cloned().collect();
+    let answered: std::collections::BTreeSet<String> = rig
+        .scwm
+        .requests()
+        .iter()
+        .filter(|r| r.status == Some(200))
+        .map(|r| r.body["header"]["licensePlate"].as_str().expect("a licensePlate").to_owned())
+        .collect();
+    eprintln!(
+        "kill between answer and publish: {n} alerts, {sends} sends, in {:.1?}; {kills} kills leaving \
+         {left_waiting:?} results in the outbox; {} SCWM requests, {} repeats of a licensePlate; {stored} results",
+        started.elapsed(),
+        rig.scwm.requests().len(),
+        replays(&rig.scwm),
+    );
+    assert_scwm_is(&rig.scwm, &all_open(n));
+    assert_eq!(distinct.len(), ids.len(), "no outcome is in the stream twice");
+    assert_eq!(distinct, answered, "every licensePlate SCWM answered has its result in the stream");
+    assert_eq!(rig.dead_letter_count().await, 0, "no dead letters");
+}

@@ -228,11 +228,21 @@ async fn sigterm_under_load_answers_every_request_and_exits_zero_once_the_work_d
 }
 
 #[tokio::test]
-async fn requests_still_waiting_when_the_grace_ends_are_answered_503_and_none_is_cut_off() {
+async fn requests_still_waiting_when_the_grace_ends_are_answered_503_and_dead_lettered_and_none_is_cut_off() {
+    let nats = crate::kit::nats::NatsServer::start();
+    let js = async_nats::jetstream::new(nats.client().await);
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "DEAD_LETTERS".into(),
+        subjects: vec!["scwm.dlq.>".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let sim = crate::kit::start_simulator().await;
     sim.set_faults(Faults { latency: Some(Latency::Fixed { fixed_ms: 10_000 }), ..Faults::default() });
     let dir = tempfile::tempdir().unwrap();
-    let config = crate::kit::config_text(&sim.url(), "")
+    let extra = format!("[nats]\nurl = \"{}\"\n", nats.url());
+    let config = crate::kit::config_text(&sim.url(), &extra)
         .replace("shutdown_grace = \"10s\"", "shutdown_grace = \"2s\"")
         .replace("request_timeout = \"5s\"", "request_timeout = \"30s\"")
         .replace("sync_timeout = \"10s\"", "sync_timeout = \"60s\"");
@@ -249,6 +259,23 @@ async fn requests_still_waiting_when_the_grace_ends_are_answered_503_and_none_is
         futures::future::join_all(requests).await.into_iter().map(Result::unwrap).collect();
     assert!(answers.iter().all(|a| a == &Ok(503)), "every caller heard back, none was cut off: {answers:?}");
     assert!(!status.success(), "the work did not drain within the grace: {status:?}");
+
+    // SCWM may have acted on each: every one is on the record, under the licensePlate SCWM saw.
+    let mut letters = js.get_stream("DEAD_LETTERS").await.unwrap();
+    let stored = letters.info().await.unwrap().state.messages;
+    let mut plates = std::collections::BTreeSet::new();
+    for seq in 1..=stored {
+        let m = letters.get_raw_message(seq).await.unwrap();
+        assert_eq!(m.headers.get("Incident-Bridge-Error-Kind").unwrap().as_str(), "interrupted");
+        plates.insert(m.headers.get("Incident-Bridge-License-Plate").unwrap().as_str().to_owned());
+    }
+    let sent: std::collections::BTreeSet<String> = sim
+        .requests()
+        .iter()
+        .map(|r| r.body["header"]["licensePlate"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(stored, 30);
+    assert_eq!(plates, sent, "one dead letter per request SCWM had not answered");
 }
 
 #[tokio::test]
