@@ -568,6 +568,7 @@ def check_alert_rules(docs, values_file, who):
           and 'reason!~"scwm_rejected"' in by["IncidentBridgeDeadLetters"],
           f"{who}: dead-letter threshold {thresholds['deadLetters']}, SCWM's final refusals left out")
     check(by["IncidentBridgeQueueNearlyFull"].rstrip().endswith(f"> {thresholds['queueUsedRatio']}"), f"{who}: queue threshold {thresholds['queueUsedRatio']}")
+    check(by["IncidentBridgeOutboxStuck"].rstrip().endswith(f"> {thresholds['outboxOldestAgeSeconds']}"), f"{who}: outbox age threshold {thresholds['outboxOldestAgeSeconds']}")
     check(re.fullmatch(r"up\{.+\} == 0", by["IncidentBridgeDown"]) is not None
           and re.fullmatch(r"absent\(incident_bridge_build_info\{.+\}\)", by["IncidentBridgeAbsent"]) is not None,
           f"{who}: a down rule (up == 0) and an absent rule (absent(incident_bridge_build_info))")
