@@ -270,11 +270,17 @@ async fn spawn_bridge(
 ) -> (tokio::process::Child, String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("bridge.toml");
+    // The store (alerts' correlation, the outbox of results bound for NATS) lives with the run.
+    let store = if extra.contains("[store]") {
+        String::new()
+    } else {
+        format!("\n[store]\npath = \"{}\"\n", dir.path().join("store.redb").display())
+    };
     std::fs::write(
         &config,
         format!(
             "[server]\nlisten = \"127.0.0.1:0\"\n[scwm]\nurl = \"{}\"\ntoken = \"{TOKEN}\"\nowner_id = \"LOAD\"\n\
-             max_concurrency = 256\n[results]\nlog = false\n[pipeline]\nworkers = 256\n{extra}",
+             max_concurrency = 256\n[results]\nlog = false\n[pipeline]\nworkers = 256\n{extra}{store}",
             sim.url()
         ),
     )
