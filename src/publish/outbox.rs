@@ -178,8 +178,26 @@ impl Relay {
             message.headers.push(("Nats-Msg-Id".into(), format!("outbox-{id}")));
         }
         let added_ms = now_ms();
-        let entry = Entry { kind, added_ms, message };
-        let bytes = Bytes::from(serde_json::to_vec(&entry).expect("an outbox entry serialises"));
+        let mut entry = Entry { kind, added_ms, message };
+        let mut bytes = Bytes::from(serde_json::to_vec(&entry).expect("an outbox entry serialises"));
+        let max = self.outbox.max_entry();
+        if bytes.len() > max {
+            // Nothing here can keep it whole (the store's values are bounded): it is kept cut,
+            // saying so, rather than refused for ever.
+            tracing::warn!(
+                subject = %entry.message.subject,
+                size = entry.message.body.len(),
+                max_entry = max,
+                "outbox: a message too large for the store is kept and published cut to fit"
+            );
+            entry.message = cut_for_store(&entry.message, bytes.len() - max);
+            bytes = Bytes::from(serde_json::to_vec(&entry).expect("an outbox entry serialises"));
+            if bytes.len() > max {
+                // The headers alone were too large.
+                shrink_headers(&mut entry.message, max / 4);
+                bytes = Bytes::from(serde_json::to_vec(&entry).expect("an outbox entry serialises"));
+            }
+        }
         self.outbox.push(&id, bytes).await.map_err(store_error)?;
         self.depth.fetch_add(1, Ordering::AcqRel);
         let _ = self.oldest_ms.compare_exchange(0, added_ms, Ordering::AcqRel, Ordering::Acquire);
@@ -322,16 +340,14 @@ impl Relay {
     }
 }
 
-/// `message` with its body cut so that the whole fits `max` bytes, and headers saying so.
-/// Headers too large to leave room for a body of any use (half of `max`) are cut too: the
-/// original sender's first, then every value to [`MAX_HEADER_VALUE`]; the whole message is kept.
-fn cut_to_fit(message: &Rendered, max: usize, id: &str) -> Rendered {
-    let mut cut = message.clone();
-    if cut.header_len() > max / 2 {
-        cut.headers.retain(|(name, _)| name.starts_with("Incident-Bridge-") || name.starts_with("Nats-"));
+/// Cuts headers larger than `room`: the original sender's first, then every value to
+/// [`MAX_HEADER_VALUE`].
+fn shrink_headers(message: &mut Rendered, room: usize) {
+    if message.header_len() > room {
+        message.headers.retain(|(name, _)| name.starts_with("Incident-Bridge-") || name.starts_with("Nats-"));
     }
-    if cut.header_len() > max / 2 {
-        for (_, value) in &mut cut.headers {
+    if message.header_len() > room {
+        for (_, value) in &mut message.headers {
             if value.len() > MAX_HEADER_VALUE {
                 let mut end = MAX_HEADER_VALUE;
                 while !value.is_char_boundary(end) {
@@ -341,6 +357,25 @@ fn cut_to_fit(message: &Rendered, max: usize, id: &str) -> Rendered {
             }
         }
     }
+}
+
+/// `message` with its body shorter by enough that its outbox entry (which holds the body in
+/// base64, a third larger) sheds `excess` bytes, and a header saying how large it was.
+fn cut_for_store(message: &Rendered, excess: usize) -> Rendered {
+    let mut cut = message.clone();
+    cut.headers.push(("Incident-Bridge-Truncated".into(), message.body.len().to_string()));
+    // Base64 takes 4 bytes for 3; the margin covers the header just added.
+    let shed = (excess + 256).div_ceil(4) * 3;
+    cut.body = message.body.slice(..message.body.len().saturating_sub(shed));
+    cut
+}
+
+/// `message` with its body cut so that the whole fits `max` bytes, and headers saying so.
+/// Headers too large to leave room for a body of any use (half of `max`) are cut too: the
+/// original sender's first, then every value to [`MAX_HEADER_VALUE`]; the whole message is kept.
+fn cut_to_fit(message: &Rendered, max: usize, id: &str) -> Rendered {
+    let mut cut = message.clone();
+    shrink_headers(&mut cut, max / 2);
     cut.headers.push(("Incident-Bridge-Truncated".into(), message.body.len().to_string()));
     cut.headers.push(("Incident-Bridge-Kept".into(), id.to_owned()));
     let room = max.saturating_sub(cut.header_len() + 64);
@@ -364,6 +399,24 @@ mod tests {
         assert!(cut.headers.contains(&("Incident-Bridge-Truncated".into(), "10000".into())));
         assert!(cut.headers.contains(&("Incident-Bridge-Kept".into(), "01ABC".into())));
         assert!(message.body.starts_with(&cut.body));
+    }
+
+    #[test]
+    fn a_message_cut_for_the_store_fits_it_and_says_how_large_it_was() {
+        let message = Rendered {
+            subject: "scwm.dlq.edit".into(),
+            headers: vec![("Incident-Bridge-Error".into(), "404".into())],
+            body: Bytes::from(vec![b'x'; 9_000]),
+        };
+        let entry = |message: Rendered| {
+            serde_json::to_vec(&Entry { kind: EntryKind::DeadLetter, added_ms: 1, message }).unwrap().len()
+        };
+        let max = 4_000;
+        let whole = entry(message.clone());
+        let cut = cut_for_store(&message, whole - max);
+        assert!(cut.headers.contains(&("Incident-Bridge-Truncated".into(), "9000".into())));
+        assert!(message.body.starts_with(&cut.body));
+        assert!(entry(cut) <= max);
     }
 
     #[test]

@@ -360,6 +360,10 @@ impl Outbox for JetStreamKvStore {
         .boxed()
     }
 
+    fn max_entry(&self) -> usize {
+        self.max_value_len()
+    }
+
     fn kept<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Bytes>, StoreError>> {
         bounded(self.timeout, async move {
             self.kept.get(id).await.map_err(|e| StoreError::Unavailable(with_source(&e)))

@@ -173,6 +173,12 @@ pub trait Outbox: Send + Sync + 'static {
 
     /// A kept entry.
     fn kept<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Bytes>, StoreError>>;
+
+    /// The largest entry the backend takes (a KV value is bounded by the server's
+    /// `max_payload`); the caller makes what it pushes fit.
+    fn max_entry(&self) -> usize {
+        usize::MAX
+    }
 }
 
 /// The store and its outbox, which share one backend (one redb file, one set of KV buckets).

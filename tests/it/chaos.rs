@@ -305,6 +305,11 @@ source = "{SOURCE}"
         out
     }
 
+    /// Waits until SCWM has seen `n` requests in all, for at most `secs`.
+    async fn wait_scwm_requests(&self, n: usize, what: &str, secs: u64) {
+        within(secs, what, self.scwm.wait_for_requests(n, Duration::from_secs(secs))).await.unwrap();
+    }
+
     /// Stops SCWM: the port refuses connections until [`Rig::scwm_back`].
     async fn scwm_down(&mut self) {
         self.sim.take().expect("SCWM is up").stop().await.expect("the simulator stops");
@@ -424,13 +429,7 @@ async fn a_bridge_sigkilled_repeatedly_mid_run_loses_no_alert_and_acts_on_none_t
     for _ in 0..kills {
         let bridge = Bridge::spawn(&config, &rig.dir, &[]).await;
         let target = rig.scwm.request_count() + rng.random_range(share * 3 / 4..=share);
-        within(
-            120,
-            "SCWM work to be under way",
-            rig.scwm.wait_for_requests(target, Duration::from_secs(120)),
-        )
-        .await
-        .unwrap();
+        rig.wait_scwm_requests(target, "SCWM work to be under way", 120).await;
         bridge.kill().await;
         if rig.scwm.incidents().len() < n {
             kills_mid_run += 1;
@@ -465,13 +464,7 @@ async fn a_nats_server_restarted_mid_run_loses_no_alert_and_acts_on_none_twice()
     let started = Instant::now();
     for i in 1..=restarts {
         let progress = n * i / (restarts + 1);
-        within(
-            120,
-            "SCWM work to be under way",
-            rig.scwm.wait_for_requests(progress, Duration::from_secs(120)),
-        )
-        .await
-        .unwrap();
+        rig.wait_scwm_requests(progress, "SCWM work to be under way", 120).await;
         rig.nats.kill();
         bridge.wait_readiness(503, 20).await;
         rig.nats.start_again();
@@ -514,9 +507,7 @@ async fn alerts_wait_out_an_scwm_that_fails_then_refuses_connections_and_complet
 
     // Half the alerts before the outage, half during it.
     rig.publish((0..n / 2).map(|k| keyed_notification(k, Step::Fire))).await;
-    within(60, "SCWM work to be under way", rig.scwm.wait_for_requests(n / 10, Duration::from_secs(60)))
-        .await
-        .unwrap();
+    rig.wait_scwm_requests(n / 10, "SCWM work to be under way", 60).await;
     rig.scwm.set_faults(Faults { error_rate: 1.0, error: Failure::SERVICE_UNAVAILABLE, ..Faults::default() });
     let last = rig.publish((n / 2..n).map(|k| keyed_notification(k, Step::Fire))).await;
     tokio::time::sleep(outage / 2).await;
@@ -643,9 +634,7 @@ async fn three_replicas_sharing_a_consumer_and_a_kv_store_end_where_a_sequential
     let last = rig.publish(bodies).await;
 
     // One replica dies mid-run with its claims held, and starts again.
-    within(60, "SCWM work to be under way", rig.scwm.wait_for_requests(keys / 3, Duration::from_secs(60)))
-        .await
-        .unwrap();
+    rig.wait_scwm_requests(keys / 3, "SCWM work to be under way", 60).await;
     let victim = rng.random_range(0..replicas.len());
     replicas.remove(victim).kill().await;
     replicas.push(Bridge::spawn(&config, &rig.dir, &[]).await);
@@ -986,24 +975,12 @@ async fn bridges_killed_between_scwm_s_answer_and_the_publish_leave_every_result
         .await;
         address.send_replace(Some(bridge.addr.clone()));
         let target = rig.scwm.request_count() + rng.random_range(share / 2..=share);
-        within(
-            120,
-            "SCWM work to be under way",
-            rig.scwm.wait_for_requests(target, Duration::from_secs(120)),
-        )
-        .await
-        .unwrap();
+        rig.wait_scwm_requests(target, "SCWM work to be under way", 120).await;
         let nats_away = round % 2 == 0;
         if nats_away {
             rig.nats.kill();
             let more = rig.scwm.request_count() + 5;
-            within(
-                60,
-                "SCWM to answer with NATS away",
-                rig.scwm.wait_for_requests(more, Duration::from_secs(60)),
-            )
-            .await
-            .unwrap();
+            rig.wait_scwm_requests(more, "SCWM to answer with NATS away", 60).await;
             poll_until(30, "results to wait in the outbox", Duration::from_millis(20), || async {
                 outbox_depth(&bridge).await.is_some_and(|d| d > 0)
             })

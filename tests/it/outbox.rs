@@ -201,3 +201,36 @@ async fn a_jetstream_message_whose_dead_letter_is_too_large_is_still_terminated_
     assert_eq!(app.sim.requests().len(), 1, "SCWM was called once, not once per delivery");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn with_the_store_in_nats_an_oversized_dead_letter_is_kept_cut_and_the_caller_gets_the_real_404() {
+    let nats = small_server();
+    let js = jetstream::new(nats.client().await);
+    let letters = capture(&js, "DEAD_LETTERS", "scwm.dlq.>").await;
+    let sim = crate::kit::start_simulator().await;
+    let config = format!(
+        "[nats]\nurl = \"{}\"\n[store]\nbackend = \"jetstream-kv\"\nbucket = \"small\"\n",
+        nats.url()
+    );
+    let app = TestApp::start_against(sim, &config, &[]).await;
+    app.wait_component("nats", "ready").await;
+
+    // Larger than a KV value may be: the outbox entry cannot hold it whole.
+    let body = json!({"id": "IT-999999", "description": "x".repeat(6_000)}).to_string();
+    let resp = app
+        .http
+        .post(app.url("/v1/incidents/edit"))
+        .header("content-type", "application/json")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404, "SCWM's answer, not a store error");
+    wait_count(&letters, 1).await;
+    let letter = &messages(&letters).await[0];
+    assert_eq!(header(letter, "Incident-Bridge-Error-Kind"), "scwm_rejected");
+    assert_eq!(header(letter, "Incident-Bridge-Truncated"), body.len().to_string());
+    assert!(body.as_bytes().starts_with(&letter.payload));
+    app.wait_component("outbox", "ready").await;
+    app.stop().await;
+}
