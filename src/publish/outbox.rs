@@ -8,9 +8,9 @@
 //! added), removing each once NATS has it and retrying with backoff when it does not. A dead
 //! letter too large for the server's `max_payload` goes out cut to fit, marked with
 //! `Incident-Bridge-Truncated` (its size) and `Incident-Bridge-Kept` (the id under which the
-//! whole letter stays in the store). The outbox is bounded: past `limit` entries, enqueueing
-//! fails, so the pipeline answers "retry later" (503, a nak) rather than lose or grow without
-//! end. It owns those rules; it does not render messages (the NATS sink does).
+//! whole letter stays in the store). The outbox is bounded: at `limit` entries new work is
+//! refused for later (503, a nak) before SCWM sees it, rather than lost or grown without end;
+//! the results of work already under way still get in. It owns those rules; it does not render messages (the NATS sink does).
 
 use std::{
     sync::{
@@ -164,10 +164,12 @@ impl Relay {
         Ok(())
     }
 
-    /// Makes `message` durable in the outbox and wakes the relay. Fails when the outbox is full
-    /// or the store cannot take it: the caller must not move on as if it were published.
+    /// Makes `message` durable in the outbox and wakes the relay. Fails when the store cannot
+    /// take it: the caller must not move on as if it were published. The limit is not checked
+    /// here: it refuses new work ([`Relay::room`]), while the results and dead letters of work
+    /// already under way (SCWM may have acted on it) always get in, so the outbox overshoots
+    /// its limit by at most the work in flight.
     pub async fn enqueue(&self, kind: EntryKind, message: Rendered) -> Result<(), PublishError> {
-        self.room()?;
         let id = self.next_id();
         let mut message = message;
         // Every message gets an id that stays with it across re-publishes (a crash between the
