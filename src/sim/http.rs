@@ -14,7 +14,7 @@ use std::{
 use axum::{
     Extension, Json, Router,
     body::Body,
-    extract::{Request, State},
+    extract::{Path, Request, State},
     http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts},
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -27,7 +27,7 @@ use tracing::debug;
 use super::{
     SimConfig, SimState,
     faults::{Failure, Faults},
-    state::{Completion, StoredAnswer},
+    state::{Completion, PersonAction, StoredAnswer},
 };
 use crate::scwm::envelope::{HEADER_VERSION, Operation, Payload, ResponseHeader, err_code_for};
 
@@ -46,6 +46,7 @@ pub(crate) struct ShutdownSignal(pub CancellationToken);
 pub fn router(state: Arc<SimState>) -> Router {
     Router::new()
         .route("/_sim/incidents", get(list_incidents))
+        .route("/_sim/incidents/{id}", post(person_acts))
         .route("/_sim/requests", get(list_requests))
         .route("/_sim/faults", get(get_faults).post(set_faults))
         .route("/_sim/reset", post(reset))
@@ -74,6 +75,25 @@ async fn set_faults(State(state): State<Arc<SimState>>, body: Bytes) -> Response
             Json(faults).into_response()
         }
         Err(e) => problem(StatusCode::BAD_REQUEST, "invalid fault plan", &e.to_string()),
+    }
+}
+
+/// A person acting on an incident in SCWM: `{"action": "close", "resolution": ...}`, `reopen`,
+/// `delete`, `submit` (`partnerId`) or `renumber`. Answers the incident as it is now (204 once
+/// deleted), or a problem: 404 for an unknown id, 409 for a close of a closed incident or a
+/// reopen of an open one.
+async fn person_acts(State(state): State<Arc<SimState>>, Path(id): Path<String>, body: Bytes) -> Response {
+    let action = match serde_json::from_slice::<PersonAction>(&body) {
+        Ok(action) => action,
+        Err(e) => return problem(StatusCode::BAD_REQUEST, "invalid action", &e.to_string()),
+    };
+    match state.act(&id, &action) {
+        Ok(Some(incident)) => Json(incident).into_response(),
+        Ok(None) => StatusCode::NO_CONTENT.into_response(),
+        Err(refused) => {
+            let status = StatusCode::from_u16(refused.status).unwrap_or(StatusCode::CONFLICT);
+            problem(status, "refused", &refused.detail)
+        }
     }
 }
 

@@ -42,12 +42,21 @@ use self::{
 pub use self::{
     faults::{Failure, Faults, InvalidFaults, Latency},
     http::router,
-    state::{DEDUP_WINDOW, Incident, IncidentStatus, RecordedRequest},
+    state::{DEDUP_WINDOW, Incident, IncidentStatus, PersonAction, RecordedRequest},
 };
 use crate::{
     scwm::envelope::{DEFAULT_RESPONSE_EVENT_NAME, Operation},
     secret::Secret,
 };
+
+/// Why SCWM refused what a person tried ([`SimState::act`]): the status the API would answer
+/// (404 unknown id, 409 already closed or open) and a sentence.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{status}: {detail}")]
+pub struct Refused {
+    pub status: u16,
+    pub detail: String,
+}
 
 /// The request log's length for a simulator left running (the CLI's and the quickstart's): the
 /// newest are enough to look at, and a long run must not grow without bound.
@@ -154,6 +163,15 @@ impl SimState {
 
     pub fn set_faults(&self, faults: Faults) {
         *lock(&self.faults) = faults;
+    }
+
+    /// What a person does to incident `id` in SCWM itself (no licensePlate, not logged as a
+    /// request): the incident as it is now, `None` once deleted; or why SCWM refuses it (no such
+    /// id, already closed, already open).
+    pub fn act(&self, id: &str, action: &PersonAction) -> Result<Option<Incident>, Refused> {
+        lock(&self.store)
+            .act(id, action, SystemTime::now())
+            .map_err(|refusal| Refused { status: refusal.status().as_u16(), detail: refusal.to_string() })
     }
 
     /// Forgets incidents, requests and remembered answers, restarts ids at `IT-000001` and
@@ -320,6 +338,11 @@ impl SimHandle {
 
     pub fn reset(&self) {
         self.state.reset();
+    }
+
+    /// See [`SimState::act`].
+    pub fn act(&self, id: &str, action: &PersonAction) -> Result<Option<Incident>, Refused> {
+        self.state.act(id, action)
     }
 
     /// See [`SimState::wait_for_requests`].

@@ -96,8 +96,44 @@ impl Incident {
         if let Some(partner) = &self.partner_id {
             payload.insert("partnerId".into(), partner.clone());
         }
+        let mut closure = |name: &str, value: Option<Value>| {
+            if let Some(value) = value {
+                payload.insert(name.into(), value);
+            }
+        };
+        closure("closedAt", self.closed_at.clone().map(Value::String));
+        closure("resolution", self.resolution.clone());
+        closure("closeNotes", self.close_notes.clone());
         payload
     }
+}
+
+/// What a person does to an incident in SCWM itself, outside the bridge: no licensePlate, no
+/// entry in the request log. Tests and users rehearse with it how the bridge copes with SCWM
+/// changing under it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case", rename_all_fields = "camelCase", deny_unknown_fields)]
+pub enum PersonAction {
+    Close {
+        #[serde(default)]
+        resolution: Option<Value>,
+        #[serde(default)]
+        close_notes: Option<Value>,
+    },
+    Reopen {
+        #[serde(default)]
+        reason: Option<Value>,
+    },
+    /// The incident is gone: every operation on its id answers 404.
+    Delete,
+    /// Handed over to a partner.
+    Submit {
+        partner_id: Value,
+        #[serde(default)]
+        note: Option<Value>,
+    },
+    /// The incident moves to a new id; the old one answers 404.
+    Renumber,
 }
 
 /// One operation request as received, and how it was answered.
@@ -329,6 +365,53 @@ impl Store {
             Operation::Add | Operation::Copy | Operation::Read => {}
         }
         Ok(id_payload(&incident.id))
+    }
+
+    /// Applies what a person did to incident `id`; the incident as it is now, `None` once
+    /// deleted. Refused like the operation it resembles (404, 409).
+    pub fn act(
+        &mut self,
+        id: &str,
+        action: &PersonAction,
+        now: SystemTime,
+    ) -> Result<Option<Incident>, Refusal> {
+        let number =
+            parse_id(id).filter(|n| self.incidents.contains_key(n)).ok_or(Refusal::UnknownId(id.into()))?;
+        let mut payload = id_payload(&ItemId::new(id));
+        let mut put = |name: &str, value: &Option<Value>| {
+            if let Some(value) = value {
+                payload.insert(name.into(), value.clone());
+            }
+        };
+        let op = match action {
+            PersonAction::Delete => {
+                self.incidents.remove(&number);
+                return Ok(None);
+            }
+            PersonAction::Renumber => {
+                let mut incident = self.incidents.remove(&number).expect("checked above");
+                self.last_number += 1;
+                incident.id = ItemId::new(format_id(self.last_number));
+                self.incidents.insert(self.last_number, incident.clone());
+                return Ok(Some(incident));
+            }
+            PersonAction::Close { resolution, close_notes } => {
+                put("resolution", resolution);
+                put("closeNotes", close_notes);
+                Operation::Close
+            }
+            PersonAction::Reopen { reason } => {
+                put("reason", reason);
+                Operation::Reopen
+            }
+            PersonAction::Submit { partner_id, note } => {
+                put("partnerId", &Some(partner_id.clone()));
+                put("note", note);
+                Operation::Submit
+            }
+        };
+        self.change(number, op, &payload, now)?;
+        Ok(self.incidents.get(&number).cloned())
     }
 
     fn get(&self, number: u64) -> Result<&Incident, Refusal> {
@@ -612,18 +695,45 @@ mod tests {
     }
 
     #[test]
-    fn read_returns_fields_status_and_partner() {
+    fn read_returns_fields_status_partner_and_closure() {
         let mut store = Store::default();
         let id = add(&mut store, json!({"title": "a", "status": "spoofed"}));
         let answer = run(&mut store, Operation::Read, json!({"id": id})).unwrap();
         assert_eq!(Value::Object(answer), json!({"id": id, "title": "a", "status": "open"}));
         run(&mut store, Operation::Submit, json!({"id": id, "partnerId": "P"})).unwrap();
-        run(&mut store, Operation::Close, json!({"id": id})).unwrap();
+        run(&mut store, Operation::Close, json!({"id": id, "resolution": "fixed"})).unwrap();
         let answer = run(&mut store, Operation::Read, json!({"id": id})).unwrap();
         assert_eq!(
             Value::Object(answer),
-            json!({"id": id, "title": "a", "status": "closed", "partnerId": "P"})
+            json!({"id": id, "title": "a", "status": "closed", "partnerId": "P",
+                   "closedAt": "2023-11-14T22:13:20.000Z", "resolution": "fixed"})
         );
+    }
+
+    #[test]
+    fn a_person_closes_reopens_hands_over_renumbers_and_deletes_without_a_logged_request() {
+        let mut store = Store::default();
+        let id = add(&mut store, json!({"title": "t", "externalRef": "k"}));
+        let close = PersonAction::Close { resolution: Some(json!("won't fix")), close_notes: None };
+        let closed = store.act(&id, &close, t0()).unwrap().unwrap();
+        assert_eq!(closed.status, IncidentStatus::Closed);
+        let read = run(&mut store, Operation::Read, json!({"id": id})).unwrap();
+        assert_eq!(read["status"], "closed");
+        assert_eq!(read["resolution"], "won't fix");
+        assert!(read["closedAt"].is_string());
+        assert_eq!(store.act(&id, &close, t0()), Err(Refusal::AlreadyClosed(ItemId::new(id.clone()))));
+        let reopened = store.act(&id, &PersonAction::Reopen { reason: None }, t0()).unwrap().unwrap();
+        assert_eq!(reopened.status, IncidentStatus::Open);
+        let submit = PersonAction::Submit { partner_id: json!("P-7"), note: None };
+        assert_eq!(store.act(&id, &submit, t0()).unwrap().unwrap().partner_id, Some(json!("P-7")));
+
+        let moved = store.act(&id, &PersonAction::Renumber, t0()).unwrap().unwrap();
+        assert_ne!(moved.id.as_str(), id);
+        assert!(matches!(run(&mut store, Operation::Read, json!({"id": id})), Err(Refusal::UnknownId(_))));
+        assert_eq!(moved.fields["externalRef"], "k", "the incident is the same, under a new id");
+        assert_eq!(store.act(moved.id.as_str(), &PersonAction::Delete, t0()), Ok(None));
+        assert!(store.incidents().is_empty());
+        assert_eq!(store.request_count(), 0, "a person's actions are not requests from the bridge");
     }
 
     #[test]

@@ -707,3 +707,32 @@ async fn the_router_answers_without_a_socket() {
     assert_eq!(answer.item_id().map(|id| id.to_string()).as_deref(), Some("IT-000001"));
     assert_eq!(state.incidents()[0].fields["title"], "in memory");
 }
+
+#[tokio::test]
+async fn a_person_acts_on_incidents_over_http_and_the_bridge_s_log_stays_untouched() {
+    let sim = start(SimConfig::default()).await;
+    let id = call(&sim, &envelope(Operation::Add, json!({"title": "t"}))).await.id().to_owned();
+    let act = |id: String, body: Value| {
+        let url = format!("{}/_sim/incidents/{id}", sim.base_url());
+        async move { client().post(url).json(&body).send().await.expect("answer") }
+    };
+
+    let closed = act(id.clone(), json!({"action": "close", "resolution": "won't fix"})).await;
+    assert_eq!(closed.status(), StatusCode::OK);
+    let closed: Incident = closed.json().await.unwrap();
+    assert_eq!(closed.status, IncidentStatus::Closed);
+    assert_eq!(closed.resolution, Some(json!("won't fix")));
+    let again = act(id.clone(), json!({"action": "close"})).await;
+    assert_eq!(again.status(), StatusCode::CONFLICT);
+    assert_eq!(again.headers()[header::CONTENT_TYPE], "application/problem+json");
+
+    let moved: Incident = act(id.clone(), json!({"action": "renumber"})).await.json().await.unwrap();
+    assert_ne!(moved.id.as_str(), id);
+    let read = call(&sim, &envelope(Operation::Read, json!({"id": id}))).await;
+    assert_eq!(read.status, StatusCode::NOT_FOUND, "the old id is gone");
+
+    assert_eq!(act(moved.id.to_string(), json!({"action": "delete"})).await.status(), StatusCode::NO_CONTENT);
+    assert_eq!(act(moved.id.to_string(), json!({"action": "reopen"})).await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(act(id, json!({"action": "fly"})).await.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(sim.request_count(), 2, "only the bridge's add and read are in the log");
+}
