@@ -62,6 +62,38 @@ pub struct Stored {
     /// The licensePlate of the last successful operation, to tie logs and results together.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_license_plate: Option<LicensePlate>,
+    /// When SCWM last confirmed this state: an operation of the bridge's, or a read. Unknown
+    /// (a record from before) counts as long ago.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "unix_millis")]
+    pub confirmed_at: Option<SystemTime>,
+    /// The partner SCWM says the incident is handed to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partner: Option<String>,
+    /// A person closed it with this resolution, one the source lists as "won't fix": the key
+    /// stays quiet while the alert fires, and starts afresh once it resolves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quiet: Option<String>,
+    /// A person reopened it after the bridge closed it: a resolved notification does not close
+    /// it again until the alert has fired anew.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reopened_by_person: bool,
+}
+
+impl Stored {
+    /// A new mapping to `item_id`, open, as confirmed `now`.
+    pub fn opened(item_id: ItemId, content_hash: &str, now: SystemTime, license_plate: LicensePlate) -> Self {
+        Self {
+            item_id,
+            state: IncidentState::Open,
+            content_hash: content_hash.to_owned(),
+            closed_at: None,
+            last_license_plate: Some(license_plate),
+            confirmed_at: Some(now),
+            partner: None,
+            quiet: None,
+            reopened_by_person: false,
+        }
+    }
 }
 
 /// What happened now, for one correlation key.
@@ -104,6 +136,14 @@ pub enum DecisionKind {
     AddResolved,
     /// Arriving after a newer message for the key, whose state stands.
     NothingSuperseded,
+    /// Firing, but a person closed the incident as "won't fix": their decision stands.
+    NothingQuiet,
+    /// Resolved after a person closed the incident as "won't fix": the key is forgotten, so the
+    /// next firing opens a new incident.
+    ForgetQuiet,
+    /// Resolved, but a person reopened the incident the bridge had closed: their decision
+    /// stands until the alert fires again.
+    NothingReopenedByPerson,
 }
 
 impl DecisionKind {
@@ -120,6 +160,9 @@ impl DecisionKind {
             DecisionKind::NothingResolvedClosed => "nothing_resolved_closed",
             DecisionKind::AddResolved => "add_resolved",
             DecisionKind::NothingSuperseded => "nothing_superseded",
+            DecisionKind::NothingQuiet => "nothing_quiet",
+            DecisionKind::ForgetQuiet => "forget_quiet",
+            DecisionKind::NothingReopenedByPerson => "nothing_reopened_by_person",
         }
     }
 }
@@ -135,6 +178,8 @@ pub struct Decision {
     /// For [`DecisionKind::Replace`]: the closed item the new incident takes the place of. After
     /// the add, the key maps to the new item and the old one is no longer tracked.
     pub replaces: Option<ItemId>,
+    /// The stored mapping is to be dropped ([`DecisionKind::ForgetQuiet`]).
+    pub forget: bool,
 }
 
 impl Decision {
@@ -161,7 +206,33 @@ pub fn decide(stored: Option<&Stored>, input: &Input<'_>) -> Decision {
         Some(p) => format!(" and submitting it to partner {p}"),
         None => String::new(),
     };
-    let decision = |ops, kind, reason: String| Decision { ops, kind, reason, replaces: None };
+    let decision = |ops, kind, reason: String| Decision { ops, kind, reason, replaces: None, forget: false };
+    if let Some(s) = stored
+        && let Some(resolution) = &s.quiet
+    {
+        return match input.status {
+            AlertStatus::Firing => decision(
+                vec![],
+                DecisionKind::NothingQuiet,
+                format!(
+                    "firing, but a person closed incident {} as {resolution:?}: staying quiet until the alert resolves",
+                    s.item_id
+                ),
+            ),
+            AlertStatus::Resolved => Decision {
+                forget: true,
+                ..decision(
+                    vec![],
+                    DecisionKind::ForgetQuiet,
+                    format!(
+                        "resolved at the source after a person closed incident {} as {resolution:?}: \
+                         forgetting it, so the next firing opens a new incident",
+                        s.item_id
+                    ),
+                )
+            },
+        };
+    }
     match (input.status, stored) {
         (AlertStatus::Firing, None) => decision(
             with_submit(vec![Operation::Add]),
@@ -187,6 +258,16 @@ pub fn decide(stored: Option<&Stored>, input: &Input<'_>) -> Decision {
                     format!("firing, incident {} is open and its content changed: editing it", s.item_id),
                 )
             }
+        }
+        (AlertStatus::Resolved, Some(s)) if s.state == IncidentState::Open && s.reopened_by_person => {
+            decision(
+                vec![],
+                DecisionKind::NothingReopenedByPerson,
+                format!(
+                    "resolved, but a person reopened incident {} after the bridge had closed it: leaving it open",
+                    s.item_id
+                ),
+            )
         }
         (AlertStatus::Resolved, Some(s)) if s.state == IncidentState::Open => decision(
             vec![Operation::Close],
@@ -238,6 +319,7 @@ pub fn decide(stored: Option<&Stored>, input: &Input<'_>) -> Decision {
                         humantime::format_duration(input.reopen_window)
                     ),
                     replaces: Some(s.item_id.clone()),
+                    forget: false,
                 }
             }
         },
@@ -258,7 +340,7 @@ pub fn decide_late(stored: Option<&Stored>, input: &Input<'_>, newer: AlertStatu
             }
             ops.push(Operation::Close);
             reason.push_str(" and closing it");
-            Decision { ops, kind: DecisionKind::AddResolved, reason, replaces: None }
+            Decision { ops, kind: DecisionKind::AddResolved, reason, replaces: None, forget: false }
         }
         _ => Decision {
             ops: vec![],
@@ -269,6 +351,7 @@ pub fn decide_late(stored: Option<&Stored>, input: &Input<'_>, newer: AlertStatu
                 newer.as_str()
             ),
             replaces: None,
+            forget: false,
         },
     }
 }
@@ -315,16 +398,12 @@ pub fn apply(
 ) -> Result<Stored, TransitionError> {
     if op == Operation::Add {
         // A new incident: whatever was stored before (a long-closed one) is replaced.
-        return Ok(Stored {
-            item_id: new_item_id.ok_or(TransitionError::MissingItemId)?,
-            state: IncidentState::Open,
-            content_hash: content_hash.to_owned(),
-            closed_at: None,
-            last_license_plate: Some(license_plate),
-        });
+        let item_id = new_item_id.ok_or(TransitionError::MissingItemId)?;
+        return Ok(Stored::opened(item_id, content_hash, now, license_plate));
     }
     let mut next = prev.cloned().ok_or(TransitionError::NoIncident(op))?;
     next.last_license_plate = Some(license_plate);
+    next.confirmed_at = Some(now);
     match op {
         Operation::Edit => next.content_hash = content_hash.to_owned(),
         Operation::Close => {
@@ -334,6 +413,7 @@ pub fn apply(
         Operation::Reopen => {
             next.state = IncidentState::Open;
             next.closed_at = None;
+            next.reopened_by_person = false;
         }
         Operation::Submit => {}
         Operation::Add | Operation::Copy | Operation::Read => {
@@ -363,6 +443,8 @@ mod unix_millis {
         Ok(Option::<u64>::deserialize(d)?.and_then(|ms| UNIX_EPOCH.checked_add(Duration::from_millis(ms))))
     }
 }
+
+pub mod converge;
 
 #[cfg(test)]
 mod tests;

@@ -39,6 +39,10 @@ fn stored(state: State) -> Option<Stored> {
         content_hash: OLD_HASH.into(),
         closed_at: None,
         last_license_plate: None,
+        confirmed_at: None,
+        partner: None,
+        quiet: None,
+        reopened_by_person: false,
     };
     match state {
         State::Unknown => None,
@@ -188,6 +192,10 @@ fn apply_gives_the_state_after_each_operation() {
             content_hash: "h1".into(),
             closed_at: None,
             last_license_plate: Some(plate()),
+            confirmed_at: Some(t0),
+            partner: None,
+            quiet: None,
+            reopened_by_person: false,
         }
     );
 
@@ -306,4 +314,36 @@ fn every_other_late_message_leaves_the_newer_state_standing() {
             }
         }
     }
+}
+
+#[test]
+fn a_person_s_won_t_fix_keeps_a_firing_key_quiet_and_its_resolve_forgets_the_incident() {
+    let quiet = Stored {
+        state: IncidentState::Closed,
+        closed_at: Some(now()),
+        quiet: Some("won't fix".into()),
+        ..stored(State::Open).unwrap()
+    };
+    for event in [Event::FiringChanged, Event::FiringUnchanged] {
+        let d = decide(Some(&quiet), &input(event, Some("P")));
+        assert_eq!(
+            (d.kind, d.ops.as_slice(), d.forget),
+            (DecisionKind::NothingQuiet, &[][..], false),
+            "{event:?}"
+        );
+    }
+    let d = decide(Some(&quiet), &input(Event::Resolved, None));
+    assert_eq!((d.kind, d.ops.as_slice(), d.forget), (DecisionKind::ForgetQuiet, &[][..], true));
+}
+
+#[test]
+fn a_person_s_reopen_is_not_undone_by_a_resolved_notification() {
+    let reopened = Stored { reopened_by_person: true, ..stored(State::Open).unwrap() };
+    let d = decide(Some(&reopened), &input(Event::Resolved, None));
+    assert_eq!((d.kind, d.ops.as_slice()), (DecisionKind::NothingReopenedByPerson, &[][..]));
+    // Firing again is the alert's news: an edit when the content changed, as for any open one.
+    assert_eq!(decide(Some(&reopened), &input(Event::FiringChanged, None)).ops, vec![Edit]);
+    // The bridge's own reopen takes the incident back.
+    let ours = apply(Some(&reopened), Reopen, None, OLD_HASH, now(), plate()).unwrap();
+    assert!(!ours.reopened_by_person);
 }

@@ -55,6 +55,10 @@ pub struct Record {
     /// The newest stream message decided for this key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latest: Option<Latest>,
+    /// The correlation key itself, for whoever walks the store (a backend may keep only a hash
+    /// of a long key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<CorrelationKey>,
 }
 
 /// The newest stream message decided for a key, and what it said.
@@ -191,6 +195,10 @@ pub fn plan(
     if newest && let Some(position) = facts.position.clone() {
         record.latest = Some(Latest { position, status: facts.status });
     }
+    let mut changed = newest;
+    if record.key.as_ref() != Some(facts.key) {
+        record.key = Some(facts.key.clone());
+    }
 
     let input = Input {
         status: facts.status,
@@ -206,8 +214,22 @@ pub fn plan(
     } else {
         lifecycle::decide(record.stored.as_ref(), &input)
     };
+    // A person's reopen stands until the alert fires again; then the incident is the bridge's
+    // to close once more.
+    if facts.status == AlertStatus::Firing
+        && late.is_none()
+        && let Some(stored) = record.stored.as_mut()
+        && stored.reopened_by_person
+    {
+        stored.reopened_by_person = false;
+        changed = true;
+    }
+    if decision.forget {
+        record.stored = None;
+        changed = true;
+    }
     if decision.is_nothing() {
-        return Ok(Plan::Nothing { decision, record: newest.then_some(record) });
+        return Ok(Plan::Nothing { decision, record: changed.then_some(record) });
     }
 
     let previous = record.stored.as_ref().and_then(|s| s.last_license_plate.as_ref()).or(after_not_found);
@@ -290,7 +312,7 @@ pub fn advance(record: &mut Record, index: usize, answer: Answer, now: SystemTim
     let Some(step) = pending.steps.get(index).cloned() else { return Advance::Finished };
     match answer {
         Answer::NotFound => {
-            *record = Record { latest: record.latest.take(), ..Record::default() };
+            *record = Record { latest: record.latest.take(), key: record.key.take(), ..Record::default() };
             Advance::NotFound(step.license_plate)
         }
         Answer::Accepted { item_id } => {
@@ -307,7 +329,13 @@ pub fn advance(record: &mut Record, index: usize, answer: Answer, now: SystemTim
                     give_up(record);
                     Advance::Abandon(e)
                 }
-                Ok(next) => {
+                Ok(mut next) => {
+                    if step.op == Operation::Submit
+                        && let Some(partner) = step.payload.get("partnerId").and_then(|p| p.as_str())
+                    {
+                        // The bridge's own handover is no drift when a read reports it.
+                        next.partner = Some(partner.to_owned());
+                    }
                     pending.steps[index].done = true;
                     pending.progress = Some(next);
                     if pending.steps.iter().any(|s| !s.done) {
@@ -321,6 +349,54 @@ pub fn advance(record: &mut Record, index: usize, answer: Answer, now: SystemTim
             }
         }
     }
+}
+
+/// Whether the next step of `record`'s intent addresses an incident SCWM has not confirmed for
+/// `after` (or ever, as far as the record knows): read it first, and [`converge`] with what
+/// SCWM says, so the step does not act on an incident that changed or is another's now.
+pub fn needs_check(record: &Record, now: SystemTime, after: Duration) -> bool {
+    let Some(pending) = &record.pending else { return false };
+    let Some(step) = pending.steps.iter().find(|s| !s.done) else { return false };
+    let Some(progress) = &pending.progress else { return false };
+    step.op.requires_id()
+        && progress.confirmed_at.is_none_or(|at| now.duration_since(at).unwrap_or(Duration::ZERO) >= after)
+}
+
+/// What [`converge`] did to a record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Converged {
+    /// Each difference SCWM showed.
+    pub drift: Vec<lifecycle::converge::Drift>,
+    /// The intent that was under way no longer fits SCWM's state and was dropped: plan again.
+    pub replan: bool,
+}
+
+/// Brings `record` in line with what a read of its incident found: the mapping an intent is
+/// building on when one is under way (which is then dropped if SCWM changed under it, so the
+/// event is planned again from the truth), else the stored one. See
+/// [`lifecycle::converge`](crate::lifecycle::converge).
+pub fn converge(
+    record: &mut Record,
+    seen: &lifecycle::converge::Seen,
+    key: &CorrelationKey,
+    wont_fix: &[String],
+    now: SystemTime,
+) -> Converged {
+    let base = match &record.pending {
+        Some(pending) => pending.progress.as_ref(),
+        None => record.stored.as_ref(),
+    };
+    let Some(base) = base else { return Converged { drift: vec![], replan: false } };
+    let (next, drift) = lifecycle::converge::converge(base, seen, key, wont_fix, now);
+    let replan = record.pending.is_some() && !drift.is_empty();
+    if replan {
+        record.pending = None;
+    }
+    match &mut record.pending {
+        Some(pending) => pending.progress = next,
+        None => record.stored = next,
+    }
+    Converged { drift, replan }
 }
 
 /// Gives up on the intent for good: the mapping keeps what is done, the intent is dropped.

@@ -260,13 +260,73 @@ mod planning {
         assert!(closing.latest.is_some());
     }
 
+    fn closed_by_a_person(resolution: &str) -> crate::lifecycle::converge::Seen {
+        crate::lifecycle::converge::Seen::Incident(crate::lifecycle::converge::Observed {
+            state: IncidentState::Closed,
+            external_ref: None,
+            resolution: Some(resolution.into()),
+            partner: None,
+        })
+    }
+
+    #[test]
+    fn a_close_intent_on_an_incident_a_person_closed_is_dropped_and_the_resolve_is_then_nothing() {
+        let w = world(FIRING);
+        let resolved = world(&FIRING.replace("\"status\":\"firing\"", "\"status\":\"resolved\""));
+        let later = now() + Duration::from_secs(7200);
+        let (_, mut closing) = run(plan_for(&resolved, &opened(&w), None));
+        assert!(needs_check(&closing, later, Duration::from_secs(600)), "confirmed two hours ago");
+        assert!(!needs_check(&closing, now(), Duration::from_secs(600)), "confirmed just now");
+
+        let converged = converge(&mut closing, &closed_by_a_person("fixed"), &w.key, &[], later);
+        assert!(converged.replan);
+        assert_eq!(converged.drift.len(), 1);
+        assert!(closing.pending.is_none(), "the close is not sent");
+        assert_eq!(closing.stored.as_ref().unwrap().state, IncidentState::Closed);
+        match plan_for(&resolved, &closing, None) {
+            Plan::Nothing { decision, .. } => assert_eq!(decision.kind, DecisionKind::NothingResolvedClosed),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_won_t_fix_keeps_the_key_quiet_while_firing_and_the_resolve_forgets_it() {
+        let w = world(FIRING);
+        let mut record = opened(&w);
+        let wont_fix = vec!["won't fix".to_owned()];
+        let converged = converge(&mut record, &closed_by_a_person("won't fix"), &w.key, &wont_fix, now());
+        assert!(!converged.replan, "no intent was under way");
+        let changed = world(&FIRING.replace("DiskFull\"}", "DiskFull\", \"x\": \"1\"}"));
+        for event in [&w, &changed] {
+            match plan_for(event, &record, None) {
+                Plan::Nothing { decision, .. } => assert_eq!(decision.kind, DecisionKind::NothingQuiet),
+                other => panic!("{other:?}"),
+            }
+        }
+        let resolved = world(&FIRING.replace("\"status\":\"firing\"", "\"status\":\"resolved\""));
+        let forgotten = match plan_for(&resolved, &record, None) {
+            Plan::Nothing { decision, record: Some(r) } => {
+                assert_eq!(decision.kind, DecisionKind::ForgetQuiet);
+                r
+            }
+            other => panic!("{other:?}"),
+        };
+        assert!(forgotten.stored.is_none());
+        let (decision, _) = run(plan_for(&w, &forgotten, None));
+        assert_eq!(decision.kind, DecisionKind::Add, "the next firing starts afresh");
+    }
+
     #[test]
     fn an_add_answered_without_an_id_is_given_up_keeping_what_was_done() {
         let w = world(FIRING);
         let (_, mut record) = run(plan_for(&w, &Record::default(), None));
         let advanced = advance(&mut record, 0, Answer::Accepted { item_id: None }, now());
         assert_eq!(advanced, Advance::Abandon(TransitionError::MissingItemId));
-        assert_eq!(record, Record::default(), "nothing was done, nothing is kept");
+        assert_eq!(
+            record,
+            Record { key: Some(w.key.clone()), ..Record::default() },
+            "nothing was done, nothing is kept"
+        );
     }
 
     #[test]
