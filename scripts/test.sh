@@ -22,6 +22,8 @@ log "tools: $("$nats_server" --version), $("$alertmanager" --version 2>&1 | head
 
 log "cargo test"
 cargo test --locked --all-targets --no-fail-fast "$@"
+# --all-targets leaves out the examples in the docs; they are tests too.
+cargo test --locked --doc
 
 log "chart and Dockerfile checks"
 scripts/check-chart.sh

@@ -148,10 +148,16 @@ async fn every_operation_round_trips_with_a_contract_envelope() {
     assert_eq!(closed.envelope.payload(), &json!({"id": id}));
 
     let read = op(&sim, Operation::Read, json!({"id": id})).await;
+    let mut payload = read.envelope.payload().clone();
+    let closed_at = payload.as_object_mut().and_then(|p| p.remove("closedAt"));
+    assert!(
+        closed_at.as_ref().and_then(Value::as_str).is_some_and(|at| at.ends_with('Z')),
+        "a closed incident says when it was closed: {closed_at:?}"
+    );
     assert_eq!(
-        read.envelope.payload(),
-        &json!({"id": id, "title": "disk full", "severity": "major",
-                "status": "closed", "partnerId": "P-1"})
+        payload,
+        json!({"id": id, "title": "disk full", "severity": "major", "status": "closed",
+               "partnerId": "P-1", "resolution": "fixed", "closeNotes": "freed space"})
     );
 
     let reopened = op(&sim, Operation::Reopen, json!({"id": id, "reason": "came back"})).await;
