@@ -135,8 +135,9 @@ impl App {
             publisher = publisher.with_outbox(Arc::clone(&r));
             relay = Some(r);
         }
-        let mut pipeline =
-            Pipeline::new(client, publisher, config.scwm.retry.clone()).with_sources(config.sources.clone());
+        let mut pipeline = Pipeline::new(client, publisher, config.scwm.retry.clone())
+            .with_sources(config.sources.clone())
+            .with_reconcile(config.reconcile.clone());
         if let Some(opened) = opened {
             let store = opened.store;
             tracing::info!(backend = store.backend(), "correlation store open");
@@ -192,6 +193,10 @@ impl App {
             let last_call = config.server.shutdown_grace;
             tokio::spawn(async move { relay.run(stop, last_call).await })
         });
+        let reconcile_stop = CancellationToken::new();
+        let reconciler = config.reconcile.enabled.then(|| {
+            tokio::spawn(crate::pipeline::reconcile::run(Arc::clone(&pipeline), reconcile_stop.clone()))
+        });
         let intake = Intake::new(runner.clone(), config.sources.clone(), answer_deadline.clone());
         let router = http::router(HttpState {
             intake: intake.clone(),
@@ -229,7 +234,9 @@ impl App {
             tracing::info!(delay = ?config.server.shutdown_delay, "not ready; still serving until load balancers notice");
             tokio::time::sleep(config.server.shutdown_delay).await;
         }
-        // Stop taking work on every transport; what was accepted still finishes.
+        // Stop taking work on every transport; what was accepted still finishes. The reconciler
+        // stops too, handing its lease on to a replica that stays.
+        reconcile_stop.cancel();
         ingest_stop.cancel();
         http_stop.cancel();
         runner.close();
@@ -255,6 +262,12 @@ impl App {
         let started = tokio::time::Instant::now();
         let drained = tokio::time::timeout(grace, drain).await;
         deadline_timer.abort();
+        if let Some(task) = reconciler {
+            // A read under way finishes or is cut here; what it found is read again next time.
+            if tokio::time::timeout(Duration::from_secs(1), task).await.is_err() {
+                tracing::warn!("the reconciler did not stop in time; its lease runs out by itself");
+            }
+        }
         // What the outbox still holds goes out now if NATS takes it within what is left of the
         // grace; else it waits in the store for the next start.
         relay_stop.cancel();

@@ -32,6 +32,8 @@ pub const HTTP_CONNECTIONS: &str = "incident_bridge_http_connections";
 pub const OUTBOX_DEPTH: &str = "incident_bridge_outbox_depth";
 pub const OUTBOX_OLDEST_AGE: &str = "incident_bridge_outbox_oldest_age_seconds";
 pub const HTTP_CONNECTIONS_REFUSED: &str = "incident_bridge_http_connections_refused_total";
+pub const DRIFT: &str = "incident_bridge_drift_total";
+pub const RECONCILE_READS: &str = "incident_bridge_reconcile_reads_total";
 
 /// Help texts for `/metrics`, and the build info gauge.
 pub fn describe() {
@@ -55,6 +57,12 @@ pub fn describe() {
     describe_gauge!(IN_FLIGHT, "SCWM attempts in flight.");
     describe_counter!(DEAD_LETTERS, "Events dead-lettered, by source and reason.");
     describe_counter!(RESULTS_PUBLISHED, "Result events published, by source and operation.");
+    describe_counter!(
+        DRIFT,
+        "Differences found between the store and SCWM, by kind (closed, reopened, deleted, not_ours, \
+         handed_over) and what found them (check, reconciler)."
+    );
+    describe_counter!(RECONCILE_READS, "Incidents the reconciler read from SCWM, by outcome.");
     describe_histogram!(
         STORE_SECONDS,
         metrics::Unit::Seconds,
@@ -122,6 +130,14 @@ pub fn queue(depth: usize, capacity: usize, in_flight: usize) {
 
 pub fn dead_letter(source: &str, reason: &'static str) {
     counter!(DEAD_LETTERS, "source" => source.to_owned(), "reason" => reason).increment(1);
+}
+
+pub fn drift(kind: &'static str, detected_by: &'static str) {
+    counter!(DRIFT, "kind" => kind, "detected_by" => detected_by).increment(1);
+}
+
+pub fn reconcile_read(outcome: &'static str) {
+    counter!(RECONCILE_READS, "outcome" => outcome).increment(1);
 }
 
 pub fn result_published(source: &str, op: &'static str) {

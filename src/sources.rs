@@ -50,6 +50,11 @@ pub struct RawSource {
     /// The ownerId of this source's incidents; a route may override it; default `scwm.owner_id`.
     #[serde(default)]
     pub owner_id: Option<String>,
+    /// Resolutions that mean "a person decided this needs no action" (compared without regard
+    /// to case): an incident a person closed with one stays closed while its alert keeps
+    /// firing, and the key starts afresh once the alert resolves.
+    #[serde(default)]
+    pub wont_fix_resolutions: Vec<String>,
     #[serde(default)]
     pub auth: Vec<RawAuth>,
     /// Verify NATS messages of this source too (signature in NATS headers). Off by default:
@@ -139,6 +144,8 @@ pub struct AlertSettings {
     pub grouping: Grouping,
     pub reopen_window: Duration,
     pub owner_id: Option<String>,
+    /// Resolutions that keep a key quiet while its alert fires (see [`RawSource`]).
+    pub wont_fix_resolutions: Vec<String>,
     pub routes: Routes,
     pub templates: TemplateSet,
 }
@@ -367,10 +374,14 @@ fn alert_settings(raw: &RawSource, key: &str, errors: &mut Vec<(String, String)>
     if raw.reopen_window.is_zero() {
         errors.push((format!("{key}.reopen_window"), "must be greater than zero".into()));
     }
+    if let Some(i) = raw.wont_fix_resolutions.iter().position(|r| r.trim().is_empty()) {
+        errors.push((format!("{key}.wont_fix_resolutions[{i}]"), "must not be empty".into()));
+    }
     Some(AlertSettings {
         grouping: grouping?,
         reopen_window: raw.reopen_window,
         owner_id: raw.owner_id.clone(),
+        wont_fix_resolutions: raw.wont_fix_resolutions.clone(),
         routes: routes?,
         templates: templates?,
     })

@@ -16,7 +16,7 @@ use raw::RawConfig;
 
 use crate::{
     ingest::http::config::ServerSettings,
-    pipeline::config::PipelineSettings,
+    pipeline::config::{PipelineSettings, ReconcileSettings},
     publish::config::ResultsSettings,
     scwm::ClientSettings,
     settings::Problems,
@@ -31,6 +31,8 @@ pub struct Config {
     pub server: ServerSettings,
     pub scwm: ClientSettings,
     pub pipeline: PipelineSettings,
+    /// How the pipeline and the reconciler converge with SCWM.
+    pub reconcile: ReconcileSettings,
     pub results: ResultsSettings,
     /// When set, `serve` also runs the SCWM simulator in-process (local trials, quickstart).
     pub simulator: Option<SimulatorSettings>,
@@ -161,6 +163,7 @@ fn gather(
     let simulator = crate::sim::config::build(raw.simulator, &mut p);
     let scwm = crate::scwm::config::build(raw.scwm, &mut p);
     let pipeline = crate::pipeline::config::build(raw.pipeline, &mut p);
+    let reconcile = crate::pipeline::config::build_reconcile(raw.reconcile, &mut p);
     let results = crate::publish::config::build(raw.results);
     let sources = match sources::build(raw.sources, read_file) {
         Ok(s) => s,
@@ -185,9 +188,18 @@ fn gather(
         p.error("store.backend", "jetstream-kv needs a [nats] connection");
     }
     match (server, scwm, store) {
-        (Some(server), Some(scwm), Some(store)) if p.is_empty() => {
-            Ok(Config { server, scwm, pipeline, results, simulator, nats, sources, store, environment })
-        }
+        (Some(server), Some(scwm), Some(store)) if p.is_empty() => Ok(Config {
+            server,
+            scwm,
+            pipeline,
+            reconcile,
+            results,
+            simulator,
+            nats,
+            sources,
+            store,
+            environment,
+        }),
         _ => Err(ConfigErrors(
             p.into_vec().into_iter().map(|(key, message)| ConfigError { key, message }).collect(),
         )),

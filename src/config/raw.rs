@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use crate::{
     ingest::{http::config::RawServer, nats::config::RawNats},
-    pipeline::config::RawPipeline,
+    pipeline::config::{RawPipeline, RawReconcile},
     publish::config::RawResults,
     scwm::config::RawScwm,
     sim::config::RawSimulator,
@@ -20,6 +20,7 @@ pub struct RawConfig {
     pub server: RawServer,
     pub scwm: RawScwm,
     pub pipeline: RawPipeline,
+    pub reconcile: RawReconcile,
     pub results: RawResults,
     pub simulator: RawSimulator,
     /// Absent: the bridge does not use NATS.

@@ -9,10 +9,14 @@ use bytes::Bytes;
 use http::HeaderMap;
 use tracing::Instrument;
 
-use super::{Delivery, Done, Outcome, Pipeline, RejectError, RetryCause};
+use super::{Delivery, Done, Outcome, Pipeline, RejectError, RetryCause, converge::Checked};
 use crate::{
     event::{AlertEvent, Event},
     ids::LicensePlate,
+    lifecycle::{
+        DecisionKind,
+        converge::{self as drift, Seen},
+    },
     plan::{self, Advance, Answer, Claimant, Facts, Plan, Position, Record},
     publish::ResultEvent,
     scwm::{ResponseEnvelope, ScwmError, ScwmRequest},
@@ -37,6 +41,9 @@ enum Ran {
     },
     /// SCWM no longer knows the item: the mapping is gone, plan again after this plate.
     NotFound(LicensePlate),
+    /// A read showed SCWM changed under the intent: the record now says what SCWM says; plan
+    /// again. The read's result events come along.
+    Replan(Vec<ResultEvent>),
     Stop(Outcome),
 }
 
@@ -70,6 +77,8 @@ impl Pipeline {
         let claimant = Claimant { instance: &self.instance, claim_ttl: self.claim_ttl };
         let mut after_not_found: Option<LicensePlate> = None;
         let mut results = Vec::new();
+        // A repeat is checked against SCWM at most once per event.
+        let mut checked = false;
         // A few rounds: a compare-and-swap conflict or a 404 means planning again from a fresh read.
         'round: for _ in 0..4 {
             let (mut record, mut revision) = match self.load(event, delivery).await {
@@ -105,9 +114,33 @@ impl Pipeline {
                         match self.run_intent(event, &mut record, &mut revision, delivery).await {
                             Ran::Finished { results: earlier, .. } => results.extend(earlier),
                             Ran::NotFound(plate) => after_not_found = Some(plate),
+                            Ran::Replan(read) => {
+                                results.extend(read);
+                                continue 'round;
+                            }
                             Ran::Stop(outcome) => return outcome,
                         }
                         continue;
+                    }
+                    // A repeat of a firing alert whose incident SCWM has not confirmed for a
+                    // while: a person may have closed it. Read before saying "nothing to do".
+                    Plan::Nothing { decision, .. }
+                        if !checked
+                            && decision.kind == DecisionKind::NothingUnchanged
+                            && record.stored.as_ref().is_some_and(|s| {
+                                plan::unconfirmed_for(
+                                    s,
+                                    SystemTime::now(),
+                                    self.reconcile.ownership_check_after,
+                                )
+                            }) =>
+                    {
+                        checked = true;
+                        match self.check(event, &mut record, &mut revision, delivery, &mut results).await {
+                            // Plan again from the record as saved, either way.
+                            Checked::Confirmed | Checked::Replan => continue 'round,
+                            Checked::Stop(outcome) => return outcome,
+                        }
                     }
                     Plan::Nothing { decision, record: to_save } => {
                         log_decision(&spec.name, &target.route.name, &decision);
@@ -147,6 +180,10 @@ impl Pipeline {
                         after_not_found = Some(plate);
                         continue 'round;
                     }
+                    Ran::Replan(read) => {
+                        results.extend(read);
+                        continue 'round;
+                    }
                     Ran::Stop(outcome) => return outcome,
                 }
             }
@@ -165,6 +202,15 @@ impl Pipeline {
         let mut results = Vec::new();
         let mut last_envelope = None;
         while let Some((index, payload)) = plan::next_step(record) {
+            // An incident SCWM has not confirmed for a while is read first: is it still open,
+            // still the key's?
+            if plan::needs_check(record, SystemTime::now(), self.reconcile.ownership_check_after) {
+                match self.check(event, record, revision, delivery, &mut results).await {
+                    Checked::Confirmed => {}
+                    Checked::Replan => return Ran::Replan(results),
+                    Checked::Stop(outcome) => return Ran::Stop(outcome),
+                }
+            }
             let step = &record.pending.as_ref().expect("next_step found an intent").steps[index];
             let request = |payload| ScwmRequest {
                 op: step.op,
@@ -204,6 +250,9 @@ impl Pipeline {
                 Err(failure) => {
                     let not_found = request.op.requires_id()
                         && matches!(failure.error, ScwmError::Rejected { status: 404, .. });
+                    // "Already closed", "already open": SCWM may have changed under the bridge.
+                    let conflict = request.op.requires_id()
+                        && matches!(failure.error, ScwmError::Rejected { status: 409, .. });
                     if let Some(env) = &failure.envelope
                         && let Err(outcome) = self
                             .publish_answer(
@@ -217,6 +266,16 @@ impl Pipeline {
                             .await
                     {
                         return Ran::Stop(outcome);
+                    }
+                    if conflict {
+                        match self.check(event, record, revision, delivery, &mut results).await {
+                            // SCWM shows why: the record says so now, and the event is planned
+                            // again from it (a close of a closed incident is then nothing to do).
+                            Checked::Replan => return Ran::Replan(results),
+                            Checked::Stop(outcome) => return Ran::Stop(outcome),
+                            // Nothing explains the refusal: it stands.
+                            Checked::Confirmed => {}
+                        }
                     }
                     if !not_found {
                         return match self.retry_or_reject(failure.error, failure.attempts, delivery) {
@@ -245,6 +304,13 @@ impl Pipeline {
                     (Answer::NotFound, failure.attempts, envelope)
                 }
             };
+            // What a 404 loses, named before the mapping is dropped.
+            let lost = match (&answer, record.pending.as_ref().and_then(|p| p.progress.as_ref())) {
+                (Answer::NotFound, Some(progress)) => {
+                    drift::converge(progress, &Seen::Missing, &event.key, &[], SystemTime::now()).1
+                }
+                _ => Vec::new(),
+            };
             match plan::advance(record, index, answer, SystemTime::now()) {
                 Advance::Next => {
                     last_envelope = Some(envelope);
@@ -262,6 +328,17 @@ impl Pipeline {
                     return match self.save(event, record, *revision).await {
                         Ok(r) => {
                             *revision = Some(r);
+                            if let Err(e) = self
+                                .report_drift(
+                                    &event.key,
+                                    Some(&event.source.name),
+                                    &lost,
+                                    super::converge::BY_CHECK,
+                                )
+                                .await
+                            {
+                                return Ran::Stop(self.publish_failed(e));
+                            }
                             Ran::NotFound(plate)
                         }
                         Err(e) => Ran::Stop(store_retry(e)),
@@ -336,7 +413,7 @@ impl Pipeline {
         }
     }
 
-    async fn save(
+    pub(super) async fn save(
         &self,
         event: &Event,
         record: &Record,
@@ -357,7 +434,7 @@ impl Pipeline {
     }
 }
 
-fn store_retry(e: StoreError) -> Outcome {
+pub(super) fn store_retry(e: StoreError) -> Outcome {
     Outcome::Retry { after: Duration::from_millis(500), cause: RetryCause::Store(e) }
 }
 

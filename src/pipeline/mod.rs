@@ -8,7 +8,9 @@
 
 mod alert;
 pub mod config;
+mod converge;
 pub mod queue;
+pub mod reconcile;
 mod runner;
 
 use std::{
@@ -199,6 +201,8 @@ pub struct Pipeline {
     /// is given up ([`Pipeline::interrupted`]).
     cutoff: CancellationToken,
     interrupted: AtomicUsize,
+    /// When to read an incident before acting on it, and how to read SCWM's answer.
+    reconcile: config::ReconcileSettings,
 }
 
 impl Pipeline {
@@ -213,7 +217,15 @@ impl Pipeline {
             sources: Sources::default(),
             cutoff: CancellationToken::new(),
             interrupted: AtomicUsize::new(0),
+            reconcile: config::ReconcileSettings::default(),
         }
+    }
+
+    /// When the pipeline reads an incident before acting on it, and which field of a read
+    /// names the key.
+    pub fn with_reconcile(mut self, reconcile: config::ReconcileSettings) -> Self {
+        self.reconcile = reconcile;
+        self
     }
 
     /// Native commands still waiting for SCWM when `cutoff` fires are given up: dead-lettered

@@ -59,6 +59,10 @@ pub struct Record {
     /// of a long key).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<CorrelationKey>,
+    /// The source whose alerts the key comes from, for the same readers (its settings say
+    /// which resolutions mean "won't fix").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 /// The newest stream message decided for a key, and what it said.
@@ -198,6 +202,9 @@ pub fn plan(
     let mut changed = newest;
     if record.key.as_ref() != Some(facts.key) {
         record.key = Some(facts.key.clone());
+    }
+    if record.source.as_deref() != Some(facts.source) {
+        record.source = Some(facts.source.to_owned());
     }
 
     let input = Input {
@@ -358,8 +365,12 @@ pub fn needs_check(record: &Record, now: SystemTime, after: Duration) -> bool {
     let Some(pending) = &record.pending else { return false };
     let Some(step) = pending.steps.iter().find(|s| !s.done) else { return false };
     let Some(progress) = &pending.progress else { return false };
-    step.op.requires_id()
-        && progress.confirmed_at.is_none_or(|at| now.duration_since(at).unwrap_or(Duration::ZERO) >= after)
+    step.op.requires_id() && unconfirmed_for(progress, now, after)
+}
+
+/// Whether SCWM last confirmed `stored` at least `after` ago (or never did).
+pub fn unconfirmed_for(stored: &Stored, now: SystemTime, after: Duration) -> bool {
+    stored.confirmed_at.is_none_or(|at| now.duration_since(at).unwrap_or(Duration::ZERO) >= after)
 }
 
 /// What [`converge`] did to a record.

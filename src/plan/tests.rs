@@ -324,7 +324,7 @@ mod planning {
         assert_eq!(advanced, Advance::Abandon(TransitionError::MissingItemId));
         assert_eq!(
             record,
-            Record { key: Some(w.key.clone()), ..Record::default() },
+            Record { key: Some(w.key.clone()), source: Some("am".into()), ..Record::default() },
             "nothing was done, nothing is kept"
         );
     }

@@ -1,15 +1,16 @@
-//! An in-process sink: every result event and dead letter sent on a bounded channel. Tests and
+//! An in-process sink: every result event, dead letter and drift event sent on a bounded channel. Tests and
 //! embedding applications read from it.
 
 use futures::{FutureExt, future::BoxFuture};
 use tokio::sync::mpsc;
 
-use super::{DeadLetter, PublishError, ResultEvent, Sink};
+use super::{DeadLetter, DriftEvent, PublishError, ResultEvent, Sink};
 
 #[derive(Debug, Clone)]
 pub enum Published {
     Result(ResultEvent),
     DeadLetter(DeadLetter),
+    Drift(DriftEvent),
 }
 
 #[derive(Debug, Clone)]
@@ -44,5 +45,9 @@ impl Sink for ChannelSink {
 
     fn dead_letter<'a>(&'a self, d: &'a DeadLetter) -> BoxFuture<'a, Result<(), PublishError>> {
         self.send(Published::DeadLetter(d.clone())).boxed()
+    }
+
+    fn drift<'a>(&'a self, d: &'a DriftEvent) -> BoxFuture<'a, Result<(), PublishError>> {
+        self.send(Published::Drift(d.clone())).boxed()
     }
 }

@@ -1,8 +1,8 @@
-//! The log sink: one structured line per result event and per dead letter.
+//! The log sink: one structured line per result event, dead letter and drift event.
 
 use futures::{FutureExt, future::BoxFuture};
 
-use super::{DeadLetter, PublishError, ResultEvent, Sink};
+use super::{DeadLetter, DriftEvent, PublishError, ResultEvent, Sink};
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct LogSink;
@@ -46,6 +46,21 @@ impl Sink for LogSink {
             attempts = d.attempts,
             deliveries = d.deliveries,
             "dead letter"
+        );
+        async { Ok(()) }.boxed()
+    }
+
+    fn drift<'a>(&'a self, d: &'a DriftEvent) -> BoxFuture<'a, Result<(), PublishError>> {
+        tracing::warn!(
+            target: "incident_bridge::drift",
+            kind = d.kind,
+            key = %d.key,
+            item_id = %d.item_id,
+            expected = %d.expected,
+            found = %d.found,
+            source = d.source.as_deref(),
+            detected_by = d.detected_by,
+            "SCWM differs from the store"
         );
         async { Ok(()) }.boxed()
     }

@@ -1,6 +1,7 @@
-//! What the bridge emits after processing: a result event for every SCWM answer and a dead
-//! letter for every event that cannot succeed. Sinks deliver them (the log, a channel for tests,
-//! NATS); the [`Publisher`] fans out to all configured sinks.
+//! What the bridge emits after processing: a result event for every SCWM answer, a dead
+//! letter for every event that cannot succeed, and a drift event for every difference found
+//! between the store and SCWM. Sinks deliver them (the log, a channel for tests, NATS); the
+//! [`Publisher`] fans out to all configured sinks.
 //!
 //! A sink reports failure instead of dropping: the pipeline then retries the event rather than
 //! acknowledge it, so nothing is lost silently.
@@ -129,6 +130,33 @@ fn original<S: serde::Serializer>(o: &Original, s: S) -> Result<S::Ok, S::Error>
     st.end()
 }
 
+/// A difference between what the store said of an incident and what SCWM says: a person
+/// closed, reopened or handed it over, or SCWM lost or renumbered it. Each is found once, by a
+/// read, and reported once.
+#[derive(Debug, Clone, Serialize)]
+pub struct DriftEvent {
+    /// `drift.<ULID>`: new for every difference found, so none hides another.
+    pub id: String,
+    /// A bounded label: `closed`, `reopened`, `deleted`, `not_ours`, `handed_over`.
+    pub kind: &'static str,
+    pub key: CorrelationKey,
+    #[serde(rename = "itemId")]
+    pub item_id: ItemId,
+    /// What the store said.
+    pub expected: String,
+    /// What SCWM says.
+    pub found: String,
+    /// The source the key's alerts come from, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// What read the incident: `check` (before an operation, or after SCWM refused one) or
+    /// `reconciler`.
+    #[serde(rename = "detectedBy")]
+    pub detected_by: &'static str,
+    #[serde(serialize_with = "rfc3339")]
+    pub at: SystemTime,
+}
+
 /// A sink could not take an event; the caller must not acknowledge the event's source.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{sink}: {message}")]
@@ -142,6 +170,7 @@ pub trait Sink: Send + Sync {
     fn name(&self) -> &'static str;
     fn result<'a>(&'a self, event: &'a ResultEvent) -> BoxFuture<'a, Result<(), PublishError>>;
     fn dead_letter<'a>(&'a self, letter: &'a DeadLetter) -> BoxFuture<'a, Result<(), PublishError>>;
+    fn drift<'a>(&'a self, drift: &'a DriftEvent) -> BoxFuture<'a, Result<(), PublishError>>;
 }
 
 /// Every configured sink, and the outbox in front of NATS; an event counts as published when
@@ -191,6 +220,17 @@ impl Publisher {
             relay.enqueue(outbox::EntryKind::DeadLetter, relay.sink().render_dead_letter(letter)).await?;
         }
         crate::observe::dead_letter(&letter.source.name, letter.reason_kind);
+        Ok(())
+    }
+
+    pub async fn drift(&self, drift: &DriftEvent) -> Result<(), PublishError> {
+        for sink in &self.sinks {
+            sink.drift(drift).await?;
+        }
+        if let Some(relay) = &self.relay {
+            relay.enqueue(outbox::EntryKind::Drift, relay.sink().render_drift(drift)).await?;
+        }
+        crate::observe::drift(drift.kind, drift.detected_by);
         Ok(())
     }
 }

@@ -25,7 +25,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
-use super::{DeadLetter, PublishError, ResultEvent, SubjectTemplate};
+use super::{DeadLetter, DriftEvent, PublishError, ResultEvent, SubjectTemplate};
 use crate::headers::to_nats_headers;
 
 /// How long a core publish may take to leave the process before the relay tries again later.
@@ -128,6 +128,14 @@ impl NatsSink {
         let op = d.op.map(|o| o.as_str()).unwrap_or("unknown");
         let subject = self.dead_letters.render(op, &d.source.name);
         Rendered::from_pairs(subject, &dead_letter_headers(d), d.original.body.clone())
+    }
+
+    /// The drift event as a NATS message: on the results subject with `{op}` = `drift`, its
+    /// JSON as the body.
+    pub fn render_drift(&self, d: &DriftEvent) -> Rendered {
+        let subject = self.results.render("drift", d.source.as_deref().unwrap_or("unknown"));
+        let body = serde_json::to_vec(d).expect("a drift event serialises");
+        Rendered::from_pairs(subject, &drift_headers(d), Bytes::from(body))
     }
 
     /// Sends once: through JetStream when a stream captures the subject, returning the stream's
@@ -257,6 +265,25 @@ pub fn result_headers(e: &ResultEvent) -> HeaderMap {
     if let Some(id) = &e.item_id {
         pairs.push(("ce-subject", ce_encode(id.as_str())));
     }
+    to_nats_headers(pairs.iter().map(|(n, v)| (*n, v.as_str())))
+}
+
+pub fn drift_headers(d: &DriftEvent) -> HeaderMap {
+    let pairs: Vec<(&'static str, String)> = vec![
+        ("Nats-Msg-Id", d.id.clone()),
+        ("Content-Type", "application/json".into()),
+        ("Incident-Bridge-Drift-Kind", d.kind.to_owned()),
+        ("Incident-Bridge-Key", d.key.to_string()),
+        ("Incident-Bridge-Item-Id", d.item_id.to_string()),
+        ("Incident-Bridge-Detected-By", d.detected_by.to_owned()),
+        ("ce-specversion", "1.0".into()),
+        ("ce-id", ce_encode(&d.id)),
+        ("ce-source", "/incident-bridge".into()),
+        ("ce-type", "io.incident-bridge.scwm.drift".into()),
+        ("ce-time", ce_encode(&humantime::format_rfc3339_millis(d.at).to_string())),
+        ("ce-datacontenttype", "application/json".into()),
+        ("ce-subject", ce_encode(d.item_id.as_str())),
+    ];
     to_nats_headers(pairs.iter().map(|(n, v)| (*n, v.as_str())))
 }
 

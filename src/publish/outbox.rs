@@ -60,6 +60,7 @@ struct Entry {
 pub enum EntryKind {
     Result,
     DeadLetter,
+    Drift,
 }
 
 /// The outbox and the task that empties it.

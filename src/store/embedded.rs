@@ -243,6 +243,20 @@ impl CorrelationStore for EmbeddedStore {
         self.writer.delete(key.as_str(), expected).boxed()
     }
 
+    fn scan(&self) -> BoxFuture<'_, Result<Vec<Versioned>, StoreError>> {
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(map_err)?;
+            let table = txn.open_table(VALUES).map_err(map_err)?;
+            let mut values = Vec::new();
+            for row in table.iter().map_err(map_err)? {
+                let (_, guard) = row.map_err(map_err)?;
+                let (revision, value) = guard.value();
+                values.push(Versioned { value: Bytes::copy_from_slice(value), revision });
+            }
+            Ok(values)
+        })
+    }
+
     fn backend(&self) -> &'static str {
         "embedded"
     }

@@ -34,7 +34,7 @@ use async_nats::jetstream::{
 };
 use base64::Engine;
 use bytes::Bytes;
-use futures::{FutureExt, future::BoxFuture};
+use futures::{FutureExt, TryStreamExt, future::BoxFuture};
 use sha2::{Digest, Sha256};
 
 use super::{CorrelationStore, Outbox, Revision, StoreError, Versioned};
@@ -285,6 +285,34 @@ impl CorrelationStore for JetStreamKvStore {
             }
             self.kv.delete_expect_revision(&key, Some(expected)).await.map_err(update_error)
         })
+        .boxed()
+    }
+
+    fn scan(&self) -> BoxFuture<'_, Result<Vec<Versioned>, StoreError>> {
+        async move {
+            let keys: Vec<String> = bounded(self.timeout, async {
+                let keys = self
+                    .kv
+                    .keys()
+                    .await
+                    .map_err(|e| StoreError::Unavailable(format!("listing keys: {e}")))?;
+                keys.try_collect::<Vec<String>>()
+                    .await
+                    .map_err(|e| StoreError::Unavailable(format!("listing keys: {e}")))
+            })
+            .await?;
+            let mut values = Vec::with_capacity(keys.len());
+            for key in keys {
+                let entry =
+                    bounded(self.timeout, async { self.kv.entry(&key).await.map_err(entry_error) }).await?;
+                if let Some(e) = entry
+                    && e.operation == Operation::Put
+                {
+                    values.push(Versioned { value: e.value, revision: e.revision });
+                }
+            }
+            Ok(values)
+        }
         .boxed()
     }
 

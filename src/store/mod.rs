@@ -141,6 +141,11 @@ pub trait CorrelationStore: Send + Sync + 'static {
         expected: Revision,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
 
+    /// Every value the store holds now, with its revision, in no particular order: what a
+    /// background walk (the reconciler) reads. Not a snapshot of one instant with JetStream KV,
+    /// whose keys are listed and then read one by one; a key changed meanwhile shows its newer
+    /// value, and a compare-and-swap on what was read then fails, as it should.
+    fn scan(&self) -> BoxFuture<'_, Result<Vec<Versioned>, StoreError>>;
     /// A bounded label: `"embedded"` or `"jetstream-kv"`.
     fn backend(&self) -> &'static str;
 }

@@ -978,6 +978,7 @@ claim_ttl = "2s"
             match p {
                 Published::DeadLetter(d) => dead.push(d.reason),
                 Published::Result(_) => n += 1,
+                Published::Drift(d) => dead.push(format!("drift, with nobody acting in SCWM: {d:?}")),
             }
         }
         results.push(n);

@@ -1,0 +1,281 @@
+//! The reconciler: in the background, it reads the incidents of keys the store holds as open
+//! (and, when configured, recently closed) from SCWM, oldest confirmation first, at a bounded
+//! rate, and brings the store in line with what people did there. Each difference is a drift
+//! event. The rules are the planner's ([`plan::converge`]); this module owns the choice of keys,
+//! the pace and the lease that lets one replica at a time do it.
+//!
+//! It never touches a key with an intent under way (the pipeline is acting on it), writes only
+//! with a compare-and-swap on the revision it read (alert work that changed the key meanwhile
+//! wins), and makes one read at a time, so SCWM's capacity stays with alerts.
+
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::{Pipeline, converge::read_request};
+use crate::{
+    ids::{CorrelationKey, ItemId},
+    lifecycle::{
+        IncidentState,
+        converge::{Observed, Seen},
+    },
+    plan::{self, Record},
+    scwm::ScwmError,
+    store::{CorrelationStore, Revision, StoreError},
+};
+
+/// The store key of the lease; `~` keeps it apart from correlation keys, which name a source
+/// kind first (`am:`, `ref:`, ...).
+pub const LEASE_KEY: &str = "~bridge/reconciler";
+/// How long a lease holds without renewal: a replica that dies hands over within this.
+const LEASE_TTL: Duration = Duration::from_secs(30);
+/// How long to wait after the store or the lease could not be read.
+const TROUBLE_WAIT: Duration = Duration::from_secs(5);
+
+/// Who reconciles, until when.
+#[derive(Debug, Serialize, Deserialize)]
+struct Lease {
+    owner: String,
+    until_ms: u64,
+}
+
+/// A key due for a read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Due {
+    pub key: CorrelationKey,
+    pub item_id: ItemId,
+    confirmed_ms: u64,
+}
+
+/// Runs until `stop` fires. Returns at once when the pipeline has no store.
+pub async fn run(pipeline: Arc<Pipeline>, stop: CancellationToken) {
+    let Some(store) = pipeline.store.clone() else { return };
+    let settings = pipeline.reconcile.clone();
+    let gap = Duration::from_secs_f64(1.0 / settings.reads_per_second);
+    // With nothing due, look again after a while: a quarter of the interval, within bounds.
+    let idle = (settings.interval / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    let mut lease = Held::default();
+    let mut next_read = Instant::now();
+    tracing::info!(
+        interval = %humantime::format_duration(settings.interval),
+        reads_per_second = settings.reads_per_second,
+        "reconciler started"
+    );
+    'pass: loop {
+        match lease.hold(store.as_ref(), &pipeline.instance).await {
+            Ok(true) => {}
+            Ok(false) => {
+                if pause(&stop, LEASE_TTL / 3).await {
+                    break;
+                }
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reconciler: the lease could not be read");
+                if pause(&stop, TROUBLE_WAIT).await {
+                    break;
+                }
+                continue;
+            }
+        }
+        let due = match due_keys(store.as_ref(), &settings, SystemTime::now()).await {
+            Ok(due) => due,
+            Err(e) => {
+                tracing::warn!(error = %e, "reconciler: the store could not be walked");
+                if pause(&stop, TROUBLE_WAIT).await {
+                    break;
+                }
+                continue;
+            }
+        };
+        if due.is_empty() {
+            if pause(&stop, idle).await {
+                break;
+            }
+            continue;
+        }
+        for due in due {
+            tokio::select! {
+                () = stop.cancelled() => break 'pass,
+                () = tokio::time::sleep_until(next_read) => {}
+            }
+            next_read = Instant::now().max(next_read) + gap;
+            match lease.hold(store.as_ref(), &pipeline.instance).await {
+                Ok(true) => {}
+                // Another replica holds it now (this one was paused past its lease): start over.
+                Ok(false) | Err(_) => continue 'pass,
+            }
+            pipeline.reconcile_key(store.as_ref(), &due).await;
+        }
+    }
+    lease.release(store.as_ref()).await;
+    tracing::info!("reconciler stopped");
+}
+
+/// Waits `d`; true when `stop` fired first.
+async fn pause(stop: &CancellationToken, d: Duration) -> bool {
+    tokio::select! {
+        () = stop.cancelled() => true,
+        () = tokio::time::sleep(d) => false,
+    }
+}
+
+/// The keys due for a read, oldest confirmation first: open ones (and closed ones within
+/// `include_closed_for`) that SCWM has not confirmed for `interval`, with no intent under way.
+pub async fn due_keys(
+    store: &dyn CorrelationStore,
+    settings: &super::config::ReconcileSettings,
+    now: SystemTime,
+) -> Result<Vec<Due>, StoreError> {
+    let mut due: Vec<Due> = store
+        .scan()
+        .await?
+        .into_iter()
+        .filter_map(|v| serde_json::from_slice::<Record>(&v.value).ok())
+        .filter(|r| r.pending.is_none())
+        .filter_map(|r| {
+            let key = r.key?;
+            let stored = r.stored?;
+            let watched = match stored.state {
+                IncidentState::Open => true,
+                IncidentState::Closed => stored.closed_at.is_some_and(|at| {
+                    now.duration_since(at).unwrap_or(Duration::ZERO) < settings.include_closed_for
+                }),
+            };
+            (watched
+                && !key.as_str().starts_with('~')
+                && plan::unconfirmed_for(&stored, now, settings.interval))
+            .then(|| Due {
+                key,
+                item_id: stored.item_id.clone(),
+                confirmed_ms: stored.confirmed_at.map_or(0, plan::unix_ms),
+            })
+        })
+        .collect();
+    due.sort_by_key(|d| d.confirmed_ms);
+    Ok(due)
+}
+
+impl Pipeline {
+    /// Reads one key's incident and converges its record, if the key is still as it was found.
+    async fn reconcile_key(&self, store: &dyn CorrelationStore, due: &Due) {
+        let (mut record, revision) = match store.get(&due.key).await {
+            Ok(Some(v)) => match serde_json::from_slice::<Record>(&v.value) {
+                Ok(record) => (record, v.revision),
+                Err(_) => return,
+            },
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(key = %due.key, error = %e, "reconciler: the key could not be read");
+                return;
+            }
+        };
+        // The pipeline got there first: it is acting on the key, or already moved it on.
+        if record.pending.is_some() || record.stored.as_ref().map(|s| &s.item_id) != Some(&due.item_id) {
+            return;
+        }
+        let source = record.source.clone();
+        let settings = source.as_deref().and_then(|s| self.sources.get(s)).and_then(|s| s.alerts.as_ref());
+        let owner_id = settings.and_then(|a| a.owner_id.clone());
+        let seen = match self.scwm.call(&read_request(&due.item_id, owner_id)).await {
+            Ok(success) => {
+                match Observed::from_payload(success.envelope.payload(), &self.reconcile.external_ref_field) {
+                    Some(observed) => Seen::Incident(observed),
+                    None => {
+                        crate::observe::reconcile_read("unreadable");
+                        tracing::warn!(key = %due.key, item_id = %due.item_id, "reconciler: SCWM's read names no status");
+                        return;
+                    }
+                }
+            }
+            Err(failure) if matches!(failure.error, ScwmError::Rejected { status: 404, .. }) => Seen::Missing,
+            Err(failure) => {
+                crate::observe::reconcile_read("failed");
+                tracing::debug!(key = %due.key, error = %failure.error, "reconciler: reading the incident failed");
+                return;
+            }
+        };
+        let wont_fix = source.as_deref().map_or(&[][..], |s| self.wont_fix(s));
+        let converged = plan::converge(&mut record, &seen, &due.key, wont_fix, SystemTime::now());
+        let value = serde_json::to_vec(&record).expect("a record serialises");
+        match store.put(&due.key, Bytes::from(value), Some(revision)).await {
+            Ok(_) => {}
+            // Alert work changed the key meanwhile; its own checks see SCWM from here on.
+            Err(StoreError::Conflict) => {
+                crate::observe::reconcile_read("conflict");
+                return;
+            }
+            Err(e) => {
+                crate::observe::reconcile_read("failed");
+                tracing::warn!(key = %due.key, error = %e, "reconciler: the key could not be saved");
+                return;
+            }
+        }
+        crate::observe::reconcile_read(if converged.drift.is_empty() { "confirmed" } else { "drift" });
+        if let Err(e) = self.report_drift(&due.key, source.as_deref(), &converged.drift, "reconciler").await {
+            // The store already says what SCWM says; the event is what is lost, and said so.
+            tracing::error!(key = %due.key, error = %e, "reconciler: a drift event could not be published");
+        }
+    }
+}
+
+/// The lease as this replica last wrote it.
+#[derive(Debug, Default)]
+struct Held {
+    lease: Option<(Revision, u64)>,
+}
+
+impl Held {
+    /// Whether this replica may reconcile now: it holds the lease with time to spare, or takes
+    /// or renews it.
+    async fn hold(&mut self, store: &dyn CorrelationStore, me: &str) -> Result<bool, StoreError> {
+        let now = plan::unix_ms(SystemTime::now());
+        let ttl = u64::try_from(LEASE_TTL.as_millis()).unwrap_or(u64::MAX);
+        if let Some((_, until)) = self.lease
+            && until > now + ttl / 2
+        {
+            return Ok(true);
+        }
+        let key = CorrelationKey::new(LEASE_KEY);
+        let expected = match store.get(&key).await? {
+            None => None,
+            Some(v) => {
+                let theirs = serde_json::from_slice::<Lease>(&v.value).ok();
+                if let Some(l) = theirs
+                    && l.owner != me
+                    && l.until_ms > now
+                {
+                    self.lease = None;
+                    return Ok(false);
+                }
+                Some(v.revision)
+            }
+        };
+        let lease = Lease { owner: me.to_owned(), until_ms: now + ttl };
+        let value = Bytes::from(serde_json::to_vec(&lease).expect("a lease serialises"));
+        match store.put(&key, value, expected).await {
+            Ok(revision) => {
+                self.lease = Some((revision, lease.until_ms));
+                Ok(true)
+            }
+            Err(StoreError::Conflict) => {
+                self.lease = None;
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Gives the lease up, so a replica that starts now (a rollout) takes over at once.
+    async fn release(&mut self, store: &dyn CorrelationStore) {
+        if let Some((revision, _)) = self.lease.take() {
+            let _ = store.delete(&CorrelationKey::new(LEASE_KEY), revision).await;
+        }
+    }
+}
