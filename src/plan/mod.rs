@@ -63,6 +63,11 @@ pub struct Record {
     /// which resolutions mean "won't fix").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// The last licensePlate of a mapping that was dropped (a person's "won't fix" ran its
+    /// course, the id turned out to be another incident's): the next steps chain on from it,
+    /// so a new incident is not mistaken by SCWM for a repeat of the one that opened the old.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follows: Option<LicensePlate>,
 }
 
 /// The newest stream message decided for a key, and what it said.
@@ -232,14 +237,21 @@ pub fn plan(
         changed = true;
     }
     if decision.forget {
-        record.stored = None;
+        if let Some(plate) = record.stored.take().and_then(|s| s.last_license_plate) {
+            record.follows = Some(plate);
+        }
         changed = true;
     }
     if decision.is_nothing() {
         return Ok(Plan::Nothing { decision, record: changed.then_some(record) });
     }
 
-    let previous = record.stored.as_ref().and_then(|s| s.last_license_plate.as_ref()).or(after_not_found);
+    let previous = record
+        .stored
+        .as_ref()
+        .and_then(|s| s.last_license_plate.as_ref())
+        .or(after_not_found)
+        .or(record.follows.as_ref());
     let plates = step_plates(&StepIdentity {
         source: facts.source,
         key: facts.key.as_str(),
@@ -399,6 +411,11 @@ pub fn converge(
     };
     let Some(base) = base else { return Converged { drift: vec![], replan: false } };
     let (next, drift) = lifecycle::converge::converge(base, seen, key, wont_fix, now);
+    if next.is_none()
+        && let Some(plate) = &base.last_license_plate
+    {
+        record.follows = Some(plate.clone());
+    }
     let replan = record.pending.is_some() && !drift.is_empty();
     if replan {
         record.pending = None;

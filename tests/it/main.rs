@@ -14,6 +14,7 @@ mod alerts_fuzz;
 mod architecture;
 mod chaos;
 mod cli;
+mod converge;
 mod hostile;
 mod http_native;
 mod nats;
