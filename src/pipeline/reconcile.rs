@@ -279,3 +279,89 @@ impl Held {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        lifecycle::Stored,
+        plan::{Pending, Record},
+        store::EmbeddedStore,
+    };
+
+    #[tokio::test]
+    async fn one_replica_holds_the_lease_until_it_lets_go() {
+        let store = EmbeddedStore::open_temporary().unwrap();
+        let (mut a, mut b) = (Held::default(), Held::default());
+        assert!(a.hold(&store, "a").await.unwrap());
+        assert!(!b.hold(&store, "b").await.unwrap(), "a holds it");
+        assert!(a.hold(&store, "a").await.unwrap(), "and keeps it");
+        a.release(&store).await;
+        assert!(b.hold(&store, "b").await.unwrap(), "released, it is b's at once");
+        assert!(!a.hold(&store, "a").await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_lease_that_ran_out_is_taken_over() {
+        let store = EmbeddedStore::open_temporary().unwrap();
+        let expired = Lease { owner: "gone".into(), until_ms: plan::unix_ms(SystemTime::now()) - 1 };
+        let key = CorrelationKey::new(LEASE_KEY);
+        store.put(&key, Bytes::from(serde_json::to_vec(&expired).unwrap()), None).await.unwrap();
+        assert!(Held::default().hold(&store, "b").await.unwrap());
+    }
+
+    fn record(
+        key: &str,
+        item: &str,
+        confirmed_s: u64,
+        state: IncidentState,
+        closed_s: Option<u64>,
+    ) -> Record {
+        let at = |s| SystemTime::UNIX_EPOCH + Duration::from_secs(s);
+        let mut stored =
+            Stored::opened(ItemId::new(item), "h", at(confirmed_s), crate::ids::LicensePlate::generate());
+        stored.state = state;
+        stored.closed_at = closed_s.map(at);
+        Record { stored: Some(stored), key: Some(CorrelationKey::new(key)), ..Record::default() }
+    }
+
+    #[tokio::test]
+    async fn due_keys_are_the_watched_unconfirmed_ones_oldest_first() {
+        let store = EmbeddedStore::open_temporary().unwrap();
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(10_000);
+        let mut busy = record("busy", "IT-5", 100, IncidentState::Open, None);
+        busy.pending = Some(Pending {
+            owner: "me".into(),
+            claimed_at_ms: 0,
+            decision: "close".into(),
+            content_hash: "h".into(),
+            steps: vec![],
+            progress: busy.stored.clone(),
+        });
+        let records = [
+            record("newer", "IT-1", 5_000, IncidentState::Open, None),
+            record("older", "IT-2", 1_000, IncidentState::Open, None),
+            record("fresh", "IT-3", 9_900, IncidentState::Open, None),
+            record("closed-long-ago", "IT-4", 100, IncidentState::Closed, Some(100)),
+            record("closed-lately", "IT-6", 100, IncidentState::Closed, Some(9_000)),
+            busy,
+        ];
+        for r in &records {
+            let key = r.key.clone().unwrap();
+            store.put(&key, Bytes::from(serde_json::to_vec(r).unwrap()), None).await.unwrap();
+        }
+        let mut settings = crate::pipeline::config::ReconcileSettings {
+            interval: Duration::from_secs(600),
+            include_closed_for: Duration::ZERO,
+            ..Default::default()
+        };
+        let names = |due: Vec<Due>| due.into_iter().map(|d| d.key.to_string()).collect::<Vec<_>>();
+        assert_eq!(names(due_keys(&store, &settings, now).await.unwrap()), ["older", "newer"]);
+        settings.include_closed_for = Duration::from_secs(3600);
+        assert_eq!(
+            names(due_keys(&store, &settings, now).await.unwrap()),
+            ["closed-lately", "older", "newer"],
+            "closed within the hour is watched too; an intent under way never is"
+        );
+    }
+}

@@ -29,7 +29,10 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use http::{HeaderMap, StatusCode, header};
-use incident_bridge::sim::{IncidentStatus, RecordedRequest};
+use incident_bridge::{
+    publish::Published,
+    sim::{IncidentStatus, PersonAction, RecordedRequest},
+};
 use serde_json::{Value, json};
 use tokio::{net::TcpListener, sync::mpsc};
 use tokio_util::sync::CancellationToken;
@@ -173,6 +176,124 @@ token_files = ['{token}']
     tap.stop();
     app.stop().await;
     eprintln!("alertmanager end-to-end run took {:.1?}", started.elapsed());
+}
+
+/// People work in SCWM while Alertmanager fires, repeats and resolves: one closes an incident,
+/// one deletes another, one hands a third to a partner. The bridge reads before acting and in
+/// the background, and at the end every firing alert has exactly one open incident, every
+/// resolved one is closed, nothing that reached its end state is dead-lettered, and each change
+/// is named by exactly one drift event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn people_acting_in_scwm_while_alertmanager_fires_repeats_and_resolves_leave_one_incident_per_alert() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("alertmanager-token");
+    std::fs::write(&token_file, BEARER).unwrap();
+    let sim = crate::kit::start_simulator().await;
+    let bridge_config = format!(
+        r#"
+[store]
+path = '{store}'
+
+[reconcile]
+interval = "0s"
+reads_per_second = 20
+ownership_check_after = "0s"
+
+[sources.alertmanager]
+kind = "alertmanager"
+grouping = "alert"
+
+[[sources.alertmanager.auth]]
+scheme = "bearer"
+token_files = ['{token}']
+"#,
+        store = dir.path().join("bridge.redb").display(),
+        token = token_file.display(),
+    );
+    let mut app = TestApp::start_against(sim, &bridge_config, &[]).await;
+    let mut tap = Tap::start(app.addr).await;
+    let am = Alertmanager::start(&alertmanager_config(&tap.url("/webhooks/alertmanager"), &token_file));
+    let hosts = ["db-1", "db-2", "db-3", "db-4"];
+    let starts_at = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+    let alerts: Vec<Value> = hosts.iter().map(|h| disk_alert(h, &starts_at, Ends::InAnHour)).collect();
+    am.post_alerts(&app.http, &alerts).await;
+    let first = am.within("the first notification", tap.next()).await;
+    assert_eq!(first.status, StatusCode::OK, "bridge answer: {}", first.answer);
+    assert!(first.alerts().iter().all(|(_, _, outcome)| *outcome == "done"), "{}", first.answer);
+
+    let incidents_of = |sim: &incident_bridge::sim::SimHandle, host: &str| -> Vec<(String, IncidentStatus)> {
+        sim.incidents()
+            .into_iter()
+            .filter(|i| i.fields["labels"]["host"] == host)
+            .map(|i| (i.id.to_string(), i.status))
+            .collect()
+    };
+    let id = |host: &str| incidents_of(&app.sim, host)[0].0.clone();
+    let (one, two, three) = (id("db-1"), id("db-2"), id("db-3"));
+    let act = |incident: &str, action: PersonAction| app.sim.act(incident, &action).expect("allowed");
+    act(&one, PersonAction::Close { resolution: Some(json!("fixed")), close_notes: None });
+    act(&two, PersonAction::Delete);
+    act(&three, PersonAction::Submit { partner_id: json!("P-7"), note: Some(json!("yours now")) });
+
+    // Alertmanager repeats while the bridge finds out: db-1's incident is reopened, db-2 gets a
+    // new one, db-3 stays open with its partner.
+    loop {
+        let d = am.within("repeats until the bridge caught up", tap.next()).await;
+        assert_eq!(d.status, StatusCode::OK, "bridge answer: {}", d.answer);
+        let two_now = incidents_of(&app.sim, "db-2");
+        if incidents_of(&app.sim, "db-1") == [(one.clone(), IncidentStatus::Open)]
+            && two_now.len() == 1
+            && two_now[0].0 != two
+        {
+            break;
+        }
+    }
+
+    let ends_at = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+    let resolved: Vec<Value> =
+        hosts[..3].iter().map(|h| disk_alert(h, &starts_at, Ends::At(&ends_at))).collect();
+    am.post_alerts(&app.http, &resolved).await;
+    loop {
+        let d = am.within("the notification with the resolved alerts", tap.next()).await;
+        assert_eq!(d.status, StatusCode::OK, "bridge answer: {}", d.answer);
+        if d.alerts().iter().any(|(_, status, _)| *status == "resolved") {
+            let outcomes = d.alerts();
+            assert!(
+                outcomes.iter().filter(|(_, status, _)| *status == "resolved").all(|(_, _, o)| *o == "done"),
+                "{outcomes:?}"
+            );
+            break;
+        }
+    }
+
+    for host in &hosts[..3] {
+        let found = incidents_of(&app.sim, host);
+        assert_eq!(found.len(), 1, "{host}: {found:?}");
+        assert_eq!(found[0].1, IncidentStatus::Closed, "{host} resolved: its incident is closed");
+    }
+    assert_eq!(incidents_of(&app.sim, "db-4")[0].1, IncidentStatus::Open, "db-4 still fires");
+    assert_eq!(incidents_of(&app.sim, "db-4").len(), 1);
+
+    let published: Vec<Published> = std::iter::from_fn(|| app.published.try_recv().ok()).collect();
+    let dead: Vec<_> = published
+        .iter()
+        .filter_map(|p| if let Published::DeadLetter(d) = p { Some(&d.reason) } else { None })
+        .collect();
+    assert!(dead.is_empty(), "nothing that reached its end state is dead-lettered: {dead:?}");
+    let mut drift: Vec<(String, &str)> = published
+        .iter()
+        .filter_map(
+            |p| if let Published::Drift(d) = p { Some((d.item_id.to_string(), d.kind)) } else { None },
+        )
+        .collect();
+    drift.sort();
+    let mut want = vec![(one, "closed"), (two, "deleted"), (three, "handed_over")];
+    want.sort();
+    assert_eq!(drift, want, "each change named once");
+
+    drop(am);
+    tap.stop();
+    app.stop().await;
 }
 
 fn alertmanager_config(webhook_url: &str, token_file: &Path) -> String {

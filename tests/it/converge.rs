@@ -10,6 +10,8 @@
 
 use std::time::Duration;
 
+use futures::StreamExt;
+
 use incident_bridge::{
     publish::{DriftEvent, Published},
     scwm::Operation,
@@ -339,4 +341,64 @@ async fn the_reconciler_stays_within_its_read_rate() {
         }
     }
     app.stop().await;
+}
+
+#[tokio::test]
+async fn two_replicas_sharing_a_kv_store_report_each_change_once_on_nats() {
+    let nats = crate::kit::nats::NatsServer::start();
+    let client = nats.client().await;
+    let mut drift_subject = client.subscribe("scwm.results.drift").await.unwrap();
+    client.flush().await.unwrap();
+    let reconcile = "interval = \"0s\"\nreads_per_second = 50\nownership_check_after = \"1h\"";
+    let extra = format!(
+        "{}\n[nats]\nurl = \"{}\"\nsubscriptions = []\n\n[store]\nbackend = \"jetstream-kv\"\nbucket = \"converge\"\n",
+        config("", reconcile),
+        nats.url()
+    );
+    let mut a = TestApp::start_against(crate::kit::start_simulator().await, &extra, &[]).await;
+    let mut b = TestApp::start_with_text(&crate::kit::config_text(&a.sim.url(), &extra)).await;
+    for k in 1..=3 {
+        assert_eq!(send(&a, k, Step::Fire).await.0, 200);
+    }
+    person(&a.sim, "IT-000001", close_as("fixed"));
+    person(&a.sim, "IT-000003", PersonAction::Submit { partner_id: json!("P-2"), note: None });
+
+    let mut kinds = Vec::new();
+    within(30, "two drift events on NATS", async {
+        while kinds.len() < 2 {
+            let msg = drift_subject.next().await.expect("subscribed");
+            let id = crate::kit::nats::header(&msg, "Nats-Msg-Id").unwrap_or_default().to_owned();
+            assert!(id.starts_with("drift."), "{id}");
+            let body: Value = serde_json::from_slice(&msg.payload).expect("a JSON drift event");
+            assert_eq!(crate::kit::nats::header(&msg, "Incident-Bridge-Drift-Kind"), body["kind"].as_str());
+            kinds.push((
+                body["itemId"].as_str().unwrap().to_owned(),
+                body["kind"].as_str().unwrap().to_owned(),
+            ));
+        }
+    })
+    .await;
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        [("IT-000001".to_owned(), "closed".to_owned()), ("IT-000003".into(), "handed_over".into())]
+    );
+
+    // More rounds over every key: neither replica reports either change again.
+    app_reads_on(&a.sim, 9).await;
+    client.flush().await.unwrap();
+    let published: Vec<_> = drain(&mut a).into_iter().chain(drain(&mut b)).collect();
+    assert_eq!(drifts(&published).len(), 2, "once across both replicas: {:?}", drifts(&published));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(1), drift_subject.next()).await.is_err(),
+        "no third drift event on NATS"
+    );
+    b.stop().await;
+    a.stop().await;
+}
+
+/// Waits until the simulator has seen `n` more reads than now.
+async fn app_reads_on(sim: &SimHandle, n: usize) {
+    let want = sim.request_count() + n;
+    sim.wait_for_requests(want, Duration::from_secs(30)).await.expect("the reconciler reads on");
 }
