@@ -54,8 +54,8 @@ const HEADER_ALLOWANCE: usize = 256;
 /// padding (alphabet `[-_a-zA-Z0-9]`): `"am:group/1"` is stored as `YW06Z3JvdXAvMQ`. It is
 /// reversible and distinct keys never collide. Two special cases, neither of which the encoding
 /// can produce otherwise: the empty key is stored as `=`, and a key longer than 512 bytes as
-/// `sha256.` followed by the base64url digest of its bytes (not reversible; the store never needs
-/// to list keys).
+/// `sha256.` followed by the base64url digest of its bytes (not reversible; a walk of the store
+/// takes each key from its record, not from its name).
 pub fn kv_key(key: &CorrelationKey) -> String {
     let raw = key.as_str().as_bytes();
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;

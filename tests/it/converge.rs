@@ -337,7 +337,8 @@ async fn the_reconciler_stays_within_its_read_rate() {
         for j in i + 1..times.len() {
             let span = (times[j] - times[i]).as_secs_f64();
             let allowed = (span * rate).floor() as usize + 2;
-            assert!(j - i + 1 <= allowed, "{} reads within {span:.3}s at {rate}/s", j - i + 1);
+            let count = j - i + 1;
+            assert!(count <= allowed, "{count} reads within {span:.3}s at {rate}/s");
         }
     }
     app.stop().await;
