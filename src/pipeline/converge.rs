@@ -127,6 +127,15 @@ impl Pipeline {
         detected_by: &'static str,
     ) -> Result<(), crate::publish::PublishError> {
         for d in drift {
+            tracing::warn!(
+                key = %key,
+                item_id = %d.item_id,
+                kind = d.kind.as_str(),
+                expected = %d.expected,
+                found = %d.found,
+                detected_by,
+                "SCWM differs from the store; the store follows SCWM"
+            );
             let event = DriftEvent {
                 id: format!("drift.{}", LicensePlate::generate()),
                 kind: d.kind.as_str(),

@@ -51,7 +51,9 @@ impl Sink for LogSink {
     }
 
     fn drift<'a>(&'a self, d: &'a DriftEvent) -> BoxFuture<'a, Result<(), PublishError>> {
-        tracing::warn!(
+        // The pipeline already logged the difference as a warning where it found it; this is
+        // the drift event itself.
+        tracing::info!(
             target: "incident_bridge::drift",
             kind = d.kind,
             key = %d.key,
