@@ -230,17 +230,7 @@ impl Pipeline {
             };
             let (answer, attempts, envelope) = match self.scwm.call(&request).await {
                 Ok(success) => {
-                    match self
-                        .publish_answer(
-                            event,
-                            &request,
-                            &success.envelope,
-                            success.attempts,
-                            success.elapsed,
-                            true,
-                        )
-                        .await
-                    {
+                    match self.publish_success(event, &request, &success).await {
                         Ok(result) => results.push(result),
                         Err(outcome) => return Ran::Stop(outcome),
                     }
@@ -253,18 +243,7 @@ impl Pipeline {
                     // "Already closed", "already open": SCWM may have changed under the bridge.
                     let conflict = request.op.requires_id()
                         && matches!(failure.error, ScwmError::Rejected { status: 409, .. });
-                    if let Some(env) = &failure.envelope
-                        && let Err(outcome) = self
-                            .publish_answer(
-                                event,
-                                &request,
-                                env,
-                                failure.attempts,
-                                failure.elapsed,
-                                !failure.error.is_retryable(),
-                            )
-                            .await
-                    {
+                    if let Err(outcome) = self.publish_refusal(event, &request, &failure).await {
                         return Ran::Stop(outcome);
                     }
                     if conflict {

@@ -94,7 +94,13 @@ pub struct ReconcileSettings {
 
 impl Default for ReconcileSettings {
     fn default() -> Self {
-        let raw = RawReconcile::default();
+        RawReconcile::default().into()
+    }
+}
+
+/// Unchecked: [`build_reconcile`] checks first.
+impl From<RawReconcile> for ReconcileSettings {
+    fn from(raw: RawReconcile) -> Self {
         Self {
             enabled: raw.enabled,
             interval: raw.interval,
@@ -113,12 +119,5 @@ pub fn build_reconcile(raw: RawReconcile, p: &mut Problems<'_>) -> ReconcileSett
     if raw.external_ref_field.trim().is_empty() {
         p.error("reconcile.external_ref_field", "must not be empty");
     }
-    ReconcileSettings {
-        enabled: raw.enabled,
-        interval: raw.interval,
-        reads_per_second: raw.reads_per_second,
-        include_closed_for: raw.include_closed_for,
-        ownership_check_after: raw.ownership_check_after,
-        external_ref_field: raw.external_ref_field,
-    }
+    raw.into()
 }

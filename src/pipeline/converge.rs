@@ -50,17 +50,7 @@ impl Pipeline {
         let request = read_request(&item_id, owner_id);
         let seen = match self.scwm.call(&request).await {
             Ok(success) => {
-                match self
-                    .publish_answer(
-                        event,
-                        &request,
-                        &success.envelope,
-                        success.attempts,
-                        success.elapsed,
-                        true,
-                    )
-                    .await
-                {
+                match self.publish_success(event, &request, &success).await {
                     Ok(result) => results.push(result),
                     Err(outcome) => return Checked::Stop(outcome),
                 }
@@ -73,18 +63,7 @@ impl Pipeline {
                 }
             }
             Err(failure) => {
-                if let Some(envelope) = &failure.envelope
-                    && let Err(outcome) = self
-                        .publish_answer(
-                            event,
-                            &request,
-                            envelope,
-                            failure.attempts,
-                            failure.elapsed,
-                            !failure.error.is_retryable(),
-                        )
-                        .await
-                {
+                if let Err(outcome) = self.publish_refusal(event, &request, &failure).await {
                     return Checked::Stop(outcome);
                 }
                 if matches!(failure.error, ScwmError::Rejected { status: 404, .. }) {

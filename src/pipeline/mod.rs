@@ -389,10 +389,7 @@ impl Pipeline {
     }
 
     async fn finish(&self, event: &Event, request: &ScwmRequest, success: ScwmSuccess) -> Outcome {
-        match self
-            .publish_answer(event, request, &success.envelope, success.attempts, success.elapsed, true)
-            .await
-        {
+        match self.publish_success(event, request, &success).await {
             Ok(result) => {
                 Outcome::Done(Box::new(Done { envelope: Some(success.envelope), results: vec![result] }))
             }
@@ -438,6 +435,30 @@ impl Pipeline {
             Ok(()) => Ok(result),
             Err(e) => Err(self.publish_failed(e)),
         }
+    }
+
+    /// Publishes SCWM's acceptance as a final result.
+    async fn publish_success(
+        &self,
+        event: &Event,
+        request: &ScwmRequest,
+        success: &ScwmSuccess,
+    ) -> Result<ResultEvent, Outcome> {
+        self.publish_answer(event, request, &success.envelope, success.attempts, success.elapsed, true).await
+    }
+
+    /// Publishes SCWM's refusal, when it answered at all; final unless it is to be retried.
+    async fn publish_refusal(
+        &self,
+        event: &Event,
+        request: &ScwmRequest,
+        failure: &ScwmFailure,
+    ) -> Result<(), Outcome> {
+        let Some(envelope) = &failure.envelope else { return Ok(()) };
+        let is_final = !failure.error.is_retryable();
+        self.publish_answer(event, request, envelope, failure.attempts, failure.elapsed, is_final)
+            .await
+            .map(|_| ())
     }
 
     fn publish_failed(&self, e: PublishError) -> Outcome {
