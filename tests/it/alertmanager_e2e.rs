@@ -58,22 +58,7 @@ async fn alertmanager_notifications_open_incidents_repeats_add_nothing_and_resol
     std::fs::write(&token_file, format!("{BEARER}\n")).unwrap();
 
     let sim = crate::kit::start_simulator().await;
-    let bridge_config = format!(
-        r#"
-[store]
-path = '{store}'
-
-[sources.alertmanager]
-kind = "alertmanager"
-grouping = "alert"
-
-[[sources.alertmanager.auth]]
-scheme = "bearer"
-token_files = ['{token}']
-"#,
-        store = dir.path().join("bridge.redb").display(),
-        token = token_file.display(),
-    );
+    let bridge_config = bridge_config(dir.path(), &token_file, "");
     let app = TestApp::start_against(sim, &bridge_config, &[]).await;
     let mut tap = Tap::start(app.addr).await;
     let am = Alertmanager::start(&alertmanager_config(&tap.url("/webhooks/alertmanager"), &token_file));
@@ -189,27 +174,8 @@ async fn people_acting_in_scwm_while_alertmanager_fires_repeats_and_resolves_lea
     let token_file = dir.path().join("alertmanager-token");
     std::fs::write(&token_file, BEARER).unwrap();
     let sim = crate::kit::start_simulator().await;
-    let bridge_config = format!(
-        r#"
-[store]
-path = '{store}'
-
-[reconcile]
-interval = "0s"
-reads_per_second = 20
-ownership_check_after = "0s"
-
-[sources.alertmanager]
-kind = "alertmanager"
-grouping = "alert"
-
-[[sources.alertmanager.auth]]
-scheme = "bearer"
-token_files = ['{token}']
-"#,
-        store = dir.path().join("bridge.redb").display(),
-        token = token_file.display(),
-    );
+    let reconcile = "[reconcile]\ninterval = \"0s\"\nreads_per_second = 20\nownership_check_after = \"0s\"\n";
+    let bridge_config = bridge_config(dir.path(), &token_file, reconcile);
     let mut app = TestApp::start_against(sim, &bridge_config, &[]).await;
     let mut tap = Tap::start(app.addr).await;
     let am = Alertmanager::start(&alertmanager_config(&tap.url("/webhooks/alertmanager"), &token_file));
@@ -294,6 +260,28 @@ token_files = ['{token}']
     drop(am);
     tap.stop();
     app.stop().await;
+}
+
+/// The bridge's configuration: a store in `dir`, an Alertmanager source taking the token in
+/// `token_file`, and `extra` tables.
+fn bridge_config(dir: &Path, token_file: &Path, extra: &str) -> String {
+    format!(
+        r#"
+[store]
+path = '{store}'
+
+{extra}
+[sources.alertmanager]
+kind = "alertmanager"
+grouping = "alert"
+
+[[sources.alertmanager.auth]]
+scheme = "bearer"
+token_files = ['{token}']
+"#,
+        store = dir.join("bridge.redb").display(),
+        token = token_file.display(),
+    )
 }
 
 fn alertmanager_config(webhook_url: &str, token_file: &Path) -> String {
