@@ -175,6 +175,39 @@ async fn a_repeat_finds_the_incident_a_person_closed_and_reopens_it() {
 }
 
 #[tokio::test]
+async fn an_edit_of_an_incident_a_person_closed_reopens_it_with_the_new_content() {
+    let mut app =
+        TestApp::start_against(crate::kit::start_simulator().await, &config("", CHECK_ALWAYS), &[]).await;
+    assert_eq!(send(&app, 1, Step::Fire).await.0, 200);
+    person(&app.sim, "IT-000001", close_as("fixed"));
+    drain(&mut app);
+
+    let mut changed: Value = serde_json::from_slice(&keyed_notification(1, Step::Fire)).unwrap();
+    changed["alerts"][0]["annotations"]["summary"] = json!("Queue q001 is backing up badly");
+    let resp = app
+        .http
+        .post(app.url("/webhooks/am"))
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {BEARER}"))
+        .json(&changed)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // The read before the edit finds the close; the event is planned again as reopen + edit,
+    // and with `ownership_check_after = "0s"` each of those is read before too.
+    assert_eq!(
+        ops(&app.sim)[1..],
+        [Operation::Read, Operation::Read, Operation::Reopen, Operation::Read, Operation::Edit]
+    );
+    let incident = app.sim.incidents().into_iter().next().unwrap();
+    assert_eq!(incident.status, IncidentStatus::Open);
+    assert!(incident.fields["title"].as_str().unwrap().contains("badly"), "{:?}", incident.fields);
+    assert_eq!(drifts(&drain(&mut app)).iter().map(|d| d.kind).collect::<Vec<_>>(), ["closed"]);
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn an_id_that_now_names_another_incident_is_not_closed() {
     let mut app =
         TestApp::start_against(crate::kit::start_simulator().await, &config("", CHECK_ALWAYS), &[]).await;
