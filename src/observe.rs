@@ -33,6 +33,7 @@ pub const OUTBOX_DEPTH: &str = "incident_bridge_outbox_depth";
 pub const OUTBOX_OLDEST_AGE: &str = "incident_bridge_outbox_oldest_age_seconds";
 pub const HTTP_CONNECTIONS_REFUSED: &str = "incident_bridge_http_connections_refused_total";
 pub const DRIFT: &str = "incident_bridge_drift_total";
+pub const TEMPLATE_FALLBACKS: &str = "incident_bridge_template_fallbacks_total";
 pub const RECONCILE_READS: &str = "incident_bridge_reconcile_reads_total";
 
 /// Help texts for `/metrics`, and the build info gauge.
@@ -61,6 +62,10 @@ pub fn describe() {
         DRIFT,
         "Differences found between the store and SCWM, by kind (closed, reopened, deleted, not_ours, \
          handed_over) and what found them (check, reconciler)."
+    );
+    describe_counter!(
+        TEMPLATE_FALLBACKS,
+        "Templates that failed for an alert and were stood in for by the built-in default, by source and part."
     );
     describe_counter!(RECONCILE_READS, "Incidents the reconciler read from SCWM, by outcome.");
     describe_histogram!(
@@ -134,6 +139,10 @@ pub fn dead_letter(source: &str, reason: &'static str) {
 
 pub fn drift(kind: &'static str, detected_by: &'static str) {
     counter!(DRIFT, "kind" => kind, "detected_by" => detected_by).increment(1);
+}
+
+pub fn template_fallback(source: &str, part: &str) {
+    counter!(TEMPLATE_FALLBACKS, "source" => source.to_owned(), "part" => part.to_owned()).increment(1);
 }
 
 pub fn reconcile_read(outcome: &'static str) {

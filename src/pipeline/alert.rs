@@ -58,7 +58,9 @@ impl Pipeline {
         };
         let target = &alert.target;
         let renderer = Renderer::new(&spec.name, &settings.templates, &alert.notification, target.subject());
-        let content = match renderer.content() {
+        let content = renderer.content();
+        report_fallbacks(&renderer, &spec.name, &event.key);
+        let content = match content {
             Ok(c) => c,
             Err(e) => return self.reject(event, None, RejectError::Render(e), 0, None, delivery).await,
         };
@@ -97,6 +99,7 @@ impl Pipeline {
                         after_not_found.as_ref(),
                     )
                 });
+                report_fallbacks(&renderer, &spec.name, &event.key);
                 let planned = match planned {
                     Ok(p) => p,
                     Err(e) => {
@@ -430,4 +433,19 @@ fn position_of(event: &Event) -> Option<Position> {
 fn log_decision(source: &str, route: &str, decision: &crate::lifecycle::Decision) {
     tracing::info!(route, decision = decision.label(), reason = %decision.reason, "lifecycle decision");
     crate::observe::decision(source, decision.label());
+}
+
+/// Logs and counts each template that failed and was stood in for.
+fn report_fallbacks(renderer: &Renderer<'_>, source: &str, key: &crate::ids::CorrelationKey) {
+    for f in renderer.take_fallbacks() {
+        tracing::warn!(
+            source,
+            key = %key,
+            template = %f.template,
+            part = %f.part,
+            error = %f.message,
+            "a template failed for this alert; the built-in default stands in"
+        );
+        crate::observe::template_fallback(source, &f.part);
+    }
 }

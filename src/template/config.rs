@@ -76,5 +76,9 @@ pub fn build_templates(raw: &RawTemplates, key_prefix: &str) -> Result<TemplateS
         .filter_map(|(op, src)| src.clone().map(|s| (op, s)))
         .collect(),
     };
-    TemplateSet::compile(key_prefix, fields, payloads)
+    let set = TemplateSet::compile(key_prefix, fields, payloads)?;
+    // A filter, test or function that does not exist compiles, and fails every render: find it
+    // now, on a sample alert, rather than when an alert comes.
+    let problems = set.lint();
+    if problems.is_empty() { Ok(set) } else { Err(problems) }
 }

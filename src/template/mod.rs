@@ -2,10 +2,14 @@
 //! content hash the lifecycle compares to tell a repeat from a change.
 //!
 //! Templates are minijinja, compiled when configuration is built (a template that does not
-//! compile is a config error with its dotted key) and rendered per target (a failure is a typed
-//! [`RenderError`]; the caller dead-letters the event with it). They come in layers, most
-//! specific first: the route's overrides, the source's, then [`TemplateSet::defaults`] for the
-//! source kind. Each field renders from the first layer that defines it.
+//! compile, or names a filter, test or function that does not exist, is a config error with its
+//! dotted key) and rendered per target. They come in layers, most specific first: the route's
+//! overrides, the source's, then [`TemplateSet::defaults`] for the source kind. Each field
+//! renders from the first layer that defines it; when that fails at run time (an alert without
+//! the label a template reads), the next layer stands in, in the end the built-in default, and
+//! the failure is noted ([`Renderer::take_fallbacks`]) and said in the incident's description.
+//! A payload template that fails gives way to the built-in payload. Only when even the defaults
+//! cannot render is it a typed [`RenderError`], which the caller dead-letters the event with.
 //!
 //! # What templates see
 //! - `alert`: status, labels, annotations, startsAt, endsAt, generatorURL, fingerprint, extra.
@@ -211,6 +215,40 @@ impl TemplateSet {
         if errors.is_empty() { Ok(set) } else { Err(errors) }
     }
 
+    /// Renders every template of this layer against a sample alert, with undefined values
+    /// allowed (a real alert may well lack what the sample lacks), and reports each one that
+    /// names a filter, test, function or method that does not exist: `(dotted key, message)`.
+    pub(crate) fn lint(&self) -> Vec<(String, String)> {
+        let mut lenient = environment();
+        lenient.set_undefined_behavior(UndefinedBehavior::Chainable);
+        let ctx = sample_context();
+        let names = self
+            .fields
+            .iter()
+            .map(|f| f.key().to_owned())
+            .chain(self.payloads.iter().map(|op| payload_name(*op)));
+        let mut problems = Vec::new();
+        for name in names {
+            let Ok(source) = self.env.get_template(&name).map(|t| t.source().to_owned()) else { continue };
+            let rendered = lenient
+                .add_template_owned(name.clone(), source)
+                .and_then(|()| lenient.get_template(&name)?.render(&ctx));
+            if let Err(e) = rendered
+                && matches!(
+                    e.kind(),
+                    minijinja::ErrorKind::UnknownFilter
+                        | minijinja::ErrorKind::UnknownTest
+                        | minijinja::ErrorKind::UnknownFunction
+                        | minijinja::ErrorKind::UnknownMethod
+                        | minijinja::ErrorKind::SyntaxError
+                )
+            {
+                problems.push((format!("{}.{name}", self.origin), describe(&e)));
+            }
+        }
+        problems
+    }
+
     fn render(&self, name: &str, ctx: &minijinja::Value) -> Result<String, RenderError> {
         let template = format!("{}.{name}", self.origin);
         let tmpl = self
@@ -219,6 +257,55 @@ impl TemplateSet {
             .map_err(|e| RenderError::Template { template: template.clone(), message: describe(&e) })?;
         tmpl.render(ctx).map_err(|e| RenderError::Template { template, message: describe(&e) })
     }
+}
+
+/// The context of a sample firing alert, for [`TemplateSet::lint`]: every variable templates
+/// see, so only names that exist nowhere stay undefined.
+fn sample_context() -> minijinja::Value {
+    let labels: crate::alert::Labels =
+        [("alertname", "SampleAlert"), ("severity", "warning"), ("instance", "host:9100"), ("job", "node")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+    let annotations: crate::alert::Labels =
+        [("summary", "A sample alert"), ("description", "What check-config renders templates with")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+    let notification = Notification {
+        kind: NotificationKind::Alertmanager,
+        receiver: "incident-bridge".into(),
+        status: AlertStatus::Firing,
+        group_key: "{}:{alertname=\"SampleAlert\"}".into(),
+        group_labels: [("alertname".to_owned(), "SampleAlert".to_owned())].into_iter().collect(),
+        common_labels: labels.clone(),
+        common_annotations: annotations.clone(),
+        external_url: "http://alertmanager.example".into(),
+        truncated_alerts: 0,
+        version: "4".into(),
+        extra: serde_json::Map::new(),
+        alerts: vec![crate::alert::Alert {
+            status: AlertStatus::Firing,
+            labels,
+            annotations,
+            starts_at: Some("2026-01-01T00:00:00Z".into()),
+            ends_at: Some("2026-01-01T01:00:00Z".into()),
+            generator_url: Some("http://prometheus.example/graph".into()),
+            fingerprint: "0123456789abcdef".into(),
+            extra: serde_json::Map::new(),
+        }],
+    };
+    let subject = Subject {
+        key: "sample:fp:0123456789abcdef",
+        grouping: Grouping::Alert,
+        status: AlertStatus::Firing,
+        alerts: &[0],
+        partner: Some("SAMPLE-PARTNER"),
+        overrides: None,
+    };
+    let (mut base, _) = context::build("sample", &notification, &subject);
+    base.insert("fields".into(), serde_json::json!({"title": "SampleAlert: A sample alert"}));
+    minijinja::Value::from(minijinja::value::Serde(&base))
 }
 
 fn payload_name(op: Operation) -> String {
@@ -249,10 +336,30 @@ fn describe(e: &minijinja::Error) -> String {
         s.push_str(": ");
         s.push_str(d);
     }
+    // The expression that failed, e.g. `labels.team` for an undefined value: what the person
+    // fixing the template needs to see.
+    if let (Some(source), Some(range)) = (e.template_source(), e.range())
+        && let Some(expr) = source.get(range)
+        && !expr.trim().is_empty()
+        && !s.contains(expr.trim())
+    {
+        s.push_str(&format!(" in `{}`", expr.trim()));
+    }
     if let Some(line) = e.line() {
         s.push_str(&format!(" (line {line})"));
     }
     s
+}
+
+/// A template that failed at run time, and the layer below it that stood in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fallback {
+    /// The dotted config key of the template that failed (`sources.am.templates.title`).
+    pub template: String,
+    /// What it renders: a field's key (`title`) or a payload (`payload.close`).
+    pub part: String,
+    /// Why it failed, with the expression that did.
+    pub message: String,
 }
 
 /// Jinja's `truncate`: at most `length` characters including `end`; unless `killwords`, cut at
@@ -375,6 +482,8 @@ pub struct Renderer<'a> {
     key: String,
     facts: context::Facts,
     partner: Option<String>,
+    /// Templates that failed and were stood in for since the last [`Renderer::take_fallbacks`].
+    fallbacks: std::sync::Mutex<Vec<Fallback>>,
 }
 
 impl<'a> Renderer<'a> {
@@ -401,16 +510,56 @@ impl<'a> Renderer<'a> {
             key: subject.key.to_owned(),
             facts,
             partner: subject.partner.map(str::to_owned),
+            fallbacks: std::sync::Mutex::new(Vec::new()),
         }
+    }
+
+    /// The templates that failed since the last call, each stood in for by the layer below it
+    /// (in the end the built-in default): for the caller to log and count. Rendering itself
+    /// stays free of I/O.
+    pub fn take_fallbacks(&self) -> Vec<Fallback> {
+        std::mem::take(&mut *self.fallbacks.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    fn fell_back(&self, part: &str, error: RenderError) {
+        let (template, message) = match error {
+            RenderError::Template { template, message } | RenderError::NotJson { template, message } => {
+                (template, message)
+            }
+            RenderError::NotAnObject { template, found } => {
+                (template, format!("rendered {found}, not an object"))
+            }
+            other => (String::new(), other.to_string()),
+        };
+        let fallback = Fallback { template, part: part.to_owned(), message };
+        self.fallbacks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(fallback);
     }
 
     /// The add payload and its hash. Render this first: the lifecycle needs the hash to decide.
     pub fn content(&self) -> Result<Content, RenderError> {
         let mut fields = Payload::new();
+        let before = self.fallbacks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len();
         for f in Field::CONTENT {
             if let Some(v) = self.field(f)? {
                 fields.insert(f.payload_key().into(), Value::String(v));
             }
+        }
+        // Said in the incident too, so whoever reads it knows a field is not what was meant.
+        let failed: Vec<String> = self.fallbacks.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+            [before..]
+            .iter()
+            .map(|f| format!("`{}` ({}: {})", f.part, f.template, f.message))
+            .collect();
+        if !failed.is_empty() {
+            let note = format!(
+                "[incident-bridge] the template of {} failed; the built-in default stands in.",
+                failed.join(", ")
+            );
+            let description = match fields.get(Field::Description.payload_key()).and_then(Value::as_str) {
+                Some(d) => format!("{d}\n\n{note}"),
+                None => note,
+            };
+            fields.insert(Field::Description.payload_key().into(), Value::String(description));
         }
         fields.insert("source".into(), Value::String(format!("incident-bridge/{}", self.source_name)));
         fields.insert("externalRef".into(), Value::String(self.key.clone()));
@@ -418,10 +567,7 @@ impl<'a> Renderer<'a> {
         if let Some(t) = &self.facts.occurred_at {
             fields.insert("occurredAt".into(), Value::String(t.clone()));
         }
-        let add = match self.payload_layer(Operation::Add) {
-            Some(layer) => self.render_payload(layer, Operation::Add, &fields)?,
-            None => fields.clone(),
-        };
+        let add = self.layered_payload(Operation::Add, &fields).unwrap_or_else(|| fields.clone());
         let hash = content_hash(&add);
         Ok(Content { add, fields, hash })
     }
@@ -436,10 +582,14 @@ impl<'a> Renderer<'a> {
         content: &Content,
         item_id: Option<&ItemId>,
     ) -> Result<Payload, RenderError> {
-        let mut payload = match (op, self.payload_layer(op)) {
-            (Operation::Add, _) => return Ok(content.add.clone()),
-            (Operation::Copy | Operation::Read, _) => return Err(RenderError::UnsupportedOperation(op)),
-            (_, Some(layer)) => self.render_payload(layer, op, &content.fields)?,
+        let layered = match op {
+            Operation::Add => return Ok(content.add.clone()),
+            Operation::Copy | Operation::Read => return Err(RenderError::UnsupportedOperation(op)),
+            _ => self.layered_payload(op, &content.fields),
+        };
+        let mut payload = match (op, layered) {
+            (_, Some(payload)) => payload,
+            (Operation::Add | Operation::Copy | Operation::Read, None) => unreachable!("returned above"),
             (Operation::Edit, None) => {
                 let mut p = content.add.clone();
                 p.remove("source");
@@ -470,18 +620,34 @@ impl<'a> Renderer<'a> {
         Ok(p)
     }
 
-    /// One field from the first layer that defines it; trimmed; `None` when it renders empty.
+    /// One field from the first layer that defines it and renders; trimmed; `None` when it
+    /// renders empty. A layer that fails is stood in for by the next (in the end the built-in
+    /// default) and noted; only when the last fails too is it an error.
     fn field(&self, field: Field) -> Result<Option<String>, RenderError> {
-        let Some(layer) = self.layers.iter().find(|l| l.has_field(field)) else {
-            return Ok(None);
-        };
-        let text = layer.render(field.key(), &self.ctx)?;
-        let text = text.trim();
-        Ok((!text.is_empty()).then(|| text.to_owned()))
+        let mut layers = self.layers.iter().filter(|l| l.has_field(field)).peekable();
+        while let Some(layer) = layers.next() {
+            match layer.render(field.key(), &self.ctx) {
+                Ok(text) => {
+                    let text = text.trim();
+                    return Ok((!text.is_empty()).then(|| text.to_owned()));
+                }
+                Err(e) if layers.peek().is_some() => self.fell_back(field.key(), e),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
     }
 
-    fn payload_layer(&self, op: Operation) -> Option<&'a TemplateSet> {
-        self.layers.iter().copied().find(|l| l.has_payload(op))
+    /// The payload of `op` from the first payload template that renders a JSON object; `None`
+    /// when there is none (or every one failed, each noted): the built-in payload then.
+    fn layered_payload(&self, op: Operation, fields: &Payload) -> Option<Payload> {
+        for layer in self.layers.iter().filter(|l| l.has_payload(op)) {
+            match self.render_payload(layer, op, fields) {
+                Ok(payload) => return Some(payload),
+                Err(e) => self.fell_back(&payload_name(op), e),
+            }
+        }
+        None
     }
 
     fn render_payload(

@@ -179,25 +179,56 @@ fn a_template_that_does_not_compile_is_reported_with_its_key() {
 }
 
 #[test]
-fn an_undefined_variable_is_a_render_error_naming_the_template() {
+fn an_undefined_variable_falls_back_to_the_default_and_says_so() {
     let n = notification();
     let source = set(RawTemplates { title: Some("{{ annotations.missing }}".into()), ..Default::default() });
     let t = target(&n, Grouping::Alert, Route::catch_all("r"));
-    let err = Renderer::new("am", &source, &n, t.subject()).content().unwrap_err();
+    let r = Renderer::new("am", &source, &n, t.subject());
+    let c = r.content().expect("the alert is not lost");
+    assert_eq!(c.add["title"], "DiskFull: Disk full on db-1", "the built-in title stands in");
+    let fallbacks = r.take_fallbacks();
     assert_eq!(
-        err,
-        RenderError::Template {
+        fallbacks,
+        [Fallback {
             template: "sources.am.templates.title".into(),
-            message: "undefined value: `annotations.missing` is undefined (line 1)".into()
-        }
+            part: "title".into(),
+            message: "undefined value: `annotations.missing` is undefined (line 1)".into(),
+        }]
     );
-    assert_eq!(err.kind(), "template");
-    // ...unless the template says what to print instead.
+    let description = c.add["description"].as_str().unwrap();
+    assert!(description.starts_with("Only 2% left on db-1."), "{description}");
+    assert!(
+        description.ends_with(
+            "[incident-bridge] the template of `title` (sources.am.templates.title: undefined value: \
+             `annotations.missing` is undefined (line 1)) failed; the built-in default stands in."
+        ),
+        "{description}"
+    );
+    assert!(r.take_fallbacks().is_empty(), "each failure is handed over once");
+    // ...and a template that says what to print instead does not fail.
     let source = set(RawTemplates {
         title: Some("{{ annotations.missing | default('none') }}".into()),
         ..Default::default()
     });
-    assert_eq!(Renderer::new("am", &source, &n, t.subject()).content().unwrap().add["title"], "none");
+    let r = Renderer::new("am", &source, &n, t.subject());
+    assert_eq!(r.content().unwrap().add["title"], "none");
+    assert!(r.take_fallbacks().is_empty());
+}
+
+#[test]
+fn a_route_template_that_fails_gives_way_to_the_source_one() {
+    let n = notification();
+    let source = set(RawTemplates { title: Some("from the source".into()), ..Default::default() });
+    let route_layer = build_templates(
+        &RawTemplates { title: Some("{{ labels.team }}".into()), ..Default::default() },
+        "sources.am.routes[0].templates",
+    )
+    .unwrap();
+    let route = Route { templates: Some(route_layer), ..Route::catch_all("r") };
+    let t = target(&n, Grouping::Alert, route);
+    let r = Renderer::new("am", &source, &n, t.subject());
+    assert_eq!(r.content().unwrap().add["title"], "from the source");
+    assert_eq!(r.take_fallbacks()[0].template, "sources.am.routes[0].templates.title");
 }
 
 #[test]
@@ -205,12 +236,32 @@ fn absent_optional_alert_values_are_undefined_not_null() {
     let n = notification();
     let t = target(&n, Grouping::Alert, Route::catch_all("r"));
     let source = set(RawTemplates { title: Some("{{ alert.endsAt }}".into()), ..Default::default() });
-    assert!(Renderer::new("am", &source, &n, t.subject()).content().is_err());
+    let r = Renderer::new("am", &source, &n, t.subject());
+    assert_eq!(r.content().unwrap().add["title"], "DiskFull: Disk full on db-1");
+    assert_eq!(r.take_fallbacks().len(), 1, "undefined, so the default stood in");
     let source = set(RawTemplates {
         title: Some("{{ alert.endsAt | default('still firing') }}".into()),
         ..Default::default()
     });
     assert_eq!(Renderer::new("am", &source, &n, t.subject()).content().unwrap().add["title"], "still firing");
+}
+
+#[test]
+fn a_filter_that_does_not_exist_is_a_config_error() {
+    let raw = RawTemplates {
+        title: Some("{{ labels.alertname | shout }}".into()),
+        severity: Some("{{ labels.team }}".into()),
+        payload: Some(RawPayloadTemplates {
+            close: Some(r#"{"r": {{ nope() }}}"#.into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let errors = build_templates(&raw, "sources.am.templates").unwrap_err();
+    let keys: Vec<&str> = errors.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, ["sources.am.templates.title", "sources.am.templates.payload.close"], "{errors:?}");
+    assert!(errors[0].1.contains("unknown filter"), "{errors:?}");
+    assert!(errors[1].1.contains("unknown function"), "{errors:?}");
 }
 
 #[test]
@@ -239,19 +290,22 @@ fn payload_templates_print_json_and_must_render_objects() {
     assert_eq!(c.fields["title"], "DiskFull: Disk full on db-1");
     assert_eq!(c.hash, content_hash(&c.add));
     let id = ItemId::new("IT-1");
+    assert!(r.take_fallbacks().is_empty());
+    // A payload template that renders no JSON object gives way to the built-in payload.
+    let close = r.payload(Operation::Close, &c, Some(&id)).unwrap();
+    assert_eq!(close["id"], "IT-1");
+    assert_eq!(close["resolution"], "resolved", "the built-in close payload");
+    let reopen = r.payload(Operation::Reopen, &c, Some(&id)).unwrap();
+    assert!(reopen["reason"].as_str().unwrap().starts_with("Firing again"), "{reopen:?}");
+    let fallbacks = r.take_fallbacks();
     assert_eq!(
-        r.payload(Operation::Close, &c, Some(&id)),
-        Err(RenderError::NotAnObject {
-            template: "sources.am.templates.payload.close".into(),
-            found: "an array"
-        })
+        fallbacks.iter().map(|f| (f.template.as_str(), f.part.as_str())).collect::<Vec<_>>(),
+        [
+            ("sources.am.templates.payload.close", "payload.close"),
+            ("sources.am.templates.payload.reopen", "payload.reopen")
+        ]
     );
-    let err = r.payload(Operation::Reopen, &c, Some(&id)).unwrap_err();
-    assert!(
-        matches!(&err, RenderError::NotJson { template, .. } if template == "sources.am.templates.payload.reopen"),
-        "{err}"
-    );
-    assert_eq!(err.kind(), "not_json");
+    assert_eq!(fallbacks[0].message, "rendered an array, not an object");
     // The edit default is derived from the (custom) add payload.
     let edit = r.payload(Operation::Edit, &c, Some(&id)).unwrap();
     assert_eq!(
@@ -350,7 +404,13 @@ fn truncate_takes_keyword_arguments_in_templates() {
     assert_eq!(c.add["description"], "a b c d e f g");
     let source =
         set(RawTemplates { title: Some("{{ 'x' | truncate(bogus=1) }}".into()), ..Default::default() });
-    assert!(Renderer::new("am", &source, &n, t.subject()).content().is_err());
+    let r = Renderer::new("am", &source, &n, t.subject());
+    assert_eq!(
+        r.content().unwrap().add["title"],
+        "DiskFull: Disk full on db-1",
+        "an unknown keyword fails it"
+    );
+    assert_eq!(r.take_fallbacks().len(), 1);
 }
 
 #[test]
