@@ -78,6 +78,21 @@ pub struct AlertEvent {
     pub target: Target,
 }
 
+impl AlertEvent {
+    /// The `alertname` label of the target's (first) alert, else of the group: what people call
+    /// the alert, for answers and logs.
+    pub fn alertname(&self) -> Option<&str> {
+        let n = &self.notification;
+        self.target
+            .alerts(n)
+            .next()
+            .and_then(|a| a.labels.get("alertname"))
+            .or_else(|| n.group_labels.get("alertname"))
+            .or_else(|| n.common_labels.get("alertname"))
+            .map(String::as_str)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub enum EventKind {
     Command(Command),

@@ -101,10 +101,30 @@ pub enum Recall {
 /// A submitted message: one ticket per event, in event order.
 pub struct Tickets {
     tickets: Vec<Ticket>,
+    /// What each ticket's event is about, in the same order.
+    described: Vec<Described>,
     receipt: Receipt,
     spec: Arc<SourceSpec>,
     over_nats: bool,
     deadline: CancellationToken,
+}
+
+/// What an event is about, for an answer that lists events: its key and, for an alert, its
+/// alertname.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Described {
+    pub key: crate::ids::CorrelationKey,
+    pub alertname: Option<String>,
+}
+
+impl Described {
+    fn of(event: &crate::event::Event) -> Self {
+        let alertname = match &event.kind {
+            crate::event::EventKind::Alert(alert) => alert.alertname().map(str::to_owned),
+            crate::event::EventKind::Command(_) => None,
+        };
+        Self { key: event.key.clone(), alertname }
+    }
 }
 
 /// One event's outcome, once the pipeline has finished with it.
@@ -205,6 +225,7 @@ impl Intake {
     pub async fn submit(&self, read: Read, delivery: Delivery, room: Room) -> Tickets {
         let Read { events, receipt, spec, over_nats, .. } = read;
         let mut tickets = Vec::with_capacity(events.len());
+        let described = events.iter().map(Described::of).collect();
         for event in events {
             let (tx, rx) = oneshot::channel();
             let job = Job { event, delivery, reply: Some(tx) };
@@ -217,7 +238,7 @@ impl Intake {
                 Err((error, _job)) => Ticket::Refused(error),
             });
         }
-        Tickets { tickets, receipt, spec, over_nats, deadline: self.deadline.clone() }
+        Tickets { tickets, described, receipt, spec, over_nats, deadline: self.deadline.clone() }
     }
 
     /// Submits a read message's events with nobody waiting (an asynchronous command): their
@@ -262,6 +283,11 @@ impl Tickets {
     /// How many events the message carried.
     pub fn len(&self) -> usize {
         self.tickets.len()
+    }
+
+    /// What each event is about, in the order [`Tickets::outcomes`] answers them.
+    pub fn described(&self) -> &[Described] {
+        &self.described
     }
 
     pub fn is_empty(&self) -> bool {

@@ -146,7 +146,7 @@ impl Pipeline {
                         }
                     }
                     Plan::Nothing { decision, record: to_save } => {
-                        log_decision(&spec.name, &target.route.name, &decision);
+                        log_decision(&spec.name, &target.route.name, alert.alertname(), &record, &decision);
                         if let Some(to_save) = to_save {
                             match self.save(event, &to_save, revision).await {
                                 Ok(_) => {}
@@ -163,7 +163,7 @@ impl Pipeline {
                         };
                     }
                     Plan::Run { decision, record: claimed } => {
-                        log_decision(&spec.name, &target.route.name, &decision);
+                        log_decision(&spec.name, &target.route.name, alert.alertname(), &record, &decision);
                         record = claimed;
                         decision
                     }
@@ -430,8 +430,24 @@ fn position_of(event: &Event) -> Option<Position> {
     })
 }
 
-fn log_decision(source: &str, route: &str, decision: &crate::lifecycle::Decision) {
-    tracing::info!(route, decision = decision.label(), reason = %decision.reason, "lifecycle decision");
+/// One line per alert decision: what the alert is called, which route took it, what was decided
+/// and why, and the incident it is about.
+fn log_decision(
+    source: &str,
+    route: &str,
+    alertname: Option<&str>,
+    record: &Record,
+    decision: &crate::lifecycle::Decision,
+) {
+    let item_id = record.stored.as_ref().map(|s| s.item_id.as_str());
+    tracing::info!(
+        alertname,
+        route,
+        decision = decision.label(),
+        reason = %decision.reason,
+        item_id,
+        "lifecycle decision"
+    );
     crate::observe::decision(source, decision.label());
 }
 

@@ -691,6 +691,12 @@ title = "{{ labels.team }} is paged"
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["outcomes"][0]["outcome"], "done");
     let incident = incident_for(rig.sim(), DISK_KEY);
+    // The answer says, per alert, what it is, what was done and to which incident.
+    let told = &answer["outcomes"][0];
+    assert_eq!(told["alertname"], "DiskAlmostFull", "{answer}");
+    assert_eq!(told["key"], DISK_KEY, "{answer}");
+    assert_eq!(told["ops"], json!(["add"]), "{answer}");
+    assert_eq!(told["itemId"], incident.id.as_str(), "{answer}");
     let title = incident.fields["title"].as_str().unwrap();
     assert!(!title.contains("is paged") && !title.is_empty(), "the built-in title stands in: {title}");
     let description = incident.fields["description"].as_str().unwrap();

@@ -52,7 +52,16 @@ pub fn summary(outcome: &Outcome) -> serde_json::Value {
         Outcome::Retry { cause, .. } => Some(cause.to_string()),
         Outcome::Reject(r) => Some(r.error.to_string()),
     };
-    serde_json::json!({"outcome": outcome.label(), "status": of(outcome), "detail": detail})
+    let mut summary =
+        serde_json::json!({"outcome": outcome.label(), "status": of(outcome), "detail": detail});
+    // What SCWM did for it: each operation and the incident it was done to.
+    if let Outcome::Done(d) = outcome {
+        summary["ops"] = d.results.iter().map(|r| r.op.as_str()).collect();
+        if let Some(id) = d.results.iter().rev().find_map(|r| r.item_id.as_ref()) {
+            summary["itemId"] = id.as_str().into();
+        }
+    }
+    summary
 }
 
 #[cfg(test)]

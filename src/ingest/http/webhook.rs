@@ -24,7 +24,7 @@ use serde_json::json;
 
 use super::{HttpState, body, inbound, problem::Problem, status};
 use crate::{
-    intake::{Identity, Room, TimedOut, Unreadable},
+    intake::{Described, Identity, Room, TimedOut, Unreadable},
     pipeline::{Delivery, Outcome},
     sources::SourceKind,
 };
@@ -83,10 +83,11 @@ async fn handle(
     let claim = super::recall(&state.intake, &read)?;
     let tickets = state.intake.submit(read, Delivery::SENDER_RETRIES, Room::Refuse).await;
     let count = tickets.len();
+    let described = tickets.described().to_vec();
     // A 5xx makes the sender (Alertmanager, say) send the message again: not a replay.
     let sent_again = |outcomes: &[Outcome]| outcomes.iter().any(|o| status::of(o) >= 500);
     Ok(match tickets.outcomes(Some(state.sync_timeout), sent_again).await {
-        Ok(outcomes) => super::remember(answer(count, outcomes), claim).await,
+        Ok(outcomes) => super::remember(answer(count, &described, outcomes), claim).await,
         Err(TimedOut::Waited) => {
             Problem::new(StatusCode::SERVICE_UNAVAILABLE, "timeout", "Not finished in time")
                 .detail(
@@ -106,7 +107,7 @@ fn unauthorized() -> Response {
 
 /// 200 when every event finished; 503 with Retry-After when one should be sent again; else the
 /// most severe refusal. The body lists each event's outcome.
-fn answer(count: usize, outcomes: Vec<Outcome>) -> Response {
+fn answer(count: usize, described: &[Described], outcomes: Vec<Outcome>) -> Response {
     let retry_after = Outcome::longest_retry(&outcomes);
     let code = match retry_after {
         Some(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -117,7 +118,18 @@ fn answer(count: usize, outcomes: Vec<Outcome>) -> Response {
             .and_then(|s| StatusCode::from_u16(s).ok())
             .unwrap_or(StatusCode::OK),
     };
-    let summary: Vec<_> = outcomes.iter().map(status::summary).collect();
+    let summary: Vec<_> = outcomes
+        .iter()
+        .zip(described)
+        .map(|(outcome, about)| {
+            let mut s = status::summary(outcome);
+            s["key"] = about.key.as_str().into();
+            if let Some(name) = &about.alertname {
+                s["alertname"] = name.as_str().into();
+            }
+            s
+        })
+        .collect();
     let body = json!({"events": count, "outcomes": summary}).to_string();
     let mut resp = (code, [(header::CONTENT_TYPE, "application/json")], body).into_response();
     if let Some(after) = retry_after {
