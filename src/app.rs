@@ -204,6 +204,7 @@ impl App {
             body_limit: config.server.body_limit_bytes,
             sync_timeout: config.server.sync_timeout,
             body_read_timeout: config.server.body_read_timeout,
+            admin: config.admin.as_ref().map(|a| Arc::clone(&a.auth)),
         });
         let addr = listener.local_addr()?;
         let http_stop = CancellationToken::new();

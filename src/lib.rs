@@ -44,6 +44,7 @@ pub mod intake;
 pub mod lenient;
 pub mod lifecycle;
 pub mod observe;
+pub mod operate;
 pub mod pipeline;
 pub mod plan;
 pub mod publish;

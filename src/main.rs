@@ -45,6 +45,32 @@ enum Command {
     },
     /// Print the JSON Schema of the configuration file (draft-07, self-contained).
     ConfigSchema,
+    /// What a message would do, and why, without doing it: verification, each alert's key and
+    /// route, what the store holds, the decision and its reason, every SCWM request as it would
+    /// be sent. Asks a running bridge's admin API, or with --config answers offline (every key
+    /// unknown).
+    Explain {
+        /// The source the message is for (`/webhooks/<source>`).
+        #[arg(long)]
+        source: String,
+        /// The message body, as the sender would send it; `-` reads standard input.
+        file: PathBuf,
+        /// A header the sender would send, `Name: value` (repeatable).
+        #[arg(long = "header", short = 'H')]
+        headers: Vec<String>,
+        /// The bridge to ask.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// The admin API's bearer token.
+        #[arg(long, env = "INCIDENT_BRIDGE_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// A file holding the admin API's bearer token.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// Explain offline with this configuration instead of asking a bridge.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// Run the SCWM simulator alone.
     SimulateScwm {
         /// Address to listen on.
@@ -86,6 +112,18 @@ fn main() -> ExitCode {
             println!("{}", serde_json::to_string_pretty(&schema).expect("a schema serialises"));
             ExitCode::SUCCESS
         }
+        Command::Explain { source, file, headers, url, token, token_file, config } => {
+            match explain(source, &file, &headers, &url, token, token_file.as_deref(), config.as_deref()) {
+                Ok(text) => {
+                    println!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("explain: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Serve { config } => {
             // Validation happens before anything starts, including the runtime and logging.
             let config = match config::load_from_path(&config) {
@@ -122,6 +160,45 @@ fn main() -> ExitCode {
                 sim.stop().await?;
                 Ok(())
             })
+        }
+    }
+}
+
+/// `incident-bridge explain`: the explanation as pretty JSON.
+fn explain(
+    source: String,
+    file: &std::path::Path,
+    headers: &[String],
+    url: &str,
+    token: Option<String>,
+    token_file: Option<&std::path::Path>,
+    config: Option<&std::path::Path>,
+) -> anyhow::Result<String> {
+    use std::io::Read;
+
+    use anyhow::Context;
+    use incident_bridge::operate;
+
+    let body = if file == std::path::Path::new("-") {
+        let mut buf = Vec::new();
+        std::io::stdin().read_to_end(&mut buf).context("reading standard input")?;
+        buf
+    } else {
+        std::fs::read(file).with_context(|| format!("reading {}", file.display()))?
+    };
+    let headers = headers.iter().map(|h| operate::header(h)).collect::<anyhow::Result<Vec<_>>>()?;
+    let message = operate::Message { source, body: body.into(), headers };
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    match config {
+        Some(path) => {
+            let config =
+                config::load_from_path(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            let explained = runtime.block_on(operate::explain_offline(config, &message))?;
+            Ok(serde_json::to_string_pretty(&explained)?)
+        }
+        None => {
+            let token = operate::token(token, token_file)?;
+            runtime.block_on(operate::explain_online(url, token.as_deref(), &message))
         }
     }
 }

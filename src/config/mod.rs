@@ -15,7 +15,7 @@ pub use env::{Applied as Environment, PREFIX as ENV_PREFIX};
 use raw::RawConfig;
 
 use crate::{
-    ingest::http::config::ServerSettings,
+    ingest::http::config::{AdminSettings, ServerSettings},
     pipeline::config::{PipelineSettings, ReconcileSettings},
     publish::config::ResultsSettings,
     scwm::ClientSettings,
@@ -34,6 +34,8 @@ pub struct Config {
     /// How the pipeline and the reconciler converge with SCWM.
     pub reconcile: ReconcileSettings,
     pub results: ResultsSettings,
+    /// Who may use the admin API; `None`: nobody.
+    pub admin: Option<AdminSettings>,
     /// When set, `serve` also runs the SCWM simulator in-process (local trials, quickstart).
     pub simulator: Option<SimulatorSettings>,
     /// When set, the bridge connects to NATS: sources, result events, dead letters.
@@ -165,6 +167,7 @@ fn gather(
     let pipeline = crate::pipeline::config::build(raw.pipeline, &mut p);
     let reconcile = crate::pipeline::config::build_reconcile(raw.reconcile, &mut p);
     let results = crate::publish::config::build(raw.results);
+    let admin = crate::ingest::http::config::build_admin(raw.admin, &mut p);
     let sources = match sources::build(raw.sources, read_file) {
         Ok(s) => s,
         Err(errors) => {
@@ -194,6 +197,7 @@ fn gather(
             pipeline,
             reconcile,
             results,
+            admin,
             simulator,
             nats,
             sources,

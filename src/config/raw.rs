@@ -7,7 +7,10 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use crate::{
-    ingest::{http::config::RawServer, nats::config::RawNats},
+    ingest::{
+        http::config::{RawAdmin, RawServer},
+        nats::config::RawNats,
+    },
     pipeline::config::{RawPipeline, RawReconcile},
     publish::config::RawResults,
     scwm::config::RawScwm,
@@ -27,4 +30,6 @@ pub struct RawConfig {
     pub nats: Option<RawNats>,
     pub sources: BTreeMap<String, crate::sources::RawSource>,
     pub store: crate::store::RawStore,
+    /// Absent: no admin API.
+    pub admin: Option<RawAdmin>,
 }

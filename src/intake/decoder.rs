@@ -108,6 +108,28 @@ impl Decoder {
         }))
     }
 
+    /// [`Decoder::verify`] without remembering the message against replays (explain). With
+    /// `check = false` nothing is checked at all: the caller reports the failure and still
+    /// shows what the message would do.
+    pub fn verify_dry<H: HeaderLookup + ?Sized>(
+        &self,
+        inbound: Inbound,
+        received_headers: &H,
+        check: bool,
+    ) -> Result<Verified<Inbound>, VerifyError> {
+        let none = crate::verify::SourceAuth::none();
+        let auth = if check { &self.spec.auth } else { &none };
+        let Inbound { source, original, received_at, identity } = inbound;
+        let Original { body, headers } = original;
+        let verified = auth.verify_dry(received_headers, body, SystemTime::now())?;
+        Ok(verified.map(|body| Inbound {
+            source,
+            original: Original { body, headers },
+            received_at,
+            identity,
+        }))
+    }
+
     /// The events a message carries: one per native command, one per alert or group that a
     /// route does not drop. Fails, without partial results, when the message is not readable.
     /// Only a verified message can be decoded.

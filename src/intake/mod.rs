@@ -109,6 +109,16 @@ pub struct Tickets {
     deadline: CancellationToken,
 }
 
+/// What a message would do ([`Intake::explain`]).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Explained {
+    pub source: String,
+    /// `passed`, or why it failed.
+    pub verification: String,
+    /// One per event the message carries (an alert a route drops carries none).
+    pub events: Vec<crate::pipeline::explain::Explanation>,
+}
+
 /// What an event is about, for an answer that lists events: its key and, for an alert, its
 /// alertname.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -205,6 +215,36 @@ impl Intake {
             (k, fingerprint)
         });
         Ok(Read { events: decoded.events, receipt, spec: Arc::clone(spec), over_nats, delivery })
+    }
+
+    /// What the message would do, and why, without doing it: verified without remembering it
+    /// against replays, decoded, and each event explained by the pipeline, which reads the
+    /// store and writes nothing. A message that fails verification is still decoded and
+    /// explained, so the report says both what is wrong and what it would do once right.
+    pub async fn explain(
+        &self,
+        spec: &Arc<SourceSpec>,
+        inbound: Inbound,
+        received: &(dyn HeaderLookup + Sync),
+    ) -> Result<Explained, crate::decode::DecodeError> {
+        let decoder = Decoder::new(Arc::clone(spec));
+        let (verification, verified) = match decoder.verify_dry(inbound.clone(), received, true) {
+            Ok(v) => ("passed".to_owned(), v),
+            Err(e) => (
+                format!(
+                    "failed ({}): {e}; the sender would get 401, and what follows is what the message would do once it verifies",
+                    e.kind()
+                ),
+                decoder.verify_dry(inbound, received, false).expect("nothing to check cannot fail"),
+            ),
+        };
+        let decoded = decoder.decode(&verified)?;
+        let pipeline = self.runner.pipeline();
+        let mut events = Vec::with_capacity(decoded.events.len());
+        for event in &decoded.events {
+            events.push(pipeline.explain(event).await);
+        }
+        Ok(Explained { source: spec.name.clone(), verification, events })
     }
 
     /// What the bridge remembers of `read`'s delivery: seen and answered, still being handled,

@@ -64,18 +64,7 @@ impl Pipeline {
             Ok(c) => c,
             Err(e) => return self.reject(event, None, RejectError::Render(e), 0, None, delivery).await,
         };
-        let facts = Facts {
-            source: &spec.name,
-            key: &event.key,
-            status: target.status,
-            position: position_of(event),
-            episode: crate::alert::episode_start(target.alerts(&alert.notification)),
-            event_plate: &event.license_plate,
-            reopen_window: settings.reopen_window,
-            partner: target.route.partner.as_deref(),
-            owner_id: target.route.owner_id.as_deref().or(settings.owner_id.as_deref()),
-            max_string_chars: spec.limits.max_string_chars,
-        };
+        let facts = facts(spec, settings, event, alert);
         let claimant = Claimant { instance: &self.instance, claim_ttl: self.claim_ttl };
         let mut after_not_found: Option<LicensePlate> = None;
         let mut results = Vec::new();
@@ -418,6 +407,28 @@ impl Pipeline {
 
 pub(super) fn store_retry(e: StoreError) -> Outcome {
     Outcome::Retry { after: Duration::from_millis(500), cause: RetryCause::Store(e) }
+}
+
+/// What the planner needs to know of an alert event.
+pub(super) fn facts<'a>(
+    spec: &'a crate::sources::SourceSpec,
+    settings: &'a crate::sources::AlertSettings,
+    event: &'a Event,
+    alert: &'a AlertEvent,
+) -> Facts<'a> {
+    let target = &alert.target;
+    Facts {
+        source: &spec.name,
+        key: &event.key,
+        status: target.status,
+        position: position_of(event),
+        episode: crate::alert::episode_start(target.alerts(&alert.notification)),
+        event_plate: &event.license_plate,
+        reopen_window: settings.reopen_window,
+        partner: target.route.partner.as_deref(),
+        owner_id: target.route.owner_id.as_deref().or(settings.owner_id.as_deref()),
+        max_string_chars: spec.limits.max_string_chars,
+    }
 }
 
 /// The event's position in its stream, when its transport has one.

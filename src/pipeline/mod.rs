@@ -9,6 +9,7 @@
 mod alert;
 pub mod config;
 mod converge;
+pub mod explain;
 pub mod queue;
 pub mod reconcile;
 mod runner;

@@ -24,7 +24,7 @@ use tracing::Instrument;
 use super::{
     breaker::{BreakerSettings, CircuitBreaker, CircuitState},
     classify::{Answer, classify, read_body},
-    envelope::{HEADER_VERSION, Operation, Payload, RequestHeader, ResponseEnvelope},
+    envelope::{HEADER_VERSION, Operation, Payload, RequestEnvelope, RequestHeader, ResponseEnvelope},
     error::ScwmError,
     retry::{RetryPolicy, Sleeper, TokioSleeper, parse_retry_after},
 };
@@ -326,6 +326,22 @@ impl ScwmClient {
 
     /// Sends `req` until SCWM accepts it, a permanent error occurs, the attempts run out or the
     /// circuit opens.
+    /// The envelope `req` would be sent as, and where: for showing a request without sending
+    /// it (explain). Exactly what [`ScwmClient::call`] puts on the wire.
+    pub fn envelope(&self, req: &ScwmRequest) -> (String, RequestEnvelope) {
+        let endpoint = self.inner.endpoints.get(req.op);
+        let envelope = RequestEnvelope {
+            header: RequestHeader {
+                header_version: HEADER_VERSION,
+                event_name: endpoint.event_name.clone(),
+                owner_id: req.owner_id.clone().unwrap_or_else(|| self.inner.owner_id.clone()),
+                license_plate: req.license_plate.clone(),
+            },
+            payload: (*req.payload).clone(),
+        };
+        (endpoint.url.to_string(), envelope)
+    }
+
     pub async fn call(&self, req: &ScwmRequest) -> Result<ScwmSuccess, ScwmFailure> {
         let result = self.call_with_retries(req).await;
         match &result {

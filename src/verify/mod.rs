@@ -193,6 +193,27 @@ impl SourceAuth {
         Ok(Verified { inner: body, receipt })
     }
 
+    /// Checks like [`verify`](Self::verify) but remembers nothing: for showing what would
+    /// happen to a message (explain) without changing what happens to the next one. A message
+    /// the replay cache holds is refused as a replay, as `verify` would.
+    pub fn verify_dry<H: HeaderLookup + ?Sized>(
+        &self,
+        headers: &H,
+        body: Bytes,
+        now: SystemTime,
+    ) -> Result<Verified<Bytes>, VerifyError> {
+        let headers: &dyn HeaderLookup = &headers;
+        let now = timestamp::unix_secs(now);
+        for scheme in &self.schemes {
+            if let Some(replay) = scheme.check(headers, &body, now)?
+                && replay.cache.lock().contains(&replay.key, now)
+            {
+                return Err(VerifyError::Replayed);
+            }
+        }
+        Ok(Verified { inner: body, receipt: Receipt { entries: Vec::new() } })
+    }
+
     /// Forgets a verified message that was not processed, so that the sender's retry of it is
     /// accepted rather than refused as a replay. A transport calls this when its answer tells
     /// the sender to try again (HTTP 5xx, a JetStream nak): senders retry with the same message

@@ -69,7 +69,7 @@ const LAYERS: &[Layer] = &[
         name: "transports and wiring",
         // HTTP and NATS in their own words, configuration gathering and the app that wires it
         // all: nothing below may know them.
-        rooms: &["ingest", "config", "app"],
+        rooms: &["ingest", "config", "app", "operate"],
     },
 ];
 

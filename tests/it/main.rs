@@ -15,6 +15,7 @@ mod architecture;
 mod chaos;
 mod cli;
 mod converge;
+mod explain;
 mod hostile;
 mod http_native;
 mod nats;

@@ -95,3 +95,30 @@ pub fn build(raw: RawServer, p: &mut Problems<'_>) -> Option<ServerSettings> {
         max_connections,
     })
 }
+
+/// The `[admin]` table: who may use the admin API (`/v1/explain/{source}`). Absent: the admin
+/// API answers 404 to everyone.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    /// The same schemes as a source's `auth` (for people and scripts: `bearer` with
+    /// `tokens`/`token_files`, or `basic`); every entry must pass.
+    pub auth: Vec<crate::verify::RawAuth>,
+}
+
+/// Who may use the admin API.
+#[derive(Debug, Clone)]
+pub struct AdminSettings {
+    pub auth: std::sync::Arc<crate::verify::SourceAuth>,
+}
+
+pub fn build_admin(raw: Option<RawAdmin>, p: &mut Problems<'_>) -> Option<AdminSettings> {
+    let raw = raw?;
+    match crate::verify::build(&raw.auth, "admin.auth", p.read_file()) {
+        Ok(auth) => Some(AdminSettings { auth: std::sync::Arc::new(auth) }),
+        Err(errors) => {
+            p.extend(errors);
+            None
+        }
+    }
+}

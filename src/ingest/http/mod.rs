@@ -2,6 +2,7 @@
 //! shared plumbing (problem+json, body limits). [`router`] needs no socket, so tests can drive
 //! it directly; [`serve`] runs it on a bound listener until shutdown.
 
+pub mod admin;
 pub mod body;
 pub mod config;
 pub mod conn;
@@ -36,6 +37,8 @@ pub struct HttpState {
     pub sync_timeout: Duration,
     /// How long a request body may take to arrive before the request is refused with 408.
     pub body_read_timeout: Duration,
+    /// Who may use the admin API; `None`: it answers 404.
+    pub admin: Option<std::sync::Arc<crate::verify::SourceAuth>>,
 }
 
 /// A request as a message for the source decoder: its body, its headers minus credentials,
@@ -62,6 +65,15 @@ fn inbound(
     }
 }
 
+/// A message to explain as if it had come to `/webhooks/<source>` with `headers`.
+pub fn explain_inbound(
+    source: &str,
+    headers: &http::HeaderMap,
+    body: bytes::Bytes,
+) -> crate::intake::Inbound {
+    inbound(source, format!("/webhooks/{source}"), headers, body, None)
+}
+
 /// The request's headers as they travel on with the event, minus credentials.
 fn kept_headers(headers: &http::HeaderMap) -> Vec<(String, String)> {
     crate::headers::without_credentials(crate::headers::pairs_from_http(headers).into_iter())
@@ -71,6 +83,7 @@ pub fn router(state: HttpState) -> Router {
     Router::new()
         .route("/v1/incidents/{op}", post(native::command))
         .route("/webhooks/{source}", post(webhook::receive))
+        .route("/v1/explain/{source}", post(admin::explain))
         .route_layer(axum::middleware::from_fn(trace_request))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

@@ -1,0 +1,88 @@
+//! What the operator commands of the binary do (`incident-bridge explain`): ask a running
+//! bridge's admin API, or answer offline from a configuration alone. Owns no rule: the intake
+//! and the pipeline explain; this only builds what they need and carries the answer.
+
+use std::{path::Path, sync::Arc};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::Config,
+    intake::{Explained, Intake},
+    pipeline::{Pipeline, Runner},
+    scwm::ScwmClient,
+};
+
+/// A message as its sender would send it.
+pub struct Message {
+    pub source: String,
+    pub body: Bytes,
+    /// `(name, value)` pairs.
+    pub headers: Vec<(String, String)>,
+}
+
+/// Parses `Name: value` as `curl -H` takes it.
+pub fn header(text: &str) -> anyhow::Result<(String, String)> {
+    let Some((name, value)) = text.split_once(':') else { bail!("`{text}`: expected `Name: value`") };
+    Ok((name.trim().to_owned(), value.trim().to_owned()))
+}
+
+/// Explains `message` against `config` alone: no store is opened (every key is unknown), no
+/// SCWM is called, nothing is published.
+pub async fn explain_offline(config: Config, message: &Message) -> anyhow::Result<Explained> {
+    let client = ScwmClient::new(config.scwm.clone()).context("building the SCWM client")?;
+    let pipeline = Pipeline::new(client, crate::publish::Publisher::default(), config.scwm.retry.clone())
+        .with_sources(config.sources.clone())
+        .with_reconcile(config.reconcile.clone());
+    let runner = Runner::new(Arc::new(pipeline), 1, 1);
+    let intake = Intake::new(runner.clone(), config.sources.clone(), CancellationToken::new());
+    let Some(spec) = config.sources.get(&message.source).cloned() else {
+        bail!("no source named `{}` in the configuration", message.source)
+    };
+    let headers: http::HeaderMap = message
+        .headers
+        .iter()
+        .map(|(n, v)| Ok((n.parse::<http::HeaderName>()?, v.parse::<http::HeaderValue>()?)))
+        .collect::<anyhow::Result<_>>()
+        .context("a header is not valid HTTP")?;
+    let inbound = crate::ingest::http::explain_inbound(&spec.name, &headers, message.body.clone());
+    let explained = intake.explain(&spec, inbound, &headers).await.map_err(|e| anyhow::anyhow!("{e}"));
+    runner.close();
+    explained
+}
+
+/// Asks the bridge at `url` (its admin API) to explain `message`; its answer, as JSON text.
+pub async fn explain_online(url: &str, token: Option<&str>, message: &Message) -> anyhow::Result<String> {
+    let body = serde_json::json!({
+        "headers": message.headers.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+        "body": String::from_utf8_lossy(&message.body),
+    });
+    let mut request = reqwest::Client::new()
+        .post(format!("{}/v1/explain/{}", url.trim_end_matches('/'), message.source))
+        .json(&body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let resp = request.send().await.with_context(|| format!("asking {url}"))?;
+    let status = resp.status();
+    let text = resp.text().await.context("reading the answer")?;
+    if !status.is_success() {
+        bail!("{url} answered {status}: {text}");
+    }
+    Ok(text)
+}
+
+/// A token as the CLI takes it: given, or read from a file without its trailing newline.
+pub fn token(given: Option<String>, file: Option<&Path>) -> anyhow::Result<Option<String>> {
+    match (given, file) {
+        (Some(t), _) => Ok(Some(t)),
+        (None, Some(path)) => {
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            Ok(Some(text.trim_end_matches(['\r', '\n']).to_owned()))
+        }
+        (None, None) => Ok(None),
+    }
+}
