@@ -71,6 +71,20 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// What the correlation store of a running bridge holds (its admin API).
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+        /// The bridge to ask.
+        #[arg(long, global = true, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// The admin API's bearer token.
+        #[arg(long, global = true, env = "INCIDENT_BRIDGE_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// A file holding the admin API's bearer token.
+        #[arg(long, global = true)]
+        token_file: Option<PathBuf>,
+    },
     /// Run the SCWM simulator alone.
     SimulateScwm {
         /// Address to listen on.
@@ -88,6 +102,32 @@ enum Command {
         /// How many of the newest requests `GET /_sim/requests` keeps; 0 keeps every one.
         #[arg(long, default_value_t = incident_bridge::sim::DEFAULT_REQUEST_LOG_LIMIT)]
         request_log_limit: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum StoreCommand {
+    /// One key's record and its revision.
+    Get { key: String },
+    /// Keys in key order, a page at a time.
+    List {
+        #[arg(long)]
+        prefix: Option<String>,
+        /// `open`, `closed`, `none` or `pending`.
+        #[arg(long)]
+        state: Option<String>,
+        /// Keys after this one: the previous page's `next`.
+        #[arg(long)]
+        after: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Forget a key: the next firing of its alert opens a new incident; SCWM is not touched.
+    Forget {
+        key: String,
+        /// The revision a get showed; without it, the current one is read first.
+        #[arg(long)]
+        revision: Option<u64>,
     },
 }
 
@@ -120,6 +160,20 @@ fn main() -> ExitCode {
                 }
                 Err(e) => {
                     eprintln!("explain: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Store { command, url, token, token_file } => {
+            match store(command, &url, token, token_file.as_deref()) {
+                Ok(text) => {
+                    if !text.is_empty() {
+                        println!("{text}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("store: {e:#}");
                     ExitCode::FAILURE
                 }
             }
@@ -201,6 +255,64 @@ fn explain(
             runtime.block_on(operate::explain_online(url, token.as_deref(), &message))
         }
     }
+}
+
+/// `incident-bridge store ...`: the admin API's answer.
+fn store(
+    command: StoreCommand,
+    url: &str,
+    token: Option<String>,
+    token_file: Option<&std::path::Path>,
+) -> anyhow::Result<String> {
+    use anyhow::Context;
+    use incident_bridge::operate::{self, query};
+    use reqwest::Method;
+
+    let token = operate::token(token, token_file)?;
+    let token = token.as_deref();
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async {
+        match command {
+            StoreCommand::Get { key } => {
+                operate::admin(
+                    Method::GET,
+                    url,
+                    &format!("/v1/store/key{}", query(&[("key", Some(key))])),
+                    token,
+                )
+                .await
+            }
+            StoreCommand::List { prefix, state, after, limit } => {
+                let q = query(&[
+                    ("prefix", prefix),
+                    ("state", state),
+                    ("after", after),
+                    ("limit", Some(limit.to_string())),
+                ]);
+                operate::admin(Method::GET, url, &format!("/v1/store/keys{q}"), token).await
+            }
+            StoreCommand::Forget { key, revision } => {
+                let revision = match revision {
+                    Some(r) => r,
+                    None => {
+                        let got = operate::admin(
+                            Method::GET,
+                            url,
+                            &format!("/v1/store/key{}", query(&[("key", Some(key.clone()))])),
+                            token,
+                        )
+                        .await?;
+                        let got: serde_json::Value =
+                            serde_json::from_str(&got).context("reading the record")?;
+                        got["revision"].as_u64().context("the record has no revision")?
+                    }
+                };
+                let q = query(&[("key", Some(key.clone())), ("revision", Some(revision.to_string()))]);
+                operate::admin(Method::DELETE, url, &format!("/v1/store/key{q}"), token).await?;
+                Ok(format!("forgot {key} (revision {revision})"))
+            }
+        }
+    })
 }
 
 /// Runs `f` on a fresh runtime with telemetry installed, flushing traces before exit.

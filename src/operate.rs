@@ -1,5 +1,5 @@
-//! What the operator commands of the binary do (`incident-bridge explain`): ask a running
-//! bridge's admin API, or answer offline from a configuration alone. Owns no rule: the intake
+//! What the operator commands of the binary do (`incident-bridge explain`, `store`): ask a
+//! running bridge's admin API, or (explain) answer offline from a configuration alone. Owns no rule: the intake
 //! and the pipeline explain; this only builds what they need and carries the answer.
 
 use std::{path::Path, sync::Arc};
@@ -85,4 +85,47 @@ pub fn token(given: Option<String>, file: Option<&Path>) -> anyhow::Result<Optio
         }
         (None, None) => Ok(None),
     }
+}
+
+/// An admin API call: `method` on `path_and_query` of the bridge at `url`; the answer's body
+/// (empty for 204).
+pub async fn admin(
+    method: reqwest::Method,
+    url: &str,
+    path_and_query: &str,
+    token: Option<&str>,
+) -> anyhow::Result<String> {
+    let target = format!("{}{path_and_query}", url.trim_end_matches('/'));
+    let mut request = reqwest::Client::new().request(method, &target);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let resp = request.send().await.with_context(|| format!("asking {url}"))?;
+    let status = resp.status();
+    let text = resp.text().await.context("reading the answer")?;
+    if !status.is_success() {
+        bail!("{url} answered {status}: {text}");
+    }
+    Ok(text)
+}
+
+/// `?name=value&...` of the pairs that have a value, percent-encoded.
+pub fn query(pairs: &[(&str, Option<String>)]) -> String {
+    let parts: Vec<String> = pairs
+        .iter()
+        .filter_map(|(name, value)| Some(format!("{name}={}", urlencoding(value.as_deref()?))))
+        .collect();
+    if parts.is_empty() { String::new() } else { format!("?{}", parts.join("&")) }
+}
+
+fn urlencoding(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }

@@ -10,6 +10,7 @@ mod alert;
 pub mod config;
 mod converge;
 pub mod explain;
+pub mod inspect;
 pub mod queue;
 pub mod reconcile;
 mod runner;

@@ -7,6 +7,7 @@
 
 mod kit;
 
+mod admin;
 mod alertmanager_e2e;
 mod alerts;
 mod alerts_e2e;
@@ -15,7 +16,7 @@ mod architecture;
 mod chaos;
 mod cli;
 mod converge;
-mod explain;
+
 mod hostile;
 mod http_native;
 mod nats;

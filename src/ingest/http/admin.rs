@@ -1,7 +1,9 @@
-//! The admin API: `POST /v1/explain/{source}`, what a message would do and why, for people and
-//! scripts (`incident-bridge explain --url`). Refused with 404 unless `[admin]` is configured,
-//! with 401 unless the request passes its `auth` entries. Never acts: the explanation is a dry
-//! run through the same intake and pipeline (no SCWM call, no store or replay-cache write).
+//! The admin API, for people and scripts (`incident-bridge explain|store --url`): `POST
+//! /v1/explain/{source}`, what a message would do and why; `GET /v1/store/keys`, `GET` and
+//! `DELETE /v1/store/key?key=...`, what the correlation store holds. Refused with 404 unless
+//! `[admin]` is configured, with 401 unless the request passes its `auth` entries. Explain never
+//! acts: it is a dry run through the same intake and pipeline (no SCWM call, no store or
+//! replay-cache write); forget is the one write, a compare-and-swap on the revision shown.
 //!
 //! The request names the message as the sender would send it: `{"headers": {"name": "value",
 //! ...}, "body": "<the raw body>"}` (`body` may also be a JSON object, sent compact). The
@@ -11,7 +13,7 @@ use std::{sync::Arc, time::SystemTime};
 
 use axum::{
     body::Body,
-    extract::{Path, State},
+    extract::{Path, Query, State},
     response::{IntoResponse, Response},
 };
 use bytes::Bytes;
@@ -19,7 +21,10 @@ use http::{HeaderMap, StatusCode, header};
 use serde::Deserialize;
 
 use super::{HttpState, body, inbound, problem::Problem, status};
-use crate::sources::SourceKind;
+use crate::{
+    pipeline::inspect::{Filter, InspectError},
+    sources::SourceKind,
+};
 
 /// What to explain: the message as its sender would send it.
 #[derive(Debug, Deserialize)]
@@ -40,23 +45,126 @@ impl ExplainRequest {
     }
 }
 
+/// The refusal, when the request may not use the admin API: 404 while it is off, 401 unless
+/// the request passes `[admin] auth`.
+fn refusal(state: &HttpState, headers: &HeaderMap, body: &Bytes) -> Option<Response> {
+    let Some(admin) = &state.admin else {
+        return Some(
+            Problem::new(StatusCode::NOT_FOUND, "admin-not-configured", "Not found")
+                .detail("the admin API is off: configure [admin] auth to use it")
+                .into_response(),
+        );
+    };
+    // Nothing is remembered against replays: the same query may come again.
+    admin
+        .verify_dry(headers, body.clone(), SystemTime::now())
+        .is_err()
+        .then(|| Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized").into_response())
+}
+
+fn json_answer(status: StatusCode, value: &impl serde::Serialize) -> Response {
+    let body = serde_json::to_string_pretty(value).expect("an answer serialises");
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+fn inspect_problem(e: InspectError) -> Response {
+    let (status, kind) = match &e {
+        InspectError::NoStore | InspectError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found"),
+        InspectError::Changed(_) => (StatusCode::CONFLICT, "changed"),
+        InspectError::Store(s) if s.is_retryable() => (StatusCode::SERVICE_UNAVAILABLE, "store-unavailable"),
+        InspectError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "store-error"),
+    };
+    Problem::new(status, kind, "Store").detail(e.to_string()).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    prefix: Option<String>,
+    state: Option<String>,
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /v1/store/keys?prefix=&state=open|closed|none|pending&after=&limit=100`.
+pub async fn store_list(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> Response {
+    if let Some(refused) = refusal(&state, &headers, &Bytes::new()) {
+        return refused;
+    }
+    let filter = Filter {
+        prefix: q.prefix,
+        state: q.state,
+        after: q.after,
+        limit: q.limit.unwrap_or(100).min(10_000),
+    };
+    match state.intake.runner().pipeline().store_list(&filter).await {
+        Ok(page) => json_answer(StatusCode::OK, &page),
+        Err(e) => inspect_problem(e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct KeyQuery {
+    key: String,
+    revision: Option<u64>,
+}
+
+/// `GET /v1/store/key?key=...`: the record and its revision.
+pub async fn store_get(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    Query(q): Query<KeyQuery>,
+) -> Response {
+    if let Some(refused) = refusal(&state, &headers, &Bytes::new()) {
+        return refused;
+    }
+    match state.intake.runner().pipeline().store_get(&q.key).await {
+        Ok(record) => json_answer(StatusCode::OK, &record),
+        Err(e) => inspect_problem(e),
+    }
+}
+
+/// `DELETE /v1/store/key?key=...&revision=N`: forget the key if it still has that revision.
+pub async fn store_forget(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    Query(q): Query<KeyQuery>,
+) -> Response {
+    if let Some(refused) = refusal(&state, &headers, &Bytes::new()) {
+        return refused;
+    }
+    let Some(revision) = q.revision else {
+        return Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-request", "Revision required")
+            .detail("name the revision a get showed (`revision=N`), so nothing newer is forgotten")
+            .into_response();
+    };
+    match state.intake.runner().pipeline().store_forget(&q.key, revision).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => inspect_problem(e),
+    }
+}
+
 pub async fn explain(
     State(state): State<HttpState>,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let Some(admin) = &state.admin else {
-        return Problem::new(StatusCode::NOT_FOUND, "admin-not-configured", "Not found")
-            .detail("the admin API is off: configure [admin] auth to use it")
-            .into_response();
-    };
+    // Off: refused before the body is read.
+    if state.admin.is_none()
+        && let Some(refused) = refusal(&state, &headers, &Bytes::new())
+    {
+        return refused;
+    }
     let bytes = match body::read_json(&headers, body, state.body_limit, state.body_read_timeout).await {
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
-    if admin.verify_dry(&headers, bytes.clone(), SystemTime::now()).is_err() {
-        return Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized").into_response();
+    if let Some(refused) = refusal(&state, &headers, &bytes) {
+        return refused;
     }
     let request: ExplainRequest = match serde_json::from_slice(&bytes) {
         Ok(r) => r,
@@ -96,10 +204,7 @@ pub async fn explain(
     };
     let message = inbound(&spec.name, format!("/webhooks/{name}"), &sent, request.body_bytes(), None);
     match state.intake.explain(&spec, message, &sent).await {
-        Ok(explained) => {
-            let body = serde_json::to_string_pretty(&explained).expect("an explanation serialises");
-            (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response()
-        }
+        Ok(explained) => json_answer(StatusCode::OK, &explained),
         Err(e) => Problem::new(status::of_decode(&e), "invalid-payload", "The sender would be refused")
             .detail(e.to_string())
             .into_response(),

@@ -84,6 +84,8 @@ pub fn router(state: HttpState) -> Router {
         .route("/v1/incidents/{op}", post(native::command))
         .route("/webhooks/{source}", post(webhook::receive))
         .route("/v1/explain/{source}", post(admin::explain))
+        .route("/v1/store/keys", get(admin::store_list))
+        .route("/v1/store/key", get(admin::store_get).delete(admin::store_forget))
         .route_layer(axum::middleware::from_fn(trace_request))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

@@ -1,6 +1,7 @@
-//! Explain: what a message would do and why, asked of a running bridge's admin API or answered
-//! offline from a configuration, and proven to have no side effects (no SCWM call, no store
-//! write, nothing published). Assertions are on the report and on the simulator and store after.
+//! The admin API and the operator commands: explain (what a message would do and why, asked of
+//! a running bridge or answered offline from a configuration, and proven to have no side
+//! effects: no SCWM call, no store write, nothing published) and the store (list, get, forget).
+//! Assertions are on the answers and on the simulator and store after.
 
 use std::process::Command;
 
@@ -165,5 +166,88 @@ async fn the_cli_explains_offline_from_a_config_and_online_through_the_admin_api
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["events"][0]["key"], correlation_key("am", 3));
     assert_eq!(app.sim.request_count(), 0, "explaining called nothing");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_store_can_be_listed_read_and_forgotten_through_the_admin_api_and_the_cli() {
+    let extra = format!("{}{}", am_source("am", ""), admin());
+    let app = TestApp::start_against(crate::kit::start_simulator().await, &extra, &[]).await;
+    for k in 1..=3 {
+        webhook(&app, k, Step::Fire).await;
+    }
+    webhook(&app, 2, Step::Resolve).await;
+    let get = |path: String| {
+        let req = app.http.get(app.url(&path)).bearer_auth(ADMIN);
+        async move {
+            let resp = req.send().await.unwrap();
+            (resp.status().as_u16(), resp.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (status, page) = get("/v1/store/keys".into()).await;
+    assert_eq!(status, 200, "{page}");
+    let listed: Vec<(String, String)> = page["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| (k["key"].as_str().unwrap().to_owned(), k["state"].as_str().unwrap().to_owned()))
+        .collect();
+    let mut want: Vec<(String, String)> = [(1, "open"), (2, "closed"), (3, "open")]
+        .iter()
+        .map(|(k, s)| (correlation_key("am", *k), s.to_string()))
+        .collect();
+    want.sort();
+    assert_eq!(listed, want, "every key, in key order, none of the bridge's own");
+    let (_, closed) = get("/v1/store/keys?state=closed".into()).await;
+    assert_eq!(closed["keys"][0]["key"], correlation_key("am", 2));
+    assert_eq!(closed["keys"].as_array().unwrap().len(), 1);
+    let (_, first) = get("/v1/store/keys?limit=2".into()).await;
+    assert_eq!(first["keys"].as_array().unwrap().len(), 2);
+    let (_, rest) = get(format!("/v1/store/keys?limit=2&after={}", first["next"].as_str().unwrap())).await;
+    assert_eq!(rest["keys"].as_array().unwrap().len(), 1);
+    assert!(rest.get("next").is_none(), "{rest}");
+
+    let key = correlation_key("am", 1);
+    let (status, record) = get(format!("/v1/store/key?key={key}")).await;
+    assert_eq!(status, 200, "{record}");
+    assert_eq!(record["record"]["stored"]["item_id"], "IT-000001");
+    let revision = record["revision"].as_u64().unwrap();
+    let forget = |revision: u64| {
+        let req = app
+            .http
+            .delete(app.url(&format!("/v1/store/key?key={key}&revision={revision}")))
+            .bearer_auth(ADMIN);
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(forget(revision + 1_000).await, 409, "a revision the key does not have forgets nothing");
+    assert_eq!(forget(revision).await, 204);
+    assert_eq!(get(format!("/v1/store/key?key={key}")).await.0, 404);
+    // Forgotten: the alert firing again opens an incident of its own.
+    let answer = webhook(&app, 1, Step::Fire).await;
+    assert_eq!(answer["outcomes"][0]["ops"], json!(["add"]), "{answer}");
+
+    // The same through the CLI.
+    let cli = |args: Vec<String>| {
+        let url = app.url("");
+        async move {
+            tokio::process::Command::new(BIN)
+                .arg("store")
+                .args(args)
+                .args(["--url", &url, "--token", ADMIN])
+                .output()
+                .await
+                .unwrap()
+        }
+    };
+    let out = cli(vec!["list".into(), "--state".into(), "closed".into()]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let page: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(page["keys"][0]["key"], correlation_key("am", 2));
+    let out = cli(vec!["forget".into(), correlation_key("am", 3)]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("forgot am:fp:"));
+    let out = cli(vec!["get".into(), correlation_key("am", 3)]).await;
+    assert!(!out.status.success(), "gone");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("404"));
     app.stop().await;
 }
