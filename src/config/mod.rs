@@ -146,11 +146,29 @@ pub fn load(
     let mut table: toml::Table = toml::from_str(text)
         .map_err(|e| ConfigErrors::one("(file)", format!("not valid TOML: {}", e.message())))?;
     let environment = env::apply(&mut table, env).map_err(|m| ConfigErrors::one("(environment)", m))?;
-    let raw: RawConfig = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
-        let key = e.path().to_string();
-        ConfigErrors::one(if key == "." { "(file)".into() } else { key }, e.into_inner().to_string())
-    })?;
-    gather(raw, environment, read_file)
+    let (raw, structural) = raw::read(table);
+    let failed: Vec<String> = structural.iter().map(|(key, _)| key.clone()).collect();
+    let mut problems: Vec<ConfigError> =
+        structural.into_iter().map(|(key, message)| ConfigError { key, message }).collect();
+    match gather(raw, environment.clone(), read_file) {
+        Ok(config) if problems.is_empty() => return Ok(config),
+        Ok(_) => {}
+        // What checking found beyond the shape, except where the shape was already wrong: a
+        // table that did not read was checked with its defaults, which would only mislead.
+        Err(ConfigErrors(more)) => problems
+            .extend(more.into_iter().filter(|e| !failed.iter().any(|f| e.key.starts_with(raw::table_of(f))))),
+    }
+    // Say which problems come from an environment variable, and from which.
+    for problem in &mut problems {
+        if let Some((variable, _)) = environment.set.iter().find(|(_, key)| {
+            problem.key == *key
+                || problem.key.starts_with(&format!("{key}."))
+                || problem.key.starts_with(&format!("{key}["))
+        }) {
+            problem.message.push_str(&format!(" (set by the environment variable {variable})"));
+        }
+    }
+    Err(ConfigErrors(problems))
 }
 
 /// Hands each table to the component that owns it and gathers their settings, reporting every

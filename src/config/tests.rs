@@ -271,3 +271,38 @@ fn the_schema_names_every_table_refuses_unknown_keys_and_is_self_contained() {
         serde_json::json!(["embedded", "jetstream-kv"])
     );
 }
+
+#[test]
+fn every_table_whose_shape_is_wrong_is_reported_in_one_run() {
+    let text = format!(
+        "{MINIMAL}\n[server]\nbody_limit_bytes = \"a lot\"\n\n[pipeline]\nworkerz = 3\n\n\
+         [sources.good]\nkind = \"alertmanager\"\n[[sources.good.auth]]\nscheme = \"none\"\n\n\
+         [sources.bad]\nkind = \"alertmanager\"\nreopen_window = \"soon\"\n\n[reconcile]\nreads_per_second = 0\n\n\
+         [stor]\npath = \"x\"\n"
+    );
+    let errors = load_with(&text, &[]).unwrap_err();
+    let keys: Vec<&str> = errors.0.iter().map(|e| e.key.as_str()).collect();
+    for key in [
+        "server.body_limit_bytes",
+        "pipeline.workerz",
+        "sources.bad.reopen_window",
+        "stor",
+        "reconcile.reads_per_second",
+    ] {
+        assert!(keys.iter().any(|k| k.starts_with(key)), "{key} missing from {keys:?}");
+    }
+    assert!(!keys.iter().any(|k| k.starts_with("sources.good")), "the good source is fine: {keys:?}");
+    assert!(errors.0.iter().any(|e| e.key == "stor" && e.message == "unknown key"), "{errors}");
+}
+
+#[test]
+fn a_problem_from_the_environment_names_the_variable() {
+    let errors = load_with(MINIMAL, &[("INCIDENT_BRIDGE_PIPELINE__WORKERS", "many")]).unwrap_err();
+    let problem = errors.0.iter().find(|e| e.key.starts_with("pipeline")).expect("reported");
+    assert!(
+        problem.message.ends_with("(set by the environment variable INCIDENT_BRIDGE_PIPELINE__WORKERS)"),
+        "{problem:?}"
+    );
+    let errors = load_with(MINIMAL, &[("INCIDENT_BRIDGE_RECONCILE__READS_PER_SECOND", "0")]).unwrap_err();
+    assert!(errors.0[0].message.contains("INCIDENT_BRIDGE_RECONCILE__READS_PER_SECOND"), "{errors}");
+}
