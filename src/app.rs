@@ -102,6 +102,7 @@ impl App {
             None => None,
         };
 
+        crate::observe::preregister(config.sources.names());
         let client = ScwmClient::new(config.scwm.clone()).context("building the SCWM client")?;
         let mut sinks: Vec<Arc<dyn Sink>> = Vec::new();
         if config.results.log {

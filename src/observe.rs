@@ -33,6 +33,9 @@ pub const OUTBOX_DEPTH: &str = "incident_bridge_outbox_depth";
 pub const OUTBOX_OLDEST_AGE: &str = "incident_bridge_outbox_oldest_age_seconds";
 pub const HTTP_CONNECTIONS_REFUSED: &str = "incident_bridge_http_connections_refused_total";
 pub const DRIFT: &str = "incident_bridge_drift_total";
+pub const ALERTS_RECEIVED: &str = "incident_bridge_alerts_received_total";
+pub const HTTP_ANSWERS: &str = "incident_bridge_http_answers_total";
+pub const NATS_CONNECTED: &str = "incident_bridge_nats_connected";
 pub const TEMPLATE_FALLBACKS: &str = "incident_bridge_template_fallbacks_total";
 pub const RECONCILE_READS: &str = "incident_bridge_reconcile_reads_total";
 
@@ -67,6 +70,12 @@ pub fn describe() {
         TEMPLATE_FALLBACKS,
         "Templates that failed for an alert and were stood in for by the built-in default, by source and part."
     );
+    describe_counter!(
+        ALERTS_RECEIVED,
+        "Alerts in the notifications received, by source (a message carries one or many; events_received counts messages)."
+    );
+    describe_counter!(HTTP_ANSWERS, "HTTP answers to webhooks and native commands, by source and status.");
+    describe_gauge!(NATS_CONNECTED, "1 while the bridge is connected to NATS, 0 while it is not.");
     describe_counter!(RECONCILE_READS, "Incidents the reconciler read from SCWM, by outcome.");
     describe_histogram!(
         STORE_SECONDS,
@@ -136,6 +145,53 @@ pub fn queue(depth: usize, capacity: usize, in_flight: usize) {
 pub fn dead_letter(source: &str, reason: &'static str) {
     counter!(DEAD_LETTERS, "source" => source.to_owned(), "reason" => reason).increment(1);
 }
+
+pub fn alerts_received(source: &str, alerts: usize) {
+    counter!(ALERTS_RECEIVED, "source" => source.to_owned()).increment(alerts as u64);
+}
+
+pub fn http_answer(source: &str, status: u16) {
+    counter!(HTTP_ANSWERS, "source" => source.to_owned(), "status" => status.to_string()).increment(1);
+}
+
+pub fn nats_connected(connected: bool) {
+    gauge!(NATS_CONNECTED).set(if connected { 1.0 } else { 0.0 });
+}
+
+/// Registers the series of every source at zero, so a rate over them exists before the first
+/// event and an alert on "any dead letter" does not wait for a first one to have a baseline.
+pub fn preregister<'a>(sources: impl IntoIterator<Item = &'a str>) {
+    for source in sources {
+        let s = || source.to_owned();
+        for transport in ["http", "nats", "jetstream"] {
+            counter!(EVENTS_RECEIVED, "source" => s(), "transport" => transport).absolute(0);
+        }
+        for outcome in ["done", "duplicate", "retry", "reject"] {
+            counter!(EVENTS_PROCESSED, "source" => s(), "outcome" => outcome).absolute(0);
+        }
+        for reason in crate::verify::VerifyError::KINDS {
+            counter!(AUTH_FAILURES, "source" => s(), "reason" => reason).absolute(0);
+        }
+        for reason in DEAD_LETTER_KINDS {
+            counter!(DEAD_LETTERS, "source" => s(), "reason" => *reason).absolute(0);
+        }
+        counter!(ALERTS_RECEIVED, "source" => s()).absolute(0);
+    }
+}
+
+/// Every `reason_kind` a dead letter can have (documented in the README).
+pub const DEAD_LETTER_KINDS: &[&str] = &[
+    "unauthenticated",
+    "decode",
+    "scwm_rejected",
+    "retries_exhausted",
+    "deliveries_exhausted",
+    "template",
+    "lifecycle",
+    "store",
+    "misconfigured",
+    "interrupted",
+];
 
 pub fn drift(kind: &'static str, detected_by: &'static str) {
     counter!(DRIFT, "kind" => kind, "detected_by" => detected_by).increment(1);

@@ -191,9 +191,11 @@ impl Decoder {
             )));
         }
         let notification = Arc::new(notification);
+        crate::observe::alerts_received(&self.spec.name, notification.alerts.len());
         let mut events = Vec::new();
         for target in settings.routes.plan(&notification, &self.spec.name, settings.grouping) {
             if target.route.action == Action::Drop {
+                crate::observe::decision(&self.spec.name, "drop");
                 tracing::info!(
                     source = %self.spec.name,
                     key = %target.key,

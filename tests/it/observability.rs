@@ -144,16 +144,49 @@ fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
 async fn metrics_move_by_exactly_what_happened() {
     let sim = crate::kit::start_simulator().await;
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, addr) = spawn_with_env(&crate::kit::config_text(&sim.url(), ""), &dir, &[]).await;
+    let dropping = crate::kit::alerts::am_source(
+        "am",
+        "[[sources.am.routes]]\nmatchers = ['severity=\"warning\"']\naction = \"drop\"",
+    );
+    let (mut child, addr) = spawn_with_env(&crate::kit::config_text(&sim.url(), &dropping), &dir, &[]).await;
     let http = reqwest::Client::new();
     let scrape =
         || async { http.get(format!("http://{addr}/metrics")).send().await.unwrap().text().await.unwrap() };
+    let webhook = |source: &'static str| {
+        let http = http.clone();
+        let url = format!("http://{addr}/webhooks/{source}");
+        async move {
+            http.post(url)
+                .header("content-type", "application/json")
+                .bearer_auth(crate::kit::alerts::BEARER)
+                .body(crate::kit::alerts::keyed_notification(1, crate::kit::alerts::Step::Fire))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
     let command = |op: &'static str, body: serde_json::Value| {
         let http = http.clone();
         let url = format!("http://{addr}/v1/incidents/{op}");
         async move { http.post(url).json(&body).send().await.unwrap().status().as_u16() }
     };
     let before = scrape().await;
+    // Present from the start, at zero: a rate or an alert over them needs no first event.
+    for (name, labels) in [
+        ("incident_bridge_dead_letters_total", [("source", "native"), ("reason", "decode")]),
+        ("incident_bridge_events_processed_total", [("source", "am"), ("outcome", "reject")]),
+        ("incident_bridge_auth_failures_total", [("source", "am"), ("reason", "bad_credentials")]),
+    ] {
+        let present = before.lines().any(|l| {
+            l.starts_with(&format!("{name}{{"))
+                && labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        });
+        assert!(present, "{name} {labels:?} is registered at start");
+    }
+    assert_eq!(webhook("am").await, 200);
+    assert_eq!(webhook("nosuchsource").await, 404);
 
     assert_eq!(command("add", json!({"title": "ok"})).await, 200);
     sim.set_faults(Faults {
@@ -184,6 +217,15 @@ async fn metrics_move_by_exactly_what_happened() {
     assert_eq!(delta("incident_bridge_dead_letters_total", &[("reason", "scwm_rejected")]), 1.0);
     assert_eq!(delta("incident_bridge_results_published_total", &[("op", "add")]), 2.0);
     assert_eq!(delta("incident_bridge_results_published_total", &[("op", "edit")]), 1.0);
+    assert_eq!(delta("incident_bridge_alerts_received_total", &[("source", "am")]), 1.0);
+    assert_eq!(
+        delta("incident_bridge_lifecycle_decisions_total", &[("source", "am"), ("decision", "drop")]),
+        1.0
+    );
+    assert_eq!(delta("incident_bridge_http_answers_total", &[("source", "am"), ("status", "200")]), 1.0);
+    assert_eq!(delta("incident_bridge_http_answers_total", &[("source", "unknown"), ("status", "404")]), 1.0);
+    assert_eq!(delta("incident_bridge_http_answers_total", &[("source", "native"), ("status", "200")]), 2.0);
+    assert_eq!(delta("incident_bridge_http_answers_total", &[("source", "native"), ("status", "422")]), 1.0);
     assert_eq!(sample(&after, "incident_bridge_circuit_state", &[]), 0.0);
     assert_eq!(sample(&after, "incident_bridge_queue_depth", &[]), 0.0);
     assert!(sample(&after, "incident_bridge_queue_capacity", &[]) > 0.0);

@@ -23,6 +23,12 @@ pub async fn command(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let resp = answer_command(state, op, headers, body).await;
+    crate::observe::http_answer("native", resp.status().as_u16());
+    resp
+}
+
+async fn answer_command(state: HttpState, op: String, headers: HeaderMap, body: Body) -> Response {
     // The request's licensePlate is known before anything is read, so that every answer, a
     // refusal included, carries it.
     let (identity, refused) = match idempotency(&op, &headers) {

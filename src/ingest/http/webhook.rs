@@ -35,9 +35,13 @@ pub async fn receive(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    match handle(&state, &name, &headers, body).await {
+    let resp = match handle(&state, &name, &headers, body).await {
         Ok(resp) | Err(resp) => resp,
-    }
+    };
+    // A name that is no source is counted as `unknown`: the label stays bounded.
+    let source = if state.intake.sources().get(&name).is_some() { name.as_str() } else { "unknown" };
+    crate::observe::http_answer(source, resp.status().as_u16());
+    resp
 }
 
 async fn handle(

@@ -54,12 +54,17 @@ pub async fn connect(
                     Event::Connected => {
                         tracing::info!("connected to NATS");
                         health.set_component(COMPONENT, true);
+                        crate::observe::nats_connected(true);
                     }
                     Event::Disconnected => {
                         tracing::warn!("disconnected from NATS; reconnecting");
                         health.set_component(COMPONENT, false);
+                        crate::observe::nats_connected(false);
                     }
-                    Event::Closed => health.set_component(COMPONENT, false),
+                    Event::Closed => {
+                        health.set_component(COMPONENT, false);
+                        crate::observe::nats_connected(false);
+                    }
                     Event::LameDuckMode => tracing::warn!("NATS server entered lame duck mode"),
                     other => tracing::warn!(event = %other, "NATS event"),
                 }
