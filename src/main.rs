@@ -45,6 +45,9 @@ enum Command {
     },
     /// Print the JSON Schema of the configuration file (draft-07, self-contained).
     ConfigSchema,
+    /// Print the configuration reference (every key, type, default, environment variable) as
+    /// Markdown: docs/CONFIG.md.
+    ConfigReference,
     /// What a message would do, and why, without doing it: verification, each alert's key and
     /// route, what the store holds, the decision and its reason, every SCWM request as it would
     /// be sent. Asks a running bridge's admin API, or with --config answers offline (every key
@@ -147,6 +150,10 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_CONFIG)
             }
         },
+        Command::ConfigReference => {
+            print!("{}", config::reference());
+            ExitCode::SUCCESS
+        }
         Command::ConfigSchema => {
             let schema = config::schema();
             println!("{}", serde_json::to_string_pretty(&schema).expect("a schema serialises"));

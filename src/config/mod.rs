@@ -7,12 +7,14 @@
 
 mod env;
 mod raw;
+mod reference;
 
 use std::{collections::BTreeMap, fmt, io, path::Path, time::Duration};
 
 pub use crate::ingest::nats::config::{ConsumerConfig, NatsAuth, NatsConfig, NatsTls, SubscriptionConfig};
 pub use env::{Applied as Environment, PREFIX as ENV_PREFIX};
 use raw::RawConfig;
+pub use reference::reference;
 
 use crate::{
     ingest::http::config::{AdminSettings, ServerSettings},

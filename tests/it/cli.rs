@@ -301,3 +301,20 @@ async fn with_nats_down_sigterm_drains_and_exits_zero_without_waiting_out_the_gr
     let status = within(20, "the bridge to exit before its grace is over", child.wait()).await.unwrap();
     assert!(status.success(), "exit status {status:?}");
 }
+
+#[test]
+fn the_configuration_reference_in_docs_is_what_the_code_reads() {
+    let out = std::process::Command::new(BIN).arg("config-reference").output().unwrap();
+    assert!(out.status.success());
+    let generated = String::from_utf8(out.stdout).unwrap();
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/CONFIG.md");
+    let checked_in = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        generated == checked_in,
+        "docs/CONFIG.md is stale: run `cargo run -- config-reference > docs/CONFIG.md`"
+    );
+    for key in ["`reconcile.interval`", "`server.listen`", "`sources.<name>.wont_fix_resolutions`"] {
+        assert!(generated.contains(key), "{key} is in the reference");
+    }
+    assert!(generated.contains("`INCIDENT_BRIDGE_RECONCILE__READS_PER_SECOND`"));
+}
