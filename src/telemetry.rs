@@ -1,6 +1,7 @@
 //! Telemetry set-up: logs, traces and the metrics recorder, configured from the environment.
 //!
-//! - Logs: JSON lines when stdout is not a terminal (containers, CI), text on a terminal; the
+//! - Logs: JSON lines with every field at the top level ([`flat`]) when stdout is not a
+//!   terminal (containers, CI), text on a terminal, or as `LOG_FORMAT=json|text` says; the
 //!   level from `RUST_LOG` (default `info`).
 //! - Traces: OpenTelemetry through `tracing-opentelemetry`. Spans always carry W3C trace
 //!   context (so `traceparent` flows from inbound to SCWM and to result events); they are
@@ -9,6 +10,8 @@
 //!   flushed at shutdown. `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES` and
 //!   `OTEL_TRACES_SAMPLER(_ARG)` are honoured by the SDK.
 //! - Metrics: one process-wide Prometheus recorder, rendered at `GET /metrics`.
+
+mod flat;
 
 use std::{io::IsTerminal, sync::OnceLock};
 
@@ -49,12 +52,12 @@ impl Telemetry {
         let registry = tracing_subscriber::registry()
             .with(filter())
             .with(tracing_opentelemetry::layer().with_tracer(tracer).with_error_records_to_exceptions(true));
-        if std::io::stdout().is_terminal() {
-            registry.with(fmt::layer()).try_init()?;
-        } else {
+        if log_as_json() {
             registry
-                .with(fmt::layer().json().flatten_event(true).with_current_span(false).with_span_list(true))
+                .with(fmt::layer().fmt_fields(fmt::format::JsonFields::new()).event_format(flat::FlatJson))
                 .try_init()?;
+        } else {
+            registry.with(fmt::layer()).try_init()?;
         }
         if exporting {
             tracing::info!("exporting traces over OTLP");
@@ -74,6 +77,15 @@ impl Telemetry {
             Ok(Err(e)) => tracing::warn!(error = %e, "flushing traces failed"),
             Err(e) => tracing::warn!(error = %e, "flushing traces failed"),
         }
+    }
+}
+
+/// `LOG_FORMAT=json` or `text`; unset: text on a terminal, JSON lines elsewhere.
+pub fn log_as_json() -> bool {
+    match std::env::var("LOG_FORMAT").as_deref().map(str::to_ascii_lowercase).as_deref() {
+        Ok("json") => true,
+        Ok("text") => false,
+        _ => !std::io::stdout().is_terminal(),
     }
 }
 

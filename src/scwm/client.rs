@@ -432,7 +432,7 @@ impl ScwmClient {
         if let Err(retry_after) = inner.breaker.check() {
             tracing::debug!(
                 op,
-                license_plate = plate,
+                scwm.license_plate = plate,
                 attempts = before,
                 "SCWM circuit is open; not sending"
             );
@@ -447,7 +447,7 @@ impl ScwmClient {
         let permit = inner.breaker.admit().map_err(|retry_after| {
             tracing::debug!(
                 op,
-                license_plate = plate,
+                scwm.license_plate = plate,
                 attempts = before,
                 "SCWM circuit is open; not sending"
             );
@@ -488,7 +488,7 @@ impl ScwmClient {
                 permit.record(false);
                 tracing::debug!(
                     op,
-                    license_plate = plate,
+                    scwm.license_plate = plate,
                     attempt = before + 1,
                     status,
                     err_code = envelope.header().err_code.as_str(),
@@ -510,7 +510,7 @@ impl ScwmClient {
         if !error.is_retryable() || f.attempt >= self.inner.retry.max_attempts {
             tracing::debug!(
                 op,
-                license_plate = plate,
+                scwm.license_plate = plate,
                 attempt = f.attempt,
                 status = f.status,
                 err_code = f.err_code,
@@ -524,7 +524,7 @@ impl ScwmClient {
         if let Err(retry_after) = self.inner.breaker.check() {
             tracing::warn!(
                 op,
-                license_plate = plate,
+                scwm.license_plate = plate,
                 attempt = f.attempt,
                 status = f.status,
                 err_code = f.err_code,
@@ -539,7 +539,7 @@ impl ScwmClient {
         let delay = self.inner.retry.delay_for(f.attempt - 1, hint, &mut rand::rng());
         tracing::warn!(
             op,
-            license_plate = plate,
+            scwm.license_plate = plate,
             attempt = f.attempt,
             status = f.status,
             err_code = f.err_code,

@@ -318,3 +318,94 @@ fn the_configuration_reference_in_docs_is_what_the_code_reads() {
     }
     assert!(generated.contains("`INCIDENT_BRIDGE_RECONCILE__READS_PER_SECOND`"));
 }
+
+/// The bridge as a child process with `env`, and every line it writes to stdout.
+async fn bridge_with_lines(
+    config: &str,
+    dir: &tempfile::TempDir,
+    env: &[(&str, &str)],
+) -> (tokio::process::Child, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    use std::io::{BufRead, BufReader};
+    let path = dir.path().join("bridge.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&path)
+        .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stdout = std::fs::File::from(child.stdout.take().unwrap().into_owned_fd().unwrap());
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    (child, rx)
+}
+
+#[tokio::test]
+async fn json_logs_put_every_field_at_the_top_level_and_name_each_alert_decision() {
+    use crate::kit::alerts::{BEARER, Step, am_source, correlation_key, keyed_notification};
+    let sim = crate::kit::start_simulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::kit::config_text(&sim.url(), &am_source("am", ""));
+    let (mut child, mut lines) = bridge_with_lines(&config, &dir, &[("LOG_FORMAT", "json")]).await;
+    let addr = within(30, "the ready line", async {
+        loop {
+            let line = lines.recv().await.expect("the bridge writes");
+            let v: serde_json::Value = serde_json::from_str(&line).expect("every line is JSON");
+            if v["message"] == "incident-bridge ready" {
+                break v["addr"].as_str().unwrap().to_owned();
+            }
+        }
+    })
+    .await;
+    let resp = reqwest::Client::new()
+        .post(format!("http://{addr}/webhooks/am"))
+        .header("content-type", "application/json")
+        .bearer_auth(BEARER)
+        .body(keyed_notification(1, Step::Fire))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let decision = within(30, "the decision line", async {
+        loop {
+            let v: serde_json::Value = serde_json::from_str(&lines.recv().await.unwrap()).unwrap();
+            if v["message"] == "lifecycle decision" {
+                break v;
+            }
+        }
+    })
+    .await;
+    assert_eq!(decision["alertname"], "QueueBacklog", "{decision}");
+    assert_eq!(decision["decision"], "add");
+    assert_eq!(decision["route"], "default");
+    assert_eq!(decision["key"], correlation_key("am", 1), "the event span's fields, flat: {decision}");
+    assert!(decision["license_plate"].as_str().is_some_and(|p| p.len() == 26), "{decision}");
+    assert!(decision["trace_id"].as_str().is_some_and(|t| t.len() == 32), "{decision}");
+    assert_eq!(decision["level"], "INFO");
+    assert!(decision.get("spans").is_none() && decision.get("fields").is_none(), "{decision}");
+    assert!(decision["attempt"].is_u64(), "integers stay integers: {decision}");
+    child.start_kill().unwrap();
+
+    // LOG_FORMAT=text: lines for people.
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, mut lines) = bridge_with_lines(&config, &dir, &[("LOG_FORMAT", "text")]).await;
+    within(30, "the ready line in text", async {
+        loop {
+            let line = lines.recv().await.expect("the bridge writes");
+            if line.contains("incident-bridge ready") {
+                assert!(serde_json::from_str::<serde_json::Value>(&line).is_err(), "{line}");
+                break;
+            }
+        }
+    })
+    .await;
+    child.start_kill().unwrap();
+}
