@@ -102,7 +102,7 @@ impl App {
             None => None,
         };
 
-        crate::observe::preregister(config.sources.names());
+        crate::observe::preregister(config.sources.names(), &crate::verify::VerifyError::KINDS);
         let client = ScwmClient::new(config.scwm.clone()).context("building the SCWM client")?;
         let mut sinks: Vec<Arc<dyn Sink>> = Vec::new();
         if config.results.log {

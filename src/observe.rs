@@ -160,7 +160,9 @@ pub fn nats_connected(connected: bool) {
 
 /// Registers the series of every source at zero, so a rate over them exists before the first
 /// event and an alert on "any dead letter" does not wait for a first one to have a baseline.
-pub fn preregister<'a>(sources: impl IntoIterator<Item = &'a str>) {
+/// `auth_reasons` are the labels an authentication failure can have (the verifier's, passed in:
+/// this module sits below it).
+pub fn preregister<'a>(sources: impl IntoIterator<Item = &'a str>, auth_reasons: &[&'static str]) {
     for source in sources {
         let s = || source.to_owned();
         for transport in ["http", "nats", "jetstream"] {
@@ -169,7 +171,7 @@ pub fn preregister<'a>(sources: impl IntoIterator<Item = &'a str>) {
         for outcome in ["done", "duplicate", "retry", "reject"] {
             counter!(EVENTS_PROCESSED, "source" => s(), "outcome" => outcome).absolute(0);
         }
-        for reason in crate::verify::VerifyError::KINDS {
+        for reason in auth_reasons.iter().copied() {
             counter!(AUTH_FAILURES, "source" => s(), "reason" => reason).absolute(0);
         }
         for reason in DEAD_LETTER_KINDS {
