@@ -110,8 +110,12 @@ impl App {
         }
         sinks.extend(extras.sinks);
         let nats_results = nats.as_ref().zip(config.nats.as_ref().and_then(|n| n.results.as_ref()));
-        // Alerts need the correlation store; results bound for NATS need its outbox.
-        let opened = if config.sources.iter().any(|s| s.kind.carries_alerts()) || nats_results.is_some() {
+        // Alerts need the correlation store; results bound for NATS need its outbox; kept dead
+        // letters need its dead-letter table.
+        let opened = if config.sources.iter().any(|s| s.kind.carries_alerts())
+            || nats_results.is_some()
+            || config.results.keep_dead_letters > 0
+        {
             let opened = store::open_with_outbox(&config.store, nats.clone()).await.with_context(|| {
                 format!("opening the correlation store ({})", config.store.backend.name())
             })?;
@@ -120,6 +124,14 @@ impl App {
             None
         };
         let mut publisher = Publisher::new(sinks);
+        if let Some(opened) = &opened
+            && config.results.keep_dead_letters > 0
+        {
+            publisher = publisher.with_kept(crate::publish::kept::Kept {
+                store: Arc::clone(&opened.dead_letters),
+                limit: config.results.keep_dead_letters,
+            });
+        }
         let mut relay = None;
         if let (Some((client, results)), Some(opened)) = (nats_results, &opened) {
             let sink = Arc::new(NatsSink::new(
@@ -206,6 +218,7 @@ impl App {
             sync_timeout: config.server.sync_timeout,
             body_read_timeout: config.server.body_read_timeout,
             admin: config.admin.as_ref().map(|a| Arc::clone(&a.auth)),
+            max_replays: config.results.max_replays,
         });
         let addr = listener.local_addr()?;
         let http_stop = CancellationToken::new();

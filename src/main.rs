@@ -88,6 +88,20 @@ enum Command {
         #[arg(long, global = true)]
         token_file: Option<PathBuf>,
     },
+    /// The dead letters a running bridge keeps (its admin API): list, show, replay, purge.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+        /// The bridge to ask.
+        #[arg(long, global = true, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// The admin API's bearer token.
+        #[arg(long, global = true, env = "INCIDENT_BRIDGE_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// A file holding the admin API's bearer token.
+        #[arg(long, global = true)]
+        token_file: Option<PathBuf>,
+    },
     /// Run the SCWM simulator alone.
     SimulateScwm {
         /// Address to listen on.
@@ -131,6 +145,70 @@ enum StoreCommand {
         /// The revision a get showed; without it, the current one is read first.
         #[arg(long)]
         revision: Option<u64>,
+    },
+}
+
+/// Which dead letters a dlq command is about.
+#[derive(clap::Args)]
+struct LetterFilter {
+    #[arg(long)]
+    source: Option<String>,
+    #[arg(long)]
+    op: Option<String>,
+    /// The `reason_kind` (`retries_exhausted`, `scwm_rejected`, ...).
+    #[arg(long)]
+    reason: Option<String>,
+    #[arg(long)]
+    key: Option<String>,
+    /// RFC 3339, or a duration back from now (`12h`).
+    #[arg(long)]
+    since: Option<String>,
+}
+
+impl LetterFilter {
+    fn pairs(self) -> Vec<(&'static str, Option<String>)> {
+        vec![
+            ("source", self.source),
+            ("op", self.op),
+            ("reason", self.reason),
+            ("key", self.key),
+            ("since", self.since),
+        ]
+    }
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// Kept dead letters, newest first, without their bodies.
+    List {
+        #[command(flatten)]
+        filter: LetterFilter,
+        #[arg(long, default_value_t = 100)]
+        max: usize,
+    },
+    /// One dead letter, with its whole original message.
+    Show { id: String },
+    /// Send dead letters through the pipeline again, with their original licensePlates (a
+    /// letter that succeeds leaves the store; replaying twice cannot act twice).
+    Replay {
+        /// One letter; or use the filters.
+        id: Option<String>,
+        #[command(flatten)]
+        filter: LetterFilter,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        max: usize,
+        /// Say what would be replayed; replay nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Forget dead letters: one, the filtered ones, or --all.
+    Purge {
+        id: Option<String>,
+        #[command(flatten)]
+        filter: LetterFilter,
+        #[arg(long)]
+        all: bool,
     },
 }
 
@@ -181,6 +259,18 @@ fn main() -> ExitCode {
                 }
                 Err(e) => {
                     eprintln!("store: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Dlq { command, url, token, token_file } => {
+            match dlq(command, &url, token, token_file.as_deref()) {
+                Ok(text) => {
+                    println!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("dlq: {e:#}");
                     ExitCode::FAILURE
                 }
             }
@@ -262,6 +352,44 @@ fn explain(
             runtime.block_on(operate::explain_online(url, token.as_deref(), &message))
         }
     }
+}
+
+/// `incident-bridge dlq ...`: the admin API's answer.
+fn dlq(
+    command: DlqCommand,
+    url: &str,
+    token: Option<String>,
+    token_file: Option<&std::path::Path>,
+) -> anyhow::Result<String> {
+    use anyhow::Context;
+    use incident_bridge::operate::{self, query};
+    use reqwest::Method;
+
+    let token = operate::token(token, token_file)?;
+    let (method, path, mut pairs) = match command {
+        DlqCommand::List { filter, max } => {
+            let mut p = filter.pairs();
+            p.push(("limit", Some(max.to_string())));
+            (Method::GET, "/v1/dlq", p)
+        }
+        DlqCommand::Show { id } => (Method::GET, "/v1/dlq/letter", vec![("id", Some(id))]),
+        DlqCommand::Replay { id, filter, max, dry_run } => {
+            let mut p = filter.pairs();
+            p.push(("id", id));
+            p.push(("limit", Some(max.to_string())));
+            p.push(("dry_run", dry_run.then(|| "true".to_owned())));
+            (Method::POST, "/v1/dlq/replay", p)
+        }
+        DlqCommand::Purge { id, filter, all } => {
+            let mut p = filter.pairs();
+            p.push(("id", id));
+            p.push(("all", all.then(|| "true".to_owned())));
+            (Method::DELETE, "/v1/dlq", p)
+        }
+    };
+    pairs.retain(|(_, v)| v.is_some());
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(operate::admin(method, url, &format!("{path}{}", query(&pairs)), token.as_deref()))
 }
 
 /// `incident-bridge store ...`: the admin API's answer.

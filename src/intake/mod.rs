@@ -247,6 +247,64 @@ impl Intake {
         Ok(Explained { source: spec.name.clone(), verification, events })
     }
 
+    /// Sends a kept dead letter's original message through the intake and the pipeline again,
+    /// as it came, with its original licensePlate: SCWM recognises a request it already
+    /// carried out, so a replay cannot act twice. It is not verified again (its credentials
+    /// were not kept; it was verified when it came, and an operator asks for the replay); a
+    /// letter that never passed verification is refused. `within` bounds the wait for the
+    /// outcomes.
+    pub async fn replay(
+        &self,
+        kept: &crate::publish::kept::KeptLetter,
+        within: Duration,
+    ) -> Result<Vec<Outcome>, String> {
+        if kept.reason_kind == "unauthenticated" {
+            return Err("it never passed authentication; replaying it would let it in".into());
+        }
+        let spec =
+            self.sources.get(&kept.source).ok_or_else(|| format!("no source named `{}` now", kept.source))?;
+        let transport = match kept.transport.as_str() {
+            "nats" => crate::event::Transport::Nats,
+            "jetstream" => crate::event::Transport::Jetstream,
+            _ => crate::event::Transport::Http,
+        };
+        let inbound = Inbound {
+            source: Source {
+                transport,
+                name: kept.source.clone(),
+                subject: kept.subject.clone(),
+                stream: None,
+                stream_sequence: None,
+                stream_published_ms: None,
+            },
+            original: Original { body: kept.body_bytes(), headers: kept.headers.clone() },
+            received_at: std::time::SystemTime::now(),
+            identity: None,
+        };
+        let decoder = Decoder::new(Arc::clone(spec));
+        let verified = decoder
+            .verify_dry(inbound, &crate::headers::NoHeaders, false)
+            .map_err(|e| format!("cannot be read again: {e}"))?;
+        let mut decoded = decoder.decode(&verified).map_err(|e| format!("still cannot be decoded: {e}"))?;
+        // A native command's licensePlate came from its delivery, which is gone: give it back,
+        // so SCWM sees the same request. An alert's plates come from what it is, and match.
+        if let (Some(plate), [event]) = (&kept.license_plate, decoded.events.as_mut_slice())
+            && matches!(event.kind, crate::event::EventKind::Command(_))
+            && let Ok(plate) = crate::ids::LicensePlate::parse(plate)
+        {
+            event.license_plate = plate;
+        }
+        let read = Read {
+            events: decoded.events,
+            receipt: Receipt::default(),
+            spec: Arc::clone(spec),
+            over_nats: false,
+            delivery: None,
+        };
+        let tickets = self.submit(read, Delivery::ONLY, Room::Refuse).await;
+        tickets.outcomes(Some(within), |_| false).await.map_err(|e| format!("{e:?}"))
+    }
+
     /// What the bridge remembers of `read`'s delivery: seen and answered, still being handled,
     /// used for another request, or new (claimed now).
     pub fn recall(&self, read: &Read, now: Instant) -> Recall {

@@ -11,11 +11,19 @@ use crate::{lenient, settings::Problems};
 pub struct RawResults {
     #[serde(deserialize_with = "lenient::value")]
     pub log: bool,
+    /// Dead letters kept in the store for `incident-bridge dlq` (list, show, replay, purge); the
+    /// oldest go first past this many; 0 keeps none (and a bridge with neither alert sources nor
+    /// results on NATS then opens no store).
+    #[serde(deserialize_with = "lenient::value")]
+    pub keep_dead_letters: usize,
+    /// How often one dead letter may be replayed; past it, a replay is refused.
+    #[serde(deserialize_with = "lenient::value")]
+    pub max_replays: u32,
 }
 
 impl Default for RawResults {
     fn default() -> Self {
-        Self { log: true }
+        Self { log: true, keep_dead_letters: 10_000, max_replays: 3 }
     }
 }
 
@@ -48,10 +56,12 @@ impl Default for RawNatsResults {
 pub struct ResultsSettings {
     /// Write every result event and dead letter to the log as a JSON line.
     pub log: bool,
+    pub keep_dead_letters: usize,
+    pub max_replays: u32,
 }
 
 pub fn build(raw: RawResults) -> ResultsSettings {
-    ResultsSettings { log: raw.log }
+    ResultsSettings { log: raw.log, keep_dead_letters: raw.keep_dead_letters, max_replays: raw.max_replays }
 }
 
 #[derive(Debug, Clone)]

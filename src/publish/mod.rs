@@ -8,6 +8,7 @@
 
 mod channel;
 pub mod config;
+pub mod kept;
 mod log;
 pub mod nats;
 pub mod outbox;
@@ -179,17 +180,28 @@ pub trait Sink: Send + Sync {
 pub struct Publisher {
     sinks: Vec<Arc<dyn Sink>>,
     relay: Option<Arc<outbox::Relay>>,
+    kept: Option<kept::Kept>,
 }
 
 impl Publisher {
     pub fn new(sinks: Vec<Arc<dyn Sink>>) -> Self {
-        Self { sinks, relay: None }
+        Self { sinks, relay: None, kept: None }
     }
 
     /// Results and dead letters bound for NATS go through `relay`'s outbox.
     pub fn with_outbox(mut self, relay: Arc<outbox::Relay>) -> Self {
         self.relay = Some(relay);
         self
+    }
+
+    /// Dead letters are kept in `kept` too, for people to list and replay.
+    pub fn with_kept(mut self, kept: kept::Kept) -> Self {
+        self.kept = Some(kept);
+        self
+    }
+
+    pub fn kept(&self) -> Option<&kept::Kept> {
+        self.kept.as_ref()
     }
 
     pub fn relay(&self) -> Option<&Arc<outbox::Relay>> {
@@ -213,6 +225,10 @@ impl Publisher {
     }
 
     pub async fn dead_letter(&self, letter: &DeadLetter) -> Result<(), PublishError> {
+        // Kept first: whoever hears of the letter can find it.
+        if let Some(kept) = &self.kept {
+            kept.keep(letter).await?;
+        }
         for sink in &self.sinks {
             sink.dead_letter(letter).await?;
         }

@@ -35,10 +35,13 @@ const VALUES: TableDefinition<&str, (u64, &[u8])> = TableDefinition::new("correl
 pub(super) const OUTBOX: TableDefinition<&str, &[u8]> = TableDefinition::new("outbox");
 /// Outbox entries kept whole after they were published cut to fit (dead letters too large).
 pub(super) const KEPT: TableDefinition<&str, &[u8]> = TableDefinition::new("kept");
+/// Dead letters by id, each with the sequence it was written at, to drop the oldest first.
+const DEAD_LETTERS: TableDefinition<&str, (u64, &[u8])> = TableDefinition::new("dead_letters");
 /// Store-wide counters and the file's format version.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// The last revision issued. Only grows, also across deletes, so revisions are never reused.
 const LAST_REVISION: &str = "last_revision";
+const DEAD_LETTER_SEQ: &str = "dead_letter_seq";
 /// The layout version written into a new file, checked on open.
 const FORMAT: &str = "format";
 const FORMAT_VERSION: u64 = 1;
@@ -164,6 +167,7 @@ fn init(db: &Database) -> Result<(), StoreError> {
         txn.open_table(VALUES).map_err(map_err)?;
         txn.open_table(OUTBOX).map_err(map_err)?;
         txn.open_table(KEPT).map_err(map_err)?;
+        txn.open_table(DEAD_LETTERS).map_err(map_err)?;
         let mut meta = txn.open_table(META).map_err(map_err)?;
         let format = meta.get(FORMAT).map_err(map_err)?.map(|v| v.value());
         match format {
@@ -302,6 +306,71 @@ impl Outbox for EmbeddedStore {
             let txn = db.begin_read().map_err(map_err)?;
             let table = txn.open_table(KEPT).map_err(map_err)?;
             Ok(table.get(id.as_str()).map_err(map_err)?.map(|g| Bytes::copy_from_slice(g.value())))
+        })
+    }
+}
+
+impl super::DeadLetterStore for EmbeddedStore {
+    fn put_letter<'a>(
+        &'a self,
+        id: &'a str,
+        entry: Bytes,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let id = id.to_owned();
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(map_err)?;
+            {
+                let mut table = txn.open_table(DEAD_LETTERS).map_err(map_err)?;
+                let mut meta = txn.open_table(META).map_err(map_err)?;
+                let seq = meta.get(DEAD_LETTER_SEQ).map_err(map_err)?.map_or(0, |v| v.value()) + 1;
+                meta.insert(DEAD_LETTER_SEQ, seq).map_err(map_err)?;
+                table.insert(id.as_str(), (seq, &entry[..])).map_err(map_err)?;
+                let len = usize::try_from(table.len().map_err(map_err)?).unwrap_or(usize::MAX);
+                if len > limit {
+                    let mut by_age: Vec<(u64, String)> = Vec::with_capacity(len);
+                    for row in table.iter().map_err(map_err)? {
+                        let (k, v) = row.map_err(map_err)?;
+                        by_age.push((v.value().0, k.value().to_owned()));
+                    }
+                    by_age.sort_unstable();
+                    for (_, old) in by_age.into_iter().take(len - limit) {
+                        table.remove(old.as_str()).map_err(map_err)?;
+                    }
+                }
+            }
+            txn.commit().map_err(map_err)
+        })
+    }
+
+    fn letters(&self) -> BoxFuture<'_, Result<Vec<(String, Bytes)>, StoreError>> {
+        self.blocking(|db| {
+            let txn = db.begin_read().map_err(map_err)?;
+            let table = txn.open_table(DEAD_LETTERS).map_err(map_err)?;
+            let mut out = Vec::new();
+            for row in table.iter().map_err(map_err)? {
+                let (k, v) = row.map_err(map_err)?;
+                out.push((k.value().to_owned(), Bytes::copy_from_slice(v.value().1)));
+            }
+            Ok(out)
+        })
+    }
+
+    fn letter<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Bytes>, StoreError>> {
+        let id = id.to_owned();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(map_err)?;
+            let table = txn.open_table(DEAD_LETTERS).map_err(map_err)?;
+            Ok(table.get(id.as_str()).map_err(map_err)?.map(|g| Bytes::copy_from_slice(g.value().1)))
+        })
+    }
+
+    fn remove_letter<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        let id = id.to_owned();
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(map_err)?;
+            txn.open_table(DEAD_LETTERS).map_err(map_err)?.remove(id.as_str()).map_err(map_err)?;
+            txn.commit().map_err(map_err)
         })
     }
 }

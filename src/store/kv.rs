@@ -400,6 +400,88 @@ impl Outbox for JetStreamKvStore {
     }
 }
 
+/// Dead letters live in the `<bucket>-kept` bucket beside the outbox's kept entries, under keys
+/// of their own (`dlq.<id>`), so no bucket is added to a deployment that made its buckets by
+/// hand. The bucket's revisions order them, to drop the ones written longest ago.
+const LETTER_PREFIX: &str = "dlq.";
+
+impl super::DeadLetterStore for JetStreamKvStore {
+    fn put_letter<'a>(
+        &'a self,
+        id: &'a str,
+        entry: Bytes,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        bounded(self.timeout, async move {
+            let max = self.max_value_len();
+            let entry = if entry.len() > max { entry.slice(..max) } else { entry };
+            let unavailable = |e: &dyn std::error::Error| StoreError::Unavailable(e.to_string());
+            self.kept.put(format!("{LETTER_PREFIX}{id}"), entry).await.map_err(|e| unavailable(&e))?;
+            let keys = self.letter_keys().await?;
+            if keys.len() > limit {
+                let mut by_age = Vec::with_capacity(keys.len());
+                for k in keys {
+                    if let Some(e) = self.kept.entry(&k).await.map_err(entry_error)? {
+                        by_age.push((e.revision, k));
+                    }
+                }
+                by_age.sort_unstable();
+                let excess = by_age.len().saturating_sub(limit);
+                for (_, k) in by_age.into_iter().take(excess) {
+                    self.kept.purge(&k).await.map_err(|e| unavailable(&e))?;
+                }
+            }
+            Ok(())
+        })
+        .boxed()
+    }
+
+    fn letters(&self) -> BoxFuture<'_, Result<Vec<(String, Bytes)>, StoreError>> {
+        bounded(self.timeout, async move {
+            let mut out = Vec::new();
+            for key in self.letter_keys().await? {
+                if let Some(v) =
+                    self.kept.get(&key).await.map_err(|e| StoreError::Unavailable(with_source(&e)))?
+                {
+                    out.push((key[LETTER_PREFIX.len()..].to_owned(), v));
+                }
+            }
+            Ok(out)
+        })
+        .boxed()
+    }
+
+    fn letter<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Bytes>, StoreError>> {
+        bounded(self.timeout, async move {
+            self.kept
+                .get(format!("{LETTER_PREFIX}{id}"))
+                .await
+                .map_err(|e| StoreError::Unavailable(with_source(&e)))
+        })
+        .boxed()
+    }
+
+    fn remove_letter<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        bounded(self.timeout, async move {
+            self.kept
+                .purge(format!("{LETTER_PREFIX}{id}"))
+                .await
+                .map_err(|e| StoreError::Unavailable(with_source(&e)))
+        })
+        .boxed()
+    }
+}
+
+impl JetStreamKvStore {
+    async fn letter_keys(&self) -> Result<Vec<String>, StoreError> {
+        let keys =
+            self.kept.keys().await.map_err(|e| StoreError::Unavailable(format!("listing keys: {e}")))?;
+        let keys: Vec<String> =
+            keys.try_collect().await.map_err(|e| StoreError::Unavailable(format!("listing keys: {e}")))?;
+        Ok(keys.into_iter().filter(|k| k.starts_with(LETTER_PREFIX)).collect())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

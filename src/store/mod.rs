@@ -186,11 +186,30 @@ pub trait Outbox: Send + Sync + 'static {
     }
 }
 
+/// Dead letters kept for people to look at and replay (`incident-bridge dlq`): opaque entries
+/// by id, bounded. An entry written again under its id replaces the old one (the caller names a
+/// message the same way each time it is dead-lettered).
+pub trait DeadLetterStore: Send + Sync + 'static {
+    /// Writes entry `id`; then, past `limit` entries, drops the ones written longest ago.
+    fn put_letter<'a>(
+        &'a self,
+        id: &'a str,
+        entry: Bytes,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Every entry, in no particular order.
+    fn letters(&self) -> BoxFuture<'_, Result<Vec<(String, Bytes)>, StoreError>>;
+    fn letter<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Bytes>, StoreError>>;
+    /// Removing an absent one is not an error.
+    fn remove_letter<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
+}
+
 /// The store and its outbox, which share one backend (one redb file, one set of KV buckets).
 #[derive(Clone)]
 pub struct Opened {
     pub store: Arc<dyn CorrelationStore>,
     pub outbox: Arc<dyn Outbox>,
+    pub dead_letters: Arc<dyn DeadLetterStore>,
 }
 
 /// Opens the configured backend. `nats` is the bridge's NATS connection, required by
@@ -216,7 +235,7 @@ pub async fn open_with_outbox(
             .await
             .map_err(|e| StoreError::Unavailable(format!("opening the embedded store failed: {e}")))??;
             let store = Arc::new(store);
-            Ok(Opened { store: store.clone(), outbox: store })
+            Ok(Opened { store: store.clone(), outbox: store.clone(), dead_letters: store })
         }
         BackendConfig::JetStreamKv { bucket, create_bucket, replicas } => {
             let Some(client) = nats else {
@@ -227,7 +246,7 @@ pub async fn open_with_outbox(
             let store =
                 JetStreamKvStore::open(client, bucket, *create_bucket, *replicas, config.timeout).await?;
             let store = Arc::new(store);
-            Ok(Opened { store: store.clone(), outbox: store })
+            Ok(Opened { store: store.clone(), outbox: store.clone(), dead_letters: store })
         }
     }
 }

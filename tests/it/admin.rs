@@ -251,3 +251,133 @@ async fn the_store_can_be_listed_read_and_forgotten_through_the_admin_api_and_th
     assert!(String::from_utf8_lossy(&out.stderr).contains("404"));
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_dead_letter_is_kept_listed_and_replayed_once_scwm_is_back_and_a_second_replay_changes_nothing() {
+    use incident_bridge::{
+        publish::Published,
+        sim::{Failure, Faults},
+    };
+    // The breaker stays closed through the outage, so the replay right after it is not refused
+    // by an open circuit (which it would be, and rightly, with the defaults).
+    let extra = format!("[scwm.breaker]\nfailure_threshold = 1000\n{}", admin());
+    let mut app = TestApp::start_against(crate::kit::start_simulator().await, &extra, &[]).await;
+    // SCWM is down: an asynchronous command runs out of retries and is dead-lettered.
+    app.sim.set_faults(Faults {
+        error_rate: 1.0,
+        error: Failure::Status { status: 503 },
+        ..Faults::default()
+    });
+    let accepted = app
+        .http
+        .post(app.url("/v1/incidents/add"))
+        .header("prefer", "respond-async")
+        .json(&json!({"title": "disk full on db-1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status(), 202);
+    let letter = crate::kit::within(30, "the dead letter", async {
+        loop {
+            if let Some(Published::DeadLetter(d)) = app.published.recv().await {
+                break d;
+            }
+        }
+    })
+    .await;
+    assert_eq!(letter.reason_kind, "retries_exhausted");
+    let plate = letter.license_plate.clone().unwrap().to_string();
+
+    let get = |path: &str| {
+        let req = app.http.get(app.url(path)).bearer_auth(ADMIN);
+        async move { req.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let post = |path: &str| {
+        let req = app.http.post(app.url(path)).bearer_auth(ADMIN);
+        async move { req.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let listed = get("/v1/dlq?reason=retries_exhausted").await;
+    assert_eq!(listed["total"], 1, "{listed}");
+    let kept = &listed["letters"][0];
+    assert_eq!((kept["op"].as_str(), kept["licensePlate"].as_str()), (Some("add"), Some(plate.as_str())));
+    assert!(kept.get("body").is_none(), "a listing leaves the body out");
+    let id = kept["id"].as_str().unwrap().to_owned();
+    let shown = get(&format!("/v1/dlq/letter?id={id}")).await;
+    assert_eq!(
+        serde_json::from_str::<Value>(shown["body"].as_str().unwrap()).unwrap(),
+        json!({"title": "disk full on db-1"})
+    );
+
+    // A dry run replays nothing.
+    let dry = post(&format!("/v1/dlq/replay?id={id}&dry_run=true")).await;
+    assert_eq!(dry["replayed"][0]["outcome"], "dry_run", "{dry}");
+    let calls = app.sim.request_count();
+
+    // SCWM is back: the replay opens the one incident, with the original licensePlate.
+    app.sim.set_faults(Faults::default());
+    let replay = post(&format!("/v1/dlq/replay?id={id}")).await;
+    assert_eq!(replay["replayed"][0]["settled"], true, "{replay}");
+    assert_eq!(app.sim.incidents().len(), 1);
+    let sent = &app.sim.requests()[calls..];
+    assert_eq!(sent.len(), 1, "one request");
+    assert_eq!(sent[0].body["header"]["licensePlate"], plate.as_str());
+    assert_eq!(get("/v1/dlq").await["total"], 0, "a settled letter leaves the store");
+    // Again: nothing is left to replay, and SCWM sees nothing new.
+    let again = post(&format!("/v1/dlq/replay?id={id}")).await;
+    assert_eq!(again["replayed"], json!([]), "{again}");
+    assert_eq!(app.sim.incidents().len(), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_replay_that_fails_again_keeps_one_letter_counts_it_and_stops_at_max_replays() {
+    use incident_bridge::{
+        publish::Published,
+        sim::{Failure, Faults},
+    };
+    // `extra` goes right after the kit's `[results]` line: this key is in that table.
+    let extra = format!("max_replays = 1\n{}", admin());
+    let mut app = TestApp::start_against(crate::kit::start_simulator().await, &extra, &[]).await;
+    app.sim.set_faults(Faults {
+        error_rate: 1.0,
+        error: Failure::Status { status: 503 },
+        ..Faults::default()
+    });
+    let accepted = app
+        .http
+        .post(app.url("/v1/incidents/add"))
+        .header("prefer", "respond-async")
+        .json(&json!({"title": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status(), 202);
+    crate::kit::within(30, "the dead letter", async {
+        while !matches!(app.published.recv().await, Some(Published::DeadLetter(_))) {}
+    })
+    .await;
+    let req = |m: reqwest::Method, path: &str| app.http.request(m, app.url(path)).bearer_auth(ADMIN);
+    let replay = req(reqwest::Method::POST, "/v1/dlq/replay?op=add")
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(replay["replayed"][0]["settled"], false, "still down: {replay}");
+    let listed = req(reqwest::Method::GET, "/v1/dlq").send().await.unwrap().json::<Value>().await.unwrap();
+    assert_eq!(listed["total"], 1, "the same letter, not a second one: {listed}");
+    assert_eq!(listed["letters"][0]["replays"], 1);
+    let refused = req(reqwest::Method::POST, "/v1/dlq/replay?op=add")
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert!(refused["skipped"][0]["why"].as_str().unwrap().contains("max_replays"), "{refused}");
+    let purged =
+        req(reqwest::Method::DELETE, "/v1/dlq?all=true").send().await.unwrap().json::<Value>().await.unwrap();
+    assert_eq!(purged["purged"], 1);
+    app.stop().await;
+}

@@ -567,3 +567,31 @@ async fn the_configured_kv_backend_opens_on_the_given_connection() {
     let r = store.put(&key("k"), val("v"), None).await.unwrap();
     assert_eq!(store.get(&key("k")).await.unwrap().map(|v| v.revision), Some(r));
 }
+
+/// What both backends promise of kept dead letters: written again under an id, an entry
+/// replaces itself; past the limit, the ones written longest ago go; remove is idempotent.
+async fn dead_letters_behave(store: &dyn store::DeadLetterStore) {
+    let b = |s: &str| Bytes::from(s.to_owned());
+    for id in ["a", "b", "c"] {
+        store.put_letter(id, b(id), 3).await.unwrap();
+    }
+    store.put_letter("a", b("a again"), 3).await.unwrap();
+    assert_eq!(store.letter("a").await.unwrap(), Some(b("a again")));
+    store.put_letter("d", b("d"), 3).await.unwrap();
+    let mut ids: Vec<String> = store.letters().await.unwrap().into_iter().map(|(id, _)| id).collect();
+    ids.sort();
+    assert_eq!(ids, ["a", "c", "d"], "b was written longest ago (a was written again since)");
+    store.remove_letter("c").await.unwrap();
+    store.remove_letter("c").await.unwrap();
+    assert_eq!(store.letter("c").await.unwrap(), None);
+    assert_eq!(store.letters().await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn both_backends_keep_dead_letters_bounded_and_by_id() {
+    let dir = tempfile::tempdir().unwrap();
+    dead_letters_behave(&embedded_in(&dir)).await;
+    let nats = NatsServer::start();
+    let kv = kv_store(nats.client().await, "letters", TIMEOUT).await;
+    within(30, "the KV dead letters", dead_letters_behave(&kv)).await;
+}

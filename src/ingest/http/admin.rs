@@ -22,7 +22,11 @@ use serde::Deserialize;
 
 use super::{HttpState, body, inbound, problem::Problem, status};
 use crate::{
-    pipeline::inspect::{Filter, InspectError},
+    pipeline::{
+        Outcome,
+        inspect::{Filter, InspectError},
+    },
+    publish::kept::{Kept, KeptLetter},
     sources::SourceKind,
 };
 
@@ -209,4 +213,204 @@ pub async fn explain(
             .detail(e.to_string())
             .into_response(),
     }
+}
+
+/// Which kept dead letters a dlq call is about.
+#[derive(Debug, Default, Deserialize)]
+pub struct LetterQuery {
+    id: Option<String>,
+    source: Option<String>,
+    op: Option<String>,
+    reason: Option<String>,
+    key: Option<String>,
+    /// RFC 3339, or a duration back from now (`"12h"`).
+    since: Option<String>,
+    /// At most this many (list, replay).
+    limit: Option<usize>,
+    /// Replay: say what would be replayed, replay nothing.
+    #[serde(default)]
+    dry_run: bool,
+    /// Purge: with no other filter, every letter.
+    #[serde(default)]
+    all: bool,
+}
+
+impl LetterQuery {
+    fn filters_anything(&self) -> bool {
+        self.id.is_some()
+            || self.source.is_some()
+            || self.op.is_some()
+            || self.reason.is_some()
+            || self.key.is_some()
+            || self.since.is_some()
+    }
+
+    fn since(&self) -> Result<Option<String>, String> {
+        let Some(text) = &self.since else { return Ok(None) };
+        let at = match humantime::parse_rfc3339_weak(text) {
+            Ok(t) => t,
+            Err(_) => {
+                let ago = humantime::parse_duration(text)
+                    .map_err(|_| format!("`since={text}`: neither an RFC 3339 time nor a duration"))?;
+                SystemTime::now() - ago
+            }
+        };
+        Ok(Some(humantime::format_rfc3339_millis(at).to_string()))
+    }
+
+    fn matches(&self, l: &KeptLetter, since: Option<&str>) -> bool {
+        let is = |want: &Option<String>, have: Option<&str>| want.as_deref().is_none_or(|w| have == Some(w));
+        is(&self.id, Some(&l.id))
+            && is(&self.source, Some(&l.source))
+            && is(&self.op, l.op.as_deref())
+            && is(&self.reason, Some(&l.reason_kind))
+            && is(&self.key, l.key.as_deref())
+            && since.is_none_or(|s| l.at.as_str() >= s)
+    }
+}
+
+/// The kept letters a query selects, newest first; or the answer to give instead.
+async fn selected(state: &HttpState, q: &LetterQuery) -> Result<(Kept, Vec<KeptLetter>), Response> {
+    let Some(kept) = state.intake.runner().pipeline().publisher().kept().cloned() else {
+        return Err(Problem::new(StatusCode::NOT_FOUND, "no-dead-letter-store", "No dead letters kept")
+            .detail("results.keep_dead_letters is 0: no dead letters are kept")
+            .into_response());
+    };
+    let since = q.since().map_err(|e| {
+        Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-request", "Invalid query")
+            .detail(e)
+            .into_response()
+    })?;
+    let all = kept.all().await.map_err(|e| inspect_problem(InspectError::Store(e)))?;
+    let chosen = all.into_iter().filter(|l| q.matches(l, since.as_deref())).collect();
+    Ok((kept, chosen))
+}
+
+/// What a listing shows of a letter: everything but the body and headers (`show` has them).
+fn summary(l: &KeptLetter) -> serde_json::Value {
+    let mut v = serde_json::to_value(l).expect("a kept letter serialises");
+    if let Some(o) = v.as_object_mut() {
+        o.remove("body");
+        o.remove("headers");
+        o.remove("encoding");
+    }
+    v
+}
+
+/// `GET /v1/dlq?source=&op=&reason=&key=&since=&limit=`.
+pub async fn dlq_list(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    Query(q): Query<LetterQuery>,
+) -> Response {
+    if let Some(refused) = refusal(&state, &headers, &Bytes::new()) {
+        return refused;
+    }
+    let (_, letters) = match selected(&state, &q).await {
+        Ok(s) => s,
+        Err(answer) => return answer,
+    };
+    let total = letters.len();
+    let shown: Vec<_> = letters.iter().take(q.limit.unwrap_or(100)).map(summary).collect();
+    json_answer(StatusCode::OK, &serde_json::json!({"total": total, "letters": shown}))
+}
+
+/// `GET /v1/dlq/letter?id=`: the whole letter, original message included.
+pub async fn dlq_show(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    Query(q): Query<LetterQuery>,
+) -> Response {
+    if let Some(refused) = refusal(&state, &headers, &Bytes::new()) {
+        return refused;
+    }
+    if q.id.is_none() {
+        return Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-request", "id required")
+            .into_response();
+    }
+    match selected(&state, &q).await {
+        Ok((_, letters)) => match letters.first() {
+            Some(l) => json_answer(StatusCode::OK, l),
+            None => inspect_problem(InspectError::NotFound(q.id.clone().unwrap_or_default())),
+        },
+        Err(answer) => answer,
+    }
+}
+
+/// `POST /v1/dlq/replay?id=|filters&limit=&dry_run=true`: each selected letter through the
+/// pipeline again, with its original licensePlate; a letter that succeeds leaves the store.
+pub async fn dlq_replay(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    Query(q): Query<LetterQuery>,
+) -> Response {
+    if let Some(refused) = refusal(&state, &headers, &Bytes::new()) {
+        return refused;
+    }
+    if !q.filters_anything() {
+        return Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-request", "Say which letters")
+            .detail("name an id or a filter (source, op, reason, key, since)")
+            .into_response();
+    }
+    let (kept, letters) = match selected(&state, &q).await {
+        Ok(s) => s,
+        Err(answer) => return answer,
+    };
+    let mut replayed = Vec::new();
+    let mut skipped = Vec::new();
+    for mut letter in letters.into_iter().take(q.limit.unwrap_or(100)) {
+        if letter.replays >= state.max_replays {
+            skipped.push(serde_json::json!({"id": letter.id, "why": format!("replayed {} times already (results.max_replays)", letter.replays)}));
+            continue;
+        }
+        if q.dry_run {
+            replayed.push(serde_json::json!({"id": letter.id, "outcome": "dry_run", "op": letter.op, "key": letter.key}));
+            continue;
+        }
+        letter.replays += 1;
+        if let Err(e) = kept.put(&letter).await {
+            skipped.push(serde_json::json!({"id": letter.id, "why": e.to_string()}));
+            continue;
+        }
+        match state.intake.replay(&letter, state.sync_timeout).await {
+            Ok(outcomes) => {
+                let settled =
+                    outcomes.iter().all(|o| matches!(o, Outcome::Done(_) | Outcome::Duplicate { .. }));
+                if settled {
+                    let _ = kept.remove(&letter.id).await;
+                }
+                let told: Vec<_> = outcomes.iter().map(status::summary).collect();
+                replayed.push(serde_json::json!({"id": letter.id, "settled": settled, "outcomes": told}));
+            }
+            Err(why) => skipped.push(serde_json::json!({"id": letter.id, "why": why})),
+        }
+    }
+    json_answer(StatusCode::OK, &serde_json::json!({"replayed": replayed, "skipped": skipped}))
+}
+
+/// `DELETE /v1/dlq?id=|filters` (or `all=true`): forget the selected letters.
+pub async fn dlq_purge(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    Query(q): Query<LetterQuery>,
+) -> Response {
+    if let Some(refused) = refusal(&state, &headers, &Bytes::new()) {
+        return refused;
+    }
+    if !q.filters_anything() && !q.all {
+        return Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-request", "Say which letters")
+            .detail("name an id or a filter, or all=true for every letter")
+            .into_response();
+    }
+    let (kept, letters) = match selected(&state, &q).await {
+        Ok(s) => s,
+        Err(answer) => return answer,
+    };
+    let mut purged = 0;
+    for l in &letters {
+        if kept.remove(&l.id).await.is_ok() {
+            purged += 1;
+        }
+    }
+    json_answer(StatusCode::OK, &serde_json::json!({"purged": purged}))
 }

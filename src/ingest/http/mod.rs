@@ -39,6 +39,8 @@ pub struct HttpState {
     pub body_read_timeout: Duration,
     /// Who may use the admin API; `None`: it answers 404.
     pub admin: Option<std::sync::Arc<crate::verify::SourceAuth>>,
+    /// How often one dead letter may be replayed.
+    pub max_replays: u32,
 }
 
 /// A request as a message for the source decoder: its body, its headers minus credentials,
@@ -86,6 +88,9 @@ pub fn router(state: HttpState) -> Router {
         .route("/v1/explain/{source}", post(admin::explain))
         .route("/v1/store/keys", get(admin::store_list))
         .route("/v1/store/key", get(admin::store_get).delete(admin::store_forget))
+        .route("/v1/dlq", get(admin::dlq_list).delete(admin::dlq_purge))
+        .route("/v1/dlq/letter", get(admin::dlq_show))
+        .route("/v1/dlq/replay", post(admin::dlq_replay))
         .route_layer(axum::middleware::from_fn(trace_request))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
