@@ -237,43 +237,15 @@ fn main() -> ExitCode {
             println!("{}", serde_json::to_string_pretty(&schema).expect("a schema serialises"));
             ExitCode::SUCCESS
         }
-        Command::Explain { source, file, headers, url, token, token_file, config } => {
-            match explain(source, &file, &headers, &url, token, token_file.as_deref(), config.as_deref()) {
-                Ok(text) => {
-                    println!("{text}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("explain: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+        Command::Explain { source, file, headers, url, token, token_file, config } => printed(
+            "explain",
+            explain(source, &file, &headers, &url, token, token_file.as_deref(), config.as_deref()),
+        ),
         Command::Store { command, url, token, token_file } => {
-            match store(command, &url, token, token_file.as_deref()) {
-                Ok(text) => {
-                    if !text.is_empty() {
-                        println!("{text}");
-                    }
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("store: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
+            printed("store", store(command, &url, token, token_file.as_deref()))
         }
         Command::Dlq { command, url, token, token_file } => {
-            match dlq(command, &url, token, token_file.as_deref()) {
-                Ok(text) => {
-                    println!("{text}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("dlq: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
+            printed("dlq", dlq(command, &url, token, token_file.as_deref()))
         }
         Command::Serve { config } => {
             // Validation happens before anything starts, including the runtime and logging.
@@ -350,6 +322,22 @@ fn explain(
         None => {
             let token = operate::token(token, token_file)?;
             runtime.block_on(operate::explain_online(url, token.as_deref(), &message))
+        }
+    }
+}
+
+/// An operator command's outcome: its answer on stdout, or the error on stderr and a failure.
+fn printed(command: &str, answer: anyhow::Result<String>) -> ExitCode {
+    match answer {
+        Ok(text) => {
+            if !text.is_empty() {
+                println!("{text}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{command}: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }

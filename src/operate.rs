@@ -59,19 +59,7 @@ pub async fn explain_online(url: &str, token: Option<&str>, message: &Message) -
         "headers": message.headers.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
         "body": String::from_utf8_lossy(&message.body),
     });
-    let mut request = reqwest::Client::new()
-        .post(format!("{}/v1/explain/{}", url.trim_end_matches('/'), message.source))
-        .json(&body);
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let resp = request.send().await.with_context(|| format!("asking {url}"))?;
-    let status = resp.status();
-    let text = resp.text().await.context("reading the answer")?;
-    if !status.is_success() {
-        bail!("{url} answered {status}: {text}");
-    }
-    Ok(text)
+    call(reqwest::Method::POST, url, &format!("/v1/explain/{}", message.source), token, Some(&body)).await
 }
 
 /// A token as the CLI takes it: given, or read from a file without its trailing newline.
@@ -95,10 +83,23 @@ pub async fn admin(
     path_and_query: &str,
     token: Option<&str>,
 ) -> anyhow::Result<String> {
+    call(method, url, path_and_query, token, None).await
+}
+
+async fn call(
+    method: reqwest::Method,
+    url: &str,
+    path_and_query: &str,
+    token: Option<&str>,
+    body: Option<&serde_json::Value>,
+) -> anyhow::Result<String> {
     let target = format!("{}{path_and_query}", url.trim_end_matches('/'));
     let mut request = reqwest::Client::new().request(method, &target);
     if let Some(token) = token {
         request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.json(body);
     }
     let resp = request.send().await.with_context(|| format!("asking {url}"))?;
     let status = resp.status();

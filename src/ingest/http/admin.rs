@@ -66,6 +66,28 @@ fn refusal(state: &HttpState, headers: &HeaderMap, body: &Bytes) -> Option<Respo
         .then(|| Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized").into_response())
 }
 
+/// A request that may use the admin API: taking one as a handler argument checks it first
+/// (queries without a body; explain checks its body itself).
+pub struct Admitted;
+
+impl axum::extract::FromRequestParts<HttpState> for Admitted {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        state: &HttpState,
+    ) -> Result<Self, Response> {
+        match refusal(state, &parts.headers, &Bytes::new()) {
+            Some(refused) => Err(refused),
+            None => Ok(Admitted),
+        }
+    }
+}
+
+fn invalid(title: &'static str, detail: impl Into<String>) -> Response {
+    Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-request", title).detail(detail).into_response()
+}
+
 fn json_answer(status: StatusCode, value: &impl serde::Serialize) -> Response {
     let body = serde_json::to_string_pretty(value).expect("an answer serialises");
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
@@ -90,14 +112,7 @@ pub struct ListQuery {
 }
 
 /// `GET /v1/store/keys?prefix=&state=open|closed|none|pending&after=&limit=100`.
-pub async fn store_list(
-    State(state): State<HttpState>,
-    headers: HeaderMap,
-    Query(q): Query<ListQuery>,
-) -> Response {
-    if let Some(refused) = refusal(&state, &headers, &Bytes::new()) {
-        return refused;
-    }
+pub async fn store_list(State(state): State<HttpState>, _: Admitted, Query(q): Query<ListQuery>) -> Response {
     let filter = Filter {
         prefix: q.prefix,
         state: q.state,
@@ -117,14 +132,7 @@ pub struct KeyQuery {
 }
 
 /// `GET /v1/store/key?key=...`: the record and its revision.
-pub async fn store_get(
-    State(state): State<HttpState>,
-    headers: HeaderMap,
-    Query(q): Query<KeyQuery>,
-) -> Response {
-    if let Some(refused) = refusal(&state, &headers, &Bytes::new()) {
-        return refused;
-    }
+pub async fn store_get(State(state): State<HttpState>, _: Admitted, Query(q): Query<KeyQuery>) -> Response {
     match state.intake.runner().pipeline().store_get(&q.key).await {
         Ok(record) => json_answer(StatusCode::OK, &record),
         Err(e) => inspect_problem(e),
@@ -134,16 +142,14 @@ pub async fn store_get(
 /// `DELETE /v1/store/key?key=...&revision=N`: forget the key if it still has that revision.
 pub async fn store_forget(
     State(state): State<HttpState>,
-    headers: HeaderMap,
+    _: Admitted,
     Query(q): Query<KeyQuery>,
 ) -> Response {
-    if let Some(refused) = refusal(&state, &headers, &Bytes::new()) {
-        return refused;
-    }
     let Some(revision) = q.revision else {
-        return Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-request", "Revision required")
-            .detail("name the revision a get showed (`revision=N`), so nothing newer is forgotten")
-            .into_response();
+        return invalid(
+            "Revision required",
+            "name the revision a get showed (`revision=N`), so nothing newer is forgotten",
+        );
     };
     match state.intake.runner().pipeline().store_forget(&q.key, revision).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
@@ -298,14 +304,7 @@ fn summary(l: &KeptLetter) -> serde_json::Value {
 }
 
 /// `GET /v1/dlq?source=&op=&reason=&key=&since=&limit=`.
-pub async fn dlq_list(
-    State(state): State<HttpState>,
-    headers: HeaderMap,
-    Query(q): Query<LetterQuery>,
-) -> Response {
-    if let Some(refused) = refusal(&state, &headers, &Bytes::new()) {
-        return refused;
-    }
+pub async fn dlq_list(State(state): State<HttpState>, _: Admitted, Query(q): Query<LetterQuery>) -> Response {
     let (_, letters) = match selected(&state, &q).await {
         Ok(s) => s,
         Err(answer) => return answer,
@@ -316,17 +315,9 @@ pub async fn dlq_list(
 }
 
 /// `GET /v1/dlq/letter?id=`: the whole letter, original message included.
-pub async fn dlq_show(
-    State(state): State<HttpState>,
-    headers: HeaderMap,
-    Query(q): Query<LetterQuery>,
-) -> Response {
-    if let Some(refused) = refusal(&state, &headers, &Bytes::new()) {
-        return refused;
-    }
+pub async fn dlq_show(State(state): State<HttpState>, _: Admitted, Query(q): Query<LetterQuery>) -> Response {
     if q.id.is_none() {
-        return Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-request", "id required")
-            .into_response();
+        return invalid("id required", "name the letter: `id=dl-...`");
     }
     match selected(&state, &q).await {
         Ok((_, letters)) => match letters.first() {
@@ -341,16 +332,11 @@ pub async fn dlq_show(
 /// pipeline again, with its original licensePlate; a letter that succeeds leaves the store.
 pub async fn dlq_replay(
     State(state): State<HttpState>,
-    headers: HeaderMap,
+    _: Admitted,
     Query(q): Query<LetterQuery>,
 ) -> Response {
-    if let Some(refused) = refusal(&state, &headers, &Bytes::new()) {
-        return refused;
-    }
     if !q.filters_anything() {
-        return Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-request", "Say which letters")
-            .detail("name an id or a filter (source, op, reason, key, since)")
-            .into_response();
+        return invalid("Say which letters", "name an id or a filter (source, op, reason, key, since)");
     }
     let (kept, letters) = match selected(&state, &q).await {
         Ok(s) => s,
@@ -391,16 +377,11 @@ pub async fn dlq_replay(
 /// `DELETE /v1/dlq?id=|filters` (or `all=true`): forget the selected letters.
 pub async fn dlq_purge(
     State(state): State<HttpState>,
-    headers: HeaderMap,
+    _: Admitted,
     Query(q): Query<LetterQuery>,
 ) -> Response {
-    if let Some(refused) = refusal(&state, &headers, &Bytes::new()) {
-        return refused;
-    }
     if !q.filters_anything() && !q.all {
-        return Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-request", "Say which letters")
-            .detail("name an id or a filter, or all=true for every letter")
-            .into_response();
+        return invalid("Say which letters", "name an id or a filter, or all=true for every letter");
     }
     let (kept, letters) = match selected(&state, &q).await {
         Ok(s) => s,
