@@ -76,13 +76,7 @@ impl Pipeline {
     pub async fn explain(&self, event: &Event) -> Explanation {
         match &event.kind {
             EventKind::Command(cmd) => {
-                let request = ScwmRequest {
-                    op: cmd.op,
-                    license_plate: event.license_plate.clone(),
-                    owner_id: None,
-                    payload: Arc::clone(&cmd.payload),
-                    headers: HeaderMap::new(),
-                };
+                let request = super::command_request(event, cmd);
                 Explanation {
                     key: event.key.to_string(),
                     alertname: None,

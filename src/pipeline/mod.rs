@@ -339,13 +339,7 @@ impl Pipeline {
     }
 
     async fn run_command(&self, event: &Event, cmd: &Command, delivery: Delivery) -> Outcome {
-        let request = ScwmRequest {
-            op: cmd.op,
-            license_plate: event.license_plate.clone(),
-            owner_id: None,
-            payload: Arc::clone(&cmd.payload),
-            headers: HeaderMap::new(),
-        };
+        let request = command_request(event, cmd);
         let started = Instant::now();
         let called = tokio::select! {
             called = self.scwm.call(&request) => called,
@@ -550,5 +544,17 @@ fn result_event(
         traceparent: crate::trace_context::headers_of(&tracing::Span::current())
             .remove("traceparent")
             .unwrap_or_else(|| event.trace.child().to_string()),
+    }
+}
+
+/// The one SCWM request a native command is: its operation and payload as sent, the event's
+/// licensePlate.
+fn command_request(event: &Event, cmd: &Command) -> ScwmRequest {
+    ScwmRequest {
+        op: cmd.op,
+        license_plate: event.license_plate.clone(),
+        owner_id: None,
+        payload: Arc::clone(&cmd.payload),
+        headers: HeaderMap::new(),
     }
 }
