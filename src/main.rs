@@ -74,6 +74,17 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Run a test suite (YAML): cases of a payload, an optional given state and time, and what
+    /// each alert must do; a line per case and `N passed, M failed`; exit 1 on any failure.
+    Test {
+        suite: PathBuf,
+        /// The bridge configuration; else the suite's `config`.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Also write a JUnit XML report here.
+        #[arg(long)]
+        junit: Option<PathBuf>,
+    },
     /// What the correlation store of a running bridge holds (its admin API).
     Store {
         #[command(subcommand)]
@@ -241,6 +252,16 @@ fn main() -> ExitCode {
             "explain",
             explain(source, &file, &headers, &url, token, token_file.as_deref(), config.as_deref()),
         ),
+        Command::Test { suite, config, junit } => {
+            match test_suite(&suite, config.as_deref(), junit.as_deref()) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(e) => {
+                    eprintln!("test: {e:#}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::Store { command, url, token, token_file } => {
             printed("store", store(command, &url, token, token_file.as_deref()))
         }
@@ -324,6 +345,45 @@ fn explain(
             runtime.block_on(operate::explain_online(url, token.as_deref(), &message))
         }
     }
+}
+
+/// `incident-bridge test`: whether every case passed.
+fn test_suite(
+    path: &std::path::Path,
+    config: Option<&std::path::Path>,
+    junit: Option<&std::path::Path>,
+) -> anyhow::Result<bool> {
+    use anyhow::Context;
+    use incident_bridge::operate::suite;
+
+    let loaded = suite::read(path)?;
+    let config_path = match (config, &loaded.config) {
+        (Some(c), _) => c.to_path_buf(),
+        (None, Some(c)) => path.parent().unwrap_or(std::path::Path::new(".")).join(c),
+        (None, None) => anyhow::bail!("no configuration: give --config or the suite's `config`"),
+    };
+    let config = config::load_from_path(&config_path)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", config_path.display()))?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let results = runtime.block_on(suite::run(&loaded, path, config))?;
+    let mut failed = 0;
+    for r in &results {
+        if r.failures.is_empty() {
+            println!("ok    {}", r.name);
+        } else {
+            failed += 1;
+            println!("FAIL  {}", r.name);
+            for f in &r.failures {
+                println!("      {f}");
+            }
+        }
+    }
+    println!("{} passed, {failed} failed", results.len() - failed);
+    if let Some(out) = junit {
+        std::fs::write(out, suite::junit(&path.display().to_string(), &results))
+            .with_context(|| format!("writing {}", out.display()))?;
+    }
+    Ok(failed == 0)
 }
 
 /// An operator command's outcome: its answer on stdout, or the error on stderr and a failure.

@@ -227,6 +227,17 @@ impl Intake {
         inbound: Inbound,
         received: &(dyn HeaderLookup + Sync),
     ) -> Result<Explained, crate::decode::DecodeError> {
+        self.explain_against(spec, inbound, received, &Default::default()).await
+    }
+
+    /// [`Intake::explain`] against a given state and time (a test case).
+    pub async fn explain_against(
+        &self,
+        spec: &Arc<SourceSpec>,
+        inbound: Inbound,
+        received: &(dyn HeaderLookup + Sync),
+        against: &crate::pipeline::explain::Against,
+    ) -> Result<Explained, crate::decode::DecodeError> {
         let decoder = Decoder::new(Arc::clone(spec));
         let (verification, verified) = match decoder.verify_dry(inbound.clone(), received, true) {
             Ok(v) => ("passed".to_owned(), v),
@@ -242,7 +253,7 @@ impl Intake {
         let pipeline = self.runner.pipeline();
         let mut events = Vec::with_capacity(decoded.events.len());
         for event in &decoded.events {
-            events.push(pipeline.explain(event).await);
+            events.push(pipeline.explain_against(event, against).await);
         }
         Ok(Explained { source: spec.name.clone(), verification, events })
     }

@@ -66,6 +66,24 @@ pub struct ExplainedFallback {
     pub message: String,
 }
 
+/// A state to explain against instead of the store's (a test case's "given"): the key maps to
+/// `item_id`, open or closed `closed_ago`, and SCWM last received this very content or other.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Given {
+    pub item_id: String,
+    pub state: crate::lifecycle::IncidentState,
+    pub closed_ago: Option<std::time::Duration>,
+    pub same_content: bool,
+}
+
+/// What to explain against: the store and the clock (the default), or a given state and time.
+#[derive(Debug, Clone, Default)]
+pub struct Against {
+    /// `Some(None)`: the key is unknown, whatever the store says.
+    pub given: Option<Option<Given>>,
+    pub now: Option<SystemTime>,
+}
+
 /// What a request that needs the id of an incident the same intent adds carries before SCWM
 /// has answered the add.
 const ID_FROM_THE_ADD: &str = "<the id SCWM answers the add with>";
@@ -74,6 +92,11 @@ impl Pipeline {
     /// What [`Pipeline::process_one`] would do with `event` now. Reads the key's record; writes
     /// nothing and calls nothing.
     pub async fn explain(&self, event: &Event) -> Explanation {
+        self.explain_against(event, &Against::default()).await
+    }
+
+    /// [`Pipeline::explain`] against a given state and time instead of the store's and now.
+    pub async fn explain_against(&self, event: &Event, against: &Against) -> Explanation {
         match &event.kind {
             EventKind::Command(cmd) => {
                 let request = super::command_request(event, cmd);
@@ -89,11 +112,12 @@ impl Pipeline {
                     template_fallbacks: Vec::new(),
                 }
             }
-            EventKind::Alert(alert) => self.explain_alert(event, alert).await,
+            EventKind::Alert(alert) => self.explain_alert(event, alert, against).await,
         }
     }
 
-    async fn explain_alert(&self, event: &Event, alert: &AlertEvent) -> Explanation {
+    async fn explain_alert(&self, event: &Event, alert: &AlertEvent, against: &Against) -> Explanation {
+        let now = against.now.unwrap_or_else(SystemTime::now);
         let target = &alert.target;
         let mut explained = Explanation {
             key: event.key.to_string(),
@@ -133,15 +157,18 @@ impl Pipeline {
             Ok(c) => c,
             Err(e) => return reject(explained, format!("dead-lettered: template: {e}")),
         };
-        let record = match self.read_record(event).await {
-            Ok(record) => record,
-            Err(reason) => return reject(explained, reason),
+        let record = match &against.given {
+            Some(given) => given.as_ref().map(|g| given_record(g, &content.hash, now)),
+            None => match self.read_record(event).await {
+                Ok(record) => record,
+                Err(reason) => return reject(explained, reason),
+            },
         };
         explained.stored = record.as_ref().and_then(|r| serde_json::to_value(r).ok());
         let record = record.unwrap_or_default();
         let facts = super::alert::facts(spec, settings, event, alert);
         let claimant = Claimant { instance: "explain", claim_ttl: self.claim_ttl };
-        let planned = plan::plan(&record, &facts, &renderer, &content, claimant, SystemTime::now(), None);
+        let planned = plan::plan(&record, &facts, &renderer, &content, claimant, now, None);
         fallbacks(&renderer, &mut explained.template_fallbacks);
         let (decision, reason, to_run) = match planned {
             Err(e) => return reject(explained, format!("dead-lettered: template: {e}")),
@@ -220,4 +247,21 @@ impl Pipeline {
             result_id: ResultEvent::id_for(&request.license_plate, true),
         }
     }
+}
+
+/// The record a given state stands for.
+fn given_record(given: &Given, content_hash: &str, now: SystemTime) -> Record {
+    let hash =
+        if given.same_content { content_hash.to_owned() } else { format!("other than {content_hash}") };
+    let mut stored = crate::lifecycle::Stored::opened(
+        crate::ids::ItemId::new(given.item_id.clone()),
+        &hash,
+        now,
+        crate::ids::LicensePlate::derived(0, given.item_id.as_bytes()),
+    );
+    stored.state = given.state;
+    if given.state == crate::lifecycle::IncidentState::Closed {
+        stored.closed_at = Some(now - given.closed_ago.unwrap_or_default());
+    }
+    Record { stored: Some(stored), ..Record::default() }
 }

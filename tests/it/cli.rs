@@ -409,3 +409,32 @@ async fn json_logs_put_every_field_at_the_top_level_and_name_each_alert_decision
     .await;
     child.start_kill().unwrap();
 }
+
+#[test]
+fn the_example_test_suite_passes_and_a_wrong_expectation_fails_with_a_junit_report() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out =
+        Command::new(BIN).args(["test", &format!("{root}/examples/suite/suite.yaml")]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.trim_end().ends_with("7 passed, 0 failed"), "{text}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let suite = dir.path().join("suite.yaml");
+    std::fs::write(
+        &suite,
+        format!(
+            "config: {root}/examples/suite/bridge.toml\ncases:\n  - name: expects a close that is not there\n    source: alertmanager\n    payload_file: {root}/tests/fixtures/alertmanager/firing-single.json\n    expect:\n      - {{ops: [close]}}\n"
+        ),
+    )
+    .unwrap();
+    let junit = dir.path().join("junit.xml");
+    let out = Command::new(BIN).arg("test").arg(&suite).arg("--junit").arg(&junit).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("FAIL  expects a close that is not there"), "{text}");
+    assert!(text.contains(r#"ops are ["add", "submit"], expected ["close"]"#), "{text}");
+    assert!(text.trim_end().ends_with("0 passed, 1 failed"), "{text}");
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(xml.contains(r#"tests="1" failures="1""#) && xml.contains("<failure message="), "{xml}");
+}

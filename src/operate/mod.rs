@@ -1,6 +1,9 @@
-//! What the operator commands of the binary do (`incident-bridge explain`, `store`): ask a
-//! running bridge's admin API, or (explain) answer offline from a configuration alone. Owns no rule: the intake
-//! and the pipeline explain; this only builds what they need and carries the answer.
+//! What the operator commands of the binary do (`incident-bridge explain`, `store`, `dlq`,
+//! `test`): ask a running bridge's admin API, or (explain, test) answer offline from a
+//! configuration alone. Owns no rule: the intake and the pipeline explain; this only builds
+//! what they need and carries the answer.
+
+pub mod suite;
 
 use std::{path::Path, sync::Arc};
 
@@ -29,27 +32,57 @@ pub fn header(text: &str) -> anyhow::Result<(String, String)> {
     Ok((name.trim().to_owned(), value.trim().to_owned()))
 }
 
+/// Explains messages offline: the configuration's intake and pipeline, with no store opened
+/// (every key is unknown unless a case gives its state), no SCWM called, nothing published.
+pub struct Explainer {
+    intake: Intake,
+    runner: Runner,
+    sources: crate::sources::Sources,
+}
+
+impl Explainer {
+    pub fn new(config: Config) -> anyhow::Result<Self> {
+        let client = ScwmClient::new(config.scwm.clone()).context("building the SCWM client")?;
+        let pipeline = Pipeline::new(client, crate::publish::Publisher::default(), config.scwm.retry.clone())
+            .with_sources(config.sources.clone())
+            .with_reconcile(config.reconcile.clone());
+        let runner = Runner::new(Arc::new(pipeline), 1, 1);
+        let intake = Intake::new(runner.clone(), config.sources.clone(), CancellationToken::new());
+        Ok(Self { intake, runner, sources: config.sources })
+    }
+
+    pub async fn explain(
+        &self,
+        message: &Message,
+        against: &crate::pipeline::explain::Against,
+    ) -> anyhow::Result<Explained> {
+        let Some(spec) = self.sources.get(&message.source).cloned() else {
+            bail!("no source named `{}` in the configuration", message.source)
+        };
+        let headers: http::HeaderMap = message
+            .headers
+            .iter()
+            .map(|(n, v)| Ok((n.parse::<http::HeaderName>()?, v.parse::<http::HeaderValue>()?)))
+            .collect::<anyhow::Result<_>>()
+            .context("a header is not valid HTTP")?;
+        let inbound = crate::ingest::http::explain_inbound(&spec.name, &headers, message.body.clone());
+        self.intake
+            .explain_against(&spec, inbound, &headers, against)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))
+    }
+
+    pub fn close(&self) {
+        self.runner.close();
+    }
+}
+
 /// Explains `message` against `config` alone: no store is opened (every key is unknown), no
 /// SCWM is called, nothing is published.
 pub async fn explain_offline(config: Config, message: &Message) -> anyhow::Result<Explained> {
-    let client = ScwmClient::new(config.scwm.clone()).context("building the SCWM client")?;
-    let pipeline = Pipeline::new(client, crate::publish::Publisher::default(), config.scwm.retry.clone())
-        .with_sources(config.sources.clone())
-        .with_reconcile(config.reconcile.clone());
-    let runner = Runner::new(Arc::new(pipeline), 1, 1);
-    let intake = Intake::new(runner.clone(), config.sources.clone(), CancellationToken::new());
-    let Some(spec) = config.sources.get(&message.source).cloned() else {
-        bail!("no source named `{}` in the configuration", message.source)
-    };
-    let headers: http::HeaderMap = message
-        .headers
-        .iter()
-        .map(|(n, v)| Ok((n.parse::<http::HeaderName>()?, v.parse::<http::HeaderValue>()?)))
-        .collect::<anyhow::Result<_>>()
-        .context("a header is not valid HTTP")?;
-    let inbound = crate::ingest::http::explain_inbound(&spec.name, &headers, message.body.clone());
-    let explained = intake.explain(&spec, inbound, &headers).await.map_err(|e| anyhow::anyhow!("{e}"));
-    runner.close();
+    let explainer = Explainer::new(config)?;
+    let explained = explainer.explain(message, &Default::default()).await;
+    explainer.close();
     explained
 }
 
