@@ -273,7 +273,7 @@ fn main() -> ExitCode {
             let config = match config::load_from_path(&config) {
                 Ok(c) => c,
                 Err(e) => {
-                    eprint!("{}: {e}", config.display());
+                    config_errors(&config, &e);
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
@@ -384,6 +384,28 @@ fn test_suite(
             .with_context(|| format!("writing {}", out.display()))?;
     }
     Ok(failed == 0)
+}
+
+/// A configuration `serve` refuses, in the log's format: as text, or one JSON line per problem
+/// (so a log pipeline that parses the bridge's lines parses these too).
+fn config_errors(path: &std::path::Path, errors: &config::ConfigErrors) {
+    if !incident_bridge::telemetry::log_as_json() {
+        eprint!("{}: {errors}", path.display());
+        return;
+    }
+    let at = humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string();
+    for e in &errors.0 {
+        let line = serde_json::json!({
+            "timestamp": at,
+            "level": "ERROR",
+            "target": "incident_bridge::config",
+            "file": path.display().to_string(),
+            "key": e.key,
+            "problem": e.message,
+            "message": "invalid configuration",
+        });
+        eprintln!("{line}");
+    }
 }
 
 /// An operator command's outcome: its answer on stdout, or the error on stderr and a failure.

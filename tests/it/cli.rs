@@ -438,3 +438,27 @@ fn the_example_test_suite_passes_and_a_wrong_expectation_fails_with_a_junit_repo
     let xml = std::fs::read_to_string(&junit).unwrap();
     assert!(xml.contains(r#"tests="1" failures="1""#) && xml.contains("<failure message="), "{xml}");
 }
+
+#[test]
+fn serve_reports_a_bad_config_in_the_log_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(&dir, "[scwm]\nurl = \"http://127.0.0.1:1/x\"\n[pipeline]\nworkers = 0\n");
+    let out =
+        Command::new(BIN).args(["serve", "--config"]).arg(&path).env("LOG_FORMAT", "json").output().unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?} is not a JSON line: {e}")))
+        .collect();
+    let keys: Vec<&str> = lines.iter().map(|l| l["key"].as_str().unwrap()).collect();
+    for key in ["scwm.token", "scwm.owner_id", "pipeline.workers"] {
+        assert!(keys.contains(&key), "{key} missing from {keys:?}");
+    }
+    assert!(lines.iter().all(|l| l["level"] == "ERROR" && l["message"] == "invalid configuration"));
+    let out =
+        Command::new(BIN).args(["serve", "--config"]).arg(&path).env("LOG_FORMAT", "text").output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .starts_with(&format!("{}: invalid configuration", path.display()))
+    );
+}
