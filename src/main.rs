@@ -42,6 +42,10 @@ enum Command {
     CheckConfig {
         #[arg(long, short, env = "INCIDENT_BRIDGE_CONFIG")]
         config: PathBuf,
+        /// Also print the configuration in effect, key by key, with where each value came from
+        /// (the file, an environment variable, the default); secrets redacted.
+        #[arg(long)]
+        print: bool,
     },
     /// Print the JSON Schema of the configuration file (draft-07, self-contained).
     ConfigSchema,
@@ -229,9 +233,21 @@ const EXIT_CONFIG: u8 = 78;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::CheckConfig { config } => match config::load_from_path(&config) {
+        Command::CheckConfig { config, print } => match config::load_from_path(&config) {
             Ok(_) => {
                 println!("{}: configuration is valid", config.display());
+                if print {
+                    let text = std::fs::read_to_string(&config).unwrap_or_default();
+                    let env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
+                    if let Ok(lines) = config::effective(&text, &env) {
+                        let width =
+                            lines.iter().map(|l| l.key.len() + l.value.len() + 3).max().unwrap_or(0).min(72);
+                        for l in lines {
+                            let kv = format!("{} = {}", l.key, l.value);
+                            println!("{kv:width$}  # {}", l.origin);
+                        }
+                    }
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {

@@ -5,6 +5,7 @@
 //! without touching the process environment. It reports every problem it finds, each with the
 //! dotted key that has it; nothing starts on a config with problems.
 
+mod effective;
 mod env;
 mod raw;
 mod reference;
@@ -12,6 +13,7 @@ mod reference;
 use std::{collections::BTreeMap, fmt, io, path::Path, time::Duration};
 
 pub use crate::ingest::nats::config::{ConsumerConfig, NatsAuth, NatsConfig, NatsTls, SubscriptionConfig};
+pub use effective::{Effective, effective};
 pub use env::{Applied as Environment, PREFIX as ENV_PREFIX};
 use raw::RawConfig;
 pub use reference::reference;

@@ -462,3 +462,24 @@ fn serve_reports_a_bad_config_in_the_log_format() {
             .starts_with(&format!("{}: invalid configuration", path.display()))
     );
 }
+
+#[test]
+fn check_config_print_shows_each_value_and_where_it_came_from() {
+    let out = Command::new(BIN)
+        .args(["check-config", "--print", "--config", "examples/quickstart.toml"])
+        .env("INCIDENT_BRIDGE_PIPELINE__WORKERS", "8")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = |key: &str| {
+        text.lines().find(|l| l.starts_with(&format!("{key} = "))).unwrap_or_else(|| panic!("{key}: {text}"))
+    };
+    assert!(line("pipeline.workers").ends_with("# env INCIDENT_BRIDGE_PIPELINE__WORKERS"));
+    assert!(line("scwm.owner_id").ends_with("# file"));
+    assert!(line("reconcile.interval").ends_with("# default"));
+    assert!(
+        line("scwm.token").contains("<redacted>") && !text.contains("cXVpY2tzdGFydDpxdWlja3N0YXJ0"),
+        "{text}"
+    );
+}
