@@ -308,7 +308,8 @@ impl Pipeline {
             key = %event.key,
             source = %event.source.name,
             transport = event.source.transport.as_str(),
-            attempt = delivery.attempt,
+            // i64: the OpenTelemetry layer exports unsigned integers as text.
+            attempt = i64::from(delivery.attempt),
             trace_id = tracing::field::Empty,
         );
         let trace_id = crate::trace_context::trace_id_of(&span).unwrap_or_else(|| event.trace.trace_id_hex());

@@ -462,8 +462,9 @@ impl ScwmClient {
             http.request.method = "POST",
             url.full = %endpoint.url,
             server.address = endpoint.url.host_str().unwrap_or_default(),
-            server.port = endpoint.url.port_or_known_default().unwrap_or_default(),
-            http.request.resend_count = before,
+            // Integers as i64: the OpenTelemetry layer exports unsigned values as text.
+            server.port = i64::from(endpoint.url.port_or_known_default().unwrap_or_default()),
+            http.request.resend_count = i64::from(before),
             http.response.status_code = tracing::field::Empty,
             error.type = tracing::field::Empty,
             scwm.operation = op,
@@ -476,7 +477,7 @@ impl ScwmClient {
             .instrument(span.clone())
             .await;
         if let Some(status) = attempt.status {
-            span.record("http.response.status_code", status);
+            span.record("http.response.status_code", i64::from(status));
         }
         let elapsed_ms = started.elapsed().as_millis() as u64;
         match &attempt.answer {

@@ -120,6 +120,21 @@ async fn one_trace_runs_from_the_sender_through_scwm_to_the_result_event() {
     assert_eq!(publish.parent_span_id, event.span_id, "the publish hangs off processing");
     assert_eq!(scwm_tp, format!("00-{TRACE_ID}-{}-01", hex(&attempt.span_id)), "SCWM sees the attempt span");
     assert_eq!(tp, format!("00-{TRACE_ID}-{}-01", hex(&publish.span_id)), "readers see the publish span");
+    // Integer attributes are exported as integers, as the semantic conventions type them.
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
+    let attribute = |span: &Span, name: &str| {
+        span.attributes
+            .iter()
+            .find(|a| a.key == name)
+            .and_then(|a| a.value.as_ref())
+            .and_then(|v| v.value.clone())
+            .unwrap_or_else(|| panic!("{} has no attribute {name}", span.name))
+    };
+    assert_eq!(attribute(server, "http.response.status_code"), Any::IntValue(200));
+    assert_eq!(attribute(attempt, "http.response.status_code"), Any::IntValue(200));
+    assert_eq!(attribute(attempt, "http.request.resend_count"), Any::IntValue(0));
+    assert!(matches!(attribute(attempt, "server.port"), Any::IntValue(p) if p > 0));
+    assert_eq!(attribute(event, "attempt"), Any::IntValue(1));
     child.start_kill().unwrap();
 }
 

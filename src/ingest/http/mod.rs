@@ -198,7 +198,8 @@ async fn trace_request(
         .collect();
     crate::trace_context::continue_trace(&span, &trace_headers);
     let resp = tracing::Instrument::instrument(next.run(req), span.clone()).await;
-    span.record("http.response.status_code", resp.status().as_u16());
+    // i64: the OpenTelemetry layer exports unsigned integers as text.
+    span.record("http.response.status_code", i64::from(resp.status().as_u16()));
     resp
 }
 
