@@ -55,14 +55,8 @@ pub fn read(mut table: toml::Table) -> (RawConfig, Vec<(String, String)>) {
         None => {}
         Some(toml::Value::Table(sources)) => {
             for (name, source) in sources {
-                match serde_path_to_error::deserialize(source) {
-                    Ok(s) => {
-                        raw.sources.insert(name, s);
-                    }
-                    Err(e) => problems.push((
-                        join(&format!("sources.{name}"), &e.path().to_string()),
-                        e.into_inner().to_string(),
-                    )),
+                if let Some(s) = every_problem(source, &format!("sources.{name}"), &mut problems) {
+                    raw.sources.insert(name, s);
                 }
             }
         }
@@ -93,12 +87,87 @@ fn part<T: serde::de::DeserializeOwned>(
     problems: &mut Vec<(String, String)>,
 ) -> Option<T> {
     let value = table.remove(name)?;
-    match serde_path_to_error::deserialize(value) {
-        Ok(v) => Some(v),
-        Err(e) => {
-            problems.push((join(name, &e.path().to_string()), e.into_inner().to_string()));
-            None
+    every_problem(value, name, problems)
+}
+
+/// Deserialises `value`, and when it fails, takes the key that failed out and tries again, so
+/// that every problem of the table is reported, not only its first. `None` once any failed.
+fn every_problem<T: serde::de::DeserializeOwned>(
+    mut value: toml::Value,
+    name: &str,
+    problems: &mut Vec<(String, String)>,
+) -> Option<T> {
+    let mut failed = false;
+    // Bounded: each round takes one key out, and a table has few.
+    for _ in 0..64 {
+        match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+            Ok(v) => return (!failed).then_some(v),
+            Err(e) => {
+                failed = true;
+                let path = e.path().to_string();
+                let message = e.into_inner().to_string();
+                // serde names an unknown key in its message, at the path of its table.
+                let unknown = message
+                    .strip_prefix("unknown field `")
+                    .and_then(|rest| rest.split('`').next())
+                    .map(str::to_owned);
+                // The path names the key that failed; for an unknown key, the key itself or
+                // (depending on the deserializer) its table.
+                let mut segments: Vec<String> =
+                    if path == "." { vec![] } else { path.split('.').map(str::to_owned).collect() };
+                if let Some(field) = &unknown
+                    && segments.last() != Some(field)
+                {
+                    segments.push(field.clone());
+                }
+                let key = join(name, &segments.join("."));
+                problems.push((key, message));
+                if segments.is_empty() || !remove(&mut value, &segments) {
+                    return None;
+                }
+            }
         }
+    }
+    None
+}
+
+/// Removes the key at `path` (`["routes", "[0]", "action"]`-like segments as serde prints
+/// them, `routes[0]` included); false when there is nothing there to remove.
+fn remove(value: &mut toml::Value, path: &[String]) -> bool {
+    let Some((last, parents)) = path.split_last() else { return false };
+    let mut current = value;
+    for segment in parents {
+        let (name, index) = split_index(segment);
+        current = match current.get_mut(name) {
+            Some(v) => v,
+            None => return false,
+        };
+        if let Some(i) = index {
+            current = match current.get_mut(i) {
+                Some(v) => v,
+                None => return false,
+            };
+        }
+    }
+    let (name, index) = split_index(last);
+    match (current, index) {
+        (toml::Value::Table(t), None) => t.remove(name).is_some(),
+        (toml::Value::Table(t), Some(i)) => match t.get_mut(name) {
+            Some(toml::Value::Array(items)) if i < items.len() => {
+                items.remove(i);
+                true
+            }
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+/// `routes[0]` → (`routes`, Some(0)); `listen` → (`listen`, None).
+fn split_index(segment: &str) -> (&str, Option<usize>) {
+    match segment.split_once('[') {
+        Some((name, rest)) => (name, rest.trim_end_matches(']').parse().ok()),
+        None => (segment, None),
     }
 }
 

@@ -306,3 +306,23 @@ fn a_problem_from_the_environment_names_the_variable() {
     let errors = load_with(MINIMAL, &[("INCIDENT_BRIDGE_RECONCILE__READS_PER_SECOND", "0")]).unwrap_err();
     assert!(errors.0[0].message.contains("INCIDENT_BRIDGE_RECONCILE__READS_PER_SECOND"), "{errors}");
 }
+
+#[test]
+fn every_problem_of_one_table_is_reported_too() {
+    let text = format!(
+        "{MINIMAL}\n[server]\nbody_limit_bytes = \"a lot\"\nlistn = \"0.0.0.0:1\"\nmax_connections = \"many\"\n\n\
+         [sources.am]\nkind = \"alertmanager\"\nreopen_window = \"soon\"\ngrouping = 7\n[[sources.am.routes]]\nmatchers = []\nactoin = \"drop\"\n"
+    );
+    let errors = load_with(&text, &[]).unwrap_err();
+    let keys: Vec<&str> = errors.0.iter().map(|e| e.key.as_str()).collect();
+    for key in [
+        "server.body_limit_bytes",
+        "server.listn",
+        "server.max_connections",
+        "sources.am.reopen_window",
+        "sources.am.grouping",
+        "sources.am.routes[0].actoin",
+    ] {
+        assert!(keys.contains(&key), "{key} missing from {keys:?}");
+    }
+}
