@@ -77,6 +77,10 @@ enum Command {
         /// Explain offline with this configuration instead of asking a bridge.
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// Offline: what the store holds for the key, as a test suite's `given` in JSON, e.g.
+        /// `{"state": "closed", "closed_ago": "30m"}`; else the key is unknown.
+        #[arg(long, requires = "config")]
+        given: Option<String>,
     },
     /// Run a test suite (YAML): cases of a payload, an optional given state and time, and what
     /// each alert must do; a line per case and `N passed, M failed`; exit 1 on any failure.
@@ -264,9 +268,18 @@ fn main() -> ExitCode {
             println!("{}", serde_json::to_string_pretty(&schema).expect("a schema serialises"));
             ExitCode::SUCCESS
         }
-        Command::Explain { source, file, headers, url, token, token_file, config } => printed(
+        Command::Explain { source, file, headers, url, token, token_file, config, given } => printed(
             "explain",
-            explain(source, &file, &headers, &url, token, token_file.as_deref(), config.as_deref()),
+            explain(
+                source,
+                &file,
+                &headers,
+                &url,
+                token,
+                token_file.as_deref(),
+                config.as_deref(),
+                given.as_deref(),
+            ),
         ),
         Command::Test { suite, config, junit } => {
             match test_suite(&suite, config.as_deref(), junit.as_deref()) {
@@ -325,6 +338,7 @@ fn main() -> ExitCode {
 }
 
 /// `incident-bridge explain`: the explanation as pretty JSON.
+#[allow(clippy::too_many_arguments)]
 fn explain(
     source: String,
     file: &std::path::Path,
@@ -333,6 +347,7 @@ fn explain(
     token: Option<String>,
     token_file: Option<&std::path::Path>,
     config: Option<&std::path::Path>,
+    given: Option<&str>,
 ) -> anyhow::Result<String> {
     use std::io::Read;
 
@@ -353,7 +368,14 @@ fn explain(
         Some(path) => {
             let config =
                 config::load_from_path(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-            let explained = runtime.block_on(operate::explain_offline(config, &message))?;
+            let given = given
+                .map(|text| {
+                    let state: operate::suite::GivenState = serde_json::from_str(text).context("--given")?;
+                    state.to_given()
+                })
+                .transpose()?;
+            let against = incident_bridge::pipeline::explain::Against { given: Some(given), now: None };
+            let explained = runtime.block_on(operate::explain_offline(config, &message, &against))?;
             Ok(serde_json::to_string_pretty(&explained)?)
         }
         None => {

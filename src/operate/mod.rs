@@ -77,11 +77,15 @@ impl Explainer {
     }
 }
 
-/// Explains `message` against `config` alone: no store is opened (every key is unknown), no
-/// SCWM is called, nothing is published.
-pub async fn explain_offline(config: Config, message: &Message) -> anyhow::Result<Explained> {
+/// Explains `message` against `config` alone: no store is opened (every key is unknown unless
+/// `against` gives a state), no SCWM is called, nothing is published.
+pub async fn explain_offline(
+    config: Config,
+    message: &Message,
+    against: &crate::pipeline::explain::Against,
+) -> anyhow::Result<Explained> {
     let explainer = Explainer::new(config)?;
-    let explained = explainer.explain(message, &Default::default()).await;
+    let explained = explainer.explain(message, against).await;
     explainer.close();
     explained
 }

@@ -70,6 +70,28 @@ pub struct GivenState {
     pub same_content: bool,
 }
 
+impl GivenState {
+    /// The state explain runs against.
+    pub fn to_given(&self) -> anyhow::Result<Given> {
+        Ok(Given {
+            item_id: self.item_id.clone(),
+            state: match self.state.as_str() {
+                "open" => IncidentState::Open,
+                "closed" => IncidentState::Closed,
+                other => bail!("given.state `{other}`: expected open or closed"),
+            },
+            closed_ago: self
+                .closed_ago
+                .as_deref()
+                .map(humantime::parse_duration)
+                .transpose()
+                .context("given.closed_ago")?
+                .or(Some(Duration::ZERO)),
+            same_content: self.same_content,
+        })
+    }
+}
+
 fn given_item() -> String {
     "IT-000001".into()
 }
@@ -139,25 +161,7 @@ async fn run_case(case: &Case, base: &Path, explainer: &super::Explainer) -> any
         (None, Some(v)) => serde_json::to_vec(v)?,
         _ => bail!("give payload_file or payload, one of them"),
     };
-    let given = match &case.given {
-        None => None,
-        Some(g) => Some(Given {
-            item_id: g.item_id.clone(),
-            state: match g.state.as_str() {
-                "open" => IncidentState::Open,
-                "closed" => IncidentState::Closed,
-                other => bail!("given.state `{other}`: expected open or closed"),
-            },
-            closed_ago: g
-                .closed_ago
-                .as_deref()
-                .map(humantime::parse_duration)
-                .transpose()
-                .context("given.closed_ago")?
-                .or(Some(Duration::ZERO)),
-            same_content: g.same_content,
-        }),
-    };
+    let given = case.given.as_ref().map(GivenState::to_given).transpose()?;
     let now = case.at.as_deref().map(humantime::parse_rfc3339_weak).transpose().context("at")?;
     let against = Against { given: Some(given), now };
     let message = super::Message {

@@ -150,6 +150,18 @@ async fn the_cli_explains_offline_from_a_config_and_online_through_the_admin_api
     assert_eq!(report["verification"], "passed");
     assert_eq!(report["events"][0]["decision"], "add");
     assert_eq!(report["events"][0]["requests"][0]["url"], "http://127.0.0.1:9/incident");
+    // Against a given state: the key's incident is open with this very content, so a repeat.
+    let out = Command::new(BIN)
+        .args(["explain", "--source", "am", "--config"])
+        .arg(&config)
+        .arg(&payload)
+        .args(["--given", r#"{"state": "closed", "closed_ago": "10m", "item_id": "IT-000077"}"#])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["events"][0]["decision"], "reopen", "{report}");
+    assert_eq!(report["events"][0]["requests"][0]["envelope"]["payload"]["id"], "IT-000077");
 
     let app = TestApp::start_against(crate::kit::start_simulator().await, &extra, &[]).await;
     let token_file = dir.path().join("admin-token");
