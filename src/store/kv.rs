@@ -415,7 +415,7 @@ impl super::DeadLetterStore for JetStreamKvStore {
         bounded(self.timeout, async move {
             let max = self.max_value_len();
             let entry = if entry.len() > max { entry.slice(..max) } else { entry };
-            let unavailable = |e: &dyn std::error::Error| StoreError::Unavailable(e.to_string());
+            let unavailable = |e: &dyn std::error::Error| StoreError::Unavailable(with_source(e));
             self.kept.put(format!("{LETTER_PREFIX}{id}"), entry).await.map_err(|e| unavailable(&e))?;
             let keys = self.letter_keys().await?;
             if keys.len() > limit {

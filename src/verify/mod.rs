@@ -181,14 +181,8 @@ impl SourceAuth {
         body: Bytes,
         now: SystemTime,
     ) -> Result<Verified<Bytes>, VerifyError> {
-        let headers: &dyn HeaderLookup = &headers;
         let now = timestamp::unix_secs(now);
-        let mut seen = Vec::new();
-        for (index, scheme) in self.schemes.iter().enumerate() {
-            if let Some(replay) = scheme.check(headers, &body, now)? {
-                seen.push((index, replay));
-            }
-        }
+        let seen = self.check_all(&headers, &body, now)?;
         let receipt = record(&seen, now)?;
         Ok(Verified { inner: body, receipt })
     }
@@ -202,16 +196,29 @@ impl SourceAuth {
         body: Bytes,
         now: SystemTime,
     ) -> Result<Verified<Bytes>, VerifyError> {
-        let headers: &dyn HeaderLookup = &headers;
         let now = timestamp::unix_secs(now);
-        for scheme in &self.schemes {
-            if let Some(replay) = scheme.check(headers, &body, now)?
-                && replay.cache.lock().contains(&replay.key, now)
-            {
-                return Err(VerifyError::Replayed);
-            }
+        let seen = self.check_all(&headers, &body, now)?;
+        if seen.iter().any(|(_, r)| r.cache.lock().contains(&r.key, now)) {
+            return Err(VerifyError::Replayed);
         }
         Ok(Verified { inner: body, receipt: Receipt { entries: Vec::new() } })
+    }
+
+    /// Every scheme's check, in order; the first failure stops them. What each scheme that signs
+    /// a timestamp would remember against replays.
+    fn check_all(
+        &self,
+        headers: &dyn HeaderLookup,
+        body: &[u8],
+        now: u64,
+    ) -> Result<Vec<(usize, Replay<'_>)>, VerifyError> {
+        let mut seen = Vec::new();
+        for (index, scheme) in self.schemes.iter().enumerate() {
+            if let Some(replay) = scheme.check(headers, body, now)? {
+                seen.push((index, replay));
+            }
+        }
+        Ok(seen)
     }
 
     /// Forgets a verified message that was not processed, so that the sender's retry of it is
