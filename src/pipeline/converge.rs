@@ -16,7 +16,7 @@ use crate::{
     lifecycle::converge::{Drift, Observed, Seen},
     plan::{self, Record},
     publish::{DriftEvent, ResultEvent},
-    scwm::{ScwmError, ScwmRequest},
+    scwm::{ScwmError, ScwmFailure, ScwmRequest, ScwmSuccess},
     store::{Revision, StoreError},
 };
 
@@ -48,37 +48,30 @@ impl Pipeline {
         let Some(item_id) = base.map(|s| s.item_id.clone()) else { return Checked::Confirmed };
         let owner_id = record.pending.as_ref().and_then(|p| p.steps.first()).and_then(|s| s.owner_id.clone());
         let request = read_request(&item_id, owner_id);
-        let seen = match self.scwm.call(&request).await {
-            Ok(success) => {
-                match self.publish_success(event, &request, &success).await {
-                    Ok(result) => results.push(result),
-                    Err(outcome) => return Checked::Stop(outcome),
-                }
-                match Observed::from_payload(success.envelope.payload(), &self.reconcile.external_ref_field) {
-                    Some(observed) => Seen::Incident(observed),
-                    None => {
-                        tracing::warn!(item_id = %item_id, "SCWM's read names no status; going on unchecked");
-                        return Checked::Confirmed;
-                    }
-                }
+        let answer = self.scwm.call(&request).await;
+        let published = match &answer {
+            Ok(success) => self.publish_success(event, &request, success).await.map(|r| results.push(r)),
+            Err(failure) => self.publish_refusal(event, &request, failure).await,
+        };
+        if let Err(outcome) = published {
+            return Checked::Stop(outcome);
+        }
+        let seen = match self.seen_in(&answer) {
+            Ok(Some(seen)) => seen,
+            Ok(None) => {
+                tracing::warn!(item_id = %item_id, "SCWM's read names no status; going on unchecked");
+                return Checked::Confirmed;
             }
             Err(failure) => {
-                if let Err(outcome) = self.publish_refusal(event, &request, &failure).await {
-                    return Checked::Stop(outcome);
-                }
-                if matches!(failure.error, ScwmError::Rejected { status: 404, .. }) {
-                    Seen::Missing
-                } else {
-                    return match self.retry_or_reject(failure.error, failure.attempts, delivery) {
-                        Ok(retry) => Checked::Stop(retry),
-                        // SCWM refuses the read for good (or this was the last try): the
-                        // operation itself decides; a read must not be what loses the event.
-                        Err(error) => {
-                            tracing::warn!(item_id = %item_id, error = %error, "reading the incident failed; going on unchecked");
-                            Checked::Confirmed
-                        }
-                    };
-                }
+                return match self.retry_or_reject(failure.error.clone(), failure.attempts, delivery) {
+                    Ok(retry) => Checked::Stop(retry),
+                    // SCWM refuses the read for good (or this was the last try): the operation
+                    // itself decides; a read must not be what loses the event.
+                    Err(error) => {
+                        tracing::warn!(item_id = %item_id, error = %error, "reading the incident failed; going on unchecked");
+                        Checked::Confirmed
+                    }
+                };
             }
         };
         let wont_fix = self.wont_fix(&event.source.name);
@@ -95,6 +88,24 @@ impl Pipeline {
             return Checked::Stop(self.publish_failed(e));
         }
         if converged.replan { Checked::Replan } else { Checked::Confirmed }
+    }
+
+    /// What a read's answer shows of the incident: SCWM's state, or that it has none (404);
+    /// `Ok(None)` when the answer names no status, which proves nothing; the failure otherwise.
+    pub(super) fn seen_in<'a>(
+        &self,
+        answer: &'a Result<ScwmSuccess, ScwmFailure>,
+    ) -> Result<Option<Seen>, &'a ScwmFailure> {
+        match answer {
+            Ok(success) => {
+                Ok(Observed::from_payload(success.envelope.payload(), &self.reconcile.external_ref_field)
+                    .map(Seen::Incident))
+            }
+            Err(failure) if matches!(failure.error, ScwmError::Rejected { status: 404, .. }) => {
+                Ok(Some(Seen::Missing))
+            }
+            Err(failure) => Err(failure),
+        }
     }
 
     /// Publishes each difference as a drift event, and logs it.

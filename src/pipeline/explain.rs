@@ -204,12 +204,9 @@ impl Pipeline {
     /// store: every key is unknown then).
     async fn read_record(&self, event: &Event) -> Result<Option<Record>, String> {
         let Some(store) = &self.store else { return Ok(None) };
-        match store.get(&event.key).await {
-            Ok(None) => Ok(None),
-            Ok(Some(v)) => serde_json::from_slice(&v.value)
-                .map(Some)
-                .map_err(|e| format!("the key's record cannot be read: {e}")),
-            Err(e) => Err(format!("the correlation store cannot be read: {e}")),
+        match super::records::read(store.as_ref(), &event.key).await {
+            Ok(found) => Ok(found.map(|(record, _)| record)),
+            Err(e) => Err(format!("the key's record cannot be read: {e}")),
         }
     }
 

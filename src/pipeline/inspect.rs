@@ -73,22 +73,20 @@ pub enum InspectError {
 impl Pipeline {
     pub async fn store_get(&self, key: &str) -> Result<KeyRecord, InspectError> {
         let store = self.store.as_ref().ok_or(InspectError::NoStore)?;
-        let got = store.get(&CorrelationKey::new(key)).await.map_err(InspectError::Store)?;
-        let v = got.ok_or_else(|| InspectError::NotFound(key.to_owned()))?;
-        let record = serde_json::from_slice(&v.value)
-            .map_err(|e| InspectError::Store(StoreError::Corrupt(format!("record for {key}: {e}"))))?;
-        Ok(KeyRecord { key: key.to_owned(), revision: v.revision, record })
+        let found = super::records::read(store.as_ref(), &CorrelationKey::new(key))
+            .await
+            .map_err(InspectError::Store)?;
+        let (record, revision) = found.ok_or_else(|| InspectError::NotFound(key.to_owned()))?;
+        Ok(KeyRecord { key: key.to_owned(), revision, record })
     }
 
     pub async fn store_list(&self, filter: &Filter) -> Result<Page, InspectError> {
         let store = self.store.as_ref().ok_or(InspectError::NoStore)?;
-        let mut keys: Vec<KeySummary> = store
-            .scan()
+        let mut keys: Vec<KeySummary> = super::records::all(store.as_ref())
             .await
             .map_err(InspectError::Store)?
             .into_iter()
-            .filter_map(|v| {
-                let record: Record = serde_json::from_slice(&v.value).ok()?;
+            .filter_map(|(record, revision)| {
                 let key = record.key.as_ref()?.to_string();
                 let state = match record.stored.as_ref().map(|s| s.state) {
                     Some(IncidentState::Open) => "open",
@@ -106,7 +104,7 @@ impl Pipeline {
                         .as_ref()
                         .and_then(|s| s.confirmed_at)
                         .map(|t| humantime::format_rfc3339_millis(t).to_string()),
-                    revision: v.revision,
+                    revision,
                 })
             })
             .filter(|k| !k.key.starts_with('~'))

@@ -13,6 +13,7 @@ pub mod explain;
 pub mod inspect;
 pub mod queue;
 pub mod reconcile;
+mod records;
 mod runner;
 
 use std::{

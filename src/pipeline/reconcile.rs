@@ -21,12 +21,8 @@ use tokio_util::sync::CancellationToken;
 use super::{Pipeline, converge::read_request};
 use crate::{
     ids::{CorrelationKey, ItemId},
-    lifecycle::{
-        IncidentState,
-        converge::{Observed, Seen},
-    },
-    plan::{self, Record},
-    scwm::ScwmError,
+    lifecycle::IncidentState,
+    plan,
     store::{CorrelationStore, Revision, StoreError},
 };
 
@@ -133,11 +129,10 @@ pub async fn due_keys(
     settings: &super::config::ReconcileSettings,
     now: SystemTime,
 ) -> Result<Vec<Due>, StoreError> {
-    let mut due: Vec<Due> = store
-        .scan()
+    let mut due: Vec<Due> = super::records::all(store)
         .await?
         .into_iter()
-        .filter_map(|v| serde_json::from_slice::<Record>(&v.value).ok())
+        .map(|(record, _)| record)
         .filter(|r| r.pending.is_none())
         .filter_map(|r| {
             let key = r.key?;
@@ -165,11 +160,8 @@ pub async fn due_keys(
 impl Pipeline {
     /// Reads one key's incident and converges its record, if the key is still as it was found.
     async fn reconcile_key(&self, store: &dyn CorrelationStore, due: &Due) {
-        let (mut record, revision) = match store.get(&due.key).await {
-            Ok(Some(v)) => match serde_json::from_slice::<Record>(&v.value) {
-                Ok(record) => (record, v.revision),
-                Err(_) => return,
-            },
+        let (mut record, revision) = match super::records::read(store, &due.key).await {
+            Ok(Some(found)) => found,
             Ok(None) => return,
             Err(e) => {
                 tracing::warn!(key = %due.key, error = %e, "reconciler: the key could not be read");
@@ -183,18 +175,14 @@ impl Pipeline {
         let source = record.source.clone();
         let settings = source.as_deref().and_then(|s| self.sources.get(s)).and_then(|s| s.alerts.as_ref());
         let owner_id = settings.and_then(|a| a.owner_id.clone());
-        let seen = match self.scwm.call(&read_request(&due.item_id, owner_id)).await {
-            Ok(success) => {
-                match Observed::from_payload(success.envelope.payload(), &self.reconcile.external_ref_field) {
-                    Some(observed) => Seen::Incident(observed),
-                    None => {
-                        crate::observe::reconcile_read("unreadable");
-                        tracing::warn!(key = %due.key, item_id = %due.item_id, "reconciler: SCWM's read names no status");
-                        return;
-                    }
-                }
+        let answer = self.scwm.call(&read_request(&due.item_id, owner_id)).await;
+        let seen = match self.seen_in(&answer) {
+            Ok(Some(seen)) => seen,
+            Ok(None) => {
+                crate::observe::reconcile_read("unreadable");
+                tracing::warn!(key = %due.key, item_id = %due.item_id, "reconciler: SCWM's read names no status");
+                return;
             }
-            Err(failure) if matches!(failure.error, ScwmError::Rejected { status: 404, .. }) => Seen::Missing,
             Err(failure) => {
                 crate::observe::reconcile_read("failed");
                 tracing::debug!(key = %due.key, error = %failure.error, "reconciler: reading the incident failed");
