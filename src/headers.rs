@@ -136,6 +136,20 @@ pub fn pairs_from_nats(headers: Option<&async_nats::HeaderMap>) -> Vec<(String, 
     out
 }
 
+/// Pairs to HTTP headers, as a sender would send them; the first name or value HTTP cannot
+/// carry is the error.
+pub fn to_http_headers<'a>(
+    pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Result<http::HeaderMap, String> {
+    let mut headers = http::HeaderMap::new();
+    for (name, value) in pairs {
+        let name: http::HeaderName = name.parse().map_err(|e| format!("header name `{name}`: {e}"))?;
+        let value: http::HeaderValue = value.parse().map_err(|e| format!("header {name}: {e}"))?;
+        headers.append(name, value);
+    }
+    Ok(headers)
+}
+
 /// Pairs to NATS headers, skipping what NATS cannot carry (names with spaces or colons, values
 /// with line breaks) rather than failing the whole message.
 pub fn to_nats_headers<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> async_nats::HeaderMap {

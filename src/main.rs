@@ -291,12 +291,14 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Store { command, url, token, token_file } => {
-            printed("store", store(command, &url, token, token_file.as_deref()))
-        }
-        Command::Dlq { command, url, token, token_file } => {
-            printed("dlq", dlq(command, &url, token, token_file.as_deref()))
-        }
+        Command::Store { command, url, token, token_file } => printed(
+            "store",
+            AdminApi::new(&url, token, token_file.as_deref()).and_then(|api| store(command, &api)),
+        ),
+        Command::Dlq { command, url, token, token_file } => printed(
+            "dlq",
+            AdminApi::new(&url, token, token_file.as_deref()).and_then(|api| dlq(command, &api)),
+        ),
         Command::Serve { config } => {
             // Validation happens before anything starts, including the runtime and logging.
             let config = match config::load_from_path(&config) {
@@ -462,19 +464,43 @@ fn printed(command: &str, answer: anyhow::Result<String>) -> ExitCode {
     }
 }
 
-/// `incident-bridge dlq ...`: the admin API's answer.
-fn dlq(
-    command: DlqCommand,
-    url: &str,
+/// A running bridge's admin API, as the operator commands call it.
+struct AdminApi {
+    url: String,
     token: Option<String>,
-    token_file: Option<&std::path::Path>,
-) -> anyhow::Result<String> {
-    use anyhow::Context;
-    use incident_bridge::operate::{self, query};
+    runtime: tokio::runtime::Runtime,
+}
+
+impl AdminApi {
+    fn new(url: &str, token: Option<String>, token_file: Option<&std::path::Path>) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let token = incident_bridge::operate::token(token, token_file)?;
+        let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+        Ok(Self { url: url.to_owned(), token, runtime })
+    }
+
+    /// `method` on `path` with the query `pairs` (those without a value left out).
+    fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        pairs: &[(&str, Option<String>)],
+    ) -> anyhow::Result<String> {
+        let target = format!("{path}{}", incident_bridge::operate::query(pairs));
+        self.runtime.block_on(incident_bridge::operate::admin(
+            method,
+            &self.url,
+            &target,
+            self.token.as_deref(),
+        ))
+    }
+}
+
+/// `incident-bridge dlq ...`: the admin API's answer.
+fn dlq(command: DlqCommand, api: &AdminApi) -> anyhow::Result<String> {
     use reqwest::Method;
 
-    let token = operate::token(token, token_file)?;
-    let (method, path, mut pairs) = match command {
+    let (method, path, pairs) = match command {
         DlqCommand::List { filter, max } => {
             let mut p = filter.pairs();
             p.push(("limit", Some(max.to_string())));
@@ -495,67 +521,39 @@ fn dlq(
             (Method::DELETE, "/v1/dlq", p)
         }
     };
-    pairs.retain(|(_, v)| v.is_some());
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(operate::admin(method, url, &format!("{path}{}", query(&pairs)), token.as_deref()))
+    api.call(method, path, &pairs)
 }
 
 /// `incident-bridge store ...`: the admin API's answer.
-fn store(
-    command: StoreCommand,
-    url: &str,
-    token: Option<String>,
-    token_file: Option<&std::path::Path>,
-) -> anyhow::Result<String> {
+fn store(command: StoreCommand, api: &AdminApi) -> anyhow::Result<String> {
     use anyhow::Context;
-    use incident_bridge::operate::{self, query};
     use reqwest::Method;
 
-    let token = operate::token(token, token_file)?;
-    let token = token.as_deref();
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(async {
-        match command {
-            StoreCommand::Get { key } => {
-                operate::admin(
-                    Method::GET,
-                    url,
-                    &format!("/v1/store/key{}", query(&[("key", Some(key))])),
-                    token,
-                )
-                .await
-            }
-            StoreCommand::List { prefix, state, after, limit } => {
-                let q = query(&[
-                    ("prefix", prefix),
-                    ("state", state),
-                    ("after", after),
-                    ("limit", Some(limit.to_string())),
-                ]);
-                operate::admin(Method::GET, url, &format!("/v1/store/keys{q}"), token).await
-            }
-            StoreCommand::Forget { key, revision } => {
-                let revision = match revision {
-                    Some(r) => r,
-                    None => {
-                        let got = operate::admin(
-                            Method::GET,
-                            url,
-                            &format!("/v1/store/key{}", query(&[("key", Some(key.clone()))])),
-                            token,
-                        )
-                        .await?;
-                        let got: serde_json::Value =
-                            serde_json::from_str(&got).context("reading the record")?;
-                        got["revision"].as_u64().context("the record has no revision")?
-                    }
-                };
-                let q = query(&[("key", Some(key.clone())), ("revision", Some(revision.to_string()))]);
-                operate::admin(Method::DELETE, url, &format!("/v1/store/key{q}"), token).await?;
-                Ok(format!("forgot {key} (revision {revision})"))
-            }
+    let get = |key: &str| api.call(Method::GET, "/v1/store/key", &[("key", Some(key.to_owned()))]);
+    match command {
+        StoreCommand::Get { key } => get(&key),
+        StoreCommand::List { prefix, state, after, limit } => api.call(
+            Method::GET,
+            "/v1/store/keys",
+            &[("prefix", prefix), ("state", state), ("after", after), ("limit", Some(limit.to_string()))],
+        ),
+        StoreCommand::Forget { key, revision } => {
+            let revision = match revision {
+                Some(r) => r,
+                None => {
+                    let got: serde_json::Value =
+                        serde_json::from_str(&get(&key)?).context("reading the record")?;
+                    got["revision"].as_u64().context("the record has no revision")?
+                }
+            };
+            api.call(
+                Method::DELETE,
+                "/v1/store/key",
+                &[("key", Some(key.clone())), ("revision", Some(revision.to_string()))],
+            )?;
+            Ok(format!("forgot {key} (revision {revision})"))
         }
-    })
+    }
 }
 
 /// Runs `f` on a fresh runtime with telemetry installed, flushing traces before exit.

@@ -59,12 +59,9 @@ impl Explainer {
         let Some(spec) = self.sources.get(&message.source).cloned() else {
             bail!("no source named `{}` in the configuration", message.source)
         };
-        let headers: http::HeaderMap = message
-            .headers
-            .iter()
-            .map(|(n, v)| Ok((n.parse::<http::HeaderName>()?, v.parse::<http::HeaderValue>()?)))
-            .collect::<anyhow::Result<_>>()
-            .context("a header is not valid HTTP")?;
+        let headers =
+            crate::headers::to_http_headers(message.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())))
+                .map_err(|e| anyhow::anyhow!("a header is not valid HTTP: {e}"))?;
         let inbound = crate::ingest::http::explain_inbound(&spec.name, &headers, message.body.clone());
         self.intake
             .explain_against(&spec, inbound, &headers, against)

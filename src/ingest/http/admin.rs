@@ -20,7 +20,7 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode, header};
 use serde::Deserialize;
 
-use super::{HttpState, body, inbound, problem::Problem, status};
+use super::{HttpState, body, problem::Problem, status};
 use crate::{
     pipeline::{
         Outcome,
@@ -179,13 +179,10 @@ pub async fn explain(
     let request: ExplainRequest = match serde_json::from_slice(&bytes) {
         Ok(r) => r,
         Err(e) => {
-            return Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid-request",
+            return invalid(
                 "Invalid explain request",
-            )
-            .detail(format!("expected {{\"headers\": {{...}}, \"body\": ...}}: {e}"))
-            .into_response();
+                format!("expected {{\"headers\": {{...}}, \"body\": ...}}: {e}"),
+            );
         }
     };
     let Some(spec) =
@@ -195,24 +192,15 @@ pub async fn explain(
             .detail(format!("no webhook source named `{name}`"))
             .into_response();
     };
-    let sent: HeaderMap = match request
-        .headers
-        .iter()
-        .map(|(n, v)| Ok((n.parse::<header::HeaderName>()?, v.parse::<header::HeaderValue>()?)))
-        .collect::<Result<HeaderMap, Box<dyn std::error::Error>>>()
-    {
+    let sent = match crate::headers::to_http_headers(
+        request.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+    ) {
         Ok(h) => h,
         Err(e) => {
-            return Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid-request",
-                "Invalid explain request",
-            )
-            .detail(format!("a header is not valid HTTP: {e}"))
-            .into_response();
+            return invalid("Invalid explain request", format!("a header is not valid HTTP: {e}"));
         }
     };
-    let message = inbound(&spec.name, format!("/webhooks/{name}"), &sent, request.body_bytes(), None);
+    let message = super::explain_inbound(&spec.name, &sent, request.body_bytes());
     match state.intake.explain(&spec, message, &sent).await {
         Ok(explained) => json_answer(StatusCode::OK, &explained),
         Err(e) => Problem::new(status::of_decode(&e), "invalid-payload", "The sender would be refused")
