@@ -37,17 +37,9 @@ fn message(k: usize, step: Step) -> Value {
 }
 
 async fn webhook(app: &TestApp, k: usize, step: Step) -> Value {
-    let resp = app
-        .http
-        .post(app.url("/webhooks/am"))
-        .header("content-type", "application/json")
-        .header("authorization", format!("Bearer {BEARER}"))
-        .body(keyed_notification(k, step))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    resp.json().await.unwrap()
+    let (status, answer) = crate::kit::alerts::send(app, "am", k, step).await;
+    assert_eq!(status, 200, "{answer}");
+    answer
 }
 
 #[tokio::test]
@@ -266,37 +258,13 @@ async fn the_store_can_be_listed_read_and_forgotten_through_the_admin_api_and_th
 
 #[tokio::test]
 async fn a_dead_letter_is_kept_listed_and_replayed_once_scwm_is_back_and_a_second_replay_changes_nothing() {
-    use incident_bridge::{
-        publish::Published,
-        sim::{Failure, Faults},
-    };
+    use incident_bridge::sim::Faults;
     // The breaker stays closed through the outage, so the replay right after it is not refused
     // by an open circuit (which it would be, and rightly, with the defaults).
     let extra = format!("[scwm.breaker]\nfailure_threshold = 1000\n{}", admin());
     let mut app = TestApp::start_against(crate::kit::start_simulator().await, &extra, &[]).await;
     // SCWM is down: an asynchronous command runs out of retries and is dead-lettered.
-    app.sim.set_faults(Faults {
-        error_rate: 1.0,
-        error: Failure::Status { status: 503 },
-        ..Faults::default()
-    });
-    let accepted = app
-        .http
-        .post(app.url("/v1/incidents/add"))
-        .header("prefer", "respond-async")
-        .json(&json!({"title": "disk full on db-1"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(accepted.status(), 202);
-    let letter = crate::kit::within(30, "the dead letter", async {
-        loop {
-            if let Some(Published::DeadLetter(d)) = app.published.recv().await {
-                break d;
-            }
-        }
-    })
-    .await;
+    let letter = dead_lettered_add(&mut app, "disk full on db-1").await;
     assert_eq!(letter.reason_kind, "retries_exhausted");
     let plate = letter.license_plate.clone().unwrap().to_string();
 
@@ -343,31 +311,10 @@ async fn a_dead_letter_is_kept_listed_and_replayed_once_scwm_is_back_and_a_secon
 
 #[tokio::test]
 async fn a_replay_that_fails_again_keeps_one_letter_counts_it_and_stops_at_max_replays() {
-    use incident_bridge::{
-        publish::Published,
-        sim::{Failure, Faults},
-    };
     // `extra` goes right after the kit's `[results]` line: this key is in that table.
     let extra = format!("max_replays = 1\n{}", admin());
     let mut app = TestApp::start_against(crate::kit::start_simulator().await, &extra, &[]).await;
-    app.sim.set_faults(Faults {
-        error_rate: 1.0,
-        error: Failure::Status { status: 503 },
-        ..Faults::default()
-    });
-    let accepted = app
-        .http
-        .post(app.url("/v1/incidents/add"))
-        .header("prefer", "respond-async")
-        .json(&json!({"title": "x"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(accepted.status(), 202);
-    crate::kit::within(30, "the dead letter", async {
-        while !matches!(app.published.recv().await, Some(Published::DeadLetter(_))) {}
-    })
-    .await;
+    dead_lettered_add(&mut app, "x").await;
     let req = |m: reqwest::Method, path: &str| app.http.request(m, app.url(path)).bearer_auth(ADMIN);
     let replay = req(reqwest::Method::POST, "/v1/dlq/replay?op=add")
         .send()
@@ -392,4 +339,34 @@ async fn a_replay_that_fails_again_keeps_one_letter_counts_it_and_stops_at_max_r
         req(reqwest::Method::DELETE, "/v1/dlq?all=true").send().await.unwrap().json::<Value>().await.unwrap();
     assert_eq!(purged["purged"], 1);
     app.stop().await;
+}
+
+/// With SCWM down, an asynchronous add (nobody retries it) runs out of retries: its dead letter.
+async fn dead_lettered_add(app: &mut TestApp, title: &str) -> incident_bridge::publish::DeadLetter {
+    use incident_bridge::{
+        publish::Published,
+        sim::{Failure, Faults},
+    };
+    app.sim.set_faults(Faults {
+        error_rate: 1.0,
+        error: Failure::Status { status: 503 },
+        ..Faults::default()
+    });
+    let accepted = app
+        .http
+        .post(app.url("/v1/incidents/add"))
+        .header("prefer", "respond-async")
+        .json(&json!({"title": title}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status(), 202);
+    crate::kit::within(30, "the dead letter", async {
+        loop {
+            if let Some(Published::DeadLetter(d)) = app.published.recv().await {
+                break d;
+            }
+        }
+    })
+    .await
 }

@@ -319,42 +319,14 @@ fn the_configuration_reference_in_docs_is_what_the_code_reads() {
     assert!(generated.contains("`INCIDENT_BRIDGE_RECONCILE__READS_PER_SECOND`"));
 }
 
-/// The bridge as a child process with `env`, and every line it writes to stdout.
-async fn bridge_with_lines(
-    config: &str,
-    dir: &tempfile::TempDir,
-    env: &[(&str, &str)],
-) -> (tokio::process::Child, tokio::sync::mpsc::UnboundedReceiver<String>) {
-    use std::io::{BufRead, BufReader};
-    let path = dir.path().join("bridge.toml");
-    std::fs::write(&path, config).unwrap();
-    let mut child = tokio::process::Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(&path)
-        .env("RUST_LOG", "info")
-        .envs(env.iter().copied())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let stdout = std::fs::File::from(child.stdout.take().unwrap().into_owned_fd().unwrap());
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    (child, rx)
-}
-
 #[tokio::test]
 async fn json_logs_put_every_field_at_the_top_level_and_name_each_alert_decision() {
     use crate::kit::alerts::{BEARER, Step, am_source, correlation_key, keyed_notification};
     let sim = crate::kit::start_simulator().await;
     let dir = tempfile::tempdir().unwrap();
     let config = crate::kit::config_text(&sim.url(), &am_source("am", ""));
-    let (mut child, mut lines) = bridge_with_lines(&config, &dir, &[("LOG_FORMAT", "json")]).await;
+    let (mut child, mut lines) =
+        crate::kit::spawn_bridge_with_lines(&config, &dir, &[("LOG_FORMAT", "json")]);
     let addr = within(30, "the ready line", async {
         loop {
             let line = lines.recv().await.expect("the bridge writes");
@@ -396,7 +368,8 @@ async fn json_logs_put_every_field_at_the_top_level_and_name_each_alert_decision
 
     // LOG_FORMAT=text: lines for people.
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, mut lines) = bridge_with_lines(&config, &dir, &[("LOG_FORMAT", "text")]).await;
+    let (mut child, mut lines) =
+        crate::kit::spawn_bridge_with_lines(&config, &dir, &[("LOG_FORMAT", "text")]);
     within(30, "the ready line in text", async {
         loop {
             let line = lines.recv().await.expect("the bridge writes");

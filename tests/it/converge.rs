@@ -40,17 +40,7 @@ const SURPRISES_ONLY: &str = "enabled = false\nownership_check_after = \"1h\"";
 const CHECK_ALWAYS: &str = "enabled = false\nownership_check_after = \"0s\"";
 
 async fn send(app: &TestApp, k: usize, step: Step) -> (u16, Value) {
-    let resp = app
-        .http
-        .post(app.url("/webhooks/am"))
-        .header("content-type", "application/json")
-        .header("authorization", format!("Bearer {BEARER}"))
-        .body(keyed_notification(k, step))
-        .send()
-        .await
-        .expect("the bridge answers");
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
+    crate::kit::alerts::send(app, "am", k, step).await
 }
 
 /// Each SCWM operation the simulator received, in order.

@@ -71,3 +71,19 @@ pub fn keyed_notification(k: usize, step: Step) -> Vec<u8> {
     .to_string()
     .into_bytes()
 }
+
+/// Key `k`'s notification `step` posted to `POST /webhooks/<source>` with the bearer token; the
+/// status and the JSON answer.
+pub async fn send(app: &super::TestApp, source: &str, k: usize, step: Step) -> (u16, serde_json::Value) {
+    let resp = app
+        .http
+        .post(app.url(&format!("/webhooks/{source}")))
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {BEARER}"))
+        .body(keyed_notification(k, step))
+        .send()
+        .await
+        .expect("the bridge answers");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+}

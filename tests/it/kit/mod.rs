@@ -190,6 +190,30 @@ pub async fn spawn_bridge_with_env(
     dir: &tempfile::TempDir,
     env: &[(&str, &str)],
 ) -> (tokio::process::Child, String) {
+    let (child, mut lines) = spawn_bridge_with_lines(config, dir, env);
+    let addr = within(30, "the bridge to be ready", async {
+        while let Some(line) = lines.recv().await {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                && v["message"] == "incident-bridge ready"
+            {
+                return v["addr"].as_str().unwrap_or_default().to_owned();
+            }
+        }
+        panic!("the bridge exited before it was ready")
+    })
+    .await;
+    // Keep reading, so the bridge never blocks on a full pipe.
+    tokio::spawn(async move { while lines.recv().await.is_some() {} });
+    (child, addr)
+}
+
+/// The bridge binary as a child process with `config` and `env`, and every line it writes to
+/// stdout, as it writes them.
+pub fn spawn_bridge_with_lines(
+    config: &str,
+    dir: &tempfile::TempDir,
+    env: &[(&str, &str)],
+) -> (tokio::process::Child, tokio::sync::mpsc::UnboundedReceiver<String>) {
     use std::io::{BufRead, BufReader};
     let path = dir.path().join(format!("bridge-{}.toml", incident_bridge::ids::LicensePlate::generate()));
     std::fs::write(&path, config).unwrap();
@@ -204,18 +228,11 @@ pub async fn spawn_bridge_with_env(
         .spawn()
         .unwrap();
     let stdout = std::fs::File::from(child.stdout.take().unwrap().into_owned_fd().unwrap());
-    let (tx, rx) = tokio::sync::oneshot::channel();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     std::thread::spawn(move || {
-        let mut tx = Some(tx);
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
-                && v["message"] == "incident-bridge ready"
-                && let Some(tx) = tx.take()
-            {
-                let _ = tx.send(v["addr"].as_str().unwrap_or_default().to_owned());
-            }
+            let _ = tx.send(line);
         }
     });
-    let addr = within(30, "the bridge to be ready", rx).await.unwrap();
-    (child, addr)
+    (child, rx)
 }
