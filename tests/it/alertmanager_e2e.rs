@@ -164,7 +164,7 @@ async fn alertmanager_notifications_open_incidents_repeats_add_nothing_and_resol
 }
 
 /// People work in SCWM while Alertmanager fires, repeats and resolves: one closes an incident,
-/// one deletes another, one hands a third to a partner. The bridge reads before acting and in
+/// one deletes another, one hands a third to a partner, one reopens a fourth the bridge closed. The bridge reads before acting and in
 /// the background, and at the end every firing alert has exactly one open incident, every
 /// resolved one is closed, nothing that reached its end state is dead-lettered, and each change
 /// is named by exactly one drift event.
@@ -215,6 +215,38 @@ async fn people_acting_in_scwm_while_alertmanager_fires_repeats_and_resolves_lea
         }
     }
 
+    // db-4 resolves and the bridge closes its incident; a person reopens it (not fixed, they
+    // say), and the alert fires again: the bridge finds the person's reopen (SCWM refuses its
+    // reopen as a conflict, and a read shows why) and opens nothing new.
+    let four = id("db-4");
+    let ended = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+    am.post_alerts(&app.http, &[disk_alert("db-4", &starts_at, Ends::At(&ended))]).await;
+    loop {
+        let d = am.within("db-4's resolution", tap.next()).await;
+        assert_eq!(d.status, StatusCode::OK, "bridge answer: {}", d.answer);
+        if incidents_of(&app.sim, "db-4") == [(four.clone(), IncidentStatus::Closed)] {
+            break;
+        }
+    }
+    act(&four, PersonAction::Reopen { reason: Some(json!("not fixed")) });
+    let again = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+    am.post_alerts(&app.http, &[disk_alert("db-4", &again, Ends::InAnHour)]).await;
+    loop {
+        let d = am.within("db-4 firing again", tap.next()).await;
+        assert_eq!(d.status, StatusCode::OK, "bridge answer: {}", d.answer);
+        if d.alerts()
+            .iter()
+            .any(|(host, status, outcome)| *host == "db-4" && *status == "firing" && *outcome == "done")
+        {
+            break;
+        }
+    }
+    assert_eq!(
+        incidents_of(&app.sim, "db-4"),
+        [(four.clone(), IncidentStatus::Open)],
+        "the reopened one, no other"
+    );
+
     let ends_at = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
     let resolved: Vec<Value> =
         hosts[..3].iter().map(|h| disk_alert(h, &starts_at, Ends::At(&ends_at))).collect();
@@ -253,7 +285,7 @@ async fn people_acting_in_scwm_while_alertmanager_fires_repeats_and_resolves_lea
         )
         .collect();
     drift.sort();
-    let mut want = vec![(one, "closed"), (two, "deleted"), (three, "handed_over")];
+    let mut want = vec![(one, "closed"), (two, "deleted"), (three, "handed_over"), (four, "reopened")];
     want.sort();
     assert_eq!(drift, want, "each change named once");
 
