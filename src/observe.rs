@@ -38,6 +38,13 @@ pub const HTTP_ANSWERS: &str = "incident_bridge_http_answers_total";
 pub const NATS_CONNECTED: &str = "incident_bridge_nats_connected";
 pub const TEMPLATE_FALLBACKS: &str = "incident_bridge_template_fallbacks_total";
 pub const RECONCILE_READS: &str = "incident_bridge_reconcile_reads_total";
+pub const GOVERNOR_TOKENS: &str = "incident_bridge_scwm_rate_tokens";
+pub const GOVERNOR_WAIT_SECONDS: &str = "incident_bridge_scwm_rate_wait_seconds";
+pub const GOVERNOR_QUEUED: &str = "incident_bridge_scwm_rate_queued";
+pub const GOVERNOR_PAUSES: &str = "incident_bridge_scwm_pauses_total";
+pub const COALESCED: &str = "incident_bridge_coalesced_total";
+pub const FLAPS: &str = "incident_bridge_flaps_total";
+pub const HELD: &str = "incident_bridge_held_total";
 
 /// Help texts for `/metrics`, and the build info gauge.
 pub fn describe() {
@@ -77,6 +84,27 @@ pub fn describe() {
     describe_counter!(HTTP_ANSWERS, "HTTP answers to webhooks and native commands, by source and status.");
     describe_gauge!(NATS_CONNECTED, "1 while the bridge is connected to NATS, 0 while it is not.");
     describe_counter!(RECONCILE_READS, "Incidents the reconciler read from SCWM, by outcome.");
+    describe_gauge!(GOVERNOR_TOKENS, "Tokens left in an SCWM endpoint's rate bucket, by endpoint.");
+    describe_histogram!(
+        GOVERNOR_WAIT_SECONDS,
+        metrics::Unit::Seconds,
+        "How long requests that had to wait for their turn at an SCWM endpoint waited, by endpoint and lane."
+    );
+    describe_gauge!(GOVERNOR_QUEUED, "Requests waiting for their turn at an SCWM endpoint, by endpoint and lane.");
+    describe_counter!(
+        GOVERNOR_PAUSES,
+        "Times SCWM's Retry-After paused every request to an endpoint, by endpoint."
+    );
+    describe_counter!(
+        COALESCED,
+        "Queued alert notifications replaced by a newer one for the same key before they ran, by source."
+    );
+    describe_counter!(FLAPS, "Keys that started or stopped flapping, by source and event (start, end).");
+    describe_counter!(
+        HELD,
+        "Alert transitions held back, by source and what (close, reopen, add) and how they ended (held, \
+         applied, dropped)."
+    );
     describe_histogram!(
         STORE_SECONDS,
         metrics::Unit::Seconds,
@@ -230,4 +258,33 @@ pub fn http_connection_refused() {
 pub fn outbox(depth: usize, oldest_age_secs: f64) {
     gauge!(OUTBOX_DEPTH).set(depth as f64);
     gauge!(OUTBOX_OLDEST_AGE).set(oldest_age_secs);
+}
+
+pub fn governor_tokens(endpoint: &str, tokens: f64) {
+    gauge!(GOVERNOR_TOKENS, "endpoint" => endpoint.to_owned()).set(tokens);
+}
+
+pub fn governor_wait(endpoint: &str, lane: &'static str, waited: Duration) {
+    histogram!(GOVERNOR_WAIT_SECONDS, "endpoint" => endpoint.to_owned(), "lane" => lane)
+        .record(waited.as_secs_f64());
+}
+
+pub fn governor_queued(endpoint: &str, lane: &'static str, queued: usize) {
+    gauge!(GOVERNOR_QUEUED, "endpoint" => endpoint.to_owned(), "lane" => lane).set(queued as f64);
+}
+
+pub fn governor_pause(endpoint: &str) {
+    counter!(GOVERNOR_PAUSES, "endpoint" => endpoint.to_owned()).increment(1);
+}
+
+pub fn coalesced(source: &str) {
+    counter!(COALESCED, "source" => source.to_owned()).increment(1);
+}
+
+pub fn flap(source: &str, event: &'static str) {
+    counter!(FLAPS, "source" => source.to_owned(), "event" => event).increment(1);
+}
+
+pub fn held(source: &str, what: &'static str, how: &'static str) {
+    counter!(HELD, "source" => source.to_owned(), "what" => what, "how" => how).increment(1);
 }

@@ -19,10 +19,12 @@ use http::{
     header::{ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HOST, RETRY_AFTER, TRANSFER_ENCODING},
 };
 use tokio::{sync::Semaphore, time::Instant};
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::{
-    breaker::{BreakerSettings, CircuitBreaker, CircuitState},
+    breaker::{BreakerSettings, CircuitBreaker, CircuitState, Refusal, Verdict},
+    governor::{Governor, Lane, RateLimit},
     classify::{Answer, classify, read_body},
     envelope::{HEADER_VERSION, Operation, Payload, RequestEnvelope, RequestHeader, ResponseEnvelope},
     error::ScwmError,
@@ -61,6 +63,8 @@ pub struct ClientSettings {
     pub request_timeout: Duration,
     pub retry: RetryPolicy,
     pub breaker: BreakerSettings,
+    /// The tenant's rate limit, applied to each distinct endpoint URL on its own.
+    pub rate_limit: RateLimit,
     /// HTTP attempts in flight at once across all callers of this client, so a burst of events
     /// cannot flood SCWM. Callers sleeping between retries do not hold a slot.
     pub max_concurrency: usize,
@@ -83,6 +87,7 @@ impl ClientSettings {
             request_timeout: Duration::from_secs(30),
             retry: RetryPolicy::default(),
             breaker: BreakerSettings::default(),
+            rate_limit: RateLimit::default(),
             max_concurrency: 32,
             user_agent: concat!("incident-bridge/", env!("CARGO_PKG_VERSION")).to_owned(),
         }
@@ -162,26 +167,39 @@ pub struct ScwmFailure {
     pub envelope: Option<ResponseEnvelope>,
 }
 
+/// An operation's endpoint and the governor of its URL (shared by the operations sent there).
+#[derive(Debug)]
+struct Route {
+    endpoint: Endpoint,
+    governor: Arc<Governor>,
+}
+
 /// The endpoints, resolved per operation so a lookup cannot miss.
 #[derive(Debug)]
 struct Endpoints {
-    add: Endpoint,
-    edit: Endpoint,
-    copy: Endpoint,
-    close: Endpoint,
-    reopen: Endpoint,
-    submit: Endpoint,
-    read: Endpoint,
+    add: Route,
+    edit: Route,
+    copy: Route,
+    close: Route,
+    reopen: Route,
+    submit: Route,
+    read: Route,
 }
 
 impl Endpoints {
-    fn from_map(map: &HashMap<Operation, Endpoint>) -> Result<Self, ClientBuildError> {
-        let take = |op: Operation| -> Result<Endpoint, ClientBuildError> {
+    fn from_map(map: &HashMap<Operation, Endpoint>, limit: &RateLimit) -> Result<Self, ClientBuildError> {
+        let mut governors: HashMap<String, Arc<Governor>> = HashMap::new();
+        let mut take = |op: Operation| -> Result<Route, ClientBuildError> {
             let endpoint = map.get(&op).ok_or(ClientBuildError::MissingEndpoint(op))?;
             match endpoint.url.scheme() {
-                "http" | "https" => Ok(endpoint.clone()),
-                scheme => Err(ClientBuildError::UnsupportedScheme { op, scheme: scheme.to_owned() }),
+                "http" | "https" => {}
+                scheme => return Err(ClientBuildError::UnsupportedScheme { op, scheme: scheme.to_owned() }),
             }
+            let url = endpoint.url.to_string();
+            let governor = Arc::clone(
+                governors.entry(url.clone()).or_insert_with(|| Arc::new(Governor::new(url, limit.clone()))),
+            );
+            Ok(Route { endpoint: endpoint.clone(), governor })
         };
         Ok(Self {
             add: take(Operation::Add)?,
@@ -194,7 +212,7 @@ impl Endpoints {
         })
     }
 
-    fn get(&self, op: Operation) -> &Endpoint {
+    fn get(&self, op: Operation) -> &Route {
         match op {
             Operation::Add => &self.add,
             Operation::Edit => &self.edit,
@@ -264,7 +282,7 @@ struct Attempt {
 
 impl ScwmClient {
     pub fn new(settings: ClientSettings) -> Result<Self, ClientBuildError> {
-        let endpoints = Endpoints::from_map(&settings.endpoints)?;
+        let endpoints = Endpoints::from_map(&settings.endpoints, &settings.rate_limit)?;
         if settings.max_concurrency == 0 || settings.max_concurrency > Semaphore::MAX_PERMITS {
             return Err(ClientBuildError::InvalidConcurrency);
         }
@@ -319,6 +337,11 @@ impl ScwmClient {
         self.inner.breaker.state()
     }
 
+    /// How much longer SCWM asked for requests of `op`'s endpoint to wait, if it did.
+    pub fn paused_for(&self, op: Operation) -> Option<Duration> {
+        self.inner.endpoints.get(op).governor.paused_for()
+    }
+
     /// HTTP attempts in flight now.
     pub fn in_flight(&self) -> usize {
         self.inner.max_concurrency - self.inner.slots.available_permits()
@@ -329,7 +352,7 @@ impl ScwmClient {
     /// The envelope `req` would be sent as, and where: for showing a request without sending
     /// it (explain). Exactly what [`ScwmClient::call`] puts on the wire.
     pub fn envelope(&self, req: &ScwmRequest) -> (String, RequestEnvelope) {
-        let endpoint = self.inner.endpoints.get(req.op);
+        let endpoint = &self.inner.endpoints.get(req.op).endpoint;
         let envelope = RequestEnvelope {
             header: RequestHeader {
                 header_version: HEADER_VERSION,
@@ -344,7 +367,49 @@ impl ScwmClient {
 
     pub async fn call(&self, req: &ScwmRequest) -> Result<ScwmSuccess, ScwmFailure> {
         let result = self.call_with_retries(req).await;
-        match &result {
+        self.observe(req, &result);
+        result
+    }
+
+    /// Like [`ScwmClient::call`], but an open circuit does not end the call: it waits for the
+    /// circuit's trial and sends then, until `stop` fires. For work nobody else will hold for
+    /// the bridge during an outage (a JetStream message whose deliveries an outage must not spend,
+    /// an accepted asynchronous request). The circuit's trial lets such waiters through a few at
+    /// a time, so a recovering SCWM is not met by the whole backlog at once.
+    pub async fn call_riding_out(
+        &self,
+        req: &ScwmRequest,
+        stop: &CancellationToken,
+    ) -> Result<ScwmSuccess, ScwmFailure> {
+        let mut held = false;
+        let result = loop {
+            let result = self.call_with_retries(req).await;
+            let wait = match &result {
+                Err(ScwmFailure { error: ScwmError::CircuitOpen { retry_after }, .. }) if !stop.is_cancelled() => {
+                    *retry_after
+                }
+                _ => break result,
+            };
+            if !held {
+                held = true;
+                tracing::info!(
+                    op = req.op.as_str(),
+                    scwm.license_plate = req.license_plate.as_str(),
+                    wait_ms = wait.as_millis() as u64,
+                    "SCWM circuit is open; holding the request until it half-opens"
+                );
+            }
+            tokio::select! {
+                () = stop.cancelled() => break result,
+                () = tokio::time::sleep(wait.max(Duration::from_millis(10))) => {}
+            }
+        };
+        self.observe(req, &result);
+        result
+    }
+
+    fn observe(&self, req: &ScwmRequest, result: &Result<ScwmSuccess, ScwmFailure>) {
+        match result {
             Ok(success) => observe::scwm_call(req.op.as_str(), "ok", Some(success.status)),
             Err(failure) => {
                 let outcome = if failure.error.is_retryable() { "failed" } else { "rejected" };
@@ -352,15 +417,14 @@ impl ScwmClient {
             }
         }
         observe::circuit(self.circuit_state().level());
-        result
     }
 
     async fn call_with_retries(&self, req: &ScwmRequest) -> Result<ScwmSuccess, ScwmFailure> {
         let started = Instant::now();
         let fail =
             |error, attempts, envelope| ScwmFailure { error, attempts, elapsed: started.elapsed(), envelope };
-        let endpoint = self.inner.endpoints.get(req.op);
-        let body = match self.encode(req, endpoint) {
+        let route = self.inner.endpoints.get(req.op);
+        let body = match self.encode(req, &route.endpoint) {
             Ok(body) => body,
             Err(error) => return Err(fail(error, 0, None)),
         };
@@ -369,7 +433,7 @@ impl ScwmClient {
         let mut attempts: u32 = 0;
         loop {
             let Attempt { status, retry_after, answer } =
-                match self.attempt_once(req, endpoint, &headers, &body, attempts).await {
+                match self.attempt_once(req, route, &headers, &body, attempts).await {
                     Ok(attempt) => attempt,
                     Err(error) => return Err(fail(error, attempts, last_envelope)),
                 };
@@ -422,12 +486,13 @@ impl ScwmClient {
     async fn attempt_once(
         &self,
         req: &ScwmRequest,
-        endpoint: &Endpoint,
+        route: &Route,
         headers: &HeaderMap,
         body: &Bytes,
         before: u32,
     ) -> Result<Attempt, ScwmError> {
         let inner = &*self.inner;
+        let endpoint = &route.endpoint;
         let (op, plate) = (req.op.as_str(), req.license_plate.as_str());
         if let Err(retry_after) = inner.breaker.check() {
             tracing::debug!(
@@ -438,21 +503,34 @@ impl ScwmClient {
             );
             return Err(ScwmError::CircuitOpen { retry_after });
         }
+        // The tenant's rate and SCWM's own pauses come first: a request waiting for its turn
+        // holds no connection slot.
+        route.governor.acquire(Lane::of(req.op)).await;
         // The semaphore is never closed; should that change, fail like a dead transport.
         let slot = inner
             .slots
             .acquire()
             .await
             .map_err(|_| ScwmError::Transport("concurrency limiter closed".to_owned()))?;
-        let permit = inner.breaker.admit().map_err(|retry_after| {
-            tracing::debug!(
-                op,
-                scwm.license_plate = plate,
-                attempts = before,
-                "SCWM circuit is open; not sending"
-            );
-            ScwmError::CircuitOpen { retry_after }
-        })?;
+        let permit = loop {
+            let changed = inner.breaker.changed();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            match inner.breaker.admit() {
+                Ok(permit) => break permit,
+                Err(Refusal::Open { remaining }) => {
+                    tracing::debug!(
+                        op,
+                        scwm.license_plate = plate,
+                        attempts = before,
+                        "SCWM circuit is open; not sending"
+                    );
+                    return Err(ScwmError::CircuitOpen { retry_after: remaining });
+                }
+                // The circuit's trial has as many calls out as it allows: one of them ends soon.
+                Err(Refusal::Full) => changed.await,
+            }
+        };
         let started = Instant::now();
         // One client span per attempt (OpenTelemetry HTTP client conventions), its context
         // sent on as `traceparent` so SCWM's side of the trace joins this one.
@@ -483,10 +561,15 @@ impl ScwmClient {
         match &attempt.answer {
             Answer::Failure { error, .. } => {
                 span.record("error.type", error.kind());
-                permit.record(error.is_availability_failure());
+                permit.record(error.verdict());
+                // SCWM named how long it needs: every request to this endpoint waits that long,
+                // not only this one.
+                if let (Some(429 | 503), Some(wait)) = (error.status(), error.retry_after().or(attempt.retry_after)) {
+                    route.governor.pause(wait.min(inner.retry.max_retry_after));
+                }
             }
             Answer::Success { envelope, status } => {
-                permit.record(false);
+                permit.record(Verdict::Up);
                 tracing::debug!(
                     op,
                     scwm.license_plate = plate,

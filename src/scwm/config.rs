@@ -8,7 +8,7 @@ use base64::Engine;
 use reqwest::Url;
 use serde::Deserialize;
 
-use super::{BreakerSettings, ClientSettings, Endpoint, RetryPolicy};
+use super::{BreakerSettings, ClientSettings, Endpoint, RateLimit, RetryPolicy};
 use crate::{
     incident::Operation,
     lenient,
@@ -36,6 +36,7 @@ pub struct RawScwm {
     pub max_concurrency: usize,
     pub retry: RawRetry,
     pub breaker: RawBreaker,
+    pub rate_limit: RawRateLimit,
     pub operations: BTreeMap<String, RawOperation>,
 }
 
@@ -54,6 +55,7 @@ impl Default for RawScwm {
             max_concurrency: 32,
             retry: RawRetry::default(),
             breaker: RawBreaker::default(),
+            rate_limit: RawRateLimit::default(),
             operations: BTreeMap::new(),
         }
     }
@@ -90,16 +92,52 @@ impl Default for RawRetry {
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawBreaker {
+    #[serde(deserialize_with = "lenient::duration")]
+    #[schemars(with = "lenient::DurationText")]
+    pub window: Duration,
     #[serde(deserialize_with = "lenient::value")]
-    pub failure_threshold: u32,
+    pub minimum_calls: u32,
+    #[serde(deserialize_with = "lenient::value")]
+    pub failure_rate: f64,
+    #[serde(deserialize_with = "lenient::value")]
+    pub consecutive_failures: u32,
     #[serde(deserialize_with = "lenient::duration")]
     #[schemars(with = "lenient::DurationText")]
     pub open_for: Duration,
+    #[serde(deserialize_with = "lenient::value")]
+    pub probes: u32,
+    #[serde(deserialize_with = "lenient::value")]
+    pub recovery_calls: u32,
 }
 
 impl Default for RawBreaker {
     fn default() -> Self {
-        Self { failure_threshold: 5, open_for: Duration::from_secs(10) }
+        let d = BreakerSettings::default();
+        Self {
+            window: d.window,
+            minimum_calls: d.minimum_calls,
+            failure_rate: d.failure_rate,
+            consecutive_failures: d.consecutive_failures,
+            open_for: d.open_for,
+            probes: d.probes,
+            recovery_calls: d.recovery_calls,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRateLimit {
+    #[serde(deserialize_with = "lenient::value")]
+    pub per_second: f64,
+    #[serde(deserialize_with = "lenient::value")]
+    pub burst: u32,
+}
+
+impl Default for RawRateLimit {
+    fn default() -> Self {
+        let d = RateLimit::default();
+        Self { per_second: d.per_second, burst: d.burst }
     }
 }
 
@@ -129,8 +167,8 @@ pub fn build(raw: RawScwm, p: &mut Problems<'_>) -> Option<ClientSettings> {
     if raw.retry.max_backoff < raw.retry.initial_backoff {
         p.error("scwm.retry.max_backoff", "must not be less than scwm.retry.initial_backoff");
     }
-    let failure_threshold = p.positive("scwm.breaker.failure_threshold", raw.breaker.failure_threshold);
-    let open_for = p.positive("scwm.breaker.open_for", raw.breaker.open_for);
+    let breaker = breaker(&raw.breaker, p);
+    let rate_limit = rate_limit(&raw.rate_limit, p);
     Some(ClientSettings {
         endpoints: endpoints?,
         basic_token: basic_token?,
@@ -143,10 +181,33 @@ pub fn build(raw: RawScwm, p: &mut Problems<'_>) -> Option<ClientSettings> {
             max_backoff: raw.retry.max_backoff,
             max_retry_after: raw.retry.max_retry_after,
         },
-        breaker: BreakerSettings { failure_threshold, open_for },
+        breaker,
+        rate_limit,
         max_concurrency,
         user_agent: concat!("incident-bridge/", env!("CARGO_PKG_VERSION")).to_owned(),
     })
+}
+
+fn breaker(raw: &RawBreaker, p: &mut Problems<'_>) -> BreakerSettings {
+    if !(raw.failure_rate > 0.0 && raw.failure_rate <= 1.0) {
+        p.error("scwm.breaker.failure_rate", "must be a share of calls in (0, 1], e.g. 0.5");
+    }
+    BreakerSettings {
+        window: p.positive("scwm.breaker.window", raw.window),
+        minimum_calls: p.positive("scwm.breaker.minimum_calls", raw.minimum_calls),
+        failure_rate: raw.failure_rate,
+        consecutive_failures: p.positive("scwm.breaker.consecutive_failures", raw.consecutive_failures),
+        open_for: p.positive("scwm.breaker.open_for", raw.open_for),
+        probes: p.positive("scwm.breaker.probes", raw.probes),
+        recovery_calls: p.positive("scwm.breaker.recovery_calls", raw.recovery_calls),
+    }
+}
+
+fn rate_limit(raw: &RawRateLimit, p: &mut Problems<'_>) -> RateLimit {
+    if !(raw.per_second.is_finite() && raw.per_second >= 0.0) {
+        p.error("scwm.rate_limit.per_second", "must be 0 (no limit known) or a positive number of requests");
+    }
+    RateLimit { per_second: raw.per_second, burst: p.positive("scwm.rate_limit.burst", raw.burst) }
 }
 
 /// One endpoint per operation: its own URL and event name, else `scwm.url` and the contract's.

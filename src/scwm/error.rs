@@ -99,6 +99,16 @@ impl ScwmError {
         }
     }
 
+    /// What this failure tells the circuit breaker about SCWM.
+    pub fn verdict(&self) -> super::breaker::Verdict {
+        use super::breaker::Verdict;
+        match self {
+            ScwmError::Timeout | ScwmError::Connect(_) | ScwmError::Transport(_) => Verdict::Unreachable,
+            e if e.is_availability_failure() => Verdict::Failed,
+            _ => Verdict::Up,
+        }
+    }
+
     /// How long SCWM (or the breaker) asked us to wait before trying again.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {

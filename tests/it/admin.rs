@@ -261,7 +261,7 @@ async fn a_dead_letter_is_kept_listed_and_replayed_once_scwm_is_back_and_a_secon
     use incident_bridge::sim::Faults;
     // The breaker stays closed through the outage, so the replay right after it is not refused
     // by an open circuit (which it would be, and rightly, with the defaults).
-    let extra = format!("[scwm.breaker]\nfailure_threshold = 1000\n{}", admin());
+    let extra = format!("[scwm.breaker]\nminimum_calls = 1000\n{}", admin());
     let mut app = TestApp::start_against(crate::kit::start_simulator().await, &extra, &[]).await;
     // SCWM is down: an asynchronous command runs out of retries and is dead-lettered.
     let letter = dead_lettered_add(&mut app, "disk full on db-1").await;

@@ -488,7 +488,7 @@ const OUTAGE_RETRY: [(&str, &str); 5] = [
     ("scwm.retry.max_attempts", "3"),
     ("scwm.retry.initial_backoff", "100ms"),
     ("scwm.retry.max_backoff", "2s"),
-    ("scwm.breaker.failure_threshold", "5"),
+    ("scwm.breaker.minimum_calls", "5"),
     ("scwm.breaker.open_for", "1s"),
 ];
 

@@ -325,7 +325,7 @@ async fn a_transient_fault_is_retried_with_the_same_license_plate_and_then_succe
 async fn an_open_circuit_answers_with_the_time_it_stays_open_in_whole_seconds() {
     let app = TestApp::start_with(&[
         ("scwm.retry.max_attempts", "1"),
-        ("scwm.breaker.failure_threshold", "1"),
+        ("scwm.breaker.minimum_calls", "1"),
         ("scwm.breaker.open_for", "30s"),
     ])
     .await;

@@ -14,8 +14,8 @@ use futures::{FutureExt, future::BoxFuture};
 use incident_bridge::{
     ids::LicensePlate,
     scwm::{
-        CircuitState, ClientSettings, Operation, Payload, ScwmClient, ScwmError, ScwmFailure, ScwmRequest,
-        ScwmSuccess, Sleeper,
+        CircuitState, ClientSettings, Operation, Payload, RateLimit, ScwmClient, ScwmError, ScwmFailure,
+        ScwmRequest, ScwmSuccess, Sleeper,
     },
     secret::Secret,
     sim::{Failure, Faults, Latency, RecordedRequest, SimConfig, SimHandle, SimState, Simulator},
@@ -221,7 +221,7 @@ async fn each_transient_fault_class_is_retried_until_it_succeeds() {
         let sim = start_sim(SimConfig { faults: fail_next(2, failure), ..SimConfig::default() }).await;
         let mut settings = settings_for(&sim.url());
         // Two failures of one kind must not trip the breaker mid-test.
-        settings.breaker.failure_threshold = 10;
+        settings.breaker.minimum_calls = 10;
         let (client, sleeper) = client_with(settings);
 
         let success = call_ok(&client, &add_request()).await;
@@ -381,9 +381,9 @@ async fn the_license_plate_is_kept_across_retries_and_new_for_each_call() {
 }
 
 #[tokio::test]
-async fn retry_after_is_honoured_exactly() {
+async fn retry_after_is_honoured_exactly_and_pauses_the_endpoint_capped() {
     let sim = start_sim(SimConfig {
-        faults: fail_next(2, Failure::RateLimited { retry_after_secs: 7 }),
+        faults: fail_next(2, Failure::RateLimited { retry_after_secs: 1 }),
         ..SimConfig::default()
     })
     .await;
@@ -392,24 +392,31 @@ async fn retry_after_is_honoured_exactly() {
     let started = std::time::Instant::now();
     let success = call_ok(&client, &add_request()).await;
     assert_eq!(success.attempts, 3);
-    assert_eq!(sleeper.delays(), vec![Duration::from_secs(7); 2]);
-    assert!(started.elapsed() < Duration::from_secs(5), "no wall-clock waiting");
+    assert_eq!(sleeper.delays(), vec![Duration::from_secs(1); 2]);
+    // The retry waits through the sleeper (recorded, not waited here), but the endpoint itself
+    // was paused for each Retry-After, which no sleeper stands in for.
+    assert!(started.elapsed() >= Duration::from_millis(1_990), "{:?}", started.elapsed());
 
-    // Beyond max_retry_after, the cap wins.
+    // Beyond max_retry_after, the cap wins: the endpoint pauses 60 s, not an hour.
     sim.set_faults(fail_next(1, Failure::RateLimited { retry_after_secs: 3_600 }));
-    call_ok(&client, &add_request()).await;
-    assert_eq!(sleeper.delays()[2], Duration::from_secs(60));
+    let mut settings = settings_for(&sim.url());
+    settings.retry.max_attempts = 1;
+    let (capped, _) = client_with(settings);
+    call_err(&capped, &add_request()).await;
+    let paused = capped.paused_for(Operation::Add).expect("paused");
+    assert!(paused > Duration::from_secs(59) && paused <= Duration::from_secs(60), "{paused:?}");
+    assert!(capped.paused_for(Operation::Edit).is_some_and(|p| p > Duration::from_secs(59)), "one endpoint, one pause");
 
     // Without Retry-After, the delay is the jittered backoff: within the first two ceilings.
     sim.set_faults(fail_next(2, Failure::SERVICE_UNAVAILABLE));
     call_ok(&client, &add_request()).await;
     let delays = sleeper.delays();
-    assert!(delays[3] <= Duration::from_millis(200), "{delays:?}");
-    assert!(delays[4] <= Duration::from_millis(400), "{delays:?}");
+    assert!(delays[2] <= Duration::from_millis(200), "{delays:?}");
+    assert!(delays[3] <= Duration::from_millis(400), "{delays:?}");
 }
 
 #[tokio::test]
-async fn the_breaker_opens_after_the_threshold_and_a_probe_closes_it() {
+async fn the_breaker_opens_on_the_failure_rate_and_its_trial_closes_it() {
     let sim = start_sim(SimConfig {
         faults: Faults { error_rate: 1.0, error: Failure::SERVICE_UNAVAILABLE, ..Faults::default() },
         ..SimConfig::default()
@@ -417,12 +424,13 @@ async fn the_breaker_opens_after_the_threshold_and_a_probe_closes_it() {
     .await;
     let open_for = Duration::from_millis(500);
     let mut settings = settings_for(&sim.url());
-    settings.breaker.failure_threshold = 3;
+    settings.breaker.minimum_calls = 3;
+    settings.breaker.recovery_calls = 1;
     settings.breaker.open_for = open_for;
     settings.retry.max_attempts = 5;
     let (client, sleeper) = client_with(settings);
 
-    // One call keeps retrying until the third consecutive failure opens the circuit.
+    // One call keeps retrying until the third failure in a row (all of the window) opens it.
     let failure = call_err(&client, &add_request()).await;
     assert_eq!(failure.attempts, 3);
     assert!(matches!(failure.error, ScwmError::CircuitOpen { retry_after } if retry_after <= open_for));
@@ -443,7 +451,7 @@ async fn the_breaker_opens_after_the_threshold_and_a_probe_closes_it() {
     }
     assert_eq!(sim.requests().len(), 3, "no request reached SCWM while the circuit was open");
 
-    // SCWM recovers; after open_for one probe goes through and closes the circuit.
+    // SCWM recovers; after open_for the trial's first success closes it (recovery_calls = 1).
     sim.set_faults(Faults::default());
     tokio::time::sleep(open_for + Duration::from_millis(50)).await;
     assert_eq!(client.circuit_state(), CircuitState::HalfOpen);
@@ -464,7 +472,8 @@ async fn a_failed_probe_reopens_the_circuit() {
     .await;
     let open_for = Duration::from_millis(500);
     let mut settings = settings_for(&sim.url());
-    settings.breaker.failure_threshold = 2;
+    settings.breaker.minimum_calls = 2;
+    settings.breaker.probes = 1;
     settings.breaker.open_for = open_for;
     settings.retry.max_attempts = 1;
     let (client, _) = client_with(settings);
@@ -486,7 +495,7 @@ async fn a_failed_probe_reopens_the_circuit() {
 async fn permanent_errors_do_not_trip_the_breaker() {
     let sim = start_sim(SimConfig::default()).await;
     let mut settings = settings_for(&sim.url());
-    settings.breaker.failure_threshold = 2;
+    settings.breaker.minimum_calls = 2;
     let (client, _) = client_with(settings);
     for _ in 0..4 {
         let failure = call_err(&client, &request(Operation::Read, json!({"id": "IT-404404"}))).await;
@@ -540,4 +549,101 @@ async fn max_concurrency_bounds_requests_in_flight() {
     let rounds = (CALLS / LIMIT) as u32;
     assert!(elapsed >= Duration::from_millis(LATENCY_MS) * rounds);
     assert!(elapsed < Duration::from_millis(LATENCY_MS) * (rounds * 3), "{elapsed:?}");
+}
+
+fn arrivals(sim: &SimHandle) -> Vec<SystemTime> {
+    sim.requests()
+        .iter()
+        .map(|r| humantime::parse_rfc3339(&r.received_at).expect("an RFC 3339 timestamp"))
+        .collect()
+}
+
+/// A 429 with Retry-After stops every request to the endpoint for that long, not only the one
+/// that heard it: the next call, made at once, reaches SCWM only after the pause.
+#[tokio::test]
+async fn a_429_with_retry_after_pauses_the_whole_endpoint() {
+    let sim = start_sim(SimConfig {
+        faults: fail_next(1, Failure::RateLimited { retry_after_secs: 1 }),
+        ..SimConfig::default()
+    })
+    .await;
+    let mut settings = settings_for(&sim.url());
+    settings.retry.max_attempts = 1;
+    let (client, _) = client_with(settings);
+    let refused = call_err(&client, &add_request()).await;
+    assert_eq!(refused.error.status(), Some(429));
+    call_ok(&client, &add_request()).await;
+    let at = arrivals(&sim);
+    assert_eq!(at.len(), 2);
+    let gap = at[1].duration_since(at[0]).unwrap_or_default();
+    // The log has millisecond resolution.
+    assert!(gap >= Duration::from_millis(995), "the second request came {gap:?} after the 429");
+}
+
+/// The token bucket: after the burst, requests reach SCWM no faster than the rate, however many
+/// callers are waiting.
+#[tokio::test]
+async fn the_rate_limit_spaces_requests_out() {
+    const RATE: f64 = 20.0;
+    const CALLS: usize = 12;
+    let sim = start_sim(SimConfig::default()).await;
+    let mut settings = settings_for(&sim.url());
+    settings.rate_limit = RateLimit { per_second: RATE, burst: 2 };
+    let (client, _) = client_with(settings);
+    let calls = (0..CALLS).map(|_| {
+        let client = client.clone();
+        tokio::spawn(async move { client.call(&add_request()).await.map(|s| s.attempts) })
+    });
+    for result in futures::future::join_all(calls).await {
+        assert_eq!(result.expect("the task completes").expect("the call succeeds"), 1);
+    }
+    let at = arrivals(&sim);
+    assert_eq!(at.len(), CALLS);
+    // Beyond the burst of 2, the k-th further request waits k tokens: at 20/s, k * 50 ms.
+    let spread = at[CALLS - 1].duration_since(at[0]).unwrap_or_default();
+    let least = Duration::from_secs_f64((CALLS - 2) as f64 / RATE) - Duration::from_millis(5);
+    assert!(spread >= least, "{CALLS} requests within {spread:?}, at least {least:?} expected");
+}
+
+/// A call that rides out an open circuit is held, not failed, and sent once the circuit's trial
+/// lets it through; a plain call meets the open circuit at once.
+#[tokio::test]
+async fn a_call_riding_out_an_open_circuit_is_sent_when_it_half_opens() {
+    let sim = start_sim(SimConfig {
+        faults: Faults { error_rate: 1.0, error: Failure::SERVICE_UNAVAILABLE, ..Faults::default() },
+        ..SimConfig::default()
+    })
+    .await;
+    let mut settings = settings_for(&sim.url());
+    settings.breaker.minimum_calls = 2;
+    settings.breaker.open_for = Duration::from_millis(300);
+    settings.retry.max_attempts = 1;
+    let (client, _) = client_with(settings);
+    for _ in 0..2 {
+        call_err(&client, &add_request()).await;
+    }
+    assert_eq!(client.circuit_state(), CircuitState::Open);
+    assert_eq!(call_err(&client, &add_request()).await.error.kind(), "circuit_open");
+    sim.set_faults(Faults::default());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let success = tokio::time::timeout(Duration::from_secs(5), client.call_riding_out(&add_request(), &stop))
+        .await
+        .expect("the held call ends once the circuit half-opens")
+        .expect("and succeeds");
+    assert_eq!(success.attempts, 1);
+    assert_eq!(sim.requests().len(), 3, "nothing was sent while the circuit was open");
+
+    // A stop ends the wait: the call reports the open circuit.
+    sim.set_faults(Faults { error_rate: 1.0, error: Failure::SERVICE_UNAVAILABLE, ..Faults::default() });
+    while client.circuit_state() != CircuitState::Open {
+        let _ = client.call(&add_request()).await;
+    }
+    let stop = tokio_util::sync::CancellationToken::new();
+    let held = {
+        let (client, stop) = (client.clone(), stop.clone());
+        tokio::spawn(async move { client.call_riding_out(&add_request(), &stop).await })
+    };
+    stop.cancel();
+    let failure = tokio::time::timeout(Duration::from_secs(5), held).await.expect("ends").expect("ran").unwrap_err();
+    assert_eq!(failure.error.kind(), "circuit_open");
 }

@@ -86,7 +86,7 @@ secrets = ["{secret}"]
         secret = SW_SECRETS[0]
     );
     // One SCWM attempt per delivery, so the injected failure naks the message.
-    let overrides = [("scwm.retry.max_attempts", "1"), ("scwm.breaker.failure_threshold", "100")];
+    let overrides = [("scwm.retry.max_attempts", "1"), ("scwm.breaker.minimum_calls", "100")];
     let bridge = Bridge::start_with(&sources, &overrides).await;
     bridge.app.sim.set_faults(Faults { fail_next: 1, ..Faults::default() });
     let client = nats.client().await;

@@ -148,7 +148,7 @@ async fn a_repeated_standard_webhooks_delivery_gets_its_first_answer_and_acts_on
 async fn a_standard_webhooks_retry_after_a_5xx_is_accepted_not_taken_for_a_replay() {
     // One SCWM attempt per request and no circuit breaker in the way: one injected failure
     // makes the bridge answer 503, and the next request goes through.
-    let overrides = [("scwm.retry.max_attempts", "1"), ("scwm.breaker.failure_threshold", "100")];
+    let overrides = [("scwm.retry.max_attempts", "1"), ("scwm.breaker.minimum_calls", "100")];
     let bridge = Bridge::start_with(&Scheme::StandardWebhooks.config(), &overrides).await;
     bridge.app.sim.set_faults(Faults { fail_next: 1, ..Faults::default() });
     let body = alertmanager_body("00000000000c0002");
