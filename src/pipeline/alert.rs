@@ -220,7 +220,7 @@ impl Pipeline {
                     return self.abandon(event, record, revision, e.into(), failed, delivery).await;
                 }
             };
-            let (answer, attempts, envelope) = match self.scwm.call(&request).await {
+            let (answer, attempts, envelope) = match self.call(&request, delivery).await {
                 Ok(success) => {
                     match self.publish_success(event, &request, &success).await {
                         Ok(result) => results.push(result),

@@ -48,7 +48,7 @@ impl Pipeline {
         let Some(item_id) = base.map(|s| s.item_id.clone()) else { return Checked::Confirmed };
         let owner_id = record.pending.as_ref().and_then(|p| p.steps.first()).and_then(|s| s.owner_id.clone());
         let request = read_request(&item_id, owner_id);
-        let answer = self.scwm.call(&request).await;
+        let answer = self.call(&request, delivery).await;
         let published = match &answer {
             Ok(success) => self.publish_success(event, &request, success).await.map(|r| results.push(r)),
             Err(failure) => self.publish_refusal(event, &request, failure).await,

@@ -62,6 +62,14 @@ impl Delivery {
     pub const SENDER_RETRIES: Delivery = Delivery { attempt: 1, last: false, redelivered: false };
     /// A delivery nobody will repeat (asynchronous HTTP).
     pub const ONLY: Delivery = Delivery { attempt: 1, last: true, redelivered: false };
+
+    /// Whether this delivery waits out an open circuit rather than fail at once. Only a sender
+    /// that retries on its own (synchronous HTTP, a NATS request) is better told "retry in N
+    /// seconds"; anything else would spend a JetStream delivery, or end in a dead letter, for
+    /// an outage that is not the event's fault.
+    pub fn rides_out_outages(&self) -> bool {
+        self.last || self.redelivered
+    }
 }
 
 /// What happened to one event.
@@ -300,6 +308,16 @@ impl Pipeline {
         &self.scwm
     }
 
+    /// One SCWM request for an event: it waits out an open circuit (until the shutdown cutoff)
+    /// when the delivery should, else meets it.
+    async fn call(&self, request: &ScwmRequest, delivery: Delivery) -> Result<ScwmSuccess, ScwmFailure> {
+        if delivery.rides_out_outages() {
+            self.scwm.call_riding_out(request, &self.cutoff).await
+        } else {
+            self.scwm.call(request).await
+        }
+    }
+
     pub async fn process_one(&self, event: &Event, delivery: Delivery) -> Outcome {
         let span = tracing::info_span!(
             parent: &event.span,
@@ -344,7 +362,7 @@ impl Pipeline {
         let request = command_request(event, cmd);
         let started = Instant::now();
         let called = tokio::select! {
-            called = self.scwm.call(&request) => called,
+            called = self.call(&request, delivery) => called,
             () = self.cutoff.cancelled() => return self.interrupt(event, &request, delivery).await,
         };
         match called {

@@ -337,6 +337,11 @@ impl ScwmClient {
         self.inner.breaker.state()
     }
 
+    /// How much longer the open circuit refuses calls; `None` when it lets them through.
+    pub fn circuit_open_for(&self) -> Option<Duration> {
+        self.inner.breaker.check().err()
+    }
+
     /// How much longer SCWM asked for requests of `op`'s endpoint to wait, if it did.
     pub fn paused_for(&self, op: Operation) -> Option<Duration> {
         self.inner.endpoints.get(op).governor.paused_for()

@@ -6,8 +6,10 @@
 //! 1. the bridge is SIGKILLed again and again during a JetStream run, each time a share of the
 //!    work has reached SCWM, and started again each time;
 //! 2. the nats-server is killed and started again mid-run, taking the KV store with it;
-//! 3. SCWM answers 503, then refuses connections, then comes back with the same state; and,
-//!    with a tiny `max_deliver`, the alerts whose deliveries run out become dead letters;
+//! 3. SCWM answers 503, then refuses connections, then comes back with the same state, under a
+//!    consumer with `max_deliver = 3`: the open circuit holds the messages, so the outage spends
+//!    no delivery and leaves no dead letter; and when SCWM fails without ever opening the
+//!    circuit (a bad minute that lasts), the alerts whose deliveries run out become dead letters;
 //! 4. three replicas share one JetStream consumer and one KV store, one of them SIGKILLed and
 //!    started again, and end in the state a sequential run gives;
 //! 5. SCWM is slow (50 ms to 5 s per call) while five times the queue arrives at once over
@@ -498,11 +500,9 @@ async fn alerts_wait_out_an_scwm_that_fails_then_refuses_connections_and_complet
     let n = scale.pick(300, 1_500);
     let outage = scale.pick(Duration::from_secs(5), Duration::from_secs(60));
     let mut rig = Rig::start().await;
-    // After the first few deliveries a message waits 1 s on average (half of max_backoff, and at
-    // least what is left of the breaker's open second) before the next one: 100 deliveries
-    // last well over a minute, far beyond the short outage; 500 cover the long one.
-    let consumer = format!("ack_wait = \"5s\"\nmax_deliver = {}\n", scale.pick(100, 500));
-    let config = rig.config(&consumer, &embedded_store(&rig.dir));
+    // Three deliveries: an outage must not spend them. While the circuit is open no message is
+    // handed on and the events under way wait for it, their messages kept in progress.
+    let config = rig.config("ack_wait = \"5s\"\nmax_deliver = 3\n", &embedded_store(&rig.dir));
     let bridge = Bridge::spawn(&config, &rig.dir, &OUTAGE_RETRY).await;
 
     // Half the alerts before the outage, half during it.
@@ -533,12 +533,17 @@ async fn alerts_wait_out_an_scwm_that_fails_then_refuses_connections_and_complet
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn alerts_whose_deliveries_run_out_during_an_outage_become_dead_letters_that_replay_later() {
+async fn alerts_whose_deliveries_run_out_while_scwm_fails_below_the_breaker_become_dead_letters_that_replay_later() {
     const N: usize = 5;
     let rig = Rig::start().await;
     rig.scwm.set_faults(Faults { error_rate: 1.0, error: Failure::SERVICE_UNAVAILABLE, ..Faults::default() });
     let config = rig.config("ack_wait = \"2s\"\nmax_deliver = 2\n", &embedded_store(&rig.dir));
-    let bridge = Bridge::spawn(&config, &rig.dir, &OUTAGE_RETRY).await;
+    // A breaker that never judges: every delivery meets SCWM's 503s and spends itself, as in a
+    // bad minute that lasts. (An open circuit would hold the messages instead.)
+    let mut retry = OUTAGE_RETRY.to_vec();
+    retry.retain(|(k, _)| *k != "scwm.breaker.minimum_calls");
+    retry.push(("scwm.breaker.minimum_calls", "1000000"));
+    let bridge = Bridge::spawn(&config, &rig.dir, &retry).await;
     let last = rig.publish((0..N).map(|k| keyed_notification(k, Step::Fire))).await;
     rig.wait_acked(last, 60).await;
 

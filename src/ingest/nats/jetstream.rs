@@ -9,6 +9,9 @@
 //! from the moment it arrives. Otherwise the server would deliver a message that is only waiting
 //! its turn again after `ack_wait`, and the work would be done twice.
 //!
+//! While SCWM's circuit is open, messages are not handed on (and events already running wait for
+//! the circuit rather than fail), so an outage never spends `max_deliver`.
+//!
 //! Consuming restarts by itself (with backoff) when the stream, the consumer or the server goes
 //! away, so work resumes after a NATS restart without intervention.
 
@@ -175,9 +178,31 @@ async fn submit_in_order(
             next = arrived.recv() => next,
         };
         let Some(Arrived { msg, in_progress }) = next else { return };
+        if !circuit_closes(&parts, &halt).await {
+            return;
+        }
         let span = super::consumer_span(&msg.subject, msg.headers.as_ref());
         handle(&config, &parts, msg, in_progress).instrument(span).await;
     }
+}
+
+/// Waits while SCWM's circuit is open: nothing is handed on meanwhile, so no delivery is spent
+/// on an outage. The messages already here keep their in-progress acks, and once
+/// `max_ack_pending` are here the server stops delivering more. False when `halt` fired first.
+async fn circuit_closes(parts: &Parts, halt: &CancellationToken) -> bool {
+    let scwm = parts.intake.runner().pipeline().scwm();
+    let mut said = false;
+    while let Some(remaining) = scwm.circuit_open_for() {
+        if !said {
+            said = true;
+            tracing::info!(wait_ms = remaining.as_millis() as u64, "SCWM circuit is open; holding JetStream messages");
+        }
+        tokio::select! {
+            () = halt.cancelled() => return false,
+            () = tokio::time::sleep(remaining) => {}
+        }
+    }
+    true
 }
 
 async fn handle(
