@@ -7,6 +7,11 @@
 //! bounded by `capacity` jobs whatever the offered load.
 //!
 //! Each key with pending jobs has one lane task that drains it; an idle key costs nothing.
+//!
+//! A queue built [`with_coalescing`](KeyedQueue::with_coalescing) lets a new job replace the job
+//! queued last for its key when it says the same thing newer (an alert storm's repeated
+//! notifications): the replaced job is retired, answered, and never runs. The job running now is
+//! never replaced.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -30,6 +35,14 @@ pub enum SubmitError {
 
 type Handler<J> = Arc<dyn Fn(J) -> BoxFuture<'static, ()> + Send + Sync>;
 
+/// When a newer job replaces an older one queued for the same key, and what becomes of the older.
+pub struct Coalesce<J> {
+    /// `(newer, older)`: whether the newer job makes the older one pointless.
+    pub supersedes: Box<dyn Fn(&J, &J) -> bool + Send + Sync>,
+    /// Answers for a job that was replaced and will not run.
+    pub retire: Box<dyn Fn(J) + Send + Sync>,
+}
+
 pub struct KeyedQueue<K, J> {
     inner: Arc<Inner<K, J>>,
 }
@@ -48,6 +61,7 @@ struct Inner<K, J> {
     workers: Arc<Semaphore>,
     lanes: Mutex<HashMap<K, VecDeque<Queued<J>>>>,
     handler: Handler<J>,
+    coalesce: Option<Coalesce<J>>,
     tracker: TaskTracker,
 }
 
@@ -65,6 +79,21 @@ where
     where
         F: Fn(J) -> BoxFuture<'static, ()> + Send + Sync + 'static,
     {
+        Self::build(capacity, workers, handler, None)
+    }
+
+    /// A queue in which a new job may replace the one queued last for its key.
+    pub fn with_coalescing<F>(capacity: usize, workers: usize, handler: F, coalesce: Coalesce<J>) -> Self
+    where
+        F: Fn(J) -> BoxFuture<'static, ()> + Send + Sync + 'static,
+    {
+        Self::build(capacity, workers, handler, Some(coalesce))
+    }
+
+    fn build<F>(capacity: usize, workers: usize, handler: F, coalesce: Option<Coalesce<J>>) -> Self
+    where
+        F: Fn(J) -> BoxFuture<'static, ()> + Send + Sync + 'static,
+    {
         Self {
             inner: Arc::new(Inner {
                 capacity,
@@ -72,6 +101,7 @@ where
                 workers: Arc::new(Semaphore::new(workers)),
                 lanes: Mutex::new(HashMap::new()),
                 handler: Arc::new(handler),
+                coalesce,
                 tracker: TaskTracker::new(),
             }),
         }
@@ -123,7 +153,16 @@ where
     fn enqueue(&self, key: K, queued: Queued<J>) {
         let mut lanes = self.inner.lanes.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(lane) = lanes.get_mut(&key) {
+            let replaced = match (&self.inner.coalesce, lane.back()) {
+                (Some(c), Some(last)) if (c.supersedes)(&queued.job, &last.job) => lane.pop_back(),
+                _ => None,
+            };
             lane.push_back(queued);
+            drop(lanes);
+            if let (Some(c), Some(old)) = (&self.inner.coalesce, replaced) {
+                (c.retire)(old.job);
+                drop(old.room);
+            }
             return;
         }
         lanes.insert(key.clone(), VecDeque::new());
@@ -246,6 +285,53 @@ mod tests {
         gate.notify_one();
         tokio::time::timeout(Duration::from_secs(5), drained).await.unwrap().unwrap();
         assert_eq!(rx.recv().await, Some((1, u32::MAX)));
+    }
+
+    #[tokio::test]
+    async fn a_newer_job_replaces_the_one_queued_last_for_its_key_but_never_the_running_one() {
+        let gate = Arc::new(Notify::new());
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (retired_tx, mut retired) = mpsc::unbounded_channel();
+        let handler_gate = Arc::clone(&gate);
+        // Jobs (key, n, kind): the same kind supersedes; kind 9 waits for the gate.
+        let q = KeyedQueue::with_coalescing(
+            10,
+            2,
+            move |job: (u32, u32, u8)| {
+                let (tx, gate) = (tx.clone(), Arc::clone(&handler_gate));
+                async move {
+                    if job.2 == 9 {
+                        gate.notified().await;
+                    }
+                    tx.send(job.1).unwrap();
+                }
+                .boxed()
+            },
+            Coalesce {
+                supersedes: Box::new(|newer: &(u32, u32, u8), older: &(u32, u32, u8)| newer.2 == older.2),
+                retire: Box::new(move |old: (u32, u32, u8)| retired_tx.send(old.1).unwrap()),
+            },
+        );
+        q.try_submit(1, (1, 0, 9)).unwrap(); // runs, held at the gate
+        tokio::task::yield_now().await;
+        q.try_submit(1, (1, 1, 9)).unwrap(); // the running one is never replaced: queued
+        q.try_submit(1, (1, 2, 1)).unwrap();
+        q.try_submit(1, (1, 3, 1)).unwrap(); // replaces 2
+        q.try_submit(1, (1, 4, 2)).unwrap(); // another kind: queued behind 3
+        q.try_submit(1, (1, 5, 2)).unwrap(); // replaces 4
+        q.try_submit(2, (2, 6, 2)).unwrap(); // another key: untouched
+        assert_eq!(q.depth(), 5, "the replaced jobs' room is free again");
+        gate.notify_one();
+        tokio::task::yield_now().await;
+        gate.notify_one();
+        let mut ran = Vec::new();
+        for _ in 0..5 {
+            ran.push(tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().unwrap());
+        }
+        ran.sort_unstable();
+        assert_eq!(ran, vec![0, 1, 3, 5, 6]);
+        assert_eq!(retired.recv().await, Some(2));
+        assert_eq!(retired.recv().await, Some(4));
     }
 
     #[tokio::test]

@@ -2,6 +2,10 @@
 //! per correlation key and bounds how many are pending, and each job's outcome goes back on its
 //! own channel to whoever is waiting for it (a synchronous HTTP caller, a JetStream message to
 //! ack); nobody waits for an asynchronous one.
+//!
+//! An alert notification queued behind another for the same key, with the same status, replaces
+//! it: each states the whole current state, so only the newest needs to reach SCWM (an alert
+//! storm's repeated edits coalesce into one). The replaced one is answered as a duplicate.
 
 use std::sync::Arc;
 
@@ -10,9 +14,12 @@ use tokio::sync::oneshot;
 
 use super::{
     Delivery, Outcome, Pipeline,
-    queue::{KeyedQueue, SubmitError},
+    queue::{Coalesce, KeyedQueue, SubmitError},
 };
-use crate::{event::Event, ids::CorrelationKey};
+use crate::{
+    event::{Event, EventKind},
+    ids::CorrelationKey,
+};
 
 pub struct Job {
     pub event: Event,
@@ -30,7 +37,8 @@ pub struct Runner {
 impl Runner {
     pub fn new(pipeline: Arc<Pipeline>, capacity: usize, workers: usize) -> Self {
         let worker_pipeline = Arc::clone(&pipeline);
-        let queue = KeyedQueue::new(capacity, workers, move |job: Job| {
+        let coalesce = Coalesce { supersedes: Box::new(supersedes), retire: Box::new(retire) };
+        let queue = KeyedQueue::with_coalescing(capacity, workers, move |job: Job| {
             let pipeline = Arc::clone(&worker_pipeline);
             async move {
                 let outcome = pipeline.process_one(&job.event, job.delivery).await;
@@ -41,7 +49,7 @@ impl Runner {
                 }
             }
             .boxed()
-        });
+        }, coalesce);
         Self { queue, pipeline }
     }
 
@@ -73,5 +81,33 @@ impl Runner {
 
     pub async fn drained(&self) {
         self.queue.drained().await;
+    }
+}
+
+/// Whether `newer` makes `older`, queued for the same key, pointless: both alerts of one source
+/// saying the same status.
+fn supersedes(newer: &Job, older: &Job) -> bool {
+    match (&newer.event.kind, &older.event.kind) {
+        (EventKind::Alert(n), EventKind::Alert(o)) => {
+            newer.event.source.name == older.event.source.name && n.target.status == o.target.status
+        }
+        _ => false,
+    }
+}
+
+/// Answers a replaced job: a duplicate of the newer notification that runs instead.
+fn retire(job: Job) {
+    tracing::debug!(
+        key = %job.event.key,
+        license_plate = %job.event.license_plate,
+        "a newer notification for this key replaced this queued one"
+    );
+    crate::observe::coalesced(&job.event.source.name);
+    crate::observe::event_processed(&job.event.source.name, "duplicate");
+    if let Some(reply) = job.reply {
+        let _ = reply.send(Outcome::Duplicate {
+            reason: "a newer notification for the same key was queued behind this one and is applied instead"
+                .to_owned(),
+        });
     }
 }
