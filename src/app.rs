@@ -41,6 +41,8 @@ pub struct App {
     nats: Option<async_nats::Client>,
     /// Publishes the outbox to NATS, when results go there.
     relay: Option<Arc<Relay>>,
+    /// The holds the pipeline records, for the task that offers them again when due.
+    holds: tokio::sync::mpsc::UnboundedReceiver<(crate::ids::CorrelationKey, u64)>,
 }
 
 impl App {
@@ -148,9 +150,11 @@ impl App {
             publisher = publisher.with_outbox(Arc::clone(&r));
             relay = Some(r);
         }
+        let (holds_tx, holds) = tokio::sync::mpsc::unbounded_channel();
         let mut pipeline = Pipeline::new(client, publisher, config.scwm.retry.clone())
             .with_sources(config.sources.clone())
-            .with_reconcile(config.reconcile.clone());
+            .with_reconcile(config.reconcile.clone())
+            .with_holds(holds_tx);
         if let Some(opened) = opened {
             let store = opened.store;
             tracing::info!(backend = store.backend(), "correlation store open");
@@ -179,7 +183,7 @@ impl App {
         let listener = TcpListener::bind(config.server.listen)
             .await
             .with_context(|| format!("binding {}", config.server.listen))?;
-        Ok(Self { config, listener, simulator, runner, pipeline, answer_deadline, health, nats, relay })
+        Ok(Self { config, listener, simulator, runner, pipeline, answer_deadline, health, nats, relay, holds })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -198,7 +202,7 @@ impl App {
     /// accepting, open requests and queued work finish. Errors when the grace period ends with
     /// work still unfinished.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let Self { config, listener, simulator, runner, pipeline, answer_deadline, health, nats, relay } =
+        let Self { config, listener, simulator, runner, pipeline, answer_deadline, health, nats, relay, holds } =
             self;
         let relay_stop = CancellationToken::new();
         let relay_task = relay.map(|relay| {
@@ -211,6 +215,7 @@ impl App {
             tokio::spawn(crate::pipeline::reconcile::run(Arc::clone(&pipeline), reconcile_stop.clone()))
         });
         let intake = Intake::new(runner.clone(), config.sources.clone(), answer_deadline.clone());
+        let holds_task = tokio::spawn(crate::intake::holds::run(intake.clone(), holds, reconcile_stop.clone()));
         let router = http::router(HttpState {
             intake: intake.clone(),
             health: health.clone(),
@@ -277,6 +282,7 @@ impl App {
         let started = tokio::time::Instant::now();
         let drained = tokio::time::timeout(grace, drain).await;
         deadline_timer.abort();
+        holds_task.abort();
         if let Some(task) = reconciler {
             // A read under way finishes or is cut here; what it found is read again next time.
             if tokio::time::timeout(Duration::from_secs(1), task).await.is_err() {

@@ -54,6 +54,10 @@ pub struct Source {
     pub stream_published_ms: Option<u64>,
 }
 
+/// The `subject` of an event the bridge offers itself again: a key's held notification, looked
+/// at once more when its hold ends.
+pub const RECHECK_SUBJECT: &str = "~recheck";
+
 /// The bytes and headers an event arrived with, so a dead letter can carry them unchanged.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Original {

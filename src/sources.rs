@@ -67,6 +67,36 @@ pub struct RawSource {
     pub routes: Vec<RawRoute>,
     #[serde(default)]
     pub limits: RawLimits,
+    /// Flap damping: a key whose alert keeps firing and resolving keeps its incident open.
+    #[serde(default)]
+    pub flap: RawFlap,
+    /// A new alert opens an incident only if it still fires this long after it was first seen
+    /// (`0s`, the default: at once). An alert that resolves within it opens nothing.
+    #[serde(default, deserialize_with = "lenient::duration")]
+    #[schemars(with = "lenient::DurationText")]
+    pub hold_add: Duration,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawFlap {
+    /// Fire → resolve → fire cycles within `window` after which the next resolve makes the key
+    /// flapping; 0 (the default) turns flap damping off.
+    #[serde(deserialize_with = "lenient::value")]
+    pub cycles: u32,
+    #[serde(deserialize_with = "lenient::duration")]
+    #[schemars(with = "lenient::DurationText")]
+    pub window: Duration,
+    /// How long a flapping alert must keep one status before its end state is applied.
+    #[serde(deserialize_with = "lenient::duration")]
+    #[schemars(with = "lenient::DurationText")]
+    pub quiet: Duration,
+}
+
+impl Default for RawFlap {
+    fn default() -> Self {
+        Self { cycles: 0, window: Duration::from_secs(600), quiet: Duration::from_secs(300) }
+    }
 }
 
 fn default_reopen_window() -> Duration {
@@ -148,6 +178,8 @@ pub struct AlertSettings {
     pub wont_fix_resolutions: Vec<String>,
     pub routes: Routes,
     pub templates: TemplateSet,
+    /// Flap damping and hold_add.
+    pub damping: crate::plan::Damping,
 }
 
 #[derive(Debug)]
@@ -377,7 +409,20 @@ fn alert_settings(raw: &RawSource, key: &str, errors: &mut Vec<(String, String)>
     if let Some(i) = raw.wont_fix_resolutions.iter().position(|r| r.trim().is_empty()) {
         errors.push((format!("{key}.wont_fix_resolutions[{i}]"), "must not be empty".into()));
     }
+    if raw.flap.cycles > 0 && raw.flap.window.is_zero() {
+        errors.push((format!("{key}.flap.window"), "must be greater than zero".into()));
+    }
+    if raw.flap.cycles > 0 && raw.flap.quiet.is_zero() {
+        errors.push((format!("{key}.flap.quiet"), "must be greater than zero".into()));
+    }
+    let damping = crate::plan::Damping {
+        flap_cycles: raw.flap.cycles,
+        flap_window: raw.flap.window,
+        flap_quiet: raw.flap.quiet,
+        hold_add: raw.hold_add,
+    };
     Some(AlertSettings {
+        damping,
         grouping: grouping?,
         reopen_window: raw.reopen_window,
         owner_id: raw.owner_id.clone(),

@@ -10,6 +10,7 @@
 //! words (no status codes, no acks) and never calls SCWM itself: the pipeline does.
 
 mod decoder;
+pub mod holds;
 pub mod repeats;
 
 use std::{
@@ -272,31 +273,13 @@ impl Intake {
         if kept.reason_kind == "unauthenticated" {
             return Err("it never passed authentication; replaying it would let it in".into());
         }
-        let spec =
-            self.sources.get(&kept.source).ok_or_else(|| format!("no source named `{}` now", kept.source))?;
         let transport = match kept.transport.as_str() {
             "nats" => crate::event::Transport::Nats,
             "jetstream" => crate::event::Transport::Jetstream,
             _ => crate::event::Transport::Http,
         };
-        let inbound = Inbound {
-            source: Source {
-                transport,
-                name: kept.source.clone(),
-                subject: kept.subject.clone(),
-                stream: None,
-                stream_sequence: None,
-                stream_published_ms: None,
-            },
-            original: Original { body: kept.body_bytes(), headers: kept.headers.clone() },
-            received_at: std::time::SystemTime::now(),
-            identity: None,
-        };
-        let decoder = Decoder::new(Arc::clone(spec));
-        let verified = decoder
-            .verify_dry(inbound, &crate::headers::NoHeaders, false)
-            .map_err(|e| format!("cannot be read again: {e}"))?;
-        let mut decoded = decoder.decode(&verified).map_err(|e| format!("still cannot be decoded: {e}"))?;
+        let original = Original { body: kept.body_bytes(), headers: kept.headers.clone() };
+        let (spec, mut decoded) = self.read_again(&kept.source, transport, &kept.subject, original)?;
         // A native command's licensePlate came from its delivery, which is gone: give it back,
         // so SCWM sees the same request. An alert's plates come from what it is, and match.
         if let (Some(plate), [event]) = (&kept.license_plate, decoded.events.as_mut_slice())
@@ -308,12 +291,71 @@ impl Intake {
         let read = Read {
             events: decoded.events,
             receipt: Receipt::default(),
-            spec: Arc::clone(spec),
+            spec,
             over_nats: false,
             delivery: None,
         };
         let tickets = self.submit(read, Delivery::ONLY, Room::Refuse).await;
         tickets.outcomes(Some(within), |_| false).await.map_err(|e| format!("{e:?}"))
+    }
+
+    /// Reads a message the bridge kept (a dead letter, a held notification) as it would have
+    /// been read when it came, without verifying it again: it was verified then, and its
+    /// credentials were not kept.
+    fn read_again(
+        &self,
+        source: &str,
+        transport: crate::event::Transport,
+        subject: &str,
+        original: Original,
+    ) -> Result<(Arc<SourceSpec>, decoder::Decoded), String> {
+        let spec = self.sources.get(source).ok_or_else(|| format!("no source named `{source}` now"))?;
+        let inbound = Inbound {
+            source: Source {
+                transport,
+                name: source.to_owned(),
+                subject: subject.to_owned(),
+                stream: None,
+                stream_sequence: None,
+                stream_published_ms: None,
+            },
+            original,
+            received_at: std::time::SystemTime::now(),
+            identity: None,
+        };
+        let decoder = Decoder::new(Arc::clone(spec));
+        let verified = decoder
+            .verify_dry(inbound, &crate::headers::NoHeaders, false)
+            .map_err(|e| format!("cannot be read again: {e}"))?;
+        let decoded = decoder.decode(&verified).map_err(|e| format!("still cannot be decoded: {e}"))?;
+        Ok((Arc::clone(spec), decoded))
+    }
+
+    /// Offers `key`'s held notification again (its hold is due): the key's own event only,
+    /// marked as such, queued behind whatever the key has queued. A notification that cannot
+    /// be read again is logged; the hold stays until a newer notification replaces it.
+    pub async fn recheck(&self, key: &crate::ids::CorrelationKey, source: &str, held: &crate::plan::Held) {
+        let Some(original) = held.original.to_original() else {
+            tracing::error!(%key, "a held notification is not readable; it stays held until the alert changes");
+            return;
+        };
+        let read = self.read_again(source, crate::event::Transport::Http, crate::event::RECHECK_SUBJECT, original);
+        let (spec, decoded) = match read {
+            Ok(read) => read,
+            Err(e) => {
+                tracing::error!(%key, error = %e, "a held notification cannot be read again; it stays held");
+                return;
+            }
+        };
+        let events: Vec<Event> = decoded.events.into_iter().filter(|e| &e.key == key).collect();
+        if events.is_empty() {
+            tracing::warn!(%key, "a held notification no longer yields its key (routes changed?); dropping nothing, leaving it held");
+            return;
+        }
+        tracing::debug!(%key, "offering a held notification again");
+        let read = Read { events, receipt: Receipt::default(), spec, over_nats: false, delivery: None };
+        // Nobody waits for the outcome: it is logged and published like any other.
+        drop(self.submit(read, Delivery::ONLY, Room::Wait).await);
     }
 
     /// What the bridge remembers of `read`'s delivery: seen and answered, still being handled,

@@ -144,6 +144,15 @@ pub enum DecisionKind {
     /// Resolved, but a person reopened the incident the bridge had closed: their decision
     /// stands until the alert fires again.
     NothingReopenedByPerson,
+    /// Resolved once more after enough fire/resolve cycles: the key is flapping. The incident
+    /// stays open and is edited once to say so.
+    FlapStart,
+    /// Flapping: this close (or reopen) is held until the alert keeps one status for a while.
+    NothingFlapping,
+    /// A new alert: opened only if it still fires once `hold_add` has passed.
+    NothingHeldAdd,
+    /// Resolved while its add was held: no incident is opened for it.
+    NothingAddDropped,
 }
 
 impl DecisionKind {
@@ -163,6 +172,10 @@ impl DecisionKind {
             DecisionKind::NothingQuiet => "nothing_quiet",
             DecisionKind::ForgetQuiet => "forget_quiet",
             DecisionKind::NothingReopenedByPerson => "nothing_reopened_by_person",
+            DecisionKind::FlapStart => "flap_start",
+            DecisionKind::NothingFlapping => "nothing_flapping",
+            DecisionKind::NothingHeldAdd => "nothing_held_add",
+            DecisionKind::NothingAddDropped => "nothing_add_dropped",
         }
     }
 }

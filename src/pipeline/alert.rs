@@ -142,6 +142,9 @@ impl Pipeline {
                                 Err(StoreError::Conflict) => continue 'round,
                                 Err(e) => return store_retry(e),
                             }
+                            if let Err(outcome) = self.after_hold(event, &record, &to_save, &decision).await {
+                                return outcome;
+                            }
                         }
                         return match results.pop() {
                             // An earlier intent finished just now: that is this event's answer.
@@ -153,11 +156,11 @@ impl Pipeline {
                     }
                     Plan::Run { decision, record: claimed } => {
                         log_decision(&spec.name, &target.route.name, alert.alertname(), &record, &decision);
-                        record = claimed;
-                        decision
+                        let before = std::mem::replace(&mut record, claimed);
+                        (decision, before)
                     }
                 };
-                let _ = decision;
+                let (decision, before) = decision;
                 match self.save(event, &record, revision).await {
                     Ok(r) => revision = Some(r),
                     Err(StoreError::Conflict) => continue 'round,
@@ -166,6 +169,9 @@ impl Pipeline {
                 match self.run_intent(event, &mut record, &mut revision, delivery).await {
                     Ran::Finished { envelope, results: mut done } => {
                         results.append(&mut done);
+                        if let Err(outcome) = self.after_hold(event, &before, &record, &decision).await {
+                            return outcome;
+                        }
                         return Outcome::Done(Box::new(Done { envelope, results }));
                     }
                     Ran::NotFound(plate) => {
@@ -354,6 +360,54 @@ impl Pipeline {
         )
     }
 
+    /// After a record with damping state was saved: the flap event when the key started or
+    /// stopped flapping, the hold handed to whoever offers it again when due, and the counts.
+    async fn after_hold(
+        &self,
+        event: &Event,
+        before: &Record,
+        after: &Record,
+        decision: &crate::lifecycle::Decision,
+    ) -> Result<(), Outcome> {
+        let source = &event.source.name;
+        match decision.kind {
+            DecisionKind::NothingFlapping => crate::observe::held(source, "close", "held"),
+            DecisionKind::NothingHeldAdd if before.held.is_none() => crate::observe::held(source, "add", "held"),
+            DecisionKind::NothingAddDropped => crate::observe::held(source, "add", "dropped"),
+            DecisionKind::Add | DecisionKind::Replace
+                if before.held.as_ref().is_some_and(|h| h.what == plan::HeldKind::Add) =>
+            {
+                crate::observe::held(source, "add", "applied")
+            }
+            _ => {}
+        }
+        let was = before.flap.as_ref().and_then(|f| f.flapping_since_ms).is_some();
+        let is = after.flap.as_ref().and_then(|f| f.flapping_since_ms).is_some();
+        if was != is {
+            let flap = crate::publish::FlapEvent {
+                id: format!("flap.{}", ulid::Ulid::new()),
+                kind: if is { "flap.start" } else { "flap.end" },
+                key: event.key.clone(),
+                item_id: after.stored.as_ref().map(|s| s.item_id.clone()),
+                source: source.clone(),
+                cycles: before.flap.as_ref().map_or(0, |f| f.refires_ms.len() as u32).max(
+                    after.flap.as_ref().map_or(0, |f| f.refires_ms.len() as u32),
+                ),
+                status: after.flap.as_ref().map_or("firing", |f| f.status.as_str()),
+                at: SystemTime::now(),
+            };
+            tracing::info!(kind = flap.kind, cycles = i64::from(flap.cycles), "flapping {}", if is { "started" } else { "ended" });
+            if !is && before.held.is_some() && decision.kind == DecisionKind::Close {
+                crate::observe::held(source, "close", "applied");
+            }
+            self.publisher.flap(&flap).await.map_err(|e| self.publish_failed(e))?;
+        }
+        if let Some(held) = &after.held {
+            self.hold_due(&event.key, held.due_ms);
+        }
+        Ok(())
+    }
+
     async fn load(&self, event: &Event, delivery: Delivery) -> Result<(Record, Option<Revision>), Outcome> {
         let store = self
             .store
@@ -428,6 +482,11 @@ pub(super) fn facts<'a>(
         partner: target.route.partner.as_deref(),
         owner_id: target.route.owner_id.as_deref().or(settings.owner_id.as_deref()),
         max_string_chars: spec.limits.max_string_chars,
+        hold: plan::HoldFacts {
+            damping: settings.damping,
+            original: Some(&event.original),
+            recheck: event.source.subject == crate::event::RECHECK_SUBJECT,
+        },
     }
 }
 

@@ -214,6 +214,8 @@ pub struct Pipeline {
     interrupted: AtomicUsize,
     /// When to read an incident before acting on it, and how to read SCWM's answer.
     reconcile: config::ReconcileSettings,
+    /// Where a key's hold goes, with its due time, to be offered again then.
+    holds: Option<tokio::sync::mpsc::UnboundedSender<(crate::ids::CorrelationKey, u64)>>,
 }
 
 impl Pipeline {
@@ -229,7 +231,39 @@ impl Pipeline {
             cutoff: CancellationToken::new(),
             interrupted: AtomicUsize::new(0),
             reconcile: config::ReconcileSettings::default(),
+            holds: None,
         }
+    }
+
+    /// Every hold the pipeline records goes to `holds` as (key, due unix ms), so that the key's
+    /// held notification is offered again when due.
+    pub fn with_holds(mut self, holds: tokio::sync::mpsc::UnboundedSender<(crate::ids::CorrelationKey, u64)>) -> Self {
+        self.holds = Some(holds);
+        self
+    }
+
+    fn hold_due(&self, key: &crate::ids::CorrelationKey, due_ms: u64) {
+        if let Some(holds) = &self.holds {
+            let _ = holds.send((key.clone(), due_ms));
+        }
+    }
+
+    /// The key's hold, with the source of its alerts, when it has one.
+    pub async fn held(&self, key: &crate::ids::CorrelationKey) -> Result<Option<(String, crate::plan::Held)>, StoreError> {
+        let Some(store) = &self.store else { return Ok(None) };
+        let Some((record, _)) = records::read(store.as_ref(), key).await? else { return Ok(None) };
+        Ok(record.source.zip(record.held))
+    }
+
+    /// Every key with a hold, and when it is due: what a fresh process (or one taking over from
+    /// a replica that died) has to offer again.
+    pub async fn holds(&self) -> Result<Vec<(crate::ids::CorrelationKey, u64)>, StoreError> {
+        let Some(store) = &self.store else { return Ok(vec![]) };
+        Ok(records::all(store.as_ref())
+            .await?
+            .into_iter()
+            .filter_map(|(r, _)| Some((r.key?, r.held?.due_ms)))
+            .collect())
     }
 
     /// When the pipeline reads an incident before acting on it, and which field of a read

@@ -26,12 +26,14 @@
 //! When SCWM answers 404 for an item the store maps, the mapping is dropped ([`Advance::NotFound`])
 //! and the caller plans again as for an unknown key.
 
+pub mod hold;
 mod plates;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+pub use hold::{Damping, Flap, Held, HeldKind, HoldFacts};
 pub use plates::{StepIdentity, step_plates};
 
 use crate::{
@@ -68,6 +70,13 @@ pub struct Record {
     /// so a new incident is not mistaken by SCWM for a repeat of the one that opened the old.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub follows: Option<LicensePlate>,
+    /// The key's recent status changes, while its source damps flapping.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flap: Option<Flap>,
+    /// A transition held back (a flapping alert's end state, a new alert's add) and when to look
+    /// at it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<Held>,
 }
 
 /// The newest stream message decided for a key, and what it said.
@@ -143,6 +152,8 @@ pub struct Facts<'a> {
     pub owner_id: Option<&'a str>,
     /// Every string sent on to SCWM is cut to this many characters.
     pub max_string_chars: usize,
+    /// Flap damping and hold_add: the source's settings and the notification to keep.
+    pub hold: HoldFacts<'a>,
 }
 
 /// Who plans, for the claim rules between replicas.
@@ -219,13 +230,24 @@ pub fn plan(
         reopen_window: facts.reopen_window,
         partner: facts.partner,
     };
-    let decision = if let Some(newer) = late {
+    let mut decision = if let Some(newer) = late {
         lifecycle::decide_late(record.stored.as_ref(), &input, newer)
     } else if after_not_found.is_some() {
         lifecycle::decide_after_not_found(&input)
     } else {
         lifecycle::decide(record.stored.as_ref(), &input)
     };
+    // Damping looks at the newest notifications only: a late one changes no history.
+    if late.is_none() {
+        let seen = hold::Seen {
+            status: facts.status,
+            now_ms: unix_ms(now),
+            original: facts.hold.original,
+            recheck: facts.hold.recheck,
+        };
+        let damped = hold::damp(&mut decision, &mut record.flap, &mut record.held, seen, &facts.hold.damping);
+        changed |= damped != hold::Change::None;
+    }
     // A person's reopen stands until the alert fires again; then the incident is the bridge's
     // to close once more.
     if facts.status == AlertStatus::Firing
@@ -267,6 +289,10 @@ pub fn plan(
         .zip(plates)
         .map(|(&op, license_plate)| {
             let mut payload = renderer.payload(op, content, None)?;
+            if decision.kind == lifecycle::DecisionKind::FlapStart && op == Operation::Edit {
+                let cycles = record.flap.as_ref().map_or(0, |f| f.refires_ms.len());
+                add_note(&mut payload, &hold::flapping_note(cycles, &facts.hold.damping));
+            }
             truncate_strings(&mut payload, facts.max_string_chars);
             Ok(Step { op, license_plate, payload, owner_id: facts.owner_id.map(str::to_owned), done: false })
         })
@@ -441,3 +467,12 @@ pub fn unix_ms(t: SystemTime) -> u64 {
 
 #[cfg(test)]
 mod tests;
+
+/// Appends `note` to the payload's description (or makes it the description).
+fn add_note(payload: &mut Payload, note: &str) {
+    let description = match payload.get("description").and_then(|d| d.as_str()) {
+        Some(d) if !d.is_empty() => format!("{d}\n\n{note}"),
+        _ => note.to_owned(),
+    };
+    payload.insert("description".into(), description.into());
+}

@@ -140,6 +140,7 @@ mod planning {
             partner: w.target.route.partner.as_deref(),
             owner_id: Some("TEAM"),
             max_string_chars: 8192,
+            hold: Default::default(),
         };
         plan(record, &facts, &renderer, &content, ME, now(), None).unwrap()
     }

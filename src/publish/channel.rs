@@ -1,16 +1,17 @@
-//! An in-process sink: every result event, dead letter and drift event sent on a bounded channel. Tests and
+//! An in-process sink: every result event, dead letter, drift and flap event sent on a bounded channel. Tests and
 //! embedding applications read from it.
 
 use futures::{FutureExt, future::BoxFuture};
 use tokio::sync::mpsc;
 
-use super::{DeadLetter, DriftEvent, PublishError, ResultEvent, Sink};
+use super::{DeadLetter, DriftEvent, FlapEvent, PublishError, ResultEvent, Sink};
 
 #[derive(Debug, Clone)]
 pub enum Published {
     Result(ResultEvent),
     DeadLetter(DeadLetter),
     Drift(DriftEvent),
+    Flap(FlapEvent),
 }
 
 #[derive(Debug, Clone)]
@@ -49,5 +50,9 @@ impl Sink for ChannelSink {
 
     fn drift<'a>(&'a self, d: &'a DriftEvent) -> BoxFuture<'a, Result<(), PublishError>> {
         self.send(Published::Drift(d.clone())).boxed()
+    }
+
+    fn flap<'a>(&'a self, f: &'a FlapEvent) -> BoxFuture<'a, Result<(), PublishError>> {
+        self.send(Published::Flap(f.clone())).boxed()
     }
 }

@@ -2,7 +2,7 @@
 
 use futures::{FutureExt, future::BoxFuture};
 
-use super::{DeadLetter, DriftEvent, PublishError, ResultEvent, Sink};
+use super::{DeadLetter, DriftEvent, FlapEvent, PublishError, ResultEvent, Sink};
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct LogSink;
@@ -63,6 +63,20 @@ impl Sink for LogSink {
             source = d.source.as_deref(),
             detected_by = d.detected_by,
             "SCWM differs from the store"
+        );
+        async { Ok(()) }.boxed()
+    }
+
+    fn flap<'a>(&'a self, f: &'a FlapEvent) -> BoxFuture<'a, Result<(), PublishError>> {
+        tracing::info!(
+            target: "incident_bridge::flap",
+            kind = f.kind,
+            key = %f.key,
+            item_id = f.item_id.as_ref().map(|i| i.as_str()),
+            source = %f.source,
+            cycles = i64::from(f.cycles),
+            status = f.status,
+            "flapping"
         );
         async { Ok(()) }.boxed()
     }

@@ -158,6 +158,26 @@ pub struct DriftEvent {
     pub at: SystemTime,
 }
 
+/// A key started or stopped flapping: `flap.start` when its incident was held open, `flap.end`
+/// when the alert kept one status for the quiet period and its end state was applied.
+#[derive(Debug, Clone, Serialize)]
+pub struct FlapEvent {
+    /// `flap.<ULID>`.
+    pub id: String,
+    /// `flap.start` or `flap.end`.
+    pub kind: &'static str,
+    pub key: CorrelationKey,
+    #[serde(rename = "itemId", skip_serializing_if = "Option::is_none")]
+    pub item_id: Option<ItemId>,
+    pub source: String,
+    /// Fire → resolve → fire cycles within the window when it started.
+    pub cycles: u32,
+    /// The alert's status when the event was made.
+    pub status: &'static str,
+    #[serde(serialize_with = "rfc3339")]
+    pub at: SystemTime,
+}
+
 /// A sink could not take an event; the caller must not acknowledge the event's source.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{sink}: {message}")]
@@ -172,6 +192,7 @@ pub trait Sink: Send + Sync {
     fn result<'a>(&'a self, event: &'a ResultEvent) -> BoxFuture<'a, Result<(), PublishError>>;
     fn dead_letter<'a>(&'a self, letter: &'a DeadLetter) -> BoxFuture<'a, Result<(), PublishError>>;
     fn drift<'a>(&'a self, drift: &'a DriftEvent) -> BoxFuture<'a, Result<(), PublishError>>;
+    fn flap<'a>(&'a self, flap: &'a FlapEvent) -> BoxFuture<'a, Result<(), PublishError>>;
 }
 
 /// Every configured sink, and the outbox in front of NATS; an event counts as published when
@@ -247,6 +268,17 @@ impl Publisher {
             relay.enqueue(outbox::EntryKind::Drift, relay.sink().render_drift(drift)).await?;
         }
         crate::observe::drift(drift.kind, drift.detected_by);
+        Ok(())
+    }
+
+    pub async fn flap(&self, flap: &FlapEvent) -> Result<(), PublishError> {
+        for sink in &self.sinks {
+            sink.flap(flap).await?;
+        }
+        if let Some(relay) = &self.relay {
+            relay.enqueue(outbox::EntryKind::Flap, relay.sink().render_flap(flap)).await?;
+        }
+        crate::observe::flap(&flap.source, if flap.kind == "flap.start" { "start" } else { "end" });
         Ok(())
     }
 }

@@ -25,7 +25,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
-use super::{DeadLetter, DriftEvent, PublishError, ResultEvent, SubjectTemplate};
+use super::{DeadLetter, DriftEvent, FlapEvent, PublishError, ResultEvent, SubjectTemplate};
 use crate::headers::to_nats_headers;
 
 /// How long a core publish may take to leave the process before the relay tries again later.
@@ -136,6 +136,14 @@ impl NatsSink {
         let subject = self.results.render("drift", d.source.as_deref().unwrap_or("unknown"));
         let body = serde_json::to_vec(d).expect("a drift event serialises");
         Rendered::from_pairs(subject, &drift_headers(d), Bytes::from(body))
+    }
+
+    /// The flap event as a NATS message: on the results subject with `{op}` = its kind
+    /// (`flap.start`, `flap.end`), its JSON as the body.
+    pub fn render_flap(&self, f: &FlapEvent) -> Rendered {
+        let subject = self.results.render(f.kind, &f.source);
+        let body = serde_json::to_vec(f).expect("a flap event serialises");
+        Rendered::from_pairs(subject, &flap_headers(f), Bytes::from(body))
     }
 
     /// Sends once: through JetStream when a stream captures the subject, returning the stream's
@@ -263,6 +271,26 @@ pub fn result_headers(e: &ResultEvent) -> HeaderMap {
     pairs.push(("ce-time", ce_encode(&humantime::format_rfc3339_millis(e.finished_at).to_string())));
     pairs.push(("ce-datacontenttype", "application/json".into()));
     if let Some(id) = &e.item_id {
+        pairs.push(("ce-subject", ce_encode(id.as_str())));
+    }
+    to_nats_headers(pairs.iter().map(|(n, v)| (*n, v.as_str())))
+}
+
+pub fn flap_headers(f: &FlapEvent) -> HeaderMap {
+    let mut pairs: Vec<(&'static str, String)> = vec![
+        ("Nats-Msg-Id", f.id.clone()),
+        ("Content-Type", "application/json".into()),
+        ("Incident-Bridge-Flap", f.kind.to_owned()),
+        ("Incident-Bridge-Key", f.key.to_string()),
+        ("ce-specversion", "1.0".into()),
+        ("ce-id", ce_encode(&f.id)),
+        ("ce-source", "/incident-bridge".into()),
+        ("ce-type", format!("io.incident-bridge.alert.{}", f.kind)),
+        ("ce-time", ce_encode(&humantime::format_rfc3339_millis(f.at).to_string())),
+        ("ce-datacontenttype", "application/json".into()),
+    ];
+    if let Some(id) = &f.item_id {
+        pairs.push(("Incident-Bridge-Item-Id", id.to_string()));
         pairs.push(("ce-subject", ce_encode(id.as_str())));
     }
     to_nats_headers(pairs.iter().map(|(n, v)| (*n, v.as_str())))

@@ -61,6 +61,7 @@ pub enum EntryKind {
     Result,
     DeadLetter,
     Drift,
+    Flap,
 }
 
 /// The outbox and the task that empties it.

@@ -283,6 +283,7 @@ impl Bridge {
                 partner: target.route.partner.as_deref(),
                 owner_id: target.route.owner_id.as_deref(),
                 max_string_chars: 8192,
+                hold: Default::default(),
             };
             let record = self.store.get(&target.key).cloned().unwrap_or_default();
             let planned = plan::plan(&record, &facts, &renderer, &content, claimant, self.now, None).unwrap();

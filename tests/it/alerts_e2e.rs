@@ -982,6 +982,7 @@ claim_ttl = "2s"
                 Published::DeadLetter(d) => dead.push(d.reason),
                 Published::Result(_) => n += 1,
                 Published::Drift(d) => dead.push(format!("drift, with nobody acting in SCWM: {d:?}")),
+                Published::Flap(f) => dead.push(format!("flapping, with no flap damping configured: {f:?}")),
             }
         }
         results.push(n);

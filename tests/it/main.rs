@@ -12,6 +12,7 @@ mod alertmanager_e2e;
 mod alerts;
 mod alerts_e2e;
 mod alerts_fuzz;
+mod bad_days;
 mod architecture;
 mod chaos;
 mod cli;
