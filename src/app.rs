@@ -183,7 +183,18 @@ impl App {
         let listener = TcpListener::bind(config.server.listen)
             .await
             .with_context(|| format!("binding {}", config.server.listen))?;
-        Ok(Self { config, listener, simulator, runner, pipeline, answer_deadline, health, nats, relay, holds })
+        Ok(Self {
+            config,
+            listener,
+            simulator,
+            runner,
+            pipeline,
+            answer_deadline,
+            health,
+            nats,
+            relay,
+            holds,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -202,8 +213,18 @@ impl App {
     /// accepting, open requests and queued work finish. Errors when the grace period ends with
     /// work still unfinished.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let Self { config, listener, simulator, runner, pipeline, answer_deadline, health, nats, relay, holds } =
-            self;
+        let Self {
+            config,
+            listener,
+            simulator,
+            runner,
+            pipeline,
+            answer_deadline,
+            health,
+            nats,
+            relay,
+            holds,
+        } = self;
         let relay_stop = CancellationToken::new();
         let relay_task = relay.map(|relay| {
             let stop = relay_stop.clone();
@@ -215,7 +236,8 @@ impl App {
             tokio::spawn(crate::pipeline::reconcile::run(Arc::clone(&pipeline), reconcile_stop.clone()))
         });
         let intake = Intake::new(runner.clone(), config.sources.clone(), answer_deadline.clone());
-        let holds_task = tokio::spawn(crate::intake::holds::run(intake.clone(), holds, reconcile_stop.clone()));
+        let holds_task =
+            tokio::spawn(crate::intake::holds::run(intake.clone(), holds, reconcile_stop.clone()));
         let router = http::router(HttpState {
             intake: intake.clone(),
             health: health.clone(),

@@ -90,7 +90,10 @@ pub fn describe() {
         metrics::Unit::Seconds,
         "How long requests that had to wait for their turn at an SCWM endpoint waited, by endpoint and lane."
     );
-    describe_gauge!(GOVERNOR_QUEUED, "Requests waiting for their turn at an SCWM endpoint, by endpoint and lane.");
+    describe_gauge!(
+        GOVERNOR_QUEUED,
+        "Requests waiting for their turn at an SCWM endpoint, by endpoint and lane."
+    );
     describe_counter!(
         GOVERNOR_PAUSES,
         "Times SCWM's Retry-After paused every request to an endpoint, by endpoint."

@@ -22,11 +22,15 @@ use crate::ids::CorrelationKey;
 pub const SWEEP_EVERY: Duration = Duration::from_secs(30);
 
 /// Runs until `stop` fires.
-pub async fn run(intake: Intake, mut reported: mpsc::UnboundedReceiver<(CorrelationKey, u64)>, stop: CancellationToken) {
+pub async fn run(
+    intake: Intake,
+    mut reported: mpsc::UnboundedReceiver<(CorrelationKey, u64)>,
+    stop: CancellationToken,
+) {
     let mut due = Schedule::default();
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
     loop {
-        let wake = due.next().map_or(Duration::from_secs(3600), |at| until(at));
+        let wake = due.next().map_or(Duration::from_secs(3600), until);
         tokio::select! {
             () = stop.cancelled() => return,
             got = reported.recv() => match got {

@@ -339,7 +339,8 @@ impl Intake {
             tracing::error!(%key, "a held notification is not readable; it stays held until the alert changes");
             return;
         };
-        let read = self.read_again(source, crate::event::Transport::Http, crate::event::RECHECK_SUBJECT, original);
+        let read =
+            self.read_again(source, crate::event::Transport::Http, crate::event::RECHECK_SUBJECT, original);
         let (spec, decoded) = match read {
             Ok(read) => read,
             Err(e) => {

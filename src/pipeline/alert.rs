@@ -372,7 +372,9 @@ impl Pipeline {
         let source = &event.source.name;
         match decision.kind {
             DecisionKind::NothingFlapping => crate::observe::held(source, "close", "held"),
-            DecisionKind::NothingHeldAdd if before.held.is_none() => crate::observe::held(source, "add", "held"),
+            DecisionKind::NothingHeldAdd if before.held.is_none() => {
+                crate::observe::held(source, "add", "held")
+            }
             DecisionKind::NothingAddDropped => crate::observe::held(source, "add", "dropped"),
             DecisionKind::Add | DecisionKind::Replace
                 if before.held.as_ref().is_some_and(|h| h.what == plan::HeldKind::Add) =>
@@ -390,13 +392,20 @@ impl Pipeline {
                 key: event.key.clone(),
                 item_id: after.stored.as_ref().map(|s| s.item_id.clone()),
                 source: source.clone(),
-                cycles: before.flap.as_ref().map_or(0, |f| f.refires_ms.len() as u32).max(
-                    after.flap.as_ref().map_or(0, |f| f.refires_ms.len() as u32),
-                ),
+                cycles: before
+                    .flap
+                    .as_ref()
+                    .map_or(0, |f| f.refires_ms.len() as u32)
+                    .max(after.flap.as_ref().map_or(0, |f| f.refires_ms.len() as u32)),
                 status: after.flap.as_ref().map_or("firing", |f| f.status.as_str()),
                 at: SystemTime::now(),
             };
-            tracing::info!(kind = flap.kind, cycles = i64::from(flap.cycles), "flapping {}", if is { "started" } else { "ended" });
+            tracing::info!(
+                kind = flap.kind,
+                cycles = i64::from(flap.cycles),
+                "flapping {}",
+                if is { "started" } else { "ended" }
+            );
             if !is && before.held.is_some() && decision.kind == DecisionKind::Close {
                 crate::observe::held(source, "close", "applied");
             }

@@ -237,7 +237,10 @@ impl Pipeline {
 
     /// Every hold the pipeline records goes to `holds` as (key, due unix ms), so that the key's
     /// held notification is offered again when due.
-    pub fn with_holds(mut self, holds: tokio::sync::mpsc::UnboundedSender<(crate::ids::CorrelationKey, u64)>) -> Self {
+    pub fn with_holds(
+        mut self,
+        holds: tokio::sync::mpsc::UnboundedSender<(crate::ids::CorrelationKey, u64)>,
+    ) -> Self {
         self.holds = Some(holds);
         self
     }
@@ -249,7 +252,10 @@ impl Pipeline {
     }
 
     /// The key's hold, with the source of its alerts, when it has one.
-    pub async fn held(&self, key: &crate::ids::CorrelationKey) -> Result<Option<(String, crate::plan::Held)>, StoreError> {
+    pub async fn held(
+        &self,
+        key: &crate::ids::CorrelationKey,
+    ) -> Result<Option<(String, crate::plan::Held)>, StoreError> {
         let Some(store) = &self.store else { return Ok(None) };
         let Some((record, _)) = records::read(store.as_ref(), key).await? else { return Ok(None) };
         Ok(record.source.zip(record.held))

@@ -35,10 +35,12 @@ pub enum SubmitError {
 
 type Handler<J> = Arc<dyn Fn(J) -> BoxFuture<'static, ()> + Send + Sync>;
 
+/// `(newer, older)`: whether the newer job makes the older one pointless.
+pub type Supersedes<J> = Box<dyn Fn(&J, &J) -> bool + Send + Sync>;
+
 /// When a newer job replaces an older one queued for the same key, and what becomes of the older.
 pub struct Coalesce<J> {
-    /// `(newer, older)`: whether the newer job makes the older one pointless.
-    pub supersedes: Box<dyn Fn(&J, &J) -> bool + Send + Sync>,
+    pub supersedes: Supersedes<J>,
     /// Answers for a job that was replaced and will not run.
     pub retire: Box<dyn Fn(J) + Send + Sync>,
 }

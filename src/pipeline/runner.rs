@@ -38,18 +38,23 @@ impl Runner {
     pub fn new(pipeline: Arc<Pipeline>, capacity: usize, workers: usize) -> Self {
         let worker_pipeline = Arc::clone(&pipeline);
         let coalesce = Coalesce { supersedes: Box::new(supersedes), retire: Box::new(retire) };
-        let queue = KeyedQueue::with_coalescing(capacity, workers, move |job: Job| {
-            let pipeline = Arc::clone(&worker_pipeline);
-            async move {
-                let outcome = pipeline.process_one(&job.event, job.delivery).await;
-                if let Some(reply) = job.reply {
-                    // The waiter may have given up (a timed-out HTTP caller); the outcome is
-                    // logged and published either way.
-                    let _ = reply.send(outcome);
+        let queue = KeyedQueue::with_coalescing(
+            capacity,
+            workers,
+            move |job: Job| {
+                let pipeline = Arc::clone(&worker_pipeline);
+                async move {
+                    let outcome = pipeline.process_one(&job.event, job.delivery).await;
+                    if let Some(reply) = job.reply {
+                        // The waiter may have given up (a timed-out HTTP caller); the outcome is
+                        // logged and published either way.
+                        let _ = reply.send(outcome);
+                    }
                 }
-            }
-            .boxed()
-        }, coalesce);
+                .boxed()
+            },
+            coalesce,
+        );
         Self { queue, pipeline }
     }
 

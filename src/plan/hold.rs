@@ -208,8 +208,9 @@ fn flap_rules(
         since_ms: seen.now_ms,
         flapping_since_ms: None,
     });
+    let refired = f.status == AlertStatus::Resolved && seen.status == AlertStatus::Firing;
     if f.status != seen.status {
-        if f.status == AlertStatus::Resolved && seen.status == AlertStatus::Firing {
+        if refired {
             f.refires_ms.push(seen.now_ms);
         }
         f.status = seen.status;
@@ -228,12 +229,23 @@ fn flap_rules(
             if held.as_ref().is_some_and(|h| h.what == HeldKind::Flap) {
                 *held = None;
             }
-            decision.reason = format!("stable for {}: no longer flapping; {}", fmt_ms(stable_for), decision.reason);
+            decision.reason =
+                format!("stable for {}: no longer flapping; {}", fmt_ms(stable_for), decision.reason);
             Change::Recorded
         } else {
             hold_for(held, HeldKind::Flap, f.since_ms.saturating_add(quiet), seen);
-            if matches!(decision.kind, DecisionKind::Close | DecisionKind::Reopen | DecisionKind::ReopenEdit) {
-                let what = if decision.kind == DecisionKind::Close { "close" } else { "reopen" };
+            // A refire's edit only says the alert fired again (a new startsAt): flapping says it
+            // better. An edit of a firing alert whose content changed otherwise goes through.
+            let held_kind = matches!(
+                decision.kind,
+                DecisionKind::Close | DecisionKind::Reopen | DecisionKind::ReopenEdit
+            ) || refired && decision.kind == DecisionKind::Edit;
+            if held_kind {
+                let what = match decision.kind {
+                    DecisionKind::Close => "close",
+                    DecisionKind::Edit => "edit",
+                    _ => "reopen",
+                };
                 *decision = nothing(
                     DecisionKind::NothingFlapping,
                     format!(
@@ -273,7 +285,12 @@ fn flap_rules(
     }
 }
 
-fn hold_add_rules(decision: &mut Decision, held: &mut Option<Held>, seen: Seen<'_>, damping: &Damping) -> Change {
+fn hold_add_rules(
+    decision: &mut Decision,
+    held: &mut Option<Held>,
+    seen: Seen<'_>,
+    damping: &Damping,
+) -> Change {
     let hold = u64::try_from(damping.hold_add.as_millis()).unwrap_or(u64::MAX);
     let held_add = held.as_ref().filter(|h| h.what == HeldKind::Add).map(|h| h.due_ms);
     match (seen.status, held_add) {
@@ -372,11 +389,21 @@ mod tests {
 
     #[test]
     fn a_key_that_keeps_flapping_is_held_open_after_the_threshold() {
-        let (kinds, flap, held) = drive(&[(0, F), (10, R), (20, F), (30, R), (40, F), (50, R), (60, F), (70, R)], &damping());
+        let (kinds, flap, held) =
+            drive(&[(0, F), (10, R), (20, F), (30, R), (40, F), (50, R), (60, F), (70, R)], &damping());
         use DecisionKind::*;
         assert_eq!(
             kinds,
-            vec![NothingUnchanged, Close, Reopen, Close, Reopen, FlapStart, NothingUnchanged, NothingFlapping]
+            vec![
+                NothingUnchanged,
+                Close,
+                Reopen,
+                Close,
+                Reopen,
+                FlapStart,
+                NothingUnchanged,
+                NothingFlapping
+            ]
         );
         let flap = flap.expect("history");
         assert_eq!(flap.flapping_since_ms, Some(50 * S));
@@ -406,6 +433,26 @@ mod tests {
     }
 
     #[test]
+    fn while_flapping_a_refire_edits_nothing_but_a_changed_firing_alert_still_edits() {
+        let original = Original::default();
+        let mut flap = Some(Flap {
+            refires_ms: vec![0, 1],
+            status: R,
+            since_ms: 10 * S,
+            flapping_since_ms: Some(5 * S),
+        });
+        let mut held = None;
+        let seen =
+            |status, at: u64| Seen { status, now_ms: at * S, original: Some(&original), recheck: false };
+        let mut refire = decided(DecisionKind::Edit, vec![Operation::Edit]);
+        damp(&mut refire, &mut flap, &mut held, seen(F, 20), &damping());
+        assert_eq!(refire.kind, DecisionKind::NothingFlapping, "{}", refire.reason);
+        let mut changed = decided(DecisionKind::Edit, vec![Operation::Edit]);
+        damp(&mut changed, &mut flap, &mut held, seen(F, 25), &damping());
+        assert_eq!(changed.kind, DecisionKind::Edit, "the same status, new content");
+    }
+
+    #[test]
     fn cycles_older_than_the_window_do_not_count() {
         let mut d = damping();
         d.flap_window = Duration::from_secs(25);
@@ -431,7 +478,8 @@ mod tests {
         let original = Original::default();
         let (mut flap, mut held) = (None, None);
         let add = || decided(DecisionKind::Add, vec![Operation::Add]);
-        let seen = |status, at: u64| Seen { status, now_ms: at * S, original: Some(&original), recheck: false };
+        let seen =
+            |status, at: u64| Seen { status, now_ms: at * S, original: Some(&original), recheck: false };
 
         let mut first = add();
         damp(&mut first, &mut flap, &mut held, seen(F, 0), &d);
@@ -457,7 +505,10 @@ mod tests {
 
     #[test]
     fn kept_originals_round_trip() {
-        let original = Original { body: bytes::Bytes::from_static(b"\x00{\"a\":1}"), headers: vec![("h".into(), "v".into())] };
+        let original = Original {
+            body: bytes::Bytes::from_static(b"\x00{\"a\":1}"),
+            headers: vec![("h".into(), "v".into())],
+        };
         assert_eq!(KeptOriginal::of(&original).to_original(), Some(original));
     }
 

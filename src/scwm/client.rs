@@ -24,10 +24,10 @@ use tracing::Instrument;
 
 use super::{
     breaker::{BreakerSettings, CircuitBreaker, CircuitState, Refusal, Verdict},
-    governor::{Governor, Lane, RateLimit},
     classify::{Answer, classify, read_body},
     envelope::{HEADER_VERSION, Operation, Payload, RequestEnvelope, RequestHeader, ResponseEnvelope},
     error::ScwmError,
+    governor::{Governor, Lane, RateLimit},
     retry::{RetryPolicy, Sleeper, TokioSleeper, parse_retry_after},
 };
 use crate::{ids::LicensePlate, observe, secret::Secret};
@@ -390,7 +390,9 @@ impl ScwmClient {
         let result = loop {
             let result = self.call_with_retries(req).await;
             let wait = match &result {
-                Err(ScwmFailure { error: ScwmError::CircuitOpen { retry_after }, .. }) if !stop.is_cancelled() => {
+                Err(ScwmFailure { error: ScwmError::CircuitOpen { retry_after }, .. })
+                    if !stop.is_cancelled() =>
+                {
                     *retry_after
                 }
                 _ => break result,
@@ -569,7 +571,9 @@ impl ScwmClient {
                 permit.record(error.verdict());
                 // SCWM named how long it needs: every request to this endpoint waits that long,
                 // not only this one.
-                if let (Some(429 | 503), Some(wait)) = (error.status(), error.retry_after().or(attempt.retry_after)) {
+                if let (Some(429 | 503), Some(wait)) =
+                    (error.status(), error.retry_after().or(attempt.retry_after))
+                {
                     route.governor.pause(wait.min(inner.retry.max_retry_after));
                 }
             }

@@ -211,7 +211,8 @@ impl Governor {
             return true;
         }
         let burst = f64::from(self.limit.burst.max(1));
-        s.tokens = (s.tokens + now.duration_since(s.refilled).as_secs_f64() * self.limit.per_second).min(burst);
+        s.tokens =
+            (s.tokens + now.duration_since(s.refilled).as_secs_f64() * self.limit.per_second).min(burst);
         s.refilled = now;
         let took = s.tokens >= 1.0;
         if took {

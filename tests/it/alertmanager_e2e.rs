@@ -294,6 +294,83 @@ async fn people_acting_in_scwm_while_alertmanager_fires_repeats_and_resolves_lea
     app.stop().await;
 }
 
+/// An alert that fires and resolves again and again, as a real Alertmanager reports it: past the
+/// threshold the key is flapping, its incident stays open and the closes and reopens stop
+/// reaching SCWM; once it stays resolved for the quiet period the bridge closes it, once. One
+/// incident in all, and the SCWM calls do not grow with the cycles.
+#[tokio::test]
+async fn a_flapping_alert_from_alertmanager_ends_with_one_incident_and_a_bounded_number_of_calls() {
+    const CYCLES: usize = 5;
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("alertmanager-token");
+    std::fs::write(&token_file, BEARER).unwrap();
+    let sim = crate::kit::start_simulator().await;
+    let flap = "\n[sources.alertmanager.flap]\ncycles = 2\nwindow = \"10m\"\nquiet = \"3s\"\n";
+    let bridge_config = format!("{}{flap}", bridge_config(dir.path(), &token_file, ""));
+    let mut app = TestApp::start_against(sim, &bridge_config, &[]).await;
+    let mut tap = Tap::start(app.addr).await;
+    let am = Alertmanager::start(&alertmanager_config(&tap.url("/webhooks/alertmanager"), &token_file));
+
+    for cycle in 0..CYCLES {
+        let starts_at = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+        am.post_alerts(&app.http, &[disk_alert("db-1", &starts_at, Ends::InAnHour)]).await;
+        loop {
+            let d = am.within("the firing notification", tap.next()).await;
+            assert_eq!(d.status, StatusCode::OK, "bridge answer: {}", d.answer);
+            if d.alerts().iter().any(|(_, status, _)| *status == "firing") {
+                break;
+            }
+        }
+        let ends_at = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+        am.post_alerts(&app.http, &[disk_alert("db-1", &starts_at, Ends::At(&ends_at))]).await;
+        loop {
+            let d = am.within("the resolved notification", tap.next()).await;
+            assert_eq!(d.status, StatusCode::OK, "bridge answer: {}", d.answer);
+            if d.alerts().iter().any(|(_, status, _)| *status == "resolved") {
+                break;
+            }
+        }
+        eprintln!("cycle {cycle}: {:?}", operations(&app.sim.requests()));
+    }
+    // Resolved for the quiet period: the held close is applied and flapping ends.
+    let ended = am
+        .within("the flap to end", async {
+            loop {
+                if let Published::Flap(f) = app.published.recv().await.expect("the sink is open")
+                    && f.kind == "flap.end"
+                {
+                    return f;
+                }
+            }
+        })
+        .await;
+    assert_eq!(ended.status, "resolved");
+    let incidents = app.sim.incidents();
+    assert_eq!(incidents.len(), 1, "{incidents:?}");
+    assert_eq!(incidents[0].status, IncidentStatus::Closed);
+    let ops = operations(&app.sim.requests());
+    // The add, two close/reopen cycles (each refire edits in its new startsAt), the edit that
+    // says it flaps, the final close: nine, whatever the number of cycles after the threshold.
+    assert_eq!(
+        ops,
+        [
+            "add-incident",
+            "close-incident",
+            "reopen-incident",
+            "edit-incident",
+            "close-incident",
+            "reopen-incident",
+            "edit-incident",
+            "edit-incident",
+            "close-incident"
+        ],
+        "{CYCLES} fire/resolve cycles"
+    );
+    drop(am);
+    tap.stop();
+    app.stop().await;
+}
+
 /// The bridge's configuration: a store in `dir`, an Alertmanager source taking the token in
 /// `token_file`, and `extra` tables.
 fn bridge_config(dir: &Path, token_file: &Path, extra: &str) -> String {

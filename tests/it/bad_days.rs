@@ -65,7 +65,12 @@ async fn next_result(app: &mut TestApp, op: Operation) {
 }
 
 fn flapping(cycles: u32, quiet: &str) -> String {
-    am_source("am", &format!("reopen_window = \"1h\"\n\n[sources.am.flap]\ncycles = {cycles}\nwindow = \"10m\"\nquiet = \"{quiet}\""))
+    am_source(
+        "am",
+        &format!(
+            "reopen_window = \"1h\"\n\n[sources.am.flap]\ncycles = {cycles}\nwindow = \"10m\"\nquiet = \"{quiet}\""
+        ),
+    )
 }
 
 #[tokio::test]
@@ -84,7 +89,10 @@ async fn a_flapping_alert_keeps_its_incident_open_and_the_held_close_is_applied_
     let (status, answer) = send(&app, 1, R).await;
     assert_eq!(status, 200, "{answer}");
     let start = next_flap(&mut app).await;
-    assert_eq!((start.kind, start.cycles, start.key.as_str()), ("flap.start", 2, correlation_key("am", 1).as_str()));
+    assert_eq!(
+        (start.kind, start.cycles, start.key.as_str()),
+        ("flap.start", 2, correlation_key("am", 1).as_str())
+    );
     assert_eq!(start.item_id.as_ref().map(|i| i.as_str()), Some("IT-000001"));
     let requests = app.sim.requests();
     let edit = requests.last().expect("the edit");

@@ -533,7 +533,8 @@ async fn alerts_wait_out_an_scwm_that_fails_then_refuses_connections_and_complet
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn alerts_whose_deliveries_run_out_while_scwm_fails_below_the_breaker_become_dead_letters_that_replay_later() {
+async fn alerts_whose_deliveries_run_out_while_scwm_fails_below_the_breaker_become_dead_letters_that_replay_later()
+ {
     const N: usize = 5;
     let rig = Rig::start().await;
     rig.scwm.set_faults(Faults { error_rate: 1.0, error: Failure::SERVICE_UNAVAILABLE, ..Faults::default() });
@@ -546,6 +547,11 @@ async fn alerts_whose_deliveries_run_out_while_scwm_fails_below_the_breaker_beco
     let bridge = Bridge::spawn(&config, &rig.dir, &retry).await;
     let last = rig.publish((0..N).map(|k| keyed_notification(k, Step::Fire))).await;
     rig.wait_acked(last, 60).await;
+    // A message is acknowledged once its dead letter is in the outbox; NATS has it a moment later.
+    poll_until(30, "every dead letter on NATS", Duration::from_millis(50), || async {
+        rig.dead_letter_count().await >= N as u64
+    })
+    .await;
 
     let letters = rig.dead_letters().await;
     assert_eq!(letters.len(), N, "one dead letter per alert");

@@ -405,7 +405,10 @@ async fn retry_after_is_honoured_exactly_and_pauses_the_endpoint_capped() {
     call_err(&capped, &add_request()).await;
     let paused = capped.paused_for(Operation::Add).expect("paused");
     assert!(paused > Duration::from_secs(59) && paused <= Duration::from_secs(60), "{paused:?}");
-    assert!(capped.paused_for(Operation::Edit).is_some_and(|p| p > Duration::from_secs(59)), "one endpoint, one pause");
+    assert!(
+        capped.paused_for(Operation::Edit).is_some_and(|p| p > Duration::from_secs(59)),
+        "one endpoint, one pause"
+    );
 
     // Without Retry-After, the delay is the jittered backoff: within the first two ceilings.
     sim.set_faults(fail_next(2, Failure::SERVICE_UNAVAILABLE));
@@ -644,6 +647,7 @@ async fn a_call_riding_out_an_open_circuit_is_sent_when_it_half_opens() {
         tokio::spawn(async move { client.call_riding_out(&add_request(), &stop).await })
     };
     stop.cancel();
-    let failure = tokio::time::timeout(Duration::from_secs(5), held).await.expect("ends").expect("ran").unwrap_err();
+    let failure =
+        tokio::time::timeout(Duration::from_secs(5), held).await.expect("ends").expect("ran").unwrap_err();
     assert_eq!(failure.error.kind(), "circuit_open");
 }

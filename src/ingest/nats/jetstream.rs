@@ -195,7 +195,10 @@ async fn circuit_closes(parts: &Parts, halt: &CancellationToken) -> bool {
     while let Some(remaining) = scwm.circuit_open_for() {
         if !said {
             said = true;
-            tracing::info!(wait_ms = remaining.as_millis() as u64, "SCWM circuit is open; holding JetStream messages");
+            tracing::info!(
+                wait_ms = remaining.as_millis() as u64,
+                "SCWM circuit is open; holding JetStream messages"
+            );
         }
         tokio::select! {
             () = halt.cancelled() => return false,
