@@ -84,6 +84,7 @@ pub struct RawFlap {
     /// flapping; 0 (the default) turns flap damping off.
     #[serde(deserialize_with = "lenient::value")]
     pub cycles: u32,
+    /// The span over which refires are counted.
     #[serde(deserialize_with = "lenient::duration")]
     #[schemars(with = "lenient::DurationText")]
     pub window: Duration,

@@ -92,20 +92,27 @@ impl Default for RawRetry {
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawBreaker {
+    /// The span of recent calls whose failure rate decides whether the circuit opens.
     #[serde(deserialize_with = "lenient::duration")]
     #[schemars(with = "lenient::DurationText")]
     pub window: Duration,
+    /// Calls the window must hold before its failure rate can open the circuit.
     #[serde(deserialize_with = "lenient::value")]
     pub minimum_calls: u32,
+    /// Share of failed calls (5xx, no answer) in the window that opens the circuit, in (0, 1].
     #[serde(deserialize_with = "lenient::value")]
     pub failure_rate: f64,
+    /// Calls in a row without any answer (connection refused, timed out) that open it at once.
     #[serde(deserialize_with = "lenient::value")]
     pub consecutive_failures: u32,
+    /// How long an open circuit refuses calls before its trial begins.
     #[serde(deserialize_with = "lenient::duration")]
     #[schemars(with = "lenient::DurationText")]
     pub open_for: Duration,
+    /// Calls let through at once when the trial begins; their majority decides.
     #[serde(deserialize_with = "lenient::value")]
     pub probes: u32,
+    /// Successes in the trial after which the circuit is closed (one more call in flight per success until then).
     #[serde(deserialize_with = "lenient::value")]
     pub recovery_calls: u32,
 }
@@ -128,8 +135,11 @@ impl Default for RawBreaker {
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawRateLimit {
+    /// The tenant's sustained request rate per endpoint URL; 0 (the default): no limit known,
+    /// only SCWM's own Retry-After pauses requests.
     #[serde(deserialize_with = "lenient::value")]
     pub per_second: f64,
+    /// Requests that may go at once after a quiet spell (the bucket's size).
     #[serde(deserialize_with = "lenient::value")]
     pub burst: u32,
 }
