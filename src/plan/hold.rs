@@ -151,12 +151,6 @@ pub fn damp(
     seen: Seen<'_>,
     damping: &Damping,
 ) -> Change {
-    if damping.is_off() {
-        let had = flap.is_some() || held.is_some();
-        *flap = None;
-        *held = None;
-        return if had { Change::Recorded } else { Change::None };
-    }
     // A held notification offered again after a newer one changed the status (or ended the
     // hold) is stale: the newer one's state stands, and its own hold is offered in turn.
     if seen.recheck && (held.is_none() || flap.as_ref().is_some_and(|f| f.status != seen.status)) {
@@ -165,6 +159,13 @@ pub fn damp(
             "a held notification offered again, but a newer one changed the alert's status since".into(),
         );
         return Change::Rewritten;
+    }
+    if damping.is_off() {
+        // Turned off since: what was held is decided as it stands now.
+        let had = flap.is_some() || held.is_some();
+        *flap = None;
+        *held = None;
+        return if had { Change::Recorded } else { Change::None };
     }
     let mut change = Change::None;
     if damping.flap_damping() {
