@@ -28,6 +28,8 @@ use serde_json::json;
 
 const TOKEN: &str = "bG9hZDpsb2Fk";
 
+#[path = "loadgen/bad_days.rs"]
+mod bad_days;
 #[path = "loadgen/http.rs"]
 mod http;
 #[path = "loadgen/jetstream.rs"]
@@ -44,9 +46,11 @@ struct Args {
     /// Requests in flight at once.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
-    /// Stop after this many requests (per target)...
-    #[arg(long, default_value_t = 20_000)]
-    count: u64,
+    /// Stop after this many requests (per target; default 20,000)... For bad-minute: the number
+    /// of runs (default 20); storm: the alerts (default 5,000); outage: the alerts (default
+    /// 1,000).
+    #[arg(long)]
+    count: Option<u64>,
     /// ...or after this long, whichever comes first.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
     duration: Duration,
@@ -56,6 +60,10 @@ struct Args {
     /// The bridge binary to run.
     #[arg(long, default_value = "target/release/incident-bridge")]
     bridge_bin: PathBuf,
+    /// storm: leave `[scwm.rate_limit]` out of the bridge's config, so it learns the limit only
+    /// from SCWM's 429s and their `Retry-After`.
+    #[arg(long)]
+    limit_unknown: bool,
     /// Ignored (cargo bench passes it).
     #[arg(long, hide = true)]
     bench: bool,
@@ -81,7 +89,29 @@ enum Scenario {
     /// Half of the measured capacity (or `--rate`) for `--duration`, reporting RSS and open file
     /// descriptors of the bridge over time.
     Soak,
+    /// SCWM fails 5 requests, then 30 % of them: how long after SCWM is usable 3 new alerts
+    /// (signed webhooks, resent on 503 as Alertmanager would) have their incidents; `--count`
+    /// runs.
+    BadMinute,
+    /// SCWM rate-limited to 50 requests/s: 5,000 new alerts on JetStream, then 200 resolves and
+    /// 200 edits; drain time, the busiest second SCWM saw, 429s, duplicates, dead letters, and
+    /// whether the closes waited behind the adds. `--limit-unknown`: the bridge is not told the
+    /// limit.
+    Storm,
+    /// SCWM down for 30 s (503s, then its port closed) under a consumer with `max_deliver = 3`:
+    /// dead letters, duplicates, time from SCWM's return to drained, redeliveries.
+    Outage,
 }
+
+impl Args {
+    /// `--count`, or `default` when it was not given.
+    fn count_or(&self, default: u64) -> u64 {
+        self.count.unwrap_or(default)
+    }
+}
+
+/// The number of requests when `--count` is not given.
+const DEFAULT_COUNT: u64 = 20_000;
 
 struct Report {
     name: String,
@@ -130,7 +160,8 @@ async fn drive(name: &str, args: &Args, shot: Shot) -> Report {
     let deadline = started + args.duration;
     let mut workers = Vec::new();
     for _ in 0..args.concurrency {
-        let (http, next, shot, count) = (http.clone(), Arc::clone(&next), Arc::clone(&shot), args.count);
+        let (http, next, shot, count) =
+            (http.clone(), Arc::clone(&next), Arc::clone(&shot), args.count_or(DEFAULT_COUNT));
         workers.push(tokio::spawn(async move {
             let mut hist = histogram();
             let mut errors: BTreeMap<String, u64> = BTreeMap::new();
@@ -156,7 +187,7 @@ async fn drive(name: &str, args: &Args, shot: Shot) -> Report {
         merge(&mut errors, e);
     }
     let elapsed = started.elapsed();
-    let sent = next.load(Ordering::Relaxed).min(args.count);
+    let sent = next.load(Ordering::Relaxed).min(args.count_or(DEFAULT_COUNT));
     Report { name: name.to_owned(), sent, elapsed, latency, errors }
 }
 
@@ -169,7 +200,7 @@ async fn drive_open(name: &str, args: &Args, shot: Shot) -> Report {
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate as f64));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut sent = 0u64;
-    while sent < args.count && Instant::now() < deadline {
+    while sent < args.count_or(DEFAULT_COUNT) && Instant::now() < deadline {
         ticker.tick().await;
         sent += 1;
         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
@@ -389,7 +420,7 @@ async fn main() {
         "loadgen {:?}: concurrency {}, count {}, duration {:?}, rate {}",
         args.scenario,
         args.concurrency,
-        args.count,
+        args.count.map_or("default".to_owned(), |c| c.to_string()),
         args.duration,
         if args.rate == 0 { "max".to_owned() } else { args.rate.to_string() }
     );
@@ -401,5 +432,8 @@ async fn main() {
         Scenario::Overload => http::overload(&args).await,
         Scenario::Startup => http::startup(&args).await,
         Scenario::Soak => http::soak(&args).await,
+        Scenario::BadMinute => bad_days::bad_minute(&args).await,
+        Scenario::Storm => bad_days::storm(&args).await,
+        Scenario::Outage => bad_days::outage(&args).await,
     }
 }

@@ -20,9 +20,9 @@ use super::{
 };
 
 /// The quickstart's local-trial secret; the load tool signs with it.
-const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+pub(super) const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
-fn source_config(store: &std::path::Path, nats_url: &str) -> String {
+pub(super) fn source_config(store: &std::path::Path, nats_url: &str) -> String {
     format!(
         "[nats]\nurl = \"{nats_url}\"\nsubscriptions = []\n\
          [store]\npath = \"{}\"\n\
@@ -51,7 +51,7 @@ fn alert_body(i: u64) -> String {
 }
 
 /// Standard Webhooks headers for `body`: HMAC-SHA256 over `id.timestamp.body`.
-fn sign(id: &str, body: &str) -> (String, String) {
+pub(super) fn sign(id: &str, body: &str) -> (String, String) {
     let key = base64::engine::general_purpose::STANDARD.decode(SECRET.trim_start_matches("whsec_")).unwrap();
     let ts = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs().to_string();
     let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
@@ -126,15 +126,19 @@ pub async fn overload(args: &Args) {
     let pid = child.id().unwrap();
     let offset = Arc::new(AtomicU64::new(0));
 
-    let measure =
-        Args { rate: 0, count: args.count.min(10_000), duration: Duration::from_secs(30), ..args.clone() };
+    let measure = Args {
+        rate: 0,
+        count: Some(args.count_or(super::DEFAULT_COUNT).min(10_000)),
+        duration: Duration::from_secs(30),
+        ..args.clone()
+    };
     let first = drive("capacity before", &measure, webhook_shot(&addr, Arc::clone(&offset))).await;
     let capacity = (first.latency.len() as f64 / first.elapsed.as_secs_f64()).max(1.0);
 
     let offered = (capacity * 5.0) as u64;
     let overload_args = Args {
         rate: offered,
-        count: u64::MAX,
+        count: Some(u64::MAX),
         concurrency: args.concurrency.max(4096),
         duration: args.duration,
         ..args.clone()
@@ -218,7 +222,7 @@ pub async fn soak(args: &Args) {
     let rate = if args.rate > 0 {
         args.rate
     } else {
-        let measure = Args { rate: 0, count: 5_000, duration: Duration::from_secs(20), ..args.clone() };
+        let measure = Args { rate: 0, count: Some(5_000), duration: Duration::from_secs(20), ..args.clone() };
         let r = drive("capacity", &measure, webhook_shot(&addr, Arc::clone(&offset))).await;
         ((r.latency.len() as f64 / r.elapsed.as_secs_f64()) / 2.0).max(1.0) as u64
     };
@@ -245,7 +249,8 @@ pub async fn soak(args: &Args) {
             }
         })
     };
-    let soak_args = Args { rate, count: u64::MAX, concurrency: args.concurrency.max(1024), ..args.clone() };
+    let soak_args =
+        Args { rate, count: Some(u64::MAX), concurrency: args.concurrency.max(1024), ..args.clone() };
     let report = drive("soak", &soak_args, webhook_shot(&addr, Arc::clone(&offset))).await;
     let stats = ProcStats::read(pid);
     child.kill().await.ok();

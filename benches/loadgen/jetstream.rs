@@ -51,7 +51,7 @@ fn rate(n: usize, d: Duration) -> String {
 }
 
 pub async fn run(args: &Args) {
-    let n = usize::try_from(args.count).unwrap();
+    let n = usize::try_from(args.count_or(super::DEFAULT_COUNT)).unwrap();
     let server = nats_server();
     let client = connect(server.port).await;
     let js = jetstream::new(client.clone());

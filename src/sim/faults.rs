@@ -1,6 +1,8 @@
-//! The simulator's fault plan: how slow it answers, how often and in what way it fails. This
-//! module owns the plan's JSON shape, its validation and the draw that decides the fate of one
-//! request; it never touches HTTP, the clock or the incident store.
+//! The simulator's fault plan: how slow it answers, how often and in what way it fails, and the
+//! rate limit a tenant's gateway would enforce. This module owns the plan's JSON shape, its
+//! validation and the draw that decides the fate of one request; it never touches HTTP, the
+//! clock or the incident store (the rate limit's token bucket, which needs the time, lives in
+//! `throttle`).
 
 use std::time::Duration;
 
@@ -27,6 +29,35 @@ pub struct Faults {
     /// succeed".
     pub fail_next: u32,
     pub fail_next_with: Failure,
+    /// A token bucket over operation requests, as a tenant's gateway enforces it: a request
+    /// that finds no token is answered 429 with `Retry-After` (the whole seconds until the next
+    /// token, at least 1), as [`Failure::RateLimited`] answers, before `fail_next` and
+    /// `error_rate` are consulted (it counts neither down nor draws). `None`: no limit.
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// The rate a tenant may call at: `per_second` tokens a second, at most `burst` saved up. The
+/// bucket starts full whenever a plan with a limit is put in force.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+impl RateLimit {
+    fn validate(&self) -> Result<(), InvalidFaults> {
+        if !(self.per_second.is_finite() && self.per_second > 0.0) {
+            return Err(InvalidFaults(format!(
+                "rate_limit.per_second must be a positive number, got {}",
+                self.per_second
+            )));
+        }
+        if self.burst == 0 {
+            return Err(InvalidFaults("rate_limit.burst must be at least 1".into()));
+        }
+        Ok(())
+    }
 }
 
 impl Default for Faults {
@@ -37,6 +68,7 @@ impl Default for Faults {
             error: Failure::SERVICE_UNAVAILABLE,
             fail_next: 0,
             fail_next_with: Failure::SERVICE_UNAVAILABLE,
+            rate_limit: None,
         }
     }
 }
@@ -131,6 +163,9 @@ impl Faults {
                 "latency: min_ms ({min_ms}) is greater than max_ms ({max_ms})"
             )));
         }
+        if let Some(limit) = &self.rate_limit {
+            limit.validate()?;
+        }
         self.error.validate("error")?;
         self.fail_next_with.validate("fail_next_with")
     }
@@ -149,6 +184,13 @@ impl Faults {
             None
         };
         Draw { latency, failure }
+    }
+
+    /// The fate of a request the rate limit refused: the plan's latency, then 429 with
+    /// `retry_after_secs`; `fail_next` is not counted down and `error_rate` not drawn.
+    pub(crate) fn throttled(&self, retry_after_secs: u64, rng: &mut impl Rng) -> Draw {
+        let latency = self.latency.map_or(Duration::ZERO, |l| l.sample(rng));
+        Draw { latency, failure: Some(Failure::RateLimited { retry_after_secs }) }
     }
 }
 
@@ -175,12 +217,13 @@ struct FaultsWire {
     error: Failure,
     fail_next: u32,
     fail_next_with: Failure,
+    rate_limit: Option<RateLimit>,
 }
 
 impl Default for FaultsWire {
     fn default() -> Self {
-        let Faults { latency, error_rate, error, fail_next, fail_next_with } = Faults::default();
-        Self { latency, error_rate, error, fail_next, fail_next_with }
+        let Faults { latency, error_rate, error, fail_next, fail_next_with, rate_limit } = Faults::default();
+        Self { latency, error_rate, error, fail_next, fail_next_with, rate_limit }
     }
 }
 
@@ -196,6 +239,7 @@ impl TryFrom<serde_json::Map<String, serde_json::Value>> for Faults {
             error: w.error,
             fail_next: w.fail_next,
             fail_next_with: w.fail_next_with,
+            rate_limit: w.rate_limit,
         };
         faults.validate()?;
         Ok(faults)
@@ -244,7 +288,8 @@ mod tests {
             "error_rate": 0.25,
             "error": {"kind": "rate_limited", "retry_after_secs": 1},
             "fail_next": 2,
-            "fail_next_with": {"kind": "drop_connection"}
+            "fail_next_with": {"kind": "drop_connection"},
+            "rate_limit": {"per_second": 50.0, "burst": 50}
         });
         let faults = parse(text.clone()).unwrap();
         assert_eq!(
@@ -255,6 +300,7 @@ mod tests {
                 error: Failure::RateLimited { retry_after_secs: 1 },
                 fail_next: 2,
                 fail_next_with: Failure::DropConnection,
+                rate_limit: Some(RateLimit { per_second: 50.0, burst: 50 }),
             }
         );
         assert_eq!(serde_json::to_value(&faults).unwrap(), text);
@@ -364,10 +410,58 @@ mod tests {
             json!({"fail_next": -1}),
             json!({"surprise": 1}),
             json!([]),
+            json!({"rate_limit": {"per_second": 0, "burst": 50}}),
+            json!({"rate_limit": {"per_second": -1, "burst": 50}}),
+            json!({"rate_limit": {"per_second": 50, "burst": 0}}),
+            json!({"rate_limit": {"per_second": 50}}),
+            json!({"rate_limit": {"burst": 50}}),
+            json!({"rate_limit": {"per_second": 50, "burst": 50, "window": 1}}),
+            json!({"rate_limit": {"per_second": "50", "burst": 50}}),
+            json!({"rate_limit": {"per_second": 50, "burst": -1}}),
+            json!({"rate_limit": 50}),
         ];
         for plan in bad {
             assert!(parse(plan.clone()).is_err(), "accepted {plan}");
         }
+    }
+
+    #[test]
+    fn a_rate_limit_parses_from_its_documented_form_and_is_off_by_default() {
+        assert_eq!(Faults::default().rate_limit, None);
+        assert_eq!(parse(json!({"rate_limit": null})).unwrap(), Faults::default());
+        let faults = parse(json!({"rate_limit": {"per_second": 50, "burst": 50}})).unwrap();
+        assert_eq!(faults.rate_limit, Some(RateLimit { per_second: 50.0, burst: 50 }));
+        let faults = parse(json!({"rate_limit": {"per_second": 0.5, "burst": 1}})).unwrap();
+        assert_eq!(faults.rate_limit, Some(RateLimit { per_second: 0.5, burst: 1 }));
+    }
+
+    #[test]
+    fn validate_names_the_rate_limit_field_that_is_wrong() {
+        let zero_rate =
+            Faults { rate_limit: Some(RateLimit { per_second: 0.0, burst: 5 }), ..Faults::default() };
+        assert!(zero_rate.validate().unwrap_err().to_string().contains("rate_limit.per_second"));
+        let nan_rate =
+            Faults { rate_limit: Some(RateLimit { per_second: f64::NAN, burst: 5 }), ..Faults::default() };
+        assert!(nan_rate.validate().unwrap_err().to_string().contains("rate_limit.per_second"));
+        let no_burst =
+            Faults { rate_limit: Some(RateLimit { per_second: 5.0, burst: 0 }), ..Faults::default() };
+        assert!(no_burst.validate().unwrap_err().to_string().contains("rate_limit.burst"));
+    }
+
+    #[test]
+    fn a_throttled_draw_is_a_429_that_spends_no_fail_next() {
+        let mut faults =
+            Faults { fail_next: 1, latency: Some(Latency::Fixed { fixed_ms: 5 }), ..Faults::default() };
+        let draw = faults.throttled(3, &mut rng());
+        assert_eq!(
+            draw,
+            Draw {
+                latency: Duration::from_millis(5),
+                failure: Some(Failure::RateLimited { retry_after_secs: 3 })
+            }
+        );
+        assert_eq!(faults.fail_next, 1);
+        assert_eq!(faults.draw(&mut rng()).failure, Some(Failure::SERVICE_UNAVAILABLE));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The simulator's HTTP face: the axum router, the order in which an operation request is
-//! checked (log, faults, auth, envelope, licensePlate, operation), how answers and injected
-//! failures look on the wire, and the `/_sim/` endpoints that tests use to inspect and steer it.
+//! checked (log, faults with the rate limit first, auth, envelope, licensePlate, operation), how
+//! answers and injected failures look on the wire, and the `/_sim/` endpoints that tests use to
+//! inspect and steer it.
 //!
 //! The rules themselves live in `state` and `faults`; this module only translates between them
 //! and HTTP.

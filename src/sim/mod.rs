@@ -5,8 +5,9 @@
 //! It keeps incidents in memory, answers every operation with a contract envelope, replays the
 //! first answer to a repeated licensePlate, logs every operation request for inspection, and can
 //! be told to be slow or to fail in the ways a real SCWM (or the network in front of it) fails.
-//! `state` holds the rules, `faults` the fault plan and `http` the wire; this module wires them
-//! to a socket and owns the shared state. It never calls out anywhere.
+//! `state` holds the rules, `faults` the fault plan, `throttle` the token bucket of the plan's
+//! rate limit and `http` the wire; this module wires them to a socket, owns the shared state and
+//! reads the clock for the bucket. It never calls out anywhere.
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -24,6 +25,7 @@ pub mod config;
 mod faults;
 mod http;
 mod state;
+mod throttle;
 
 use std::{
     net::SocketAddr,
@@ -38,9 +40,10 @@ use tokio_util::sync::CancellationToken;
 use self::{
     faults::Draw,
     state::{Completion, Store, StoredAnswer, Ticket},
+    throttle::TokenBucket,
 };
 pub use self::{
-    faults::{Failure, Faults, InvalidFaults, Latency},
+    faults::{Failure, Faults, InvalidFaults, Latency, RateLimit},
     http::router,
     state::{DEDUP_WINDOW, Incident, IncidentStatus, PersonAction, RecordedRequest},
 };
@@ -110,9 +113,25 @@ pub struct SimState {
     /// `Basic <token>`, built once so each request is a single constant-time comparison.
     expected_authorization: Option<Secret>,
     store: Mutex<Store>,
-    faults: Mutex<Faults>,
+    faults: Mutex<Plan>,
     /// How many requests the log holds, so waiters wake on arrival instead of polling.
     logged: watch::Sender<usize>,
+}
+
+/// The fault plan in force and the token bucket of its rate limit, under one lock so that a
+/// request's draw sees both as one plan.
+#[derive(Debug)]
+struct Plan {
+    faults: Faults,
+    /// `Some` exactly when `faults.rate_limit` is; full whenever the plan is put in force.
+    bucket: Option<TokenBucket>,
+}
+
+impl Plan {
+    fn new(faults: Faults) -> Self {
+        let bucket = faults.rate_limit.map(|limit| TokenBucket::full(limit, tokio::time::Instant::now()));
+        Self { faults, bucket }
+    }
 }
 
 /// A poisoned lock only means another request panicked mid-update; the simulator keeps serving
@@ -126,7 +145,7 @@ impl SimState {
         let expected_authorization =
             config.token.as_ref().map(|token| Secret::new(format!("Basic {}", token.expose())));
         Self {
-            faults: Mutex::new(config.faults.clone()),
+            faults: Mutex::new(Plan::new(config.faults.clone())),
             store: Mutex::new(Store::with_log_limit(config.request_log_limit)),
             config,
             expected_authorization,
@@ -158,11 +177,12 @@ impl SimState {
 
     /// The fault plan in force, with `fail_next` counted down by the requests it has failed.
     pub fn faults(&self) -> Faults {
-        lock(&self.faults).clone()
+        lock(&self.faults).faults.clone()
     }
 
+    /// Puts `faults` in force; its rate limit, if it has one, starts with a full bucket.
     pub fn set_faults(&self, faults: Faults) {
-        *lock(&self.faults) = faults;
+        *lock(&self.faults) = Plan::new(faults);
     }
 
     /// What a person does to incident `id` in SCWM itself (no licensePlate, not logged as a
@@ -216,8 +236,17 @@ impl SimState {
         lock(&self.store).complete(ticket, completion);
     }
 
+    /// The fate of one operation request: the rate limit's bucket first (the time is tokio's,
+    /// so a test with paused time steers it), then the plan's draw.
     fn draw_faults(&self) -> Draw {
-        lock(&self.faults).draw(&mut rand::rng())
+        let mut plan = lock(&self.faults);
+        let Plan { faults, bucket } = &mut *plan;
+        if let Some(bucket) = bucket
+            && let Err(retry_after_secs) = bucket.take(tokio::time::Instant::now())
+        {
+            return faults.throttled(retry_after_secs, &mut rand::rng());
+        }
+        faults.draw(&mut rand::rng())
     }
 
     fn authorized(&self, headers: &HeaderMap) -> bool {
@@ -368,5 +397,102 @@ impl SimHandle {
 impl Drop for SimHandle {
     fn drop(&mut self) {
         self.shutdown.cancel();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::{
+        body::Body,
+        http::{Request, StatusCode, header},
+    };
+    use serde_json::{Value, json};
+    use tower::ServiceExt;
+
+    use super::*;
+
+    fn add_request(n: u32) -> Request<Body> {
+        let body = json!({
+            "header": {"headerVersion": 1, "eventName": "agile-process-teams:add-incident:v3",
+                       "ownerId": "O", "licensePlate": format!("plate-{n}")},
+            "payload": {"title": format!("t{n}")},
+        });
+        Request::post("/incident")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap()
+    }
+
+    /// The status, `Retry-After` and body of one operation request.
+    async fn send(state: &Arc<SimState>, n: u32) -> (StatusCode, Option<String>, Value) {
+        let resp = router(Arc::clone(state)).oneshot(add_request(n)).await.unwrap();
+        let status = resp.status();
+        let retry_after = resp.headers().get(header::RETRY_AFTER).map(|v| v.to_str().unwrap().to_owned());
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+        (status, retry_after, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    fn limited(per_second: f64, burst: u32) -> Faults {
+        Faults { rate_limit: Some(RateLimit { per_second, burst }), ..Faults::default() }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_beyond_the_bucket_get_429_with_retry_after_and_are_logged_as_rate_limited() {
+        let state = Simulator::new_state(SimConfig { faults: limited(2.0, 3), ..SimConfig::default() });
+        for n in 0..3 {
+            assert_eq!(send(&state, n).await.0, StatusCode::OK, "request {n} is within the burst");
+        }
+        let (status, retry_after, body) = send(&state, 3).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(retry_after.as_deref(), Some("1"), "half a second to the next token, rounded up");
+        assert_eq!(body["header"]["isErr"], true);
+        assert_eq!(body["header"]["errCode"], "429_TOO_MANY_REQUESTS");
+        assert_eq!(body["header"]["licensePlate"], "plate-3");
+
+        tokio::time::advance(Duration::from_millis(500)).await;
+        assert_eq!(send(&state, 4).await.0, StatusCode::OK, "a token came back after 500 ms");
+        assert_eq!(send(&state, 5).await.0, StatusCode::TOO_MANY_REQUESTS);
+
+        let log = state.requests();
+        let faults: Vec<_> = log.iter().map(|r| (r.status, r.fault.as_deref())).collect();
+        assert_eq!(
+            faults,
+            [
+                (Some(200), None),
+                (Some(200), None),
+                (Some(200), None),
+                (Some(429), Some("rate_limited")),
+                (Some(200), None),
+                (Some(429), Some("rate_limited")),
+            ]
+        );
+        assert_eq!(state.incidents().len(), 4, "a refused request changes nothing");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_throttled_request_leaves_fail_next_for_the_requests_that_get_through() {
+        let faults = Faults { fail_next: 1, ..limited(1.0, 1) };
+        let state = Simulator::new_state(SimConfig { faults, ..SimConfig::default() });
+        assert_eq!(send(&state, 0).await.0, StatusCode::SERVICE_UNAVAILABLE, "the burst's token, failed");
+        assert_eq!(send(&state, 1).await.0, StatusCode::TOO_MANY_REQUESTS);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(send(&state, 2).await.0, StatusCode::OK);
+        assert_eq!(state.faults().fail_next, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_plan_starts_with_a_full_bucket_and_reset_removes_the_limit() {
+        let state = Simulator::new_state(SimConfig::default());
+        state.set_faults(limited(0.5, 2));
+        assert_eq!(send(&state, 0).await.0, StatusCode::OK);
+        assert_eq!(send(&state, 1).await.0, StatusCode::OK);
+        let (status, retry_after, _) = send(&state, 2).await;
+        assert_eq!((status, retry_after.as_deref()), (StatusCode::TOO_MANY_REQUESTS, Some("2")));
+        state.set_faults(limited(0.5, 2));
+        assert_eq!(send(&state, 3).await.0, StatusCode::OK, "the plan put in force again is full");
+        state.reset();
+        for n in 10..20 {
+            assert_eq!(send(&state, n).await.0, StatusCode::OK, "no limit after a reset");
+        }
     }
 }
