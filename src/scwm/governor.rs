@@ -5,6 +5,11 @@
 //! before the routine one (edit, copy, submit, read), with one routine request let through after
 //! every [`URGENT_STREAK`] urgent ones so that neither lane can starve the other.
 //!
+//! When the tenant's limit is not configured, the governor learns one from SCWM's pauses: each
+//! pause halves the rate it saw going out (at most once a second), and every second without one
+//! raises the learnt rate by a tenth, until it is far above anything sent and forgotten. So a
+//! pause's end does not release everything that waited at once, into the next 429.
+//!
 //! It owns waiting and the bucket; it performs no I/O and does not decide what an answer means
 //! (the client tells it to pause). Time is `tokio::time::Instant`, so tests use paused time.
 
@@ -75,6 +80,9 @@ impl Lane {
 /// Urgent requests served in a row, while routine ones wait, before one routine request goes.
 pub const URGENT_STREAK: u32 = 4;
 
+/// A learnt rate above this is forgotten: the endpoint is unmetered again.
+const FORGET_ABOVE: f64 = 10_000.0;
+
 #[derive(Debug)]
 struct State {
     /// Tokens in the bucket, fractional between refills.
@@ -87,6 +95,14 @@ struct State {
     next_ticket: u64,
     /// Urgent requests served since a routine one last went (while routine ones waited).
     streak: u32,
+    /// Without a configured limit: the rate learnt from SCWM's pauses, when one is in force.
+    learnt: Option<f64>,
+    /// When the learnt rate last changed (lowered by a pause, or raised).
+    learnt_at: Instant,
+    /// Requests let through in the current second, and in the one before it.
+    sent_this_second: u32,
+    sent_last_second: u32,
+    second_started: Instant,
 }
 
 /// The governor of one endpoint, shared by every operation sent there.
@@ -110,6 +126,11 @@ impl Governor {
                 queues: [VecDeque::new(), VecDeque::new()],
                 next_ticket: 0,
                 streak: 0,
+                learnt: None,
+                learnt_at: Instant::now(),
+                sent_this_second: 0,
+                sent_last_second: 0,
+                second_started: Instant::now(),
             }),
             limit,
         }
@@ -127,8 +148,12 @@ impl Governor {
     /// Stops every request to this endpoint for `d` from now (SCWM's `Retry-After`); a longer
     /// pause already in force stands.
     pub fn pause(&self, d: Duration) {
-        let until = Instant::now() + d;
+        let now = Instant::now();
+        let until = now + d;
         let mut s = self.lock();
+        if !self.limit.is_limited() {
+            self.learn_from_pause(&mut s, now);
+        }
         if s.paused_until.is_none_or(|p| p < until) {
             s.paused_until = Some(until);
             wake_heads(&s);
@@ -140,6 +165,62 @@ impl Governor {
                 "SCWM asked the bridge to wait; pausing every request to this endpoint"
             );
         }
+    }
+
+    /// Halves the rate the endpoint saw (at most once a second: the calls in flight when SCWM
+    /// started refusing all come back refused).
+    fn learn_from_pause(&self, s: &mut State, now: Instant) {
+        self.count_seconds(s, now);
+        if s.learnt.is_some() && now.duration_since(s.learnt_at) < Duration::from_secs(1) {
+            return;
+        }
+        let seen = f64::from(s.sent_last_second.max(s.sent_this_second));
+        let rate = (s.learnt.unwrap_or(seen).min(seen.max(1.0)) / 2.0).max(1.0);
+        s.learnt = Some(rate);
+        s.learnt_at = now;
+        s.tokens = 1.0;
+        s.refilled = now;
+        tracing::info!(endpoint = %self.endpoint, per_second = rate, "SCWM's limit is not configured; pacing requests at a rate learnt from its pauses");
+    }
+
+    fn count_seconds(&self, s: &mut State, now: Instant) {
+        let since = now.duration_since(s.second_started);
+        if since >= Duration::from_secs(2) {
+            (s.sent_last_second, s.sent_this_second) = (0, 0);
+            s.second_started = now;
+        } else if since >= Duration::from_secs(1) {
+            s.sent_last_second = s.sent_this_second;
+            s.sent_this_second = 0;
+            s.second_started += Duration::from_secs(1);
+        }
+    }
+
+    /// The bucket in force: the configured limit, else the learnt one (raised by a tenth for
+    /// every second since it last changed, and forgotten once far above what is sent).
+    fn bucket(&self, s: &mut State, now: Instant) -> Option<(f64, f64)> {
+        if self.limit.is_limited() {
+            return Some((self.limit.per_second, f64::from(self.limit.burst.max(1))));
+        }
+        let rate = s.learnt?;
+        let seconds = now.duration_since(s.learnt_at).as_secs();
+        if seconds > 0 {
+            let raised = rate * 1.1f64.powi(i32::try_from(seconds).unwrap_or(i32::MAX));
+            s.learnt_at += Duration::from_secs(seconds);
+            if raised > FORGET_ABOVE {
+                s.learnt = None;
+                return None;
+            }
+            s.learnt = Some(raised);
+        }
+        let rate = s.learnt?;
+        // A small bucket: what was learnt is a rate, not how much may go at once.
+        Some((rate, (rate / 10.0).max(1.0)))
+    }
+
+    /// The rate learnt from SCWM's pauses, when no limit is configured and one is in force.
+    pub fn learnt_rate(&self) -> Option<f64> {
+        let mut s = self.lock();
+        self.bucket(&mut s, Instant::now()).filter(|_| !self.limit.is_limited()).map(|(r, _)| r)
     }
 
     /// How long the endpoint stays paused, if it is.
@@ -186,7 +267,7 @@ impl Governor {
                     observe::governor_wait(&self.endpoint, lane.as_str(), started.elapsed());
                     return;
                 } else {
-                    Some(self.ready_at(&s, now))
+                    Some(self.ready_at(&mut s, now))
                 }
             };
             // `notify_one` keeps a permit for a waiter not yet waiting, so no wake-up is lost
@@ -207,31 +288,30 @@ impl Governor {
             return false;
         }
         s.paused_until = None;
-        if !self.limit.is_limited() {
+        self.count_seconds(s, now);
+        let Some((per_second, burst)) = self.bucket(s, now) else {
+            s.sent_this_second += 1;
             return true;
-        }
-        let burst = f64::from(self.limit.burst.max(1));
-        s.tokens =
-            (s.tokens + now.duration_since(s.refilled).as_secs_f64() * self.limit.per_second).min(burst);
+        };
+        s.tokens = (s.tokens + now.duration_since(s.refilled).as_secs_f64() * per_second).min(burst);
         s.refilled = now;
         let took = s.tokens >= 1.0;
         if took {
             s.tokens -= 1.0;
+            s.sent_this_second += 1;
         }
         observe::governor_tokens(&self.endpoint, s.tokens);
         took
     }
 
     /// When the head of the line can go: the end of the pause, else the next token.
-    fn ready_at(&self, s: &State, now: Instant) -> Instant {
+    fn ready_at(&self, s: &mut State, now: Instant) -> Instant {
         if let Some(p) = s.paused_until.filter(|p| now < *p) {
             return p;
         }
-        if !self.limit.is_limited() {
-            return now;
-        }
+        let Some((per_second, _)) = self.bucket(s, now) else { return now };
         let missing = (1.0 - s.tokens).max(0.0);
-        now + Duration::from_secs_f64(missing / self.limit.per_second)
+        now + Duration::from_secs_f64(missing / per_second)
     }
 
     fn queued_gauge(&self) {
@@ -357,7 +437,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_pause_holds_every_request_for_its_length() {
-        let g = Arc::new(Governor::new("http://scwm.test", RateLimit::default()));
+        // A generous configured limit: nothing is learnt, only the pause holds requests.
+        let g = Arc::new(Governor::new("http://scwm.test", RateLimit { per_second: 1_000.0, burst: 100 }));
         g.pause(Duration::from_secs(3));
         assert_eq!(g.paused_for(), Some(Duration::from_secs(3)));
         // A shorter pause asked for later does not cut the longer one.
@@ -413,6 +494,34 @@ mod tests {
             t.await.unwrap();
         }
         assert_eq!(log.lock().unwrap()[0].1, Duration::from_secs(1), "the next in line takes the token");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_configured_limit_a_pause_teaches_it_a_rate_that_rises_again() {
+        let g = Arc::new(Governor::new("http://scwm.test", RateLimit::default()));
+        for _ in 0..40 {
+            g.acquire(Lane::Urgent).await;
+        }
+        assert_eq!(g.learnt_rate(), None, "unmetered until SCWM pushes back");
+        // SCWM refuses: 40 went out this second, so 20/s from now; the 429s of the calls that
+        // were in flight at the time do not halve it again.
+        g.pause(Duration::from_secs(1));
+        g.pause(Duration::from_secs(1));
+        assert_eq!(g.learnt_rate(), Some(20.0));
+        let start = Instant::now();
+        for _ in 0..21 {
+            g.acquire(Lane::Urgent).await;
+        }
+        // The pause, then 21 requests at about 20/s (a bucket of 2, the rate a tenth higher
+        // after its first second): spread over most of a second, not all at once.
+        let took = start.elapsed();
+        assert!(took >= Duration::from_millis(1_800), "{took:?}");
+        // Quiet seconds raise it by a tenth each, until it is forgotten.
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let raised = g.learnt_rate().expect("still learnt");
+        assert!(raised > 50.0 && raised < 60.0, "{raised}");
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert_eq!(g.learnt_rate(), None);
     }
 
     #[test]
