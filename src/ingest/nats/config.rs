@@ -37,6 +37,11 @@ pub struct RawNats {
     #[serde(deserialize_with = "lenient::duration")]
     #[schemars(with = "lenient::DurationText")]
     pub connect_timeout: Duration,
+    /// How often the client pings the server; two unanswered pings and it reconnects. A frozen
+    /// or partitioned server is noticed within about twice this.
+    #[serde(deserialize_with = "lenient::duration")]
+    #[schemars(with = "lenient::DurationText")]
+    pub ping_interval: Duration,
     pub tls: RawNatsTls,
     /// Core subjects to take messages from; none unless configured.
     pub subscriptions: Option<Vec<RawSubscription>>,
@@ -58,6 +63,7 @@ impl Default for RawNats {
             nkey_seed_file: None,
             creds_file: None,
             connect_timeout: Duration::from_secs(5),
+            ping_interval: Duration::from_secs(20),
             tls: RawNatsTls::default(),
             subscriptions: None,
             consumers: Vec::new(),
@@ -138,6 +144,7 @@ pub struct NatsConfig {
     pub name: String,
     pub auth: NatsAuth,
     pub connect_timeout: Duration,
+    pub ping_interval: Duration,
     pub tls: NatsTls,
     pub subscriptions: Vec<SubscriptionConfig>,
     pub consumers: Vec<ConsumerConfig>,
@@ -207,6 +214,7 @@ pub fn build(raw: RawNats, p: &mut Problems<'_>, sources: &Sources) -> Option<Na
         }
     };
     let connect_timeout = p.positive("nats.connect_timeout", raw.connect_timeout);
+    let ping_interval = p.positive("nats.ping_interval", raw.ping_interval);
 
     let subscriptions = subscriptions(raw.subscriptions, p, sources);
     let consumers = consumers(raw.consumers, p, sources);
@@ -216,6 +224,7 @@ pub fn build(raw: RawNats, p: &mut Problems<'_>, sources: &Sources) -> Option<Na
         name: raw.name,
         auth,
         connect_timeout,
+        ping_interval,
         tls: NatsTls { required: raw.tls.required, ca_file: raw.tls.ca_file, client_cert },
         subscriptions,
         consumers,

@@ -44,6 +44,7 @@ pub async fn connect(
     options = options
         .name(&config.name)
         .connection_timeout(config.connect_timeout)
+        .ping_interval(config.ping_interval)
         .retry_on_initial_connect()
         .max_reconnects(None)
         .reconnect_delay_callback(reconnect_delay)
