@@ -45,6 +45,7 @@ pub const GOVERNOR_PAUSES: &str = "incident_bridge_scwm_pauses_total";
 pub const COALESCED: &str = "incident_bridge_coalesced_total";
 pub const FLAPS: &str = "incident_bridge_flaps_total";
 pub const HELD: &str = "incident_bridge_held_total";
+pub const STORE_ROLLBACKS: &str = "incident_bridge_store_rollbacks_total";
 
 /// Help texts for `/metrics`, and the build info gauge.
 pub fn describe() {
@@ -101,6 +102,10 @@ pub fn describe() {
     describe_counter!(
         COALESCED,
         "Queued alert notifications replaced by a newer one for the same key before they ran, by source."
+    );
+    describe_counter!(
+        STORE_ROLLBACKS,
+        "Times the correlation store was found to have gone backwards (lost writes it had acknowledged), by backend."
     );
     describe_counter!(FLAPS, "Keys that started or stopped flapping, by source and event (start, end).");
     describe_counter!(
@@ -290,4 +295,16 @@ pub fn flap(source: &str, event: &'static str) {
 
 pub fn held(source: &str, what: &'static str, how: &'static str) {
     counter!(HELD, "source" => source.to_owned(), "what" => what, "how" => how).increment(1);
+}
+
+static STORE_ROLLBACKS_NOTICED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+pub fn store_rollback(backend: &'static str) {
+    STORE_ROLLBACKS_NOTICED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    counter!(STORE_ROLLBACKS, "backend" => backend).increment(1);
+}
+
+/// Store rollbacks noticed by this process, for its own tests (the metric cannot be read back).
+pub fn store_rollbacks_noticed() -> u64 {
+    STORE_ROLLBACKS_NOTICED.load(std::sync::atomic::Ordering::Relaxed)
 }

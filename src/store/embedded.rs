@@ -116,6 +116,13 @@ impl EmbeddedStore {
         Ok(Self { db, writer, path: Arc::new(path.to_owned()), _temporary: None })
     }
 
+    /// The last revision the file issued (0 for a new one).
+    pub fn last_revision(&self) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read().map_err(map_err)?;
+        let meta = txn.open_table(META).map_err(map_err)?;
+        Ok(meta.get(LAST_REVISION).map_err(map_err)?.map(|g| g.value()).unwrap_or(0))
+    }
+
     /// Opens a new, empty store in a directory of its own under the system's temp directory,
     /// removed when the last clone is dropped. For trials against the in-process simulator,
     /// which forgets its incidents at exit: a store kept across runs would map keys to

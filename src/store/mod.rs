@@ -12,6 +12,7 @@ pub mod binding;
 mod config;
 mod embedded;
 mod kv;
+pub mod witness;
 
 use std::sync::Arc;
 
@@ -234,8 +235,12 @@ pub async fn open_with_outbox(
             })
             .await
             .map_err(|e| StoreError::Unavailable(format!("opening the embedded store failed: {e}")))??;
+            let last = store.last_revision()?;
+            // A temporary store starts empty every time: nothing to remember between runs.
+            let witness_file = (!temporary).then(|| witness::file_beside(store.path()));
             let store = Arc::new(store);
-            Ok(Opened { store: store.clone(), outbox: store.clone(), dead_letters: store })
+            let watched = Arc::new(witness::Witnessed::new(store.clone(), last, witness_file));
+            Ok(Opened { store: watched, outbox: store.clone(), dead_letters: store })
         }
         BackendConfig::JetStreamKv { bucket, create_bucket, replicas } => {
             let Some(client) = nats else {
@@ -246,7 +251,9 @@ pub async fn open_with_outbox(
             let store =
                 JetStreamKvStore::open(client, bucket, *create_bucket, *replicas, config.timeout).await?;
             let store = Arc::new(store);
-            Ok(Opened { store: store.clone(), outbox: store.clone(), dead_letters: store })
+            // Revisions seen while running: a server that loses acknowledged writes is noticed.
+            let watched = Arc::new(witness::Witnessed::new(store.clone(), 0, None));
+            Ok(Opened { store: watched, outbox: store.clone(), dead_letters: store })
         }
     }
 }
