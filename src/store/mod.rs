@@ -239,7 +239,7 @@ pub async fn open_with_outbox(
             // A temporary store starts empty every time: nothing to remember between runs.
             let witness_file = (!temporary).then(|| witness::file_beside(store.path()));
             let store = Arc::new(store);
-            let watched = Arc::new(witness::Witnessed::new(store.clone(), last, witness_file));
+            let watched = witness::Witnessed::new(store.clone(), last, witness_file);
             Ok(Opened { store: watched, outbox: store.clone(), dead_letters: store })
         }
         BackendConfig::JetStreamKv { bucket, create_bucket, replicas } => {
@@ -252,7 +252,7 @@ pub async fn open_with_outbox(
                 JetStreamKvStore::open(client, bucket, *create_bucket, *replicas, config.timeout).await?;
             let store = Arc::new(store);
             // Revisions seen while running: a server that loses acknowledged writes is noticed.
-            let watched = Arc::new(witness::Witnessed::new(store.clone(), 0, None));
+            let watched = witness::Witnessed::new(store.clone(), 0, None);
             Ok(Opened { store: watched, outbox: store.clone(), dead_letters: store })
         }
     }

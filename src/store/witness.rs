@@ -37,6 +37,7 @@ pub fn file_beside(path: &std::path::Path) -> PathBuf {
 
 /// A store with its revisions watched.
 pub struct Witnessed {
+    me: std::sync::Weak<Witnessed>,
     inner: Arc<dyn CorrelationStore>,
     highest: AtomicU64,
     file: Option<WitnessFile>,
@@ -44,25 +45,30 @@ pub struct Witnessed {
 
 struct WitnessFile {
     path: PathBuf,
-    last_written: std::sync::Mutex<Option<Instant>>,
+    /// When it was last written, and whether a later write is already scheduled.
+    last_written: std::sync::Mutex<(Option<Instant>, bool)>,
 }
 
 impl Witnessed {
     /// Watches `inner`, whose highest revision issued so far is `last` (when it can say). With
     /// `file`, the revision kept there by an earlier run is compared with `last` first.
-    pub fn new(inner: Arc<dyn CorrelationStore>, last: u64, file: Option<PathBuf>) -> Self {
-        let remembered = file.as_deref().and_then(|p| std::fs::read_to_string(p).ok()).and_then(|t| t.trim().parse().ok());
+    pub fn new(inner: Arc<dyn CorrelationStore>, last: u64, file: Option<PathBuf>) -> Arc<Self> {
+        let remembered = file
+            .as_deref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .and_then(|t| t.trim().parse::<u64>().ok());
         if let Some(remembered) = remembered
             && remembered > last
         {
             went_backwards(inner.backend(), remembered, last);
         }
-        let witness = Self {
+        let witness = Arc::new_cyclic(|me| Self {
+            me: me.clone(),
             inner,
             highest: AtomicU64::new(last),
-            file: file.map(|path| WitnessFile { path, last_written: std::sync::Mutex::new(None) }),
-        };
-        witness.remember(last);
+            file: file.map(|path| WitnessFile { path, last_written: std::sync::Mutex::new((None, false)) }),
+        });
+        witness.flush();
         witness
     }
 
@@ -78,34 +84,56 @@ impl Witnessed {
             // The store's present is what it is now: count the next rollback from here.
             self.highest.store(revision, Ordering::Release);
         }
-        self.remember(revision);
+        self.remember();
     }
 
-    fn remember(&self, revision: Revision) {
+    /// Writes the highest revision to the file now, or once a second has passed since the last
+    /// write (one write scheduled at a time), so the file is never more than a second behind.
+    fn remember(&self) {
         let Some(file) = &self.file else { return };
-        {
-            let mut last = file.last_written.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if last.is_some_and(|at| at.elapsed() < WRITE_EVERY) {
-                return;
+        let mut state = file.last_written.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match *state {
+            (Some(at), scheduled) if at.elapsed() < WRITE_EVERY => {
+                if scheduled {
+                    return;
+                }
+                let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
+                state.1 = true;
+                let (me, wait) = (self.me.clone(), WRITE_EVERY.saturating_sub(at.elapsed()));
+                rt.spawn(async move {
+                    tokio::time::sleep(wait).await;
+                    if let Some(me) = me.upgrade() {
+                        me.flush();
+                    }
+                });
             }
-            *last = Some(Instant::now());
+            _ => {
+                drop(state);
+                self.flush();
+            }
         }
-        let highest = self.highest.load(Ordering::Acquire).max(revision);
+    }
+
+    fn flush(&self) {
+        let Some(file) = &self.file else { return };
+        *file.last_written.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            (Some(Instant::now()), false);
+        let highest = self.highest.load(Ordering::Acquire);
         let path = file.path.clone();
         let mut tmp_name = path.file_name().unwrap_or_default().to_owned();
         tmp_name.push(".tmp");
         let tmp = path.with_file_name(tmp_name);
         // Small and rare; a lost write only makes the next check less strict.
-        let write = move || std::fs::write(&tmp, highest.to_string()).and_then(|()| std::fs::rename(&tmp, &path));
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) => drop(rt.spawn_blocking(move || {
-                if let Err(e) = write() {
-                    tracing::debug!(error = %e, "the store's witness file could not be written");
-                }
-            })),
-            Err(_) => {
-                let _ = write();
+        let write = move || {
+            if let Err(e) =
+                std::fs::write(&tmp, highest.to_string()).and_then(|()| std::fs::rename(&tmp, &path))
+            {
+                tracing::debug!(error = %e, "the store's witness file could not be written");
             }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn_blocking(write)),
+            Err(_) => write(),
         }
     }
 }
@@ -149,7 +177,11 @@ impl CorrelationStore for Witnessed {
         .boxed()
     }
 
-    fn delete<'a>(&'a self, key: &'a CorrelationKey, expected: Revision) -> BoxFuture<'a, Result<(), StoreError>> {
+    fn delete<'a>(
+        &'a self,
+        key: &'a CorrelationKey,
+        expected: Revision,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
         self.inner.delete(key, expected)
     }
 
@@ -184,7 +216,8 @@ mod tests {
         let path = dir.path().join("store.redb");
         let witness_file = dir.path().join("store.redb.witness");
         let open = |path: PathBuf| async move {
-            let store = tokio::task::spawn_blocking(move || EmbeddedStore::open(path)).await.unwrap().unwrap();
+            let store =
+                tokio::task::spawn_blocking(move || EmbeddedStore::open(path)).await.unwrap().unwrap();
             let last = store.last_revision().unwrap();
             (Arc::new(store) as Arc<dyn CorrelationStore>, last)
         };
@@ -200,8 +233,14 @@ mod tests {
         let r2 = watched.put(&key("a"), Bytes::from_static(b"2"), Some(r1)).await.unwrap();
         let _r3 = watched.put(&key("b"), Bytes::from_static(b"3"), None).await.unwrap();
         assert!(r2 > r1);
-        // Forced: the witness file is written at most once a second.
-        std::fs::write(&witness_file, "3").unwrap();
+        // The file is written at most once a second, and at most a second after a write.
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while std::fs::read_to_string(&witness_file).ok().as_deref() != Some("3") {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the witness file catches up");
         drop(watched);
 
         // The older copy comes back, as after a power failure that lost the last writes.
@@ -218,7 +257,8 @@ mod tests {
     async fn a_write_answered_with_a_revision_already_seen_is_a_rollback() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.redb");
-        let store = Arc::new(tokio::task::spawn_blocking(move || EmbeddedStore::open(path)).await.unwrap().unwrap());
+        let store =
+            Arc::new(tokio::task::spawn_blocking(move || EmbeddedStore::open(path)).await.unwrap().unwrap());
         let watched = Witnessed::new(store, 0, None);
         watched.saw(100);
         let before = rollbacks();

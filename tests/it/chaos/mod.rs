@@ -42,6 +42,10 @@
 //! The timers that remain are the chaos itself: how long SCWM stays down, and the `Retry-After`
 //! a refused sender honours.
 
+mod history;
+mod pauses;
+mod rollback;
+
 use std::{
     collections::{BTreeMap, HashMap},
     future::Future,

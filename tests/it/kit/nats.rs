@@ -67,6 +67,16 @@ impl NatsServer {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
+    /// The running server's process id (to pause it with SIGSTOP, say).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The server's own directory, which holds its JetStream store.
+    pub fn dir(&self) -> &std::path::Path {
+        self.store.path()
+    }
+
     /// Stops the server (SIGKILL) without starting it again.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
