@@ -90,11 +90,30 @@ impl Runner {
 }
 
 /// Whether `newer` makes `older`, queued for the same key, pointless: both alerts of one source
-/// saying the same status.
+/// saying the same status, and `newer` really the newer one.
 fn supersedes(newer: &Job, older: &Job) -> bool {
     match (&newer.event.kind, &older.event.kind) {
         (EventKind::Alert(n), EventKind::Alert(o)) => {
-            newer.event.source.name == older.event.source.name && n.target.status == o.target.status
+            newer.event.source.name == older.event.source.name
+                && n.target.status == o.target.status
+                && comes_after(&newer.event.source, &older.event.source)
+        }
+        _ => false,
+    }
+}
+
+/// Whether `newer` was sent after `older`. Queue order says so only when nothing orders them
+/// better: a JetStream message delivered again after a replica died arrives after messages that
+/// came later in the stream, so stream messages are ordered by their position (the sequence,
+/// with the publish time agreeing, as the planner orders them), and a stream message is never
+/// replaced by, nor replaces, one without a position.
+fn comes_after(newer: &crate::event::Source, older: &crate::event::Source) -> bool {
+    match (newer.stream_sequence, older.stream_sequence) {
+        (None, None) => true,
+        (Some(n), Some(o)) => {
+            newer.stream == older.stream
+                && o < n
+                && older.stream_published_ms.unwrap_or(0) <= newer.stream_published_ms.unwrap_or(0)
         }
         _ => false,
     }
@@ -114,5 +133,36 @@ fn retire(job: Job) {
             reason: "a newer notification for the same key was queued behind this one and is applied instead"
                 .to_owned(),
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Source, Transport};
+
+    fn at(sequence: Option<u64>, published_ms: u64) -> Source {
+        Source {
+            transport: if sequence.is_some() { Transport::Jetstream } else { Transport::Http },
+            name: "am".into(),
+            subject: "alerts".into(),
+            stream: sequence.map(|_| "ALERTS".into()),
+            stream_sequence: sequence,
+            stream_published_ms: sequence.map(|_| published_ms),
+        }
+    }
+
+    #[test]
+    fn a_message_delivered_again_late_never_replaces_a_later_one() {
+        // Queue order is all there is over HTTP.
+        assert!(comes_after(&at(None, 0), &at(None, 0)));
+        // A stream message redelivered after one that came later in the stream is older.
+        assert!(!comes_after(&at(Some(3), 30), &at(Some(7), 70)));
+        assert!(comes_after(&at(Some(7), 70), &at(Some(3), 30)));
+        // A stream created again starts over: its sequence alone does not make it older.
+        assert!(!comes_after(&at(Some(9), 10), &at(Some(2), 90)));
+        // Nothing orders a stream message against one without a position.
+        assert!(!comes_after(&at(Some(9), 90), &at(None, 0)));
+        assert!(!comes_after(&at(None, 0), &at(Some(9), 90)));
     }
 }

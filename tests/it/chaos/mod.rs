@@ -45,6 +45,7 @@
 mod history;
 mod pauses;
 mod rollback;
+mod schedule;
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -146,7 +147,9 @@ impl Bridge {
                 (format!("{}{name}", incident_bridge::config::ENV_PREFIX), (*v).to_owned())
             })
             .collect();
-        env.push(("RUST_LOG".into(), "warn,incident_bridge::app=info".into()));
+        let level =
+            std::env::var("CHAOS_RUST_LOG").unwrap_or_else(|_| "warn,incident_bridge::app=info".into());
+        env.push(("RUST_LOG".into(), level));
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let (child, addr) = crate::kit::spawn_bridge_with_env(config, dir, &env).await;
         Self { child, addr, http: reqwest::Client::new() }

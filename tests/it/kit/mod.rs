@@ -202,8 +202,21 @@ pub async fn spawn_bridge_with_env(
         panic!("the bridge exited before it was ready")
     })
     .await;
-    // Keep reading, so the bridge never blocks on a full pipe.
-    tokio::spawn(async move { while lines.recv().await.is_some() {} });
+    // Keep reading, so the bridge never blocks on a full pipe; with `BRIDGE_LOGS=<dir>`, into a
+    // file per bridge there, to read a failed run's story.
+    let keep = std::env::var_os("BRIDGE_LOGS").map(|dir| {
+        let path = std::path::Path::new(&dir).join(format!("bridge-{}.log", child.id().unwrap_or_default()));
+        std::fs::OpenOptions::new().create(true).append(true).open(path).expect("the BRIDGE_LOGS file")
+    });
+    tokio::spawn(async move {
+        let mut keep = keep;
+        while let Some(line) = lines.recv().await {
+            if let Some(f) = keep.as_mut() {
+                use std::io::Write;
+                let _ = writeln!(f, "{line}");
+            }
+        }
+    });
     (child, addr)
 }
 
