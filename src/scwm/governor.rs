@@ -97,7 +97,9 @@ struct State {
     streak: u32,
     /// Without a configured limit: the rate learnt from SCWM's pauses, when one is in force.
     learnt: Option<f64>,
-    /// When the learnt rate last changed (lowered by a pause, or raised).
+    /// When a pause last lowered the learnt rate: at most once a second.
+    lowered_at: Instant,
+    /// When the learnt rate was last raised (a tenth per quiet second since).
     learnt_at: Instant,
     /// Requests let through in the current second, and in the one before it.
     sent_this_second: u32,
@@ -127,6 +129,7 @@ impl Governor {
                 next_ticket: 0,
                 streak: 0,
                 learnt: None,
+                lowered_at: Instant::now(),
                 learnt_at: Instant::now(),
                 sent_this_second: 0,
                 sent_last_second: 0,
@@ -171,12 +174,15 @@ impl Governor {
     /// started refusing all come back refused).
     fn learn_from_pause(&self, s: &mut State, now: Instant) {
         self.count_seconds(s, now);
-        if s.learnt.is_some() && now.duration_since(s.learnt_at) < Duration::from_secs(1) {
+        if s.learnt.is_some() && now.duration_since(s.lowered_at) < Duration::from_secs(1) {
             return;
         }
+        // The rate in force now (raised since it was learnt), or what went out.
+        let current = self.bucket(s, now).map(|(r, _)| r);
         let seen = f64::from(s.sent_last_second.max(s.sent_this_second));
-        let rate = (s.learnt.unwrap_or(seen).min(seen.max(1.0)) / 2.0).max(1.0);
+        let rate = (current.unwrap_or(seen).min(seen.max(1.0)) / 2.0).max(1.0);
         s.learnt = Some(rate);
+        s.lowered_at = now;
         s.learnt_at = now;
         s.tokens = 1.0;
         s.refilled = now;
@@ -522,6 +528,29 @@ mod tests {
         assert!(raised > 50.0 && raised < 60.0, "{raised}");
         tokio::time::advance(Duration::from_secs(60)).await;
         assert_eq!(g.learnt_rate(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_pause_a_second_or_more_after_the_last_lowers_the_learnt_rate_again() {
+        let g = Arc::new(Governor::new("http://scwm.test", RateLimit::default()));
+        for _ in 0..64 {
+            g.acquire(Lane::Urgent).await;
+        }
+        g.pause(Duration::from_millis(100));
+        assert_eq!(g.learnt_rate(), Some(32.0));
+        // Sending at the learnt pace for a few seconds, SCWM still refuses now and then: each
+        // refusal a second or more after the last halves what goes out now.
+        let mut rates = vec![];
+        for _ in 0..3 {
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_millis(1_500) {
+                g.acquire(Lane::Urgent).await;
+            }
+            g.pause(Duration::from_millis(100));
+            rates.push(g.learnt_rate().expect("learnt"));
+        }
+        assert!(rates.windows(2).all(|w| w[1] < w[0]), "each pause lowers it: {rates:?}");
+        assert!(rates[2] < 10.0, "{rates:?}");
     }
 
     #[test]
