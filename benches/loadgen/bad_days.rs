@@ -91,18 +91,21 @@ fn millis(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
-/// The most requests in any window of one second (`[t, t + 1 s)`), over arrival times.
-fn busiest_second(times: impl IntoIterator<Item = SystemTime>) -> usize {
+/// The most requests in any window of one second (`[t, t + 1 s)`), over arrival times, and
+/// where the first such window starts (milliseconds since the epoch).
+fn busiest_second(times: impl IntoIterator<Item = SystemTime>) -> (usize, i64) {
     let mut ms: Vec<i64> = times.into_iter().map(millis).collect();
     ms.sort_unstable();
-    let (mut start, mut best) = (0, 0);
+    let (mut start, mut best, mut at) = (0, 0, 0);
     for end in 0..ms.len() {
         while ms[end] - ms[start] >= 1000 {
             start += 1;
         }
-        best = best.max(end - start + 1);
+        if end - start + 1 > best {
+            (best, at) = (end - start + 1, ms[start]);
+        }
     }
-    best
+    (best, at)
 }
 
 /// `b - a` in seconds, negative when `b` came first.
@@ -422,8 +425,9 @@ fn waits(published: &HashMap<usize, SystemTime>, at: &HashMap<usize, SystemTime>
 }
 
 /// SCWM allows 50 requests/s (burst 50) and answers 429 with Retry-After beyond that. 5,000
-/// new alerts arrive on JetStream at once; once 1,000 incidents exist, 200 of those keys resolve
-/// (closes) and 200 fire again with a changed summary (edits).
+/// new alerts arrive on JetStream at once; once 1,000 incidents exist, 200 of those keys fire
+/// again with a changed summary (edits) and right after them 200 others resolve (closes). How
+/// far do the closes (urgent) get ahead of the edits (routine) published in front of them?
 pub async fn storm(args: &Args) {
     const WAIT_AT_MOST: Duration = Duration::from_secs(170);
     let n = args.count_or(5_000) as usize;
@@ -474,18 +478,26 @@ pub async fn storm(args: &Args) {
                 .filter_map(|i| numbers.get(i.fields.get("externalRef")?.as_str()?).copied())
                 .take(closes + edits)
                 .collect();
-            // Alternately, so neither kind is published ahead of the other.
-            let (mut bodies, mut order, mut c, mut e) = (Vec::new(), Vec::new(), 0, 0);
+            // Keys taken alternately for the two kinds, but every edit published before the
+            // first close: in stream order the closes stand behind the edits, so what the
+            // bridge makes of them shows what its lanes do (closes urgent, edits routine).
+            let (mut edit_keys, mut close_keys) = (Vec::new(), Vec::new());
             for (j, k) in keys.iter().enumerate() {
-                let close = (j % 2 == 0 && c < closes) || e >= edits;
-                if close {
-                    c += 1;
-                    bodies.push(notification(*k, false, "is backing up"));
+                if (j % 2 == 0 && close_keys.len() < closes) || edit_keys.len() >= edits {
+                    close_keys.push(*k);
                 } else {
-                    e += 1;
-                    bodies.push(notification(*k, true, "is backing up (changed: still growing)"));
+                    edit_keys.push(*k);
                 }
-                order.push((close, *k));
+            }
+            let mut bodies = Vec::new();
+            let mut order = Vec::new();
+            for k in &edit_keys {
+                bodies.push(notification(*k, true, "is backing up (changed: still growing)"));
+                order.push((false, *k));
+            }
+            for k in &close_keys {
+                bodies.push(notification(*k, false, "is backing up"));
+                order.push((true, *k));
             }
             let (at, seq) = rig.publish(bodies).await;
             last_seq = last_seq.max(seq);
@@ -534,8 +546,14 @@ pub async fn storm(args: &Args) {
             e.1 += 1;
         }
     }
-    let busiest = busiest_second(requests.iter().map(received));
-    let busiest_ok = busiest_second(requests.iter().filter(|r| ok(r)).map(received));
+    let (busiest, busiest_at) = busiest_second(requests.iter().map(received));
+    let (busiest_ok, _) = busiest_second(requests.iter().filter(|r| ok(r)).map(received));
+    let first_request = requests.iter().map(|r| millis(received(r))).min().unwrap_or(0);
+    // How many requests of the busiest window were answered 2xx.
+    let busiest_window_ok = requests
+        .iter()
+        .filter(|r| ok(r) && (busiest_at..busiest_at + 1000).contains(&millis(received(r))))
+        .count();
     let key_of_add = |r: &RecordedRequest| numbers.get(r.body["payload"]["externalRef"].as_str()?).copied();
     let id_to_key: HashMap<String, usize> = incidents
         .iter()
@@ -545,16 +563,29 @@ pub async fn storm(args: &Args) {
     let (adds_served, _) = first_requests(&requests, "add", key_of_add);
     let (closes_served, closes_tried) = first_requests(&requests, "close", key_of_id);
     let (edits_served, edits_tried) = first_requests(&requests, "edit", key_of_id);
-    let span = |published: &HashMap<usize, SystemTime>| {
-        published.values().map(|t| millis(*t)).max().unwrap_or(0)
-            - published.values().map(|t| millis(*t)).min().unwrap_or(0)
-    };
+    // Over how long the edits and resolves were published.
+    let later: Vec<i64> =
+        edit_published.values().chain(close_published.values()).map(|t| millis(*t)).collect();
+    let span = later.iter().max().unwrap_or(&0) - later.iter().min().unwrap_or(&0);
     // The adds still waiting when the closes were published: the queue a close would stand in
     // if it were served in arrival order.
     let first_close = close_published.values().min().copied();
     let adds_after_closes = first_close.map_or(0, |c| adds_served.values().filter(|t| **t > c).count());
     let adds_after_last_close =
         closes_served.values().max().map_or(0, |last| adds_served.values().filter(|t| *t > last).count());
+
+    // Closes against the edits published in front of them: how many were served before the
+    // last (and the first) edit was, at the simulator's millisecond resolution.
+    let last_edit = edits_served.values().max().copied();
+    let first_edit = edits_served.values().min().copied();
+    let closes_before =
+        |edit: Option<SystemTime>| edit.map_or(0, |e| closes_served.values().filter(|t| **t < e).count());
+    let (closes_before_last_edit, closes_before_first_edit) =
+        (closes_before(last_edit), closes_before(first_edit));
+    let edits_before_first_close =
+        closes_served.values().min().map_or(0, |c| edits_served.values().filter(|t| *t < c).count());
+    let close_median = quantile(&mut waits(&close_published, &closes_served), 0.5);
+    let edit_median = quantile(&mut waits(&edit_published, &edits_served), 0.5);
 
     let work = n + close_published.len() + edit_published.len();
     let floor = (work as f64 - f64::from(limit.burst)).max(0.0) / limit.per_second;
@@ -573,17 +604,21 @@ pub async fn storm(args: &Args) {
         None => println!("| time to drain | **not drained within {WAIT_AT_MOST:?}** |"),
     }
     println!(
-        "| resolves and edits published | after {:.1} s, when {} incidents existed ({pending_adds_at_trigger} adds still to do); {closes} resolves and {edits} edits over {} ms |",
+        "| edits, then resolves, published | after {:.1} s, when {} incidents existed ({pending_adds_at_trigger} adds still to do); {} edits, then {} resolves, over {} ms |",
         triggered_after.unwrap_or_default().as_secs_f64(),
         n - pending_adds_at_trigger,
-        span(&close_published).max(span(&edit_published))
+        edit_published.len(),
+        close_published.len(),
+        span
     );
     println!("| SCWM requests | {} ({}) |", requests.len(), {
         by_op.iter().map(|(op, (all, ok))| format!("{op} {all}, {ok} 2xx")).collect::<Vec<_>>().join("; ")
     });
     println!(
-        "| most requests SCWM saw in any 1 s window | {busiest} (answered 2xx: {busiest_ok}); the limit is {} /s + a burst of {} |",
-        limit.per_second, limit.burst
+        "| most requests SCWM saw in any 1 s window | {busiest}, {:.1} s after the first request ({busiest_window_ok} of them answered 2xx); the most 2xx in any 1 s window: {busiest_ok}; the limit is {} /s + a burst of {} |",
+        (busiest_at - first_request) as f64 / 1000.0,
+        limit.per_second,
+        limit.burst
     );
     println!("| 429 answers | {too_many} |");
     println!(
@@ -611,6 +646,11 @@ pub async fn storm(args: &Args) {
         "| wait, publish → first SCWM request (any answer) | closes: {}; edits: {} |",
         spread(&mut waits(&close_published, &closes_tried)),
         spread(&mut waits(&edit_published, &edits_tried))
+    );
+    println!(
+        "| closes vs the edits published in front of them | median wait {close_median:.2} s vs {edit_median:.2} s; {closes_before_last_edit} of {} closes served before the last edit was ({closes_before_first_edit} before the first); {edits_before_first_close} of {} edits served before the first close |",
+        closes_served.len(),
+        edits_served.len()
     );
     println!(
         "| adds served after the resolves were published | {adds_after_closes} (of {pending_adds_at_trigger} then waiting); after the last close was served: {adds_after_last_close} |"
