@@ -25,13 +25,7 @@ async fn send(app: &TestApp, k: usize, step: Step) -> (u16, Value) {
 }
 
 fn ops(sim: &SimHandle) -> Vec<Operation> {
-    sim.requests()
-        .iter()
-        .map(|r| {
-            let name = r.body["header"]["eventName"].as_str().unwrap_or_default();
-            Operation::ALL.into_iter().find(|op| op.default_event_name() == name).expect("a known eventName")
-        })
-        .collect()
+    crate::kit::operations(sim)
 }
 
 fn outcome(answer: &Value) -> &str {

@@ -45,13 +45,7 @@ async fn send(app: &TestApp, k: usize, step: Step) -> (u16, Value) {
 
 /// Each SCWM operation the simulator received, in order.
 fn ops(sim: &SimHandle) -> Vec<Operation> {
-    sim.requests()
-        .iter()
-        .map(|r| {
-            let name = r.body["header"]["eventName"].as_str().unwrap_or_default();
-            Operation::ALL.into_iter().find(|op| op.default_event_name() == name).expect("a known eventName")
-        })
-        .collect()
+    crate::kit::operations(sim)
 }
 
 fn reads(sim: &SimHandle) -> usize {

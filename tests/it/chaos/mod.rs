@@ -333,6 +333,38 @@ source = "{SOURCE}"
     }
 }
 
+/// Random scripts: one to `longest` steps per key, firing more often than resolving, so there
+/// are repeats, resolutions of alerts that never fired, and reopenings.
+fn random_scripts(rng: &mut impl Rng, keys: usize, longest: usize) -> Vec<Vec<Step>> {
+    (0..keys)
+        .map(|_| {
+            let len = rng.random_range(1..=longest);
+            (0..len).map(|_| if rng.random_bool(0.6) { Step::Fire } else { Step::Resolve }).collect()
+        })
+        .collect()
+}
+
+/// Round r holds every key's r-th step, so one key's steps are far apart in the stream and land
+/// in different pulls, on different replicas, out of order when one is put back.
+fn in_rounds(scripts: &[Vec<Step>]) -> Vec<Vec<u8>> {
+    let rounds = scripts.iter().map(Vec::len).max().unwrap_or(0);
+    (0..rounds)
+        .flat_map(|r| {
+            scripts
+                .iter()
+                .enumerate()
+                .filter_map(move |(k, s)| s.get(r).map(|step| keyed_notification(k, *step)))
+        })
+        .collect()
+}
+
+/// Sends `sig` (`-STOP`, `-CONT`) to process `pid`.
+fn signal(pid: u32, sig: &str) {
+    let status =
+        std::process::Command::new("kill").args([sig, &pid.to_string()]).status().expect("kill runs");
+    assert!(status.success(), "kill {sig} {pid}");
+}
+
 /// What a sequential run leaves for one key: `None` when no incident should exist.
 fn final_state(steps: &[Step]) -> Option<IncidentStatus> {
     let fired = steps.iter().position(|s| *s == Step::Fire)?;
@@ -620,14 +652,7 @@ async fn three_replicas_sharing_a_consumer_and_a_kv_store_end_where_a_sequential
     let scale = Scale::from_env();
     let mut rng = seeded("three replicas");
     let keys = scale.pick(200, 1_000);
-    // One to six events per key, firing more often than resolving: repeats, resolutions of
-    // alerts that never fired, reopenings.
-    let scripts: Vec<Vec<Step>> = (0..keys)
-        .map(|_| {
-            let len = rng.random_range(1..=6);
-            (0..len).map(|_| if rng.random_bool(0.6) { Step::Fire } else { Step::Resolve }).collect()
-        })
-        .collect();
+    let scripts = random_scripts(&mut rng, keys, 6);
     let rig = Rig::start().await;
     let config = rig.config(CONSUMER, KV_STORE);
     let mut replicas = Vec::new();
@@ -636,17 +661,7 @@ async fn three_replicas_sharing_a_consumer_and_a_kv_store_end_where_a_sequential
     }
     rig.wait_pulling(3).await;
 
-    // Round r holds every key's r-th event, so one key's events are far apart in the stream and
-    // land in different pulls, on different replicas, out of order when one is put back.
-    let rounds = scripts.iter().map(Vec::len).max().unwrap_or(0);
-    let bodies: Vec<Vec<u8>> = (0..rounds)
-        .flat_map(|r| {
-            scripts
-                .iter()
-                .enumerate()
-                .filter_map(move |(k, s)| s.get(r).map(|step| keyed_notification(k, *step)))
-        })
-        .collect();
+    let bodies = in_rounds(&scripts);
     let events = bodies.len();
     let started = Instant::now();
     let last = rig.publish(bodies).await;

@@ -6,20 +6,11 @@
 
 use std::time::{Duration, Instant};
 
-use rand::Rng;
-
 use super::{
-    Bridge, CONSUMER, KV_STORE, Rig, Scale, Step, embedded_store,
+    Bridge, CONSUMER, KV_STORE, Rig, Scale, embedded_store,
     history::{History, dead_letters},
-    keyed_notification, replays, seeded,
+    in_rounds, random_scripts, replays, seeded, signal,
 };
-
-/// Sends SIGSTOP or SIGCONT to `pid`.
-fn signal(pid: u32, sig: &str) {
-    let status =
-        std::process::Command::new("kill").args([sig, &pid.to_string()]).status().expect("kill runs");
-    assert!(status.success(), "kill {sig} {pid}");
-}
 
 /// Waits until the bridge's `incident_bridge_nats_connected` says `connected`.
 async fn nats_connected(bridge: &Bridge, connected: bool) {
@@ -31,42 +22,19 @@ async fn nats_connected(bridge: &Bridge, connected: bool) {
     .await;
 }
 
-/// Random scripts: one to six steps per key, firing more often than resolving.
-fn scripts(rng: &mut impl Rng, keys: usize) -> Vec<Vec<Step>> {
-    (0..keys)
-        .map(|_| {
-            let len = rng.random_range(1..=6);
-            (0..len).map(|_| if rng.random_bool(0.6) { Step::Fire } else { Step::Resolve }).collect()
-        })
-        .collect()
-}
-
-/// Every key's r-th step in round r: one key's steps far apart in the stream.
-fn rounds(scripts: &[Vec<Step>]) -> Vec<Vec<u8>> {
-    let rounds = scripts.iter().map(Vec::len).max().unwrap_or(0);
-    (0..rounds)
-        .flat_map(|r| {
-            scripts
-                .iter()
-                .enumerate()
-                .filter_map(move |(k, s)| s.get(r).map(|step| keyed_notification(k, *step)))
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_paused_past_its_claims_and_ack_wait_resumes_without_acting_on_stale_state() {
     let scale = Scale::from_env();
     let mut rng = seeded("pause a replica");
     let keys = scale.pick(200, 1_000);
-    let scripts = scripts(&mut rng, keys);
+    let scripts = random_scripts(&mut rng, keys, 6);
     let rig = Rig::start().await;
     let config = rig.config(CONSUMER, KV_STORE);
     let (paused, other) =
         (Bridge::spawn(&config, &rig.dir, &[]).await, Bridge::spawn(&config, &rig.dir, &[]).await);
     rig.wait_pulling(2).await;
     let started = Instant::now();
-    let last = rig.publish(rounds(&scripts)).await;
+    let last = rig.publish(in_rounds(&scripts)).await;
 
     // Mid-run, with work in both replicas' hands, one of them stops dead.
     rig.wait_scwm_requests(keys / 4, "SCWM work to be under way", 60).await;
@@ -95,12 +63,12 @@ async fn a_nats_server_paused_past_the_ping_interval_loses_nothing_and_doubles_n
     let scale = Scale::from_env();
     let mut rng = seeded("pause nats-server");
     let keys = scale.pick(300, 1_500);
-    let scripts = scripts(&mut rng, keys);
+    let scripts = random_scripts(&mut rng, keys, 6);
     let rig = Rig::start().await;
     let config = rig.config(CONSUMER, &embedded_store(&rig.dir));
     // Pings every second: two unanswered and the client gives the connection up.
     let bridge = Bridge::spawn(&config, &rig.dir, &[("nats.ping_interval", "1s")]).await;
-    let last = rig.publish(rounds(&scripts)).await;
+    let last = rig.publish(in_rounds(&scripts)).await;
     rig.wait_scwm_requests(keys / 3, "SCWM work to be under way", 60).await;
 
     signal(rig.nats.pid(), "-STOP");

@@ -11,7 +11,7 @@ use rand::{Rng, seq::IndexedRandom};
 use super::{
     Bridge, CONSUMER, KV_STORE, Rig, Scale, Step,
     history::{History, dead_letters},
-    keyed_notification, replays, seeded,
+    in_rounds, random_scripts, replays, seeded, signal,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,23 +25,12 @@ enum Nemesis {
 const ALL: [Nemesis; 4] =
     [Nemesis::KillReplica, Nemesis::PauseReplica, Nemesis::PauseNats, Nemesis::RestartNats];
 
-fn signal(pid: u32, sig: &str) {
-    let status =
-        std::process::Command::new("kill").args([sig, &pid.to_string()]).status().expect("kill runs");
-    assert!(status.success(), "kill {sig} {pid}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_random_schedule_of_nemeses_keeps_every_invariant() {
     let scale = Scale::from_env();
     let mut rng = seeded("nemesis schedule");
     let keys = scale.pick(300, 1_500);
-    let scripts: Vec<Vec<Step>> = (0..keys)
-        .map(|_| {
-            let len = rng.random_range(1..=5);
-            (0..len).map(|_| if rng.random_bool(0.6) { Step::Fire } else { Step::Resolve }).collect()
-        })
-        .collect();
+    let scripts = random_scripts(&mut rng, keys, 5);
     let schedule: Vec<Nemesis> =
         (0..scale.pick(4, 10)).map(|_| *ALL.choose(&mut rng).expect("nemeses")).collect();
     eprintln!("nemesis schedule: {schedule:?}");
@@ -56,16 +45,7 @@ async fn a_random_schedule_of_nemeses_keeps_every_invariant() {
         replicas.push(Bridge::spawn(&config, &rig.dir, &overrides).await);
     }
     rig.wait_pulling(3).await;
-    let rounds = scripts.iter().map(Vec::len).max().unwrap_or(0);
-    let bodies: Vec<Vec<u8>> = (0..rounds)
-        .flat_map(|r| {
-            scripts
-                .iter()
-                .enumerate()
-                .filter_map(move |(k, s)| s.get(r).map(|step| keyed_notification(k, *step)))
-        })
-        .collect();
-    let last = rig.publish(bodies).await;
+    let last = rig.publish(in_rounds(&scripts)).await;
 
     for (i, nemesis) in schedule.iter().enumerate() {
         let share = calls * (i + 1) / (schedule.len() + 1);

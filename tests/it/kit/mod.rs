@@ -34,6 +34,18 @@ pub async fn within<T>(secs: u64, what: &str, fut: impl Future<Output = T>) -> T
         .unwrap_or_else(|_| panic!("timed out after {secs}s waiting for {what}"))
 }
 
+/// Each SCWM operation the simulator received, in order, from the requests' eventNames.
+pub fn operations(sim: &SimHandle) -> Vec<incident_bridge::scwm::Operation> {
+    use incident_bridge::scwm::Operation;
+    sim.requests()
+        .iter()
+        .map(|r| {
+            let name = r.body["header"]["eventName"].as_str().unwrap_or_default();
+            Operation::ALL.into_iter().find(|op| op.default_event_name() == name).expect("a known eventName")
+        })
+        .collect()
+}
+
 pub async fn start_simulator() -> SimHandle {
     Simulator::start(SimConfig { token: Some(Secret::new(TOKEN)), ..SimConfig::default() }, loopback())
         .await
