@@ -16,7 +16,9 @@
 //!    HTTP and as much again as a JetStream backlog: `/healthz` and `/readyz` answer within 1 s
 //!    throughout, the bridge's resident memory stays under 128 MiB, the webhooks that do not fit
 //!    are refused with 503 and `Retry-After`, and the JetStream messages wait their turn without
-//!    the server delivering them twice.
+//!    the server delivering them twice;
+//! 6. partitions (`partitions`): replicas cut off from NATS or from SCWM by the kit's fault
+//!    proxy mid-run, one each or all at once, then healed.
 //!
 //! "Lost" means a key without the incident its alerts ask for (or with it in the wrong state);
 //! a "duplicate effect" is a second incident for a key, a licensePlate that SCWM acted on twice,
@@ -63,6 +65,8 @@ use bytes::Bytes;
 use incident_bridge::sim::{Failure, Faults, IncidentStatus, Latency, SimHandle, SimState, Simulator};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use tempfile::TempDir;
+
+mod partitions;
 
 /// The alert source every scenario sends to.
 const SOURCE: &str = "am";
