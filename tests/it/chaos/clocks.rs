@@ -118,11 +118,16 @@ async fn a_clock_stepped_back_past_the_signature_tolerance_refuses_signed_webhoo
     // of an authentication failure goes to the operator, not to whoever sent it); the operator
     // sees that it was the timestamp, from the bridge's future.
     assert_eq!(problem["type"], "urn:incident-bridge:problem:unauthorized", "{problem}");
-    let metrics = reqwest::get(bridge.url("/metrics")).await.unwrap().text().await.unwrap();
-    let refused = metrics
-        .lines()
-        .find(|l| l.starts_with("incident_bridge_auth_failures_total") && l.contains("timestamp_in_future"));
-    assert!(refused.is_some_and(|l| l.ends_with(" 1")), "one refusal for a future timestamp:\n{metrics}");
+    poll_until(10, "the refusal for a future timestamp to be counted", Duration::from_millis(50), || async {
+        let Ok(r) = bridge.http.get(bridge.url("/metrics")).send().await else { return false };
+        let metrics = r.text().await.unwrap_or_default();
+        metrics.lines().any(|l| {
+            l.starts_with("incident_bridge_auth_failures_total")
+                && l.contains("timestamp_in_future")
+                && l.ends_with(" 1")
+        })
+    })
+    .await;
     assert_eq!(rig.scwm.incidents().len(), 1, "the refused webhook reached nothing");
 
     // The clock is put right; the sender resends the same message (same id, signed afresh),
