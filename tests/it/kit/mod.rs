@@ -5,6 +5,7 @@
 
 pub mod alerts;
 pub mod nats;
+pub mod proxy;
 
 use std::{collections::BTreeMap, future::Future, net::SocketAddr, time::Duration};
 
