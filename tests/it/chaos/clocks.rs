@@ -141,3 +141,47 @@ async fn a_clock_stepped_back_past_the_signature_tolerance_refuses_signed_webhoo
     assert_scwm_is(&rig.scwm, &want);
     bridge.kill().await;
 }
+
+/// Two replicas share the consumer and the KV store; mid-run one's wall clock jumps two hours
+/// ahead, past `claim_ttl` (2 s) and the reopen window (1 h). To it every claim of the other
+/// looks stale and every closed incident old. Taking claims over must stay harmless (the same
+/// licensePlates, SCWM's dedup, the store's compare-and-swap): no licensePlate twice, no
+/// refusal, every key in the state its steps ask for. What the jump may change, by design: an
+/// alert that fires again after resolving, decided by the jumped replica, finds its incident
+/// closed "two hours ago" and opens a new one instead of reopening the old (which stays
+/// closed). The check allows exactly that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clock_jumped_forward_past_the_claim_ttl_and_the_reopen_window_doubles_nothing() {
+    let lib = faketime_lib();
+    let scale = Scale::from_env();
+    let mut rng = seeded("clock forward");
+    let keys = scale.pick(200, 1_000);
+    let scripts = random_scripts(&mut rng, keys, 5);
+    let rig = Rig::start().await;
+    let skewed = Skewed::new(&rig.dir);
+    let config = rig.config(CONSUMER, KV_STORE);
+    let env = skewed.env(&lib);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let jumped = Bridge::spawn_with_env(&config, &rig.dir, &[], &env).await;
+    let steady = Bridge::spawn(&config, &rig.dir, &[]).await;
+    rig.wait_pulling(2).await;
+    let last = rig.publish(in_rounds(&scripts)).await;
+
+    rig.wait_scwm_requests(keys / 4, "SCWM work to be under way", 60).await;
+    skewed.set("+2h");
+    rig.wait_acked(last, scale.pick(120, 600)).await;
+    let replaced = rig
+        .scwm
+        .incidents()
+        .len()
+        .saturating_sub(scripts.iter().filter(|s| final_state(s).is_some()).count());
+    eprintln!(
+        "clock forward: {keys} keys, {} SCWM requests, {replaced} incidents replaced",
+        rig.scwm.requests().len()
+    );
+    history::History::of_scripts(&scripts)
+        .allowing_replacements()
+        .assert_kept(&rig.scwm, &history::dead_letters(&rig).await);
+    jumped.kill().await;
+    steady.kill().await;
+}
