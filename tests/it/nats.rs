@@ -337,22 +337,24 @@ async fn jetstream_events_wait_out_an_scwm_outage_and_complete_after() {
         (0..20).map(|i| json!({"title": format!("t{i}"), "externalRef": format!("k{i}")})),
     )
     .await;
-    // The breaker opens after five failures; then only its probes reach SCWM.
+    // The breaker opens on the failure rate; then only its probes reach SCWM, and the messages
+    // wait in the bridge's hands, kept in progress, instead of spending their deliveries.
     within(30, "SCWM to be tried during the outage", app.sim.wait_for_requests(10, Duration::from_secs(30)))
         .await
         .unwrap();
     assert!(app.sim.incidents().is_empty());
-    let redelivered = within(30, "redeliveries during the outage", async {
+    within(30, "the circuit to open", async {
         loop {
-            let info = consumer_info(&js).await;
-            if info.num_redelivered > 0 {
-                break info.num_redelivered;
+            let metrics = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+            if metrics.lines().any(|l| l == "incident_bridge_circuit_state 2") {
+                break;
             }
             tokio::task::yield_now().await;
         }
     })
     .await;
-    assert!(redelivered > 0);
+    let info = consumer_info(&js).await;
+    assert_eq!(info.num_ack_pending + info.num_pending as usize, 20, "every message still to do: {info:?}");
 
     app.sim.set_faults(Faults::default());
     within(60, "every event to complete", async {
