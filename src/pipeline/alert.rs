@@ -204,6 +204,9 @@ impl Pipeline {
             // still the key's?
             if plan::needs_check(record, SystemTime::now(), self.reconcile.ownership_check_after) {
                 match self.check(event, record, revision, delivery, &mut results).await {
+                    // The read may show the step already done (its close went through before):
+                    // look again for what is left.
+                    Checked::Confirmed if plan::next_step(record).map(|(i, _)| i) != Some(index) => continue,
                     Checked::Confirmed => {}
                     Checked::Replan => return Ran::Replan(results),
                     Checked::Stop(outcome) => return Ran::Stop(outcome),

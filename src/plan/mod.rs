@@ -431,12 +431,25 @@ pub fn converge(
     wont_fix: &[String],
     now: SystemTime,
 ) -> Converged {
+    step_seen_done(record, seen, now);
     let base = match &record.pending {
         Some(pending) => pending.progress.as_ref(),
         None => record.stored.as_ref(),
     };
     let Some(base) = base else { return Converged { drift: vec![], replan: false } };
-    let (next, drift) = lifecycle::converge::converge(base, seen, key, wont_fix, now);
+    let (mut next, drift) = lifecycle::converge::converge(base, seen, key, wont_fix, now);
+    // The intent was about to reopen the incident: the alert fires and the bridge wants it open.
+    // Found open (a person's reopen, or the reopen of an owner that died or whose claim only
+    // looked stale), it is open as the bridge wanted: not a person's decision for the bridge to
+    // respect, so the next resolve closes it.
+    let meant_reopen = record
+        .pending
+        .as_ref()
+        .and_then(|p| p.steps.iter().find(|s| !s.done))
+        .is_some_and(|s| s.op == Operation::Reopen);
+    if meant_reopen && let Some(next) = next.as_mut() {
+        next.reopened_by_person = false;
+    }
     if next.is_none()
         && let Some(plate) = &base.last_license_plate
     {
@@ -475,4 +488,38 @@ fn add_note(payload: &mut Payload, note: &str) {
         _ => note.to_owned(),
     };
     payload.insert("description".into(), description.into());
+}
+
+/// When SCWM already shows what the intent's next close does, with the close's own resolution,
+/// that close was carried out with its licensePlate: by an owner that died between SCWM's answer
+/// and its store write, or by one still at work whose claim looked stale (a clock that jumped).
+/// The step is recorded as done rather than taken for a person's close. (A close with another
+/// resolution is a person's. A reopen leaves no such mark; see [`converge`].)
+fn step_seen_done(record: &mut Record, seen: &lifecycle::converge::Seen, now: SystemTime) {
+    let lifecycle::converge::Seen::Incident(observed) = seen else { return };
+    let Some(pending) = record.pending.as_mut() else { return };
+    let Some(progress) = pending.progress.as_ref() else { return };
+    let Some(index) = pending.steps.iter().position(|s| !s.done) else { return };
+    let step = &pending.steps[index];
+    let shows_it = match (step.op, observed.state) {
+        (Operation::Close, lifecycle::IncidentState::Closed) => {
+            let ours = step.payload.get("resolution").and_then(|r| r.as_str());
+            ours.is_some() && observed.resolution.as_deref() == ours
+        }
+        _ => false,
+    };
+    if !shows_it || progress.state == observed.state {
+        return;
+    }
+    if let Ok(next) = lifecycle::apply(
+        Some(progress),
+        step.op,
+        None,
+        &pending.content_hash,
+        now,
+        step.license_plate.clone(),
+    ) {
+        pending.steps[index].done = true;
+        pending.progress = Some(next);
+    }
 }

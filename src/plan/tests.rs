@@ -331,6 +331,61 @@ mod planning {
     }
 
     #[test]
+    fn an_incident_found_open_that_the_intent_meant_to_reopen_is_no_person_s_reopen_to_respect() {
+        use crate::lifecycle::{
+            IncidentState,
+            converge::{Observed, Seen},
+        };
+        let closed = Stored {
+            state: IncidentState::Closed,
+            closed_at: Some(now()),
+            ..Stored::opened(crate::ids::ItemId::new("IT-1"), "h", now(), LicensePlate::generate())
+        };
+        let mut record = Record {
+            pending: Some(Pending {
+                owner: "another".into(),
+                claimed_at_ms: 0,
+                decision: "reopen".into(),
+                content_hash: "h".into(),
+                steps: vec![Step {
+                    op: Operation::Reopen,
+                    license_plate: LicensePlate::generate(),
+                    payload: Payload::new(),
+                    owner_id: None,
+                    done: false,
+                }],
+                progress: Some(closed.clone()),
+            }),
+            stored: Some(closed),
+            ..Record::default()
+        };
+        let open = Seen::Incident(Observed {
+            state: IncidentState::Open,
+            external_ref: None,
+            resolution: None,
+            partner: None,
+        });
+        let converged = converge(&mut record, &open, &CorrelationKey::new("am:fp:1"), &[], now());
+        assert_eq!(converged.drift.len(), 1, "found open: said so");
+        assert!(converged.replan);
+        let stored = record.stored.as_ref().unwrap();
+        assert_eq!(stored.state, IncidentState::Open);
+        assert!(!stored.reopened_by_person, "the next resolve closes it");
+    }
+
+    #[test]
+    fn a_close_seen_with_the_step_s_own_resolution_is_the_step_done() {
+        let w = world(FIRING);
+        let resolved = world(&FIRING.replace("\"status\":\"firing\"", "\"status\":\"resolved\""));
+        let (_, mut closing) = run(plan_for(&resolved, &opened(&w), None));
+        let ours =
+            closing.pending.as_ref().unwrap().steps[0].payload["resolution"].as_str().unwrap().to_owned();
+        let converged = converge(&mut closing, &closed_by_a_person(&ours), &w.key, &[], now());
+        assert_eq!(converged, Converged { drift: vec![], replan: false });
+        assert!(closing.pending.as_ref().unwrap().steps[0].done, "closed with our resolution: our close");
+    }
+
+    #[test]
     fn an_operation_on_an_item_without_an_incident_cannot_be_sent() {
         let record = Record {
             pending: Some(Pending {

@@ -21,21 +21,8 @@ const PARTITION: Duration = Duration::from_secs(4);
 /// Random one-to-six-step scripts per key, and the stream bodies in rounds (round r holds every
 /// key's r-th event), as in the three-replica scenario.
 fn scripts_and_bodies(rng: &mut StdRng, keys: usize) -> (Vec<Vec<Step>>, Vec<Vec<u8>>) {
-    let scripts: Vec<Vec<Step>> = (0..keys)
-        .map(|_| {
-            let len = rng.random_range(1..=6);
-            (0..len).map(|_| if rng.random_bool(0.6) { Step::Fire } else { Step::Resolve }).collect()
-        })
-        .collect();
-    let rounds = scripts.iter().map(Vec::len).max().unwrap_or(0);
-    let bodies = (0..rounds)
-        .flat_map(|r| {
-            scripts
-                .iter()
-                .enumerate()
-                .filter_map(move |(k, s)| s.get(r).map(|step| keyed_notification(k, *step)))
-        })
-        .collect();
+    let scripts = random_scripts(rng, keys, 6);
+    let bodies = in_rounds(&scripts);
     (scripts, bodies)
 }
 
