@@ -305,7 +305,9 @@ async fn a_flapping_alert_from_alertmanager_ends_with_one_incident_and_a_bounded
     let token_file = dir.path().join("alertmanager-token");
     std::fs::write(&token_file, BEARER).unwrap();
     let sim = crate::kit::start_simulator().await;
-    let flap = "\n[sources.alertmanager.flap]\ncycles = 2\nwindow = \"10m\"\nquiet = \"3s\"\n";
+    // A quiet period well beyond the time Alertmanager takes between one cycle's notifications
+    // (its group interval is 1 s), so flapping ends only once the alert stays resolved.
+    let flap = "\n[sources.alertmanager.flap]\ncycles = 2\nwindow = \"10m\"\nquiet = \"10s\"\n";
     let bridge_config = format!("{}{flap}", bridge_config(dir.path(), &token_file, ""));
     let mut app = TestApp::start_against(sim, &bridge_config, &[]).await;
     let mut tap = Tap::start(app.addr).await;
@@ -333,17 +335,16 @@ async fn a_flapping_alert_from_alertmanager_ends_with_one_incident_and_a_bounded
         eprintln!("cycle {cycle}: {:?}", operations(&app.sim.requests()));
     }
     // Resolved for the quiet period: the held close is applied and flapping ends.
-    let ended = am
-        .within("the flap to end", async {
-            loop {
-                if let Published::Flap(f) = app.published.recv().await.expect("the sink is open")
-                    && f.kind == "flap.end"
-                {
-                    return f;
-                }
+    let ended = crate::kit::within(40, "the flap to end", async {
+        loop {
+            if let Published::Flap(f) = app.published.recv().await.expect("the sink is open")
+                && f.kind == "flap.end"
+            {
+                return f;
             }
-        })
-        .await;
+        }
+    })
+    .await;
     assert_eq!(ended.status, "resolved");
     let incidents = app.sim.incidents();
     assert_eq!(incidents.len(), 1, "{incidents:?}");
