@@ -176,7 +176,9 @@ fn changed(n: usize) -> Vec<u8> {
 #[tokio::test]
 async fn notifications_queued_behind_a_slow_call_for_one_key_coalesce_into_the_newest() {
     let app = TestApp::start_against(crate::kit::start_simulator().await, &am_source("am", ""), &[]).await;
-    app.sim.set_faults(Faults { latency: Some(Latency::Fixed { fixed_ms: 500 }), ..Faults::default() });
+    // A second per call: the ten notifications below reach the bridge while the add is still
+    // under way, even on a busy machine.
+    app.sim.set_faults(Faults { latency: Some(Latency::Fixed { fixed_ms: 1_000 }), ..Faults::default() });
     let post = |body: Vec<u8>| {
         let (http, url) = (app.http.clone(), app.url("/webhooks/am"));
         async move {
