@@ -497,7 +497,7 @@ fn add_note(payload: &mut Payload, note: &str) {
 /// resolution is a person's. A reopen leaves no such mark; see [`converge`].)
 fn step_seen_done(record: &mut Record, seen: &lifecycle::converge::Seen, now: SystemTime) {
     let lifecycle::converge::Seen::Incident(observed) = seen else { return };
-    let Some(pending) = record.pending.as_mut() else { return };
+    let Some(pending) = record.pending.as_ref() else { return };
     let Some(progress) = pending.progress.as_ref() else { return };
     let Some(index) = pending.steps.iter().position(|s| !s.done) else { return };
     let step = &pending.steps[index];
@@ -511,15 +511,6 @@ fn step_seen_done(record: &mut Record, seen: &lifecycle::converge::Seen, now: Sy
     if !shows_it || progress.state == observed.state {
         return;
     }
-    if let Ok(next) = lifecycle::apply(
-        Some(progress),
-        step.op,
-        None,
-        &pending.content_hash,
-        now,
-        step.license_plate.clone(),
-    ) {
-        pending.steps[index].done = true;
-        pending.progress = Some(next);
-    }
+    // Recorded as SCWM's answer to it would be: the last step done ends the intent.
+    advance(record, index, Answer::Accepted { item_id: None }, now);
 }

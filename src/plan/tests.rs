@@ -382,7 +382,11 @@ mod planning {
             closing.pending.as_ref().unwrap().steps[0].payload["resolution"].as_str().unwrap().to_owned();
         let converged = converge(&mut closing, &closed_by_a_person(&ours), &w.key, &[], now());
         assert_eq!(converged, Converged { drift: vec![], replan: false });
-        assert!(closing.pending.as_ref().unwrap().steps[0].done, "closed with our resolution: our close");
+        // Closed with our resolution: our close, done; it was the intent's last step, so the
+        // intent is over (an intent with every step done would be resumed for ever).
+        assert!(closing.pending.is_none(), "{closing:?}");
+        assert_eq!(closing.stored.as_ref().unwrap().state, IncidentState::Closed);
+        assert!(next_step(&closing).is_none());
     }
 
     #[test]

@@ -76,9 +76,11 @@ impl Witnessed {
         self.highest.fetch_max(revision, Ordering::AcqRel);
     }
 
-    /// A write's new revision: larger than every revision seen, or the store went backwards.
-    fn wrote(&self, revision: Revision) {
-        let before = self.highest.fetch_max(revision, Ordering::AcqRel);
+    /// A write's new revision: larger than every revision seen before the write was sent
+    /// (`before`), or the store went backwards. (Revisions seen while it was under way may be
+    /// larger: other writes landed meanwhile.)
+    fn wrote(&self, before: Revision, revision: Revision) {
+        self.highest.fetch_max(revision, Ordering::AcqRel);
         if revision <= before {
             went_backwards(self.inner.backend(), before, revision);
             // The store's present is what it is now: count the next rollback from here.
@@ -170,8 +172,9 @@ impl CorrelationStore for Witnessed {
         expected: Option<Revision>,
     ) -> BoxFuture<'a, Result<Revision, StoreError>> {
         async move {
+            let before = self.highest.load(Ordering::Acquire);
             let revision = self.inner.put(key, value, expected).await?;
-            self.wrote(revision);
+            self.wrote(before, revision);
             Ok(revision)
         }
         .boxed()
@@ -251,6 +254,22 @@ mod tests {
         let watched = Witnessed::new(store, last, Some(witness_file.clone()));
         assert_eq!(rollbacks() - before, 1, "noticed when it opened");
         drop(watched);
+    }
+
+    #[tokio::test]
+    async fn revisions_seen_while_a_write_is_under_way_are_no_rollback() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let store =
+            Arc::new(tokio::task::spawn_blocking(move || EmbeddedStore::open(path)).await.unwrap().unwrap());
+        let watched = Witnessed::new(store, 0, None);
+        let before = rollbacks();
+        // Issued when nothing larger was seen; another writer's later revision read meanwhile.
+        let seen_before = watched.highest.load(Ordering::Acquire);
+        watched.saw(1_000);
+        watched.wrote(seen_before, 5);
+        assert_eq!(rollbacks() - before, 0);
+        assert_eq!(watched.highest.load(Ordering::Acquire), 1_000);
     }
 
     #[tokio::test]
