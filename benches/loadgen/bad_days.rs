@@ -378,6 +378,19 @@ struct PerKey {
     strangers: usize,
 }
 
+/// The table rows every JetStream scenario ends with: the incidents per key, and the dead letters.
+fn print_incidents_and_dead_letters(incidents: &[Incident], keys: &PerKey, dead: impl std::fmt::Display) {
+    println!(
+        "| incidents | {} ({} keys with one, {} with several, {} with none, {} for no known key) |",
+        incidents.len(),
+        keys.one,
+        keys.several,
+        keys.none,
+        keys.strangers
+    );
+    println!("| dead letters | {dead} |");
+}
+
 fn per_key(incidents: &[Incident], n: usize) -> PerKey {
     let mut by_key: HashMap<String, usize> = HashMap::new();
     for i in incidents {
@@ -621,15 +634,7 @@ pub async fn storm(args: &Args) {
         limit.burst
     );
     println!("| 429 answers | {too_many} |");
-    println!(
-        "| incidents | {} ({} keys with one, {} with several, {} with none, {} for no known key) |",
-        incidents.len(),
-        keys.one,
-        keys.several,
-        keys.none,
-        keys.strangers
-    );
-    println!("| dead letters | {dead} |");
+    print_incidents_and_dead_letters(&incidents, &keys, dead);
     if let Some(info) = &info {
         println!(
             "| consumer at the end | {} redelivered, {} ack pending, {} pending, all acked: {acked} |",
@@ -725,15 +730,7 @@ pub async fn outage(args: &Args) {
     );
     println!("| SCWM back → all {n} incidents exist | {} |", show(all_exist));
     println!("| SCWM back → every message acknowledged | {} |", show(all_acked));
-    println!(
-        "| incidents | {} ({} keys with one, {} with several, {} with none, {} for no known key) |",
-        incidents.len(),
-        keys.one,
-        keys.several,
-        keys.none,
-        keys.strangers
-    );
-    println!("| dead letters | {dead} |");
+    print_incidents_and_dead_letters(&incidents, &keys, dead);
     if let Some(info) = &info {
         println!(
             "| JetStream redeliveries (num_redelivered) | {} (ack pending {}, pending {} at the end) |",

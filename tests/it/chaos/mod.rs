@@ -46,7 +46,9 @@
 //! The timers that remain are the chaos itself: how long SCWM stays down, and the `Retry-After`
 //! a refused sender honours.
 
+mod clocks;
 mod history;
+mod partitions;
 mod pauses;
 mod rollback;
 mod schedule;
@@ -72,9 +74,6 @@ use bytes::Bytes;
 use incident_bridge::sim::{Failure, Faults, IncidentStatus, Latency, SimHandle, SimState, Simulator};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use tempfile::TempDir;
-
-mod clocks;
-mod partitions;
 
 /// The alert source every scenario sends to.
 const SOURCE: &str = "am";
@@ -185,6 +184,17 @@ impl Bridge {
     async fn kill(mut self) {
         self.child.start_kill().expect("SIGKILL the bridge");
         self.child.wait().await.expect("reap the bridge");
+    }
+
+    /// Waits until the bridge's `incident_bridge_nats_connected` says `connected`: a frozen or
+    /// partitioned server is noticed by its pings going unanswered.
+    async fn wait_nats(&self, connected: bool, secs: u64) {
+        let want = format!("incident_bridge_nats_connected {}", u8::from(connected));
+        poll_until(secs, &want, Duration::from_millis(50), || async {
+            let Ok(resp) = self.http.get(self.url("/metrics")).send().await else { return false };
+            resp.text().await.is_ok_and(|m| m.lines().any(|l| l == want))
+        })
+        .await;
     }
 
     /// Waits until `/readyz` answers `status`.
@@ -381,6 +391,11 @@ fn signal(pid: u32, sig: &str) {
     let status =
         std::process::Command::new("kill").args([sig, &pid.to_string()]).status().expect("kill runs");
     assert!(status.success(), "kill {sig} {pid}");
+}
+
+/// What a sequential run of `scripts` (key `k`'s steps at `k`) leaves for every key.
+fn sequential(scripts: &[Vec<Step>]) -> BTreeMap<String, Option<IncidentStatus>> {
+    scripts.iter().enumerate().map(|(k, s)| (correlation_key(SOURCE, k), final_state(s))).collect()
 }
 
 /// What a sequential run leaves for one key: `None` when no incident should exist.
@@ -697,9 +712,7 @@ async fn three_replicas_sharing_a_consumer_and_a_kv_store_end_where_a_sequential
         rig.scwm.requests().len(),
         replays(&rig.scwm)
     );
-    let want =
-        scripts.iter().enumerate().map(|(k, s)| (correlation_key(SOURCE, k), final_state(s))).collect();
-    assert_scwm_is(&rig.scwm, &want);
+    assert_scwm_is(&rig.scwm, &sequential(&scripts));
     assert_eq!(rig.dead_letter_count().await, 0, "no dead letters");
     for replica in replicas {
         replica.kill().await;

@@ -1,7 +1,7 @@
 //! Partitions: replicas cut off from NATS or from SCWM by the kit's fault proxy (a blackhole:
 //! nothing forwarded, nothing read, the connections left open), mid-run, then healed. It owns
 //! the scenarios only; the rig, the bridges and the end check are the parent's, and it must not
-//! judge the end state any other way than [`assert_scwm_is`] against a sequential run.
+//! judge the end state any other way than [`assert_scwm_is`] against a [`sequential`] run.
 //!
 //! A partition starts once SCWM has seen a share of the work (never after a fixed time) and is
 //! held for a set time, which is the fault itself: longer than the NATS ping interval (1 s here,
@@ -18,18 +18,6 @@ const PING: (&str, &str) = ("nats.ping_interval", "1s");
 /// How long each partition lasts: past ping interval, `ack_wait` and `claim_ttl`.
 const PARTITION: Duration = Duration::from_secs(4);
 
-/// Random one-to-six-step scripts per key, and the stream bodies in rounds (round r holds every
-/// key's r-th event), as in the three-replica scenario.
-fn scripts_and_bodies(rng: &mut StdRng, keys: usize) -> (Vec<Vec<Step>>, Vec<Vec<u8>>) {
-    let scripts = random_scripts(rng, keys, 6);
-    let bodies = in_rounds(&scripts);
-    (scripts, bodies)
-}
-
-fn sequential(scripts: &[Vec<Step>]) -> BTreeMap<String, Option<IncidentStatus>> {
-    scripts.iter().enumerate().map(|(k, s)| (correlation_key(SOURCE, k), final_state(s))).collect()
-}
-
 fn scwm_url_via(proxy: &Proxy) -> String {
     format!("http://{}/incident", proxy.addr())
 }
@@ -38,25 +26,13 @@ fn nats_url_via(proxy: &Proxy) -> String {
     format!("nats://{}", proxy.addr())
 }
 
-/// Whether `/readyz` says NATS is ready; `None` when the bridge does not answer.
-async fn nats_ready(bridge: &Bridge) -> Option<bool> {
-    let body: serde_json::Value =
-        bridge.http.get(bridge.url("/readyz")).send().await.ok()?.json().await.ok()?;
-    Some(body["components"]["nats"] == "ready")
-}
-
-async fn wait_nats_ready(bridge: &Bridge, ready: bool, secs: u64) {
-    let what = format!("/readyz to say NATS is {}", if ready { "ready" } else { "not ready" });
-    poll_until(secs, &what, Duration::from_millis(50), || async { nats_ready(bridge).await == Some(ready) })
-        .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_replica_cut_from_nats_and_another_from_scwm_mid_run_end_where_a_sequential_run_ends() {
     let scale = Scale::from_env();
     let mut rng = seeded("partitions, one each");
     let keys = scale.pick(200, 1_000);
-    let (scripts, bodies) = scripts_and_bodies(&mut rng, keys);
+    let scripts = random_scripts(&mut rng, keys, 6);
+    let bodies = in_rounds(&scripts);
     let rig = Rig::start().await;
     let config = rig.config(CONSUMER, KV_STORE);
     let nats_proxy = Proxy::start(format!("127.0.0.1:{}", rig.nats.port).parse().unwrap()).await;
@@ -81,12 +57,12 @@ async fn one_replica_cut_from_nats_and_another_from_scwm_mid_run_end_where_a_seq
     nats_proxy.set(Fault::Blackhole);
     scwm_proxy.set(Fault::Blackhole);
     // The cut connection is noticed by its pings going unanswered.
-    wait_nats_ready(&cut_from_nats, false, 15).await;
+    cut_from_nats.wait_nats(false, 15).await;
     tokio::time::sleep(PARTITION).await;
     let during = rig.scwm.request_count() - before;
     nats_proxy.set(Fault::Pass);
     scwm_proxy.set(Fault::Pass);
-    wait_nats_ready(&cut_from_nats, true, 30).await;
+    cut_from_nats.wait_nats(true, 30).await;
 
     rig.wait_acked(last, scale.pick(120, 600)).await;
     eprintln!(
@@ -110,7 +86,8 @@ async fn every_replica_cut_from_scwm_then_from_nats_ends_where_a_sequential_run_
     let scale = Scale::from_env();
     let mut rng = seeded("partitions, all");
     let keys = scale.pick(200, 1_000);
-    let (scripts, bodies) = scripts_and_bodies(&mut rng, keys);
+    let scripts = random_scripts(&mut rng, keys, 6);
+    let bodies = in_rounds(&scripts);
     let rig = Rig::start().await;
     let config = rig.config(CONSUMER, KV_STORE);
     // One proxy per upstream, shared by every replica: cutting it cuts them all, while the
@@ -140,12 +117,12 @@ async fn every_replica_cut_from_scwm_then_from_nats_ends_where_a_sequential_run_
     assert!(!rig.acked(last).await, "the NATS partition meets work in progress");
     nats_proxy.set(Fault::Blackhole);
     for replica in &replicas {
-        wait_nats_ready(replica, false, 15).await;
+        replica.wait_nats(false, 15).await;
     }
     tokio::time::sleep(PARTITION).await;
     nats_proxy.set(Fault::Pass);
     for replica in &replicas {
-        wait_nats_ready(replica, true, 30).await;
+        replica.wait_nats(true, 30).await;
     }
 
     rig.wait_acked(last, scale.pick(120, 600)).await;

@@ -12,16 +12,6 @@ use super::{
     in_rounds, random_scripts, replays, seeded, signal,
 };
 
-/// Waits until the bridge's `incident_bridge_nats_connected` says `connected`.
-async fn nats_connected(bridge: &Bridge, connected: bool) {
-    let want = format!("incident_bridge_nats_connected {}", u8::from(connected));
-    super::poll_until(30, &want, Duration::from_millis(100), || async {
-        let Ok(resp) = bridge.http.get(bridge.url("/metrics")).send().await else { return false };
-        resp.text().await.is_ok_and(|m| m.lines().any(|l| l == want))
-    })
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_paused_past_its_claims_and_ack_wait_resumes_without_acting_on_stale_state() {
     let scale = Scale::from_env();
@@ -73,10 +63,10 @@ async fn a_nats_server_paused_past_the_ping_interval_loses_nothing_and_doubles_n
 
     signal(rig.nats.pid(), "-STOP");
     // The bridge notices while the server is frozen: three pings unanswered.
-    nats_connected(&bridge, false).await;
+    bridge.wait_nats(false, 30).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     signal(rig.nats.pid(), "-CONT");
-    nats_connected(&bridge, true).await;
+    bridge.wait_nats(true, 30).await;
 
     rig.wait_acked(last, scale.pick(120, 600)).await;
     History::of_scripts(&scripts).assert_kept(&rig.scwm, &dead_letters(&rig).await);
