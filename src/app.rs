@@ -154,7 +154,11 @@ impl App {
         let mut pipeline = Pipeline::new(client, publisher, config.scwm.retry.clone())
             .with_sources(config.sources.clone())
             .with_reconcile(config.reconcile.clone())
-            .with_holds(holds_tx);
+            .with_holds(holds_tx)
+            // Decisions are kept only where someone can look at them.
+            .with_journal(Arc::new(crate::pipeline::journal::Journal::new(
+                config.admin.as_ref().map_or(0, |a| a.recent_decisions),
+            )));
         if let Some(opened) = opened {
             let store = opened.store;
             tracing::info!(backend = store.backend(), "correlation store open");
@@ -246,6 +250,11 @@ impl App {
             body_read_timeout: config.server.body_read_timeout,
             admin: config.admin.as_ref().map(|a| Arc::clone(&a.auth)),
             max_replays: config.results.max_replays,
+            console: config
+                .admin
+                .as_ref()
+                .filter(|a| a.console)
+                .map(|a| http::ConsoleSettings { trace_url: a.trace_url.clone() }),
         });
         let addr = listener.local_addr()?;
         let http_stop = CancellationToken::new();

@@ -48,7 +48,13 @@ enum Ran {
 }
 
 impl Pipeline {
-    pub(super) async fn run_alert(&self, event: &Event, alert: &AlertEvent, delivery: Delivery) -> Outcome {
+    pub(super) async fn run_alert(
+        &self,
+        event: &Event,
+        alert: &AlertEvent,
+        delivery: Delivery,
+        noted: &mut super::Noted,
+    ) -> Outcome {
         let Some((spec, settings)) =
             self.sources.get(&event.source.name).and_then(|spec| Some((spec, spec.alerts.as_ref()?)))
         else {
@@ -136,6 +142,7 @@ impl Pipeline {
                     }
                     Plan::Nothing { decision, record: to_save } => {
                         log_decision(&spec.name, &target.route.name, alert.alertname(), &record, &decision);
+                        noted.decided(&target.route.name, &record, &decision);
                         if let Some(to_save) = to_save {
                             match self.save(event, &to_save, revision).await {
                                 Ok(_) => {}
@@ -156,6 +163,7 @@ impl Pipeline {
                     }
                     Plan::Run { decision, record: claimed } => {
                         log_decision(&spec.name, &target.route.name, alert.alertname(), &record, &decision);
+                        noted.decided(&target.route.name, &record, &decision);
                         let before = std::mem::replace(&mut record, claimed);
                         (decision, before)
                     }

@@ -123,6 +123,21 @@ impl Pipeline {
         Ok(Page { keys, next })
     }
 
+    /// SCWM's incident as it is now: one read of `item_id`, nothing recorded (a person asked to
+    /// look; the reconciler and the planner keep their own reads). SCWM's answer, or why there
+    /// is none.
+    pub async fn read_incident(&self, item_id: &str) -> Result<serde_json::Value, String> {
+        let request = super::converge::read_request(&crate::ids::ItemId::new(item_id), None);
+        match self.scwm.call(&request).await {
+            Ok(success) => Ok(serde_json::json!({
+                "header": serde_json::from_str::<serde_json::Value>(success.envelope.raw_header().get())
+                    .unwrap_or_default(),
+                "payload": success.envelope.payload(),
+            })),
+            Err(failure) => Err(failure.error.to_string()),
+        }
+    }
+
     /// Drops the key's record, if it still has `revision` (the one a get showed). The next
     /// firing of its alert opens a new incident; SCWM's incident is not touched.
     pub async fn store_forget(&self, key: &str, revision: Revision) -> Result<(), InspectError> {

@@ -11,6 +11,7 @@ pub mod config;
 mod converge;
 pub mod explain;
 pub mod inspect;
+pub mod journal;
 pub mod queue;
 pub mod reconcile;
 mod records;
@@ -33,6 +34,7 @@ pub use runner::{Job, Runner};
 use crate::{
     event::{Command, Event, EventKind},
     lifecycle::TransitionError,
+    plan,
     publish::{DeadLetter, PublishError, Publisher, ResultEvent},
     scwm::{
         ResponseEnvelope,
@@ -216,6 +218,27 @@ pub struct Pipeline {
     reconcile: config::ReconcileSettings,
     /// Where a key's hold goes, with its due time, to be offered again then.
     holds: Option<tokio::sync::mpsc::UnboundedSender<(crate::ids::CorrelationKey, u64)>>,
+    /// The recent decisions, for people.
+    journal: Arc<journal::Journal>,
+}
+
+/// What an alert's planning decided, noted as it happens for the journal entry written once
+/// the event's outcome is known.
+#[derive(Debug, Default)]
+pub(crate) struct Noted {
+    decision: Option<&'static str>,
+    reason: Option<String>,
+    route: Option<String>,
+    item_id: Option<String>,
+}
+
+impl Noted {
+    fn decided(&mut self, route: &str, record: &plan::Record, decision: &crate::lifecycle::Decision) {
+        self.decision = Some(decision.label());
+        self.reason = Some(decision.reason.clone());
+        self.route = Some(route.to_owned());
+        self.item_id = record.stored.as_ref().map(|s| s.item_id.to_string());
+    }
 }
 
 impl Pipeline {
@@ -232,7 +255,18 @@ impl Pipeline {
             interrupted: AtomicUsize::new(0),
             reconcile: config::ReconcileSettings::default(),
             holds: None,
+            journal: Arc::new(journal::Journal::default()),
         }
+    }
+
+    /// Where the decisions are kept for people (`[admin] recent_decisions` of them).
+    pub fn with_journal(mut self, journal: Arc<journal::Journal>) -> Self {
+        self.journal = journal;
+        self
+    }
+
+    pub fn journal(&self) -> &Arc<journal::Journal> {
+        &self.journal
     }
 
     /// Every hold the pipeline records goes to `holds` as (key, due unix ms), so that the key's
@@ -341,7 +375,25 @@ impl Pipeline {
             at: std::time::SystemTime::now(),
             original: original.clone(),
         };
-        self.publisher.dead_letter(&letter).await
+        let published = self.publisher.dead_letter(&letter).await;
+        self.journal.record(journal::Entry {
+            seq: 0,
+            at: letter.at,
+            source: source.name.clone(),
+            transport: source.transport.as_str(),
+            key: String::new(),
+            alertname: None,
+            route: None,
+            decision: "refused".to_owned(),
+            reason: format!("{reason_kind}: {}", letter.reason),
+            outcome: if published.is_ok() { "reject" } else { "retry" },
+            detail: published.as_ref().err().map(|e| format!("the dead letter could not be published: {e}")),
+            item_id: None,
+            license_plate: None,
+            trace_id: None,
+            attempt: deliveries.max(1),
+        });
+        published
     }
 
     pub fn scwm(&self) -> &ScwmClient {
@@ -372,7 +424,7 @@ impl Pipeline {
             trace_id = tracing::field::Empty,
         );
         let trace_id = crate::trace_context::trace_id_of(&span).unwrap_or_else(|| event.trace.trace_id_hex());
-        span.record("trace_id", trace_id);
+        span.record("trace_id", &trace_id);
         async {
             // Work whose result could not be kept is refused for later before SCWM acts on it.
             if let Err(e) = self.publisher.room() {
@@ -380,9 +432,10 @@ impl Pipeline {
                 crate::observe::event_processed(&event.source.name, outcome.label());
                 return outcome;
             }
+            let mut noted = Noted::default();
             let outcome = match &event.kind {
                 EventKind::Command(cmd) => self.run_command(event, cmd, delivery).await,
-                EventKind::Alert(alert) => self.run_alert(event, alert, delivery).await,
+                EventKind::Alert(alert) => self.run_alert(event, alert, delivery, &mut noted).await,
             };
             match &outcome {
                 Outcome::Retry { after, cause } => {
@@ -392,6 +445,7 @@ impl Pipeline {
                 other => tracing::debug!(outcome = other.label(), "event finished"),
             }
             crate::observe::event_processed(&event.source.name, outcome.label());
+            self.journal.record(entry(event, delivery, &outcome, noted, &trace_id));
             outcome
         }
         .instrument(span)
@@ -573,6 +627,59 @@ impl Pipeline {
             return self.publish_failed(e);
         }
         Outcome::Reject(Box::new(Rejection { error, envelope }))
+    }
+}
+
+/// The journal's entry for an event's outcome: what was decided and why, and what SCWM did.
+fn entry(
+    event: &Event,
+    delivery: Delivery,
+    outcome: &Outcome,
+    noted: Noted,
+    trace_id: &str,
+) -> journal::Entry {
+    let (decision, alertname) = match &event.kind {
+        EventKind::Command(cmd) => (cmd.op.as_str(), None),
+        EventKind::Alert(alert) => (noted.decision.unwrap_or("none"), alert.alertname().map(str::to_owned)),
+    };
+    let done = match outcome {
+        Outcome::Done(d) => Some(d),
+        _ => None,
+    };
+    let last = done.and_then(|d| d.results.last());
+    let detail = match outcome {
+        Outcome::Retry { cause, .. } => Some(cause.to_string()),
+        Outcome::Reject(r) => Some(r.error.to_string()),
+        Outcome::Done(_) | Outcome::Duplicate { .. } => None,
+    };
+    let reason = match (noted.reason, outcome) {
+        (Some(reason), _) => reason,
+        (None, Outcome::Duplicate { reason }) => reason.clone(),
+        (None, Outcome::Done(d)) => {
+            let ops: Vec<_> = d.results.iter().map(|r| r.op.as_str()).collect();
+            format!("SCWM accepted {}", ops.join(", "))
+        }
+        (None, _) => String::new(),
+    };
+    journal::Entry {
+        seq: 0,
+        at: std::time::SystemTime::now(),
+        source: event.source.name.clone(),
+        transport: event.source.transport.as_str(),
+        key: event.key.to_string(),
+        alertname,
+        route: noted.route,
+        decision: decision.to_owned(),
+        reason,
+        outcome: outcome.label(),
+        detail,
+        item_id: done
+            .and_then(|d| d.results.iter().rev().find_map(|r| r.item_id.as_ref()))
+            .map(|i| i.to_string())
+            .or(noted.item_id),
+        license_plate: Some(last.map_or(&event.license_plate, |r| &r.license_plate).to_string()),
+        trace_id: Some(trace_id.to_owned()),
+        attempt: delivery.attempt,
     }
 }
 

@@ -223,6 +223,18 @@ impl Endpoints {
             Operation::Read => &self.read,
         }
     }
+
+    /// Each distinct governor once (endpoints that share a URL share one), in operation order.
+    fn governors(&self) -> Vec<&Governor> {
+        let mut out: Vec<&Arc<Governor>> = Vec::new();
+        for op in Operation::ALL {
+            let g = &self.get(op).governor;
+            if !out.iter().any(|o| Arc::ptr_eq(o, g)) {
+                out.push(g);
+            }
+        }
+        out.into_iter().map(|g| &**g).collect()
+    }
 }
 
 struct Inner {
@@ -235,6 +247,20 @@ struct Inner {
     breaker: CircuitBreaker,
     slots: Semaphore,
     max_concurrency: usize,
+    recent: super::recent::Recent,
+}
+
+/// How SCWM looks from here now, for people (the console): the circuit, each endpoint's
+/// governor, the recent attempts.
+#[derive(Debug, Clone)]
+pub struct ScwmHealth {
+    pub circuit: CircuitState,
+    /// How much longer an open circuit refuses calls.
+    pub circuit_open_for: Option<Duration>,
+    pub in_flight: usize,
+    pub max_concurrency: usize,
+    pub governors: Vec<super::governor::GovernorView>,
+    pub calls: super::recent::CallStats,
 }
 
 /// A client for one SCWM tenant. Cheap to clone; clones share the connection pool, the circuit
@@ -322,6 +348,7 @@ impl ScwmClient {
                 breaker: CircuitBreaker::new(settings.breaker),
                 slots: Semaphore::new(settings.max_concurrency),
                 max_concurrency: settings.max_concurrency,
+                recent: super::recent::Recent::default(),
             }),
             sleeper: Arc::new(TokioSleeper),
         })
@@ -345,6 +372,18 @@ impl ScwmClient {
     /// How much longer SCWM asked for requests of `op`'s endpoint to wait, if it did.
     pub fn paused_for(&self, op: Operation) -> Option<Duration> {
         self.inner.endpoints.get(op).governor.paused_for()
+    }
+
+    /// How SCWM looks from here now.
+    pub fn health(&self) -> ScwmHealth {
+        ScwmHealth {
+            circuit: self.circuit_state(),
+            circuit_open_for: self.circuit_open_for(),
+            in_flight: self.in_flight(),
+            max_concurrency: self.inner.max_concurrency,
+            governors: self.inner.endpoints.governors().into_iter().map(Governor::view).collect(),
+            calls: self.inner.recent.stats(),
+        }
     }
 
     /// HTTP attempts in flight now.
@@ -569,6 +608,7 @@ impl ScwmClient {
             Answer::Failure { error, .. } => {
                 span.record("error.type", error.kind());
                 permit.record(error.verdict());
+                inner.recent.record(started.elapsed(), error.verdict());
                 // SCWM named how long it needs: every request to this endpoint waits that long,
                 // not only this one.
                 if let (Some(429 | 503), Some(wait)) =
@@ -579,6 +619,7 @@ impl ScwmClient {
             }
             Answer::Success { envelope, status } => {
                 permit.record(Verdict::Up);
+                inner.recent.record(started.elapsed(), Verdict::Up);
                 tracing::debug!(
                     op,
                     scwm.license_plate = plate,

@@ -105,6 +105,25 @@ struct State {
     sent_this_second: u32,
     sent_last_second: u32,
     second_started: Instant,
+    /// Pauses SCWM asked for since start.
+    pauses: u64,
+}
+
+/// What a governor is doing now, for people (the console).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GovernorView {
+    pub endpoint: String,
+    /// The rate in force (configured or learnt), per second; `None`: not metered.
+    pub per_second: Option<f64>,
+    /// Whether `per_second` was learnt from SCWM's pauses rather than configured.
+    pub learnt: bool,
+    /// Tokens in the bucket now (refilled to this instant); `None` when not metered.
+    pub tokens: Option<f64>,
+    pub paused_for: Option<Duration>,
+    /// Pauses SCWM asked for since start.
+    pub pauses: u64,
+    /// Requests waiting for their turn: urgent, routine.
+    pub queued: (usize, usize),
 }
 
 /// The governor of one endpoint, shared by every operation sent there.
@@ -134,6 +153,7 @@ impl Governor {
                 sent_this_second: 0,
                 sent_last_second: 0,
                 second_started: Instant::now(),
+                pauses: 0,
             }),
             limit,
         }
@@ -154,6 +174,7 @@ impl Governor {
         let now = Instant::now();
         let until = now + d;
         let mut s = self.lock();
+        s.pauses += 1;
         if !self.limit.is_limited() {
             self.learn_from_pause(&mut s, now);
         }
@@ -227,6 +248,26 @@ impl Governor {
     pub fn learnt_rate(&self) -> Option<f64> {
         let mut s = self.lock();
         self.bucket(&mut s, Instant::now()).filter(|_| !self.limit.is_limited()).map(|(r, _)| r)
+    }
+
+    /// What the governor is doing now. Reads the bucket as it would be refilled to now, takes
+    /// nothing from it.
+    pub fn view(&self) -> GovernorView {
+        let now = Instant::now();
+        let mut s = self.lock();
+        let bucket = self.bucket(&mut s, now);
+        let tokens = bucket.map(|(per_second, burst)| {
+            (s.tokens + now.duration_since(s.refilled).as_secs_f64() * per_second).min(burst)
+        });
+        GovernorView {
+            endpoint: self.endpoint.clone(),
+            per_second: bucket.map(|(r, _)| r),
+            learnt: !self.limit.is_limited() && bucket.is_some(),
+            tokens,
+            paused_for: s.paused_until.and_then(|p| p.checked_duration_since(now)).filter(|d| !d.is_zero()),
+            pauses: s.pauses,
+            queued: (s.queues[0].len(), s.queues[1].len()),
+        }
     }
 
     /// How long the endpoint stays paused, if it is.
@@ -429,6 +470,33 @@ mod tests {
             took >= Duration::from_millis(999) && took <= Duration::from_millis(1_010),
             "10 more at 10/s: {took:?}"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_view_shows_the_bucket_refilled_to_now_the_pauses_and_the_lines() {
+        let g = limited(10.0, 5);
+        for _ in 0..5 {
+            g.acquire(Lane::Urgent).await;
+        }
+        tokio::time::advance(Duration::from_millis(200)).await;
+        let v = g.view();
+        assert_eq!(v.per_second, Some(10.0));
+        assert!(!v.learnt);
+        let tokens = v.tokens.unwrap();
+        assert!((tokens - 2.0).abs() < 0.01, "two tokens after 200 ms at 10/s: {tokens}");
+        // Looking takes nothing.
+        assert!((g.view().tokens.unwrap() - tokens).abs() < 0.01);
+        g.pause(Duration::from_secs(2));
+        let log = Arc::new(StdMutex::new(Vec::new()));
+        let waiters = spawn_waiters(&g, Lane::Routine, "edit", 2, &log, Instant::now());
+        settle().await;
+        let v = g.view();
+        assert_eq!((v.pauses, v.queued, v.paused_for), (1, (0, 2), Some(Duration::from_secs(2))));
+        for w in waiters {
+            w.await.unwrap();
+        }
+        let unmetered = Governor::new("http://scwm.test", RateLimit::default()).view();
+        assert_eq!((unmetered.per_second, unmetered.tokens, unmetered.learnt), (None, None, false));
     }
 
     #[tokio::test(start_paused = true)]

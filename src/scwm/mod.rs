@@ -8,6 +8,7 @@ pub mod config;
 pub mod envelope;
 pub mod error;
 pub mod governor;
+pub mod recent;
 pub mod retry;
 
 pub use breaker::{BreakerSettings, CircuitBreaker, CircuitState, Verdict};

@@ -16,6 +16,7 @@ mod architecture;
 mod bad_days;
 mod chaos;
 mod cli;
+mod console;
 mod converge;
 
 mod hostile;

@@ -84,7 +84,7 @@ impl axum::extract::FromRequestParts<HttpState> for Admitted {
     }
 }
 
-fn invalid(title: &'static str, detail: impl Into<String>) -> Response {
+pub(super) fn invalid(title: &'static str, detail: impl Into<String>) -> Response {
     Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-request", title).detail(detail).into_response()
 }
 
@@ -93,7 +93,7 @@ fn json_answer(status: StatusCode, value: &impl serde::Serialize) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-fn inspect_problem(e: InspectError) -> Response {
+pub(super) fn inspect_problem(e: InspectError) -> Response {
     let (status, kind) = match &e {
         InspectError::NoStore | InspectError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found"),
         InspectError::Changed(_) => (StatusCode::CONFLICT, "changed"),
@@ -210,27 +210,39 @@ pub async fn explain(
 }
 
 /// Which kept dead letters a dlq call is about.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 pub struct LetterQuery {
-    id: Option<String>,
-    source: Option<String>,
-    op: Option<String>,
-    reason: Option<String>,
-    key: Option<String>,
+    pub id: Option<String>,
+    pub source: Option<String>,
+    pub op: Option<String>,
+    pub reason: Option<String>,
+    pub key: Option<String>,
     /// RFC 3339, or a duration back from now (`"12h"`).
-    since: Option<String>,
+    pub since: Option<String>,
     /// At most this many (list, replay).
-    limit: Option<usize>,
+    pub limit: Option<usize>,
     /// Replay: say what would be replayed, replay nothing.
     #[serde(default)]
-    dry_run: bool,
+    pub dry_run: bool,
     /// Purge: with no other filter, every letter.
     #[serde(default)]
-    all: bool,
+    pub all: bool,
 }
 
 impl LetterQuery {
-    fn filters_anything(&self) -> bool {
+    /// Empty filters (a form's blank fields) are no filters.
+    pub fn without_blanks(mut self) -> Self {
+        for f in
+            [&mut self.id, &mut self.source, &mut self.op, &mut self.reason, &mut self.key, &mut self.since]
+        {
+            if f.as_deref().is_some_and(|v| v.trim().is_empty()) {
+                *f = None;
+            }
+        }
+        self
+    }
+
+    pub fn filters_anything(&self) -> bool {
         self.id.is_some()
             || self.source.is_some()
             || self.op.is_some()
@@ -264,7 +276,10 @@ impl LetterQuery {
 }
 
 /// The kept letters a query selects, newest first; or the answer to give instead.
-async fn selected(state: &HttpState, q: &LetterQuery) -> Result<(Kept, Vec<KeptLetter>), Response> {
+pub(super) async fn selected(
+    state: &HttpState,
+    q: &LetterQuery,
+) -> Result<(Kept, Vec<KeptLetter>), Response> {
     let Some(kept) = state.intake.runner().pipeline().publisher().kept().cloned() else {
         return Err(Problem::new(StatusCode::NOT_FOUND, "no-dead-letter-store", "No dead letters kept")
             .detail("results.keep_dead_letters is 0: no dead letters are kept")
@@ -323,13 +338,18 @@ pub async fn dlq_replay(
     _: Admitted,
     Query(q): Query<LetterQuery>,
 ) -> Response {
-    if !q.filters_anything() {
-        return invalid("Say which letters", "name an id or a filter (source, op, reason, key, since)");
+    match replay(&state, &q).await {
+        Ok(told) => json_answer(StatusCode::OK, &told),
+        Err(answer) => answer,
     }
-    let (kept, letters) = match selected(&state, &q).await {
-        Ok(s) => s,
-        Err(answer) => return answer,
-    };
+}
+
+/// Replays (or, dry, names) the letters `q` selects: `{"replayed": [...], "skipped": [...]}`.
+pub(super) async fn replay(state: &HttpState, q: &LetterQuery) -> Result<serde_json::Value, Response> {
+    if !q.filters_anything() {
+        return Err(invalid("Say which letters", "name an id or a filter (source, op, reason, key, since)"));
+    }
+    let (kept, letters) = selected(state, q).await?;
     let mut replayed = Vec::new();
     let mut skipped = Vec::new();
     for mut letter in letters.into_iter().take(q.limit.unwrap_or(100)) {
@@ -359,7 +379,7 @@ pub async fn dlq_replay(
             Err(why) => skipped.push(serde_json::json!({"id": letter.id, "why": why})),
         }
     }
-    json_answer(StatusCode::OK, &serde_json::json!({"replayed": replayed, "skipped": skipped}))
+    Ok(serde_json::json!({"replayed": replayed, "skipped": skipped}))
 }
 
 /// `DELETE /v1/dlq?id=|filters` (or `all=true`): forget the selected letters.
@@ -368,18 +388,60 @@ pub async fn dlq_purge(
     _: Admitted,
     Query(q): Query<LetterQuery>,
 ) -> Response {
-    if !q.filters_anything() && !q.all {
-        return invalid("Say which letters", "name an id or a filter, or all=true for every letter");
+    match purge(&state, &q).await {
+        Ok(purged) => json_answer(StatusCode::OK, &serde_json::json!({"purged": purged})),
+        Err(answer) => answer,
     }
-    let (kept, letters) = match selected(&state, &q).await {
-        Ok(s) => s,
-        Err(answer) => return answer,
-    };
+}
+
+/// Forgets the letters `q` selects; how many were.
+pub(super) async fn purge(state: &HttpState, q: &LetterQuery) -> Result<usize, Response> {
+    if !q.filters_anything() && !q.all {
+        return Err(invalid("Say which letters", "name an id or a filter, or all=true for every letter"));
+    }
+    let (kept, letters) = selected(state, q).await?;
     let mut purged = 0;
     for l in &letters {
         if kept.remove(&l.id).await.is_ok() {
             purged += 1;
         }
     }
-    json_answer(StatusCode::OK, &serde_json::json!({"purged": purged}))
+    Ok(purged)
+}
+
+/// `GET /v1/decisions?source=&decision=&outcome=&key=&text=&limit=100`: the newest decisions
+/// this replica kept (`[admin] recent_decisions`), newest first.
+pub async fn decisions(
+    State(state): State<HttpState>,
+    _: Admitted,
+    Query(q): Query<DecisionQuery>,
+) -> Response {
+    let journal = state.intake.runner().pipeline().journal();
+    let entries = journal.select(&q.into_query(100));
+    let entries: Vec<&crate::pipeline::journal::Entry> = entries.iter().map(|e| &**e).collect();
+    json_answer(StatusCode::OK, &serde_json::json!({"kept": journal.len(), "decisions": entries}))
+}
+
+/// Which decisions to show.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct DecisionQuery {
+    pub source: Option<String>,
+    pub decision: Option<String>,
+    pub outcome: Option<String>,
+    pub key: Option<String>,
+    pub text: Option<String>,
+    pub limit: Option<usize>,
+}
+
+impl DecisionQuery {
+    pub fn into_query(self, default_limit: usize) -> crate::pipeline::journal::Query {
+        crate::pipeline::journal::Query {
+            source: self.source,
+            decision: self.decision,
+            outcome: self.outcome,
+            key: self.key,
+            text: self.text,
+            limit: self.limit.unwrap_or(default_limit).min(10_000),
+        }
+    }
 }

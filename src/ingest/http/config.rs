@@ -104,18 +104,54 @@ pub struct RawAdmin {
     /// The same schemes as a source's `auth` (for people and scripts: `bearer` with
     /// `tokens`/`token_files`, or `basic`); every entry must pass.
     pub auth: Vec<crate::verify::RawAuth>,
+    /// Serve the console, the admin API's pages for people, at `/ui` (behind the same `auth`).
+    #[serde(default = "console_on", deserialize_with = "lenient::value")]
+    #[schemars(default = "console_on")]
+    pub console: bool,
+    /// Decisions kept in memory for the console and `GET /v1/decisions`, newest first; each
+    /// costs about 1 KiB (so the default about 1 MiB). 0 keeps none.
+    #[serde(default = "recent_decisions", deserialize_with = "lenient::value")]
+    #[schemars(default = "recent_decisions")]
+    pub recent_decisions: usize,
+    /// Where a trace id on the console links to, `{trace_id}` standing for the id (e.g.
+    /// `"https://grafana.example/explore?traceId={trace_id}"`). Absent: ids are shown as text.
+    pub trace_url: Option<String>,
 }
 
-/// Who may use the admin API.
+fn console_on() -> bool {
+    true
+}
+
+fn recent_decisions() -> usize {
+    1000
+}
+
+/// Who may use the admin API, and what it serves.
 #[derive(Debug, Clone)]
 pub struct AdminSettings {
     pub auth: std::sync::Arc<crate::verify::SourceAuth>,
+    pub console: bool,
+    pub recent_decisions: usize,
+    pub trace_url: Option<String>,
 }
 
 pub fn build_admin(raw: Option<RawAdmin>, p: &mut Problems<'_>) -> Option<AdminSettings> {
     let raw = raw?;
+    if let Some(url) = &raw.trace_url
+        && (!url.contains("{trace_id}") || !(url.starts_with("https://") || url.starts_with("http://")))
+    {
+        p.error(
+            "admin.trace_url",
+            format!("`{url}`: expected an http(s) URL with `{{trace_id}}` where the id goes"),
+        );
+    }
     match crate::verify::build(&raw.auth, "admin.auth", p.read_file()) {
-        Ok(auth) => Some(AdminSettings { auth: std::sync::Arc::new(auth) }),
+        Ok(auth) => Some(AdminSettings {
+            auth: std::sync::Arc::new(auth),
+            console: raw.console,
+            recent_decisions: raw.recent_decisions,
+            trace_url: raw.trace_url,
+        }),
         Err(errors) => {
             p.extend(errors);
             None

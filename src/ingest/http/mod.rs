@@ -6,6 +6,7 @@ pub mod admin;
 pub mod body;
 pub mod config;
 pub mod conn;
+mod console;
 mod native;
 pub mod problem;
 pub mod status;
@@ -24,6 +25,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub use self::console::Settings as ConsoleSettings;
 use self::problem::Problem;
 use crate::{health::Health, intake::Intake};
 
@@ -41,6 +43,8 @@ pub struct HttpState {
     pub admin: Option<std::sync::Arc<crate::verify::SourceAuth>>,
     /// How often one dead letter may be replayed.
     pub max_replays: u32,
+    /// The console's settings, when it is served at `/ui` (with the admin API only).
+    pub console: Option<ConsoleSettings>,
 }
 
 /// A request as a message for the source decoder: its body, its headers minus credentials,
@@ -91,7 +95,9 @@ pub fn router(state: HttpState) -> Router {
         .route("/v1/dlq", get(admin::dlq_list).delete(admin::dlq_purge))
         .route("/v1/dlq/letter", get(admin::dlq_show))
         .route("/v1/dlq/replay", post(admin::dlq_replay))
+        .route("/v1/decisions", get(admin::decisions))
         .route_layer(axum::middleware::from_fn(trace_request))
+        .nest("/ui", console::router())
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

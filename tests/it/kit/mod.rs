@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod alerts;
+pub mod browser;
 pub mod nats;
 pub mod proxy;
 
