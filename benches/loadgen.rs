@@ -30,6 +30,8 @@ const TOKEN: &str = "bG9hZDpsb2Fk";
 
 #[path = "loadgen/bad_days.rs"]
 mod bad_days;
+#[path = "loadgen/console.rs"]
+mod console;
 #[path = "loadgen/http.rs"]
 mod http;
 #[path = "loadgen/jetstream.rs"]
@@ -101,6 +103,9 @@ enum Scenario {
     /// SCWM down for 30 s (503s, then its port closed) under a consumer with `max_deliver = 3`:
     /// dead letters, duplicates, time from SCWM's return to drained, redeliveries.
     Outage,
+    /// The console's pages with 10,000 decisions kept, one request at a time, vs `/healthz`;
+    /// `--count` requests per page (default 500).
+    Console,
 }
 
 impl Args {
@@ -435,5 +440,6 @@ async fn main() {
         Scenario::BadMinute => bad_days::bad_minute(&args).await,
         Scenario::Storm => bad_days::storm(&args).await,
         Scenario::Outage => bad_days::outage(&args).await,
+        Scenario::Console => console::run(&args).await,
     }
 }

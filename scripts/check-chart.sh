@@ -143,6 +143,14 @@ expect_failure "native auth of scheme none does not count" \
     'the path /v1 \(Prefix\) routes POST /v1/incidents' \
     --set ingress.enabled=true --set 'ingress.paths[0].path=/v1' --set 'ingress.paths[0].pathType=Prefix' \
     --set config.sources.native.kind=native --set 'config.sources.native.auth[0].scheme=none'
+expect_failure "an Ingress routing the console" \
+    'the path /ui \(Prefix\) routes /ui, the console, which is reached only through the Service' \
+    --set ingress.enabled=true --set 'ingress.paths[0].path=/ui' --set 'ingress.paths[0].pathType=Prefix'
+expect_failure "an Ingress routing everything, the console with it, even with native auth" \
+    'the path / \(Prefix\) routes /ui, the console' \
+    --set ingress.enabled=true --set 'ingress.paths[0].path=/' --set 'ingress.paths[0].pathType=Prefix' \
+    --set config.sources.native.kind=native --set 'config.sources.native.auth[0].scheme=bearer' \
+    --set 'secrets.sources.native.auth[0].token_files[0].value=t0ken'
 expect_failure "an Ingress with nothing to route" \
     'ingress.paths is empty' --set ingress.enabled=true --set 'ingress.paths=null'
 expect_failure "a full name too long for a StatefulSet" \

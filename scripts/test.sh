@@ -7,6 +7,9 @@
 #     ALERTMANAGER_BIN
 #   - libfaketime (Debian's faketime, with apt), preloaded into the bridge by the clock chaos
 #     scenarios: FAKETIME_LIB
+#   - Chromium and ChromeDriver (Debian's chromium, chromium-driver, with apt), the browser of
+#     the console tests: CHROMIUM_BIN, CHROMEDRIVER_BIN; their screenshots are kept in
+#     target/console-screenshots/
 #   - helm, kubernetes-validate, hadolint, promtool for the chart, its alert rules and the
 #     Dockerfile (scripts/check-chart.sh, which ends with the pod rehearsal: run as root)
 # Usage: scripts/test.sh [extra cargo test args]
@@ -19,9 +22,11 @@ root=$(pwd)
 ensure_venv
 ensure_alertmanager
 ensure_faketime
+ensure_chromium
 export NATS_SERVER_BIN="$nats_server"
 export ALERTMANAGER_BIN="$alertmanager"
 export FAKETIME_LIB="$faketime_lib"
+export CHROMIUM_BIN="$chromium" CHROMEDRIVER_BIN="$chromedriver"
 log "tools: $("$nats_server" --version), $("$alertmanager" --version 2>&1 | head -n1)"
 
 log "cargo test"

@@ -34,7 +34,7 @@ pub(super) fn source_config(store: &std::path::Path, nats_url: &str) -> String {
 }
 
 /// One firing alert per request, each with its own fingerprint, so each opens one incident.
-fn alert_body(i: u64) -> String {
+pub(super) fn alert_body(i: u64) -> String {
     json!({
         "receiver": "bridge", "status": "firing", "version": "4", "externalURL": "http://am",
         "groupKey": format!("{{}}:{{alertname=\"Load{i}\"}}"), "truncatedAlerts": 0,

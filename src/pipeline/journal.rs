@@ -210,11 +210,11 @@ impl Journal {
         let needle = q.text.as_deref().map(str::trim).filter(|t| !t.is_empty()).map(str::to_lowercase);
         let is =
             |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w.is_empty() || w == have);
-        let inner = self.lock();
-        inner
-            .entries
-            .iter()
-            .rev()
+        // The filter runs on a copy of the ring's pointers, so a search through every entry
+        // never holds up the pipeline recording its next decision.
+        let entries: Vec<Arc<Entry>> = self.lock().entries.iter().rev().cloned().collect();
+        entries
+            .into_iter()
             .filter(|e| {
                 is(&q.source, &e.source)
                     && is(&q.decision, &e.decision)
@@ -223,7 +223,6 @@ impl Journal {
                     && needle.as_deref().is_none_or(|n| e.mentions(n))
             })
             .take(q.limit)
-            .cloned()
             .collect()
     }
 

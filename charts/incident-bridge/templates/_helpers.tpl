@@ -570,21 +570,21 @@ Call as: include "incident-bridge.sourceSchemes" (dict "config" $cfg "name" "nat
 {{- end }}
 
 {{/*
-Whether an Ingress path routes requests for /v1/incidents (the native commands), as the
-Ingress API matches: Exact a whole path, Prefix whole path elements, and ImplementationSpecific
-is taken as a plain string prefix, the widest reading.
-Call as: include "incident-bridge.pathReachesNative" $pathEntry  ->  "true" or ""
+Whether an Ingress path routes requests for `target` (/v1/incidents, the native commands; /ui,
+the console), as the Ingress API matches: Exact a whole path, Prefix whole path elements, and
+ImplementationSpecific is taken as a plain string prefix, the widest reading.
+Call as: include "incident-bridge.pathReaches" (dict "entry" $pathEntry "target" "/ui")  ->  "true" or ""
 */}}
-{{- define "incident-bridge.pathReachesNative" -}}
-{{- $native := "/v1/incidents" -}}
-{{- $p := .path | default "/" | trimSuffix "/" -}}
-{{- $type := .pathType | default "Prefix" -}}
-{{- if or (eq $p $native) (hasPrefix (printf "%s/" $native) $p) -}}
+{{- define "incident-bridge.pathReaches" -}}
+{{- $target := .target -}}
+{{- $p := .entry.path | default "/" | trimSuffix "/" -}}
+{{- $type := .entry.pathType | default "Prefix" -}}
+{{- if or (eq $p $target) (hasPrefix (printf "%s/" $target) $p) -}}
 true
 {{- else if eq $type "Prefix" -}}
-{{- if or (eq $p "") (hasPrefix (printf "%s/" $p) $native) }}true{{ end -}}
+{{- if or (eq $p "") (hasPrefix (printf "%s/" $p) $target) }}true{{ end -}}
 {{- else if eq $type "ImplementationSpecific" -}}
-{{- if hasPrefix $p $native }}true{{ end -}}
+{{- if hasPrefix $p $target }}true{{ end -}}
 {{- end -}}
 {{- end }}
 
@@ -616,9 +616,14 @@ Returns JSON {"paths": [{path, pathType}, ...]}.
 {{- $auth := include "incident-bridge.sourceSchemes" (dict "config" $h.config "name" "native") | fromJson -}}
 {{- if not $auth.schemes -}}
   {{- range $p := $paths -}}
-    {{- if include "incident-bridge.pathReachesNative" $p -}}
+    {{- if include "incident-bridge.pathReaches" (dict "entry" $p "target" "/v1/incidents") -}}
       {{- fail (printf "ingress: the path %s (%s) routes POST /v1/incidents, the native commands, but config.sources.native has no auth entries, so anyone who reaches the Ingress could open and close incidents. Add authentication (config.sources.native: {kind: native, auth: [{scheme: bearer}]} with the token under secrets.sources.native.auth[0].token_files), or route only /webhooks (the default ingress.paths, ingress.exposeNativeCommands: false)" $p.path $p.pathType) -}}
     {{- end -}}
+  {{- end -}}
+{{- end -}}
+{{- range $p := $paths -}}
+  {{- if include "incident-bridge.pathReaches" (dict "entry" $p "target" "/ui") -}}
+    {{- fail (printf "ingress: the path %s (%s) routes /ui, the console, which is reached only through the Service (kubectl port-forward svc/<release> 8080, then http://127.0.0.1:8080/ui): route /webhooks (and /v1/incidents) instead" $p.path $p.pathType) -}}
   {{- end -}}
 {{- end -}}
 {{- toJson (dict "paths" $paths) -}}

@@ -252,6 +252,17 @@ fn key_link(key: &str) -> Markup {
     }
 }
 
+/// A long id's first characters, the whole of it on hover.
+fn short(id: Option<&str>) -> Markup {
+    html! {
+        @match id {
+            Some(id) if id.len() > 12 => span.mono title=(id) { (id.get(..10).unwrap_or(id)) "…" },
+            Some(id) => span.mono { (id) },
+            None => span.muted { "–" },
+        }
+    }
+}
+
 fn trace_link(trace_id: Option<&str>, trace_url: Option<&str>) -> Markup {
     html! {
         @match (trace_id, trace_url) {
@@ -343,13 +354,14 @@ pub fn decision_rows(entries: &[Arc<Entry>], trace_url: Option<&str>) -> Markup 
                 td title=(full) { (clock) }
                 td { (e.source) }
                 td { (e.alertname.as_deref().unwrap_or("–")) }
-                td { (key_link(&e.key)) }
+                // Only alerts' keys are in the store; a command's key names its licensePlate.
+                td { @if e.route.is_some() { (key_link(&e.key)) } @else { span.mono { (e.key) } } }
                 td.wide { (e.route.as_deref().unwrap_or("–")) }
                 td { span.tag { (e.decision) } }
                 td { span.tag.(outcome_class(e.outcome)) { (e.outcome) } @if e.attempt > 1 { " #" (e.attempt) } }
-                td { (e.reason) @if let Some(d) = &e.detail { br; span.bad { (d) } } }
+                td { (e.reason) @if let Some(d) = &e.detail { @if !e.reason.is_empty() { br; } span.bad { (d) } } }
                 td.mono { (e.item_id.as_deref().unwrap_or("–")) }
-                td.wide.mono { (e.license_plate.as_deref().unwrap_or("–")) }
+                td.wide { (short(e.license_plate.as_deref())) }
                 td.wide { (trace_link(e.trace_id.as_deref(), trace_url)) }
             }
         }
