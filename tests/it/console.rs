@@ -185,9 +185,30 @@ async fn an_alert_s_decision_appears_in_the_browser_and_every_page_shows_what_th
     assert!(browser.text("#error-rate").await.starts_with("0.0 % of 2 attempts"));
     browser.screenshot("overview").await;
 
+    // The filters: a second alert, then only the decisions that mention the first one's
+    // fingerprint, in any case.
+    crate::kit::alerts::send(&app, "am", 4, Step::Fire).await;
+    browser.goto(&app.url("/ui/decisions")).await;
+    browser.wait_text("#decisions tbody", &correlation_key("am", 4), 10).await;
+    browser.type_into("input[name=text]", "A1E70001").await;
+    browser.click("form.filters button[type=submit]").await;
+    browser.wait_for("input[name=text][value=A1E70001]", 10).await;
+    let filtered = browser.text("#decisions tbody").await;
+    assert!(filtered.contains(&key) && !filtered.contains(&correlation_key("am", 4)), "{filtered}");
+
     browser.goto(&app.url("/ui/keys")).await;
     assert!(browser.text("table").await.contains(&key));
     browser.screenshot("keys").await;
+
+    // Forget, after a confirmation: the store no longer has the key; SCWM's incident stays.
+    browser.goto(&app.url(&format!("/ui/key?key={}", key.replace(':', "%3A")))).await;
+    browser.click("a[href*='/ui/key/forget']").await;
+    browser.click("#confirm").await;
+    browser.wait_text("main", "is forgotten", 10).await;
+    let gone =
+        app.http.get(app.url(&format!("/v1/store/key?key={key}"))).bearer_auth(ADMIN).send().await.unwrap();
+    assert_eq!(gone.status(), 404);
+    assert!(app.sim.incidents().iter().any(|i| i.id.as_str() == item), "SCWM's incident is not touched");
 
     // Explain: the rendered title, as the admin API has it, and nothing sent.
     let before = app.sim.requests().len();
