@@ -38,6 +38,8 @@ mod http;
 mod jetstream;
 #[path = "loadgen/natsrv.rs"]
 mod natsrv;
+#[path = "loadgen/ratios.rs"]
+mod ratios;
 
 #[derive(Parser, Debug, Clone)]
 #[command(about = "Load generator for incident-bridge")]
@@ -103,6 +105,10 @@ enum Scenario {
     /// SCWM down for 30 s (503s, then its port closed) under a consumer with `max_deliver = 3`:
     /// dead letters, duplicates, time from SCWM's return to drained, redeliveries.
     Outage,
+    /// One bridge, every path in turn (native add over HTTP, new signed alerts, repeats,
+    /// JetStream), each path's CPU per event as a ratio to the native add's; the simulator
+    /// called directly is the limit.
+    Ratios,
     /// The console's pages with 10,000 decisions kept, one request at a time, vs `/healthz`;
     /// `--count` requests per page (default 500).
     Console,
@@ -441,5 +447,6 @@ async fn main() {
         Scenario::Storm => bad_days::storm(&args).await,
         Scenario::Outage => bad_days::outage(&args).await,
         Scenario::Console => console::run(&args).await,
+        Scenario::Ratios => ratios::run(&args).await,
     }
 }

@@ -1,0 +1,198 @@
+//! The cost of each path, in one run, as ratios to the native `add`: what the performance goals
+//! are stated in. The native path is measured on a bridge of its own with nothing else
+//! configured (what forwarding a command costs: one SCWM call, no store write, no result on
+//! NATS); then one bridge with a signed Alertmanager source, a JetStream consumer, the
+//! embedded store and results on NATS takes, one path after another, closed loop: native `add`
+//! over HTTP (now with its result through the outbox), new alerts as signed webhooks, the same
+//! alerts again (repeats: nothing to do), native `add`s from JetStream. The simulator called
+//! directly is the limit. For each: events/s, the bridge's CPU per event (from /proc) and that
+//! over the plain native path's.
+
+use std::{
+    future::IntoFuture,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use async_nats::jetstream;
+use bytes::Bytes;
+use futures::StreamExt;
+use serde_json::json;
+
+use super::{
+    Args, ProcStats, Report, Shot, classify, direct_shot, drive,
+    http::{alert_body, sign, source_config},
+    natsrv, print_table, simulator, spawn_bridge,
+};
+
+/// A signed webhook per request carrying alert `i` (from `first`), under message id `tag-i`.
+fn signed(addr: &str, tag: &'static str, first: u64) -> Shot {
+    let url = format!("http://{addr}/webhooks/signed");
+    let next = Arc::new(AtomicU64::new(first));
+    Arc::new(move |http, _| {
+        let url = url.clone();
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        Box::pin(async move {
+            let body = alert_body(i);
+            let id = format!("{tag}-{i}");
+            let (ts, sig) = sign(&id, &body);
+            classify(
+                http.post(&url)
+                    .header("content-type", "application/json")
+                    .header("webhook-id", id)
+                    .header("webhook-timestamp", ts)
+                    .header("webhook-signature", sig)
+                    .body(body)
+                    .send()
+                    .await,
+            )
+        })
+    })
+}
+
+struct Row {
+    path: &'static str,
+    events: u64,
+    elapsed: Duration,
+    cpu: Duration,
+}
+
+impl Row {
+    fn cpu_per_event(&self) -> f64 {
+        self.cpu.as_micros() as f64 / self.events.max(1) as f64
+    }
+}
+
+/// Runs `shot` through `drive`, measuring the bridge's CPU over it.
+async fn measured(path: &'static str, args: &Args, pid: u32, shot: Shot) -> (Row, Report) {
+    let before = ProcStats::read(pid);
+    let report = drive(path, args, shot).await;
+    let after = ProcStats::read(pid);
+    let row = Row {
+        path,
+        events: report.latency.len(),
+        elapsed: report.elapsed,
+        cpu: after.cpu.saturating_sub(before.cpu),
+    };
+    (row, report)
+}
+
+pub(super) async fn run(args: &Args) {
+    let nats = natsrv::nats_server();
+    let client = natsrv::connect(nats.port).await;
+    let js = jetstream::new(client.clone());
+    let sim = simulator().await;
+    let limit = drive("simulator direct (the limit)", args, direct_shot(&sim)).await;
+    sim.reset();
+
+    let native_shot = |addr: &str| -> Shot {
+        let url = format!("http://{addr}/v1/incidents/add");
+        Arc::new(move |http, i| {
+            let url = url.clone();
+            Box::pin(async move {
+                classify(http.post(&url).json(&json!({"title": format!("load {i}")})).send().await)
+            })
+        })
+    };
+    let (mut plain, plain_addr, _plain_dir) = spawn_bridge(args, &sim, "").await;
+    let (plain_row, plain_report) = measured(
+        "native add over HTTP (sync), nothing else configured",
+        args,
+        plain.id().unwrap(),
+        native_shot(&plain_addr),
+    )
+    .await;
+    plain.kill().await.ok();
+
+    let store = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "{}[[nats.consumers]]\nstream = \"INCIDENTS\"\ncreate = true\nstream_subjects = [\"incidents.js.>\"]\n\
+         max_ack_pending = 10000\n",
+        source_config(&store.path().join("store.redb"), &nats.url())
+    );
+    let (mut child, addr, _dir) = spawn_bridge(args, &sim, &extra).await;
+    let pid = child.id().unwrap();
+    let n = args.count_or(super::DEFAULT_COUNT);
+
+    let (native_row, native_report) =
+        measured("native add over HTTP (sync), result through the outbox", args, pid, native_shot(&addr))
+            .await;
+    let (new_row, new_report) =
+        measured("signed webhook, a new alert", args, pid, signed(&addr, "new", 0)).await;
+    let repeats = Args { count: Some(new_row.events), ..args.clone() };
+    let (repeat_row, repeat_report) =
+        measured("signed webhook, a repeat (nothing to do)", &repeats, pid, signed(&addr, "again", 0)).await;
+
+    // JetStream: publish n native adds, wait for their n results.
+    let mut results = client.subscribe("scwm.results.>").await.unwrap();
+    client.flush().await.unwrap();
+    for _ in 0..200 {
+        if js.get_stream("INCIDENTS").await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let before = ProcStats::read(pid);
+    let started = Instant::now();
+    let publisher = {
+        let js = js.clone();
+        tokio::spawn(async move {
+            let mut acks = Vec::new();
+            for i in 0..n {
+                let body = Bytes::from(format!("{{\"title\":\"js {i}\"}}"));
+                acks.push(js.publish("incidents.js.commands.add", body).await.unwrap().into_future());
+                if acks.len() == 2000 {
+                    futures::future::join_all(acks.drain(..)).await;
+                }
+            }
+            futures::future::join_all(acks).await;
+        })
+    };
+    let mut seen = 0u64;
+    while seen < n {
+        match tokio::time::timeout(Duration::from_secs(60), results.next()).await {
+            Ok(Some(m))
+                if m.headers.as_ref().and_then(|h| h.get("Incident-Bridge-Source-Sequence")).is_some() =>
+            {
+                seen += 1
+            }
+            Ok(Some(_)) => {}
+            _ => break,
+        }
+    }
+    let js_row = Row {
+        path: "JetStream native add → result",
+        events: seen,
+        elapsed: started.elapsed(),
+        cpu: ProcStats::read(pid).cpu.saturating_sub(before.cpu),
+    };
+    publisher.await.unwrap();
+    let end = ProcStats::read(pid);
+    child.kill().await.ok();
+
+    print_table(&[&limit, &plain_report, &native_report, &new_report, &repeat_report]);
+    println!("\n| path | events | events/s | bridge CPU per event | × native add |");
+    println!("|---|---|---|---|---|");
+    let base = plain_row.cpu_per_event();
+    for r in [&plain_row, &native_row, &new_row, &repeat_row, &js_row] {
+        println!(
+            "| {} | {} | {:.0} | {:.0} µs | {:.2} |",
+            r.path,
+            r.events,
+            r.events as f64 / r.elapsed.as_secs_f64(),
+            r.cpu_per_event(),
+            r.cpu_per_event() / base.max(1.0)
+        );
+    }
+    let rps = |r: &Report| r.latency.len() as f64 / r.elapsed.as_secs_f64();
+    println!(
+        "\nlimit: the simulator called directly, {:.0} req/s; bridge RSS at the end {} MiB (peak {} MiB) after {} distinct alerts",
+        rps(&limit),
+        end.rss_kib / 1024,
+        end.peak_rss_kib / 1024,
+        new_row.events
+    );
+}
