@@ -264,7 +264,7 @@ async fn a_dead_letter_is_kept_listed_and_replayed_once_scwm_is_back_and_a_secon
     let extra = format!("[scwm.breaker]\nminimum_calls = 1000\n{}", admin());
     let mut app = TestApp::start_against(crate::kit::start_simulator().await, &extra, &[]).await;
     // SCWM is down: an asynchronous command runs out of retries and is dead-lettered.
-    let letter = dead_lettered_add(&mut app, "disk full on db-1").await;
+    let letter = crate::kit::dead_lettered_add(&mut app, "disk full on db-1").await;
     assert_eq!(letter.reason_kind, "retries_exhausted");
     let plate = letter.license_plate.clone().unwrap().to_string();
 
@@ -314,7 +314,7 @@ async fn a_replay_that_fails_again_keeps_one_letter_counts_it_and_stops_at_max_r
     // `extra` goes right after the kit's `[results]` line: this key is in that table.
     let extra = format!("max_replays = 1\n{}", admin());
     let mut app = TestApp::start_against(crate::kit::start_simulator().await, &extra, &[]).await;
-    dead_lettered_add(&mut app, "x").await;
+    crate::kit::dead_lettered_add(&mut app, "x").await;
     let req = |m: reqwest::Method, path: &str| app.http.request(m, app.url(path)).bearer_auth(ADMIN);
     let replay = req(reqwest::Method::POST, "/v1/dlq/replay?op=add")
         .send()
@@ -339,34 +339,4 @@ async fn a_replay_that_fails_again_keeps_one_letter_counts_it_and_stops_at_max_r
         req(reqwest::Method::DELETE, "/v1/dlq?all=true").send().await.unwrap().json::<Value>().await.unwrap();
     assert_eq!(purged["purged"], 1);
     app.stop().await;
-}
-
-/// With SCWM down, an asynchronous add (nobody retries it) runs out of retries: its dead letter.
-async fn dead_lettered_add(app: &mut TestApp, title: &str) -> incident_bridge::publish::DeadLetter {
-    use incident_bridge::{
-        publish::Published,
-        sim::{Failure, Faults},
-    };
-    app.sim.set_faults(Faults {
-        error_rate: 1.0,
-        error: Failure::Status { status: 503 },
-        ..Faults::default()
-    });
-    let accepted = app
-        .http
-        .post(app.url("/v1/incidents/add"))
-        .header("prefer", "respond-async")
-        .json(&json!({"title": title}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(accepted.status(), 202);
-    crate::kit::within(30, "the dead letter", async {
-        loop {
-            if let Some(Published::DeadLetter(d)) = app.published.recv().await {
-                break d;
-            }
-        }
-    })
-    .await
 }

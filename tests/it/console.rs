@@ -35,31 +35,10 @@ async fn sign_in(browser: &Browser, app: &TestApp, path: &str) {
 }
 
 /// With SCWM failing, an asynchronous add nobody retries becomes a dead letter; SCWM is well
-/// again when this returns.
+/// again when this returns. The letter's id.
 async fn dead_letter(app: &mut TestApp, title: &str) -> String {
-    use incident_bridge::{
-        publish::Published,
-        sim::{Failure, Faults},
-    };
-    app.sim.set_faults(Faults {
-        error_rate: 1.0,
-        error: Failure::Status { status: 503 },
-        ..Faults::default()
-    });
-    let accepted = app
-        .http
-        .post(app.url("/v1/incidents/add"))
-        .header("prefer", "respond-async")
-        .json(&json!({"title": title}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(accepted.status(), 202);
-    within(30, "the dead letter", async {
-        while !matches!(app.published.recv().await, Some(Published::DeadLetter(_))) {}
-    })
-    .await;
-    app.sim.set_faults(Faults::default());
+    crate::kit::dead_lettered_add(app, title).await;
+    app.sim.set_faults(incident_bridge::sim::Faults::default());
     let listed: Value =
         app.http.get(app.url("/v1/dlq")).bearer_auth(ADMIN).send().await.unwrap().json().await.unwrap();
     listed["letters"][0]["id"].as_str().expect("a kept letter").to_owned()

@@ -192,6 +192,36 @@ impl TestApp {
     }
 }
 
+/// With SCWM down, an asynchronous add (nobody retries it) runs out of retries: its dead letter.
+pub async fn dead_lettered_add(app: &mut TestApp, title: &str) -> incident_bridge::publish::DeadLetter {
+    use incident_bridge::{
+        publish::Published,
+        sim::{Failure, Faults},
+    };
+    app.sim.set_faults(Faults {
+        error_rate: 1.0,
+        error: Failure::Status { status: 503 },
+        ..Faults::default()
+    });
+    let accepted = app
+        .http
+        .post(app.url("/v1/incidents/add"))
+        .header("prefer", "respond-async")
+        .json(&serde_json::json!({"title": title}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status(), 202);
+    within(30, "the dead letter", async {
+        loop {
+            if let Some(Published::DeadLetter(d)) = app.published.recv().await {
+                break d;
+            }
+        }
+    })
+    .await
+}
+
 /// The bridge binary as a child process with `config` as its config file; returns the child
 /// and the address it reports once ready (its JSON log line).
 pub async fn spawn_bridge(config: &str, dir: &tempfile::TempDir) -> (tokio::process::Child, String) {

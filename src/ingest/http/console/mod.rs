@@ -206,6 +206,29 @@ impl Viewer {
     }
 }
 
+/// What an action's form carries besides its fields.
+trait WithCsrf {
+    fn csrf(&self) -> &str;
+}
+
+macro_rules! with_csrf {
+    ($($form:ty),*) => {$(impl WithCsrf for $form { fn csrf(&self) -> &str { &self.csrf } })*};
+}
+with_csrf!(CsrfOnly, ForgetForm, LetterForm, pages::ExplainForm);
+
+/// An action's form, once it may be taken: parsed (else 422), from this site and carrying the
+/// page's token (else 403).
+#[allow(clippy::result_large_err)] // The error is the answer itself, given at once.
+fn action<T: WithCsrf>(
+    viewer: &Viewer,
+    headers: &HeaderMap,
+    form: Result<Form<T>, FormRejection>,
+) -> Result<T, Response> {
+    let Form(form) = form.map_err(bad_form)?;
+    viewer.acting(headers, form.csrf())?;
+    Ok(form)
+}
+
 /// A form that did not parse, as problem+json.
 fn bad_form(e: FormRejection) -> Response {
     Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-request", "Invalid form")
@@ -292,11 +315,7 @@ struct CsrfOnly {
 }
 
 async fn logout(viewer: Viewer, headers: HeaderMap, form: Result<Form<CsrfOnly>, FormRejection>) -> Response {
-    let Form(form) = match form {
-        Ok(f) => f,
-        Err(e) => return bad_form(e),
-    };
-    if let Err(refusal) = viewer.acting(&headers, &form.csrf) {
+    if let Err(refusal) = action(&viewer, &headers, form) {
         return refusal;
     }
     let mut resp = Redirect::to("/ui/login").into_response();
@@ -451,13 +470,10 @@ async fn forget(
     headers: HeaderMap,
     form: Result<Form<ForgetForm>, FormRejection>,
 ) -> Response {
-    let Form(form) = match form {
+    let form = match action(&viewer, &headers, form) {
         Ok(f) => f,
-        Err(e) => return bad_form(e),
+        Err(refusal) => return refusal,
     };
-    if let Err(refusal) = viewer.acting(&headers, &form.csrf) {
-        return refusal;
-    }
     let done = state.intake.runner().pipeline().store_forget(&form.key, form.revision).await;
     let (status, text) = match done {
         Ok(()) => (
@@ -550,13 +566,10 @@ async fn replay(
     headers: HeaderMap,
     form: Result<Form<LetterForm>, FormRejection>,
 ) -> Response {
-    let Form(form) = match form {
+    let form = match action(&viewer, &headers, form) {
         Ok(f) => f,
-        Err(e) => return bad_form(e),
+        Err(refusal) => return refusal,
     };
-    if let Err(refusal) = viewer.acting(&headers, &form.csrf) {
-        return refusal;
-    }
     let q = form.query();
     match admin::replay(&state, &q).await {
         Ok(told) => pages::replayed(&chrome(&viewer), &q, &told).into_response(),
@@ -570,13 +583,10 @@ async fn purge(
     headers: HeaderMap,
     form: Result<Form<LetterForm>, FormRejection>,
 ) -> Response {
-    let Form(form) = match form {
+    let form = match action(&viewer, &headers, form) {
         Ok(f) => f,
-        Err(e) => return bad_form(e),
+        Err(refusal) => return refusal,
     };
-    if let Err(refusal) = viewer.acting(&headers, &form.csrf) {
-        return refusal;
-    }
     let q = form.query();
     if !form.confirmed() {
         return match admin::selected(&state, &q).await {
@@ -606,13 +616,10 @@ async fn explain(
     headers: HeaderMap,
     form: Result<Form<pages::ExplainForm>, FormRejection>,
 ) -> Response {
-    let Form(form) = match form {
+    let form = match action(&viewer, &headers, form) {
         Ok(f) => f,
-        Err(e) => return bad_form(e),
+        Err(refusal) => return refusal,
     };
-    if let Err(refusal) = viewer.acting(&headers, &form.csrf) {
-        return refusal;
-    }
     let sources = webhook_sources(&state);
     let result = explained(&state, &form).await;
     pages::explain(&chrome(&viewer), &sources, &form, Some(&result)).into_response()
