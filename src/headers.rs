@@ -155,11 +155,17 @@ pub fn to_http_headers<'a>(
 pub fn to_nats_headers<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> async_nats::HeaderMap {
     let mut headers = async_nats::HeaderMap::new();
     for (name, value) in pairs {
-        if valid_nats_name(name) && !value.contains(['\r', '\n']) {
+        if nats_can_carry(name, value) {
             headers.append(name, value);
         }
     }
     headers
+}
+
+/// Whether NATS can carry this header: a name without spaces or colons, a value without line
+/// breaks.
+pub fn nats_can_carry(name: &str, value: &str) -> bool {
+    valid_nats_name(name) && !value.contains(['\r', '\n'])
 }
 
 fn valid_nats_name(name: &str) -> bool {

@@ -136,7 +136,7 @@ impl TraceParent {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    crate::alert::lower_hex(bytes)
 }
 
 fn hex_array<const N: usize>(s: &str) -> Option<[u8; N]> {

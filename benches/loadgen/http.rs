@@ -61,14 +61,16 @@ pub(super) fn sign(id: &str, body: &str) -> (String, String) {
 }
 
 /// Requests whose numbers continue where an earlier run stopped, so every alert is new.
-fn webhook_shot(addr: &str, offset: Arc<AtomicU64>) -> Shot {
+/// A signed webhook per request carrying alert `i` (the next of `offset`), under message id
+/// `tag-i`: the same alerts sent again need ids of their own, or they are replays.
+pub(super) fn webhook_shot(addr: &str, tag: &'static str, offset: Arc<AtomicU64>) -> Shot {
     let url = format!("http://{addr}/webhooks/signed");
     Arc::new(move |http, _| {
         let url = url.clone();
         let i = offset.fetch_add(1, Ordering::Relaxed);
         Box::pin(async move {
             let body = alert_body(i);
-            let id = format!("msg-{i}");
+            let id = format!("{tag}-{i}");
             let (ts, sig) = sign(&id, &body);
             let req = http
                 .post(&url)
@@ -104,7 +106,7 @@ pub async fn webhook(args: &Args) {
     });
     let before = ProcStats::read(child.id().unwrap());
     let bridged =
-        drive("bridge (signed webhook → result on NATS)", args, webhook_shot(&addr, Arc::default())).await;
+        drive("bridge (signed webhook → result on NATS)", args, webhook_shot(&addr, "msg", Arc::default())).await;
     let after = ProcStats::read(child.id().unwrap());
     let results = counted.await.unwrap();
     child.kill().await.ok();
@@ -132,7 +134,7 @@ pub async fn overload(args: &Args) {
         duration: Duration::from_secs(30),
         ..args.clone()
     };
-    let first = drive("capacity before", &measure, webhook_shot(&addr, Arc::clone(&offset))).await;
+    let first = drive("capacity before", &measure, webhook_shot(&addr, "msg", Arc::clone(&offset))).await;
     let capacity = (first.latency.len() as f64 / first.elapsed.as_secs_f64()).max(1.0);
 
     let offered = (capacity * 5.0) as u64;
@@ -158,12 +160,12 @@ pub async fn overload(args: &Args) {
     let over = drive(
         &format!("offered {offered}/s (5× capacity)"),
         &overload_args,
-        webhook_shot(&addr, Arc::clone(&offset)),
+        webhook_shot(&addr, "msg", Arc::clone(&offset)),
     )
     .await;
     let healthy =
         reqwest::get(format!("http://{addr}/healthz")).await.map(|r| r.status().as_u16()).unwrap_or(0);
-    let after = drive("capacity after", &measure, webhook_shot(&addr, Arc::clone(&offset))).await;
+    let after = drive("capacity after", &measure, webhook_shot(&addr, "msg", Arc::clone(&offset))).await;
     let stats = ProcStats::read(pid);
     child.kill().await.ok();
     let (peak_sampled, samples) = sampler.await.unwrap();
@@ -223,7 +225,7 @@ pub async fn soak(args: &Args) {
         args.rate
     } else {
         let measure = Args { rate: 0, count: Some(5_000), duration: Duration::from_secs(20), ..args.clone() };
-        let r = drive("capacity", &measure, webhook_shot(&addr, Arc::clone(&offset))).await;
+        let r = drive("capacity", &measure, webhook_shot(&addr, "msg", Arc::clone(&offset))).await;
         ((r.latency.len() as f64 / r.elapsed.as_secs_f64()) / 2.0).max(1.0) as u64
     };
     println!("soak at {rate}/s for {:?}", args.duration);
@@ -251,7 +253,7 @@ pub async fn soak(args: &Args) {
     };
     let soak_args =
         Args { rate, count: Some(u64::MAX), concurrency: args.concurrency.max(1024), ..args.clone() };
-    let report = drive("soak", &soak_args, webhook_shot(&addr, Arc::clone(&offset))).await;
+    let report = drive("soak", &soak_args, webhook_shot(&addr, "msg", Arc::clone(&offset))).await;
     let stats = ProcStats::read(pid);
     child.kill().await.ok();
     sampler.abort();

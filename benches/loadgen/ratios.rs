@@ -10,10 +10,7 @@
 
 use std::{
     future::IntoFuture,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -24,34 +21,9 @@ use serde_json::json;
 
 use super::{
     Args, ProcStats, Report, Shot, classify, direct_shot, drive,
-    http::{alert_body, sign, source_config},
+    http::{source_config, webhook_shot},
     natsrv, print_table, simulator, spawn_bridge,
 };
-
-/// A signed webhook per request carrying alert `i` (from `first`), under message id `tag-i`.
-fn signed(addr: &str, tag: &'static str, first: u64) -> Shot {
-    let url = format!("http://{addr}/webhooks/signed");
-    let next = Arc::new(AtomicU64::new(first));
-    Arc::new(move |http, _| {
-        let url = url.clone();
-        let i = next.fetch_add(1, Ordering::Relaxed);
-        Box::pin(async move {
-            let body = alert_body(i);
-            let id = format!("{tag}-{i}");
-            let (ts, sig) = sign(&id, &body);
-            classify(
-                http.post(&url)
-                    .header("content-type", "application/json")
-                    .header("webhook-id", id)
-                    .header("webhook-timestamp", ts)
-                    .header("webhook-signature", sig)
-                    .body(body)
-                    .send()
-                    .await,
-            )
-        })
-    })
-}
 
 struct Row {
     path: &'static str,
@@ -121,10 +93,10 @@ pub(super) async fn run(args: &Args) {
         measured("native add over HTTP (sync), result through the outbox", args, pid, native_shot(&addr))
             .await;
     let (new_row, new_report) =
-        measured("signed webhook, a new alert", args, pid, signed(&addr, "new", 0)).await;
+        measured("signed webhook, a new alert", args, pid, webhook_shot(&addr, "new", Arc::default())).await;
     let repeats = Args { count: Some(new_row.events), ..args.clone() };
     let (repeat_row, repeat_report) =
-        measured("signed webhook, a repeat (nothing to do)", &repeats, pid, signed(&addr, "again", 0)).await;
+        measured("signed webhook, a repeat (nothing to do)", &repeats, pid, webhook_shot(&addr, "again", Arc::default())).await;
 
     // JetStream: publish n native adds, wait for their n results.
     let mut results = client.subscribe("scwm.results.>").await.unwrap();

@@ -115,12 +115,10 @@ impl NatsSink {
     pub fn render_result(&self, e: &ResultEvent) -> Rendered {
         let subject = self.results.render(e.op.as_str(), &e.source.name);
         let span = producer_span(&subject);
-        let mut headers = result_headers(e);
         // The publish span's context, so a reader's trace hangs off this hop.
-        if let Some(tp) = crate::trace_context::headers_of(&span).remove("traceparent") {
-            headers.insert("traceparent", tp.as_str());
-        }
-        Rendered::from_pairs(subject, &headers, Bytes::copy_from_slice(e.header.get().as_bytes()))
+        let traceparent = crate::trace_context::headers_of(&span).remove("traceparent");
+        let headers = result_headers(e, traceparent.as_deref().unwrap_or(&e.traceparent));
+        Rendered { subject, headers, body: Bytes::copy_from_slice(e.header.get().as_bytes()) }
     }
 
     /// The dead letter as a NATS message.
@@ -247,7 +245,9 @@ fn source_headers(pairs: &mut Vec<(&'static str, String)>, source: &crate::event
     }
 }
 
-pub fn result_headers(e: &ResultEvent) -> HeaderMap {
+/// A result event's headers, in order, as pairs: built straight into what the outbox keeps, with
+/// no header map between (the result is the one message every event publishes).
+pub fn result_headers(e: &ResultEvent, traceparent: &str) -> Vec<(String, String)> {
     let mut pairs: Vec<(&'static str, String)> = vec![
         ("Nats-Msg-Id", e.id.clone()),
         ("Incident-Bridge-Final", e.is_final.to_string()),
@@ -263,7 +263,7 @@ pub fn result_headers(e: &ResultEvent) -> HeaderMap {
         pairs.push(("Incident-Bridge-Item-Id", id.to_string()));
     }
     source_headers(&mut pairs, &e.source);
-    pairs.push(("traceparent", e.traceparent.clone()));
+    pairs.push(("traceparent", traceparent.to_owned()));
     pairs.push(("ce-specversion", "1.0".into()));
     pairs.push(("ce-id", ce_encode(&e.id)));
     pairs.push(("ce-source", ce_encode(&format!("/incident-bridge/sources/{}", e.source.name))));
@@ -273,7 +273,11 @@ pub fn result_headers(e: &ResultEvent) -> HeaderMap {
     if let Some(id) = &e.item_id {
         pairs.push(("ce-subject", ce_encode(id.as_str())));
     }
-    to_nats_headers(pairs.iter().map(|(n, v)| (*n, v.as_str())))
+    pairs
+        .into_iter()
+        .filter(|(name, value)| crate::headers::nats_can_carry(name, value))
+        .map(|(name, value)| (name.to_owned(), value))
+        .collect()
 }
 
 pub fn flap_headers(f: &FlapEvent) -> HeaderMap {
@@ -356,7 +360,8 @@ pub fn ce_encode(value: &str) -> String {
         if (0x21..=0x7e).contains(&b) && b != b'"' && b != b'%' {
             out.push(b as char);
         } else {
-            out.push_str(&format!("%{b:02X}"));
+            const HEX: &[u8; 16] = b"0123456789ABCDEF";
+            out.extend(['%', char::from(HEX[usize::from(b >> 4)]), char::from(HEX[usize::from(b & 0x0f)])]);
         }
     }
     out

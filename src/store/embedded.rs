@@ -1,8 +1,8 @@
 //! The embedded correlation store: one redb file on local disk, for a single replica.
 //!
 //! It owns the file's layout (two tables, below), the revision counter and the mapping of redb
-//! errors to [`StoreError`]. redb is synchronous, so every call runs on tokio's blocking pool
-//! and never blocks the async runtime. Writes go to one writer thread ([`writer`]), which
+//! errors to [`StoreError`]. redb is synchronous: a point read runs inline (microseconds, from
+//! the cache), scans run on tokio's blocking pool. Writes go to one writer thread ([`writer`]), which
 //! reads each key's current revision, compares it with the expected one and writes only when
 //! they match, inside a redb write transaction: redb runs one at a time, so the compare-and-swap
 //! is atomic. The writer commits the writes that wait together in one transaction. Commits use
@@ -225,16 +225,19 @@ fn in_file(path: &Path, e: StoreError) -> StoreError {
 
 impl CorrelationStore for EmbeddedStore {
     fn get<'a>(&'a self, key: &'a CorrelationKey) -> BoxFuture<'a, Result<Option<Versioned>, StoreError>> {
-        let key = key.as_str().to_owned();
-        self.blocking(move |db| {
-            let txn = db.begin_read().map_err(map_err)?;
+        // A point read is a few microseconds from redb's cache or the kernel's page cache:
+        // handing it to the blocking pool cost more (two thread wake-ups) than the read itself.
+        // Scans, which can take long, still go there.
+        let read = || {
+            let txn = self.db.begin_read().map_err(map_err)?;
             let table = txn.open_table(VALUES).map_err(map_err)?;
             let found = table.get(key.as_str()).map_err(map_err)?;
             Ok(found.map(|guard| {
                 let (revision, value) = guard.value();
                 Versioned { value: Bytes::copy_from_slice(value), revision }
             }))
-        })
+        };
+        futures::future::ready(read()).boxed()
     }
 
     fn put<'a>(

@@ -59,7 +59,7 @@ use serde_json::Value;
 pub use config::{RawPayloadTemplates, RawTemplates, build_templates};
 
 use crate::{
-    alert::{AlertStatus, Grouping, Notification, NotificationKind, sha256_hex},
+    alert::{AlertStatus, Grouping, Notification, NotificationKind},
     ids::ItemId,
     incident::{Operation, Payload},
 };
@@ -683,39 +683,22 @@ fn json_type(v: &Value) -> &'static str {
 
 /// Hex SHA-256 of `payload` as canonical JSON (object keys sorted at every level, no spaces).
 pub fn content_hash(payload: &Payload) -> String {
-    let mut out = String::new();
-    canonical(&Value::Object(payload.clone()), &mut out);
-    sha256_hex(out.as_bytes())
-}
-
-fn canonical(v: &Value, out: &mut String) {
-    match v {
-        Value::Object(map) => {
-            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-            entries.sort_by(|a, b| a.0.cmp(b.0));
-            out.push('{');
-            for (i, (k, v)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String(k.clone()).to_string());
-                out.push(':');
-                canonical(v, out);
-            }
-            out.push('}');
+    // serde_json's map is ordered by key (the crate is built without `preserve_order`), so its
+    // compact encoding is canonical: keys sorted at every level, strings escaped one way. It
+    // streams into the digest instead of being built as a string first.
+    struct Digest(sha2::Sha256);
+    impl std::io::Write for Digest {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            sha2::Digest::update(&mut self.0, buf);
+            Ok(buf.len())
         }
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                canonical(item, out);
-            }
-            out.push(']');
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
         }
-        scalar => out.push_str(&scalar.to_string()),
     }
+    let mut digest = Digest(<sha2::Sha256 as sha2::Digest>::new());
+    serde_json::to_writer(&mut digest, payload).expect("a JSON map serialises");
+    crate::alert::lower_hex(&sha2::Digest::finalize(digest.0))
 }
 
 #[cfg(test)]

@@ -363,6 +363,12 @@ fn content_hash_is_canonical() {
     assert_eq!(content_hash(&a), content_hash(&b));
     let c: Payload = serde_json::from_str(r#"{"a":{"x":"s","y":[{"p":1,"q":2},1]},"b":1}"#).unwrap();
     assert_ne!(content_hash(&a), content_hash(&c), "array order matters");
+    // The digest of the canonical text: keys sorted at every level, compact, escaped as JSON
+    // (what stores written by earlier versions hold).
+    let text = r#"{"a":{"x":"s","y":[1,{"p":1,"q":2}]},"b":1}"#;
+    assert_eq!(content_hash(&a), crate::alert::sha256_hex(text.as_bytes()));
+    let escaped: Payload = serde_json::from_str(r#"{"t":"a\"b\u00e9\n"}"#).unwrap();
+    assert_eq!(content_hash(&escaped), crate::alert::sha256_hex("{\"t\":\"a\\\"bé\\n\"}".as_bytes()));
 }
 
 #[test]
