@@ -68,6 +68,10 @@ struct Args {
     /// from SCWM's 429s and their `Retry-After`.
     #[arg(long)]
     limit_unknown: bool,
+    /// The embedded store's `[store] durability` in every bridge started: `power-loss` (the
+    /// default) or `process-crash`.
+    #[arg(long)]
+    durability: Option<String>,
     /// Ignored (cargo bench passes it).
     #[arg(long, hide = true)]
     bench: bool,
@@ -318,6 +322,12 @@ async fn spawn_bridge(
     } else {
         format!("\n[store]\npath = \"{}\"\n", dir.path().join("store.redb").display())
     };
+    // Whichever table names the store gets the durability asked for.
+    let durable = |text: String| match &args.durability {
+        Some(d) => text.replace("[store]\n", &format!("[store]\ndurability = \"{d}\"\n")),
+        None => text,
+    };
+    let (extra, store) = (durable(extra.to_owned()), durable(store));
     std::fs::write(
         &config,
         format!(

@@ -106,7 +106,8 @@ pub async fn webhook(args: &Args) {
     });
     let before = ProcStats::read(child.id().unwrap());
     let bridged =
-        drive("bridge (signed webhook → result on NATS)", args, webhook_shot(&addr, "msg", Arc::default())).await;
+        drive("bridge (signed webhook → result on NATS)", args, webhook_shot(&addr, "msg", Arc::default()))
+            .await;
     let after = ProcStats::read(child.id().unwrap());
     let results = counted.await.unwrap();
     child.kill().await.ok();

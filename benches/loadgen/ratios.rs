@@ -95,8 +95,13 @@ pub(super) async fn run(args: &Args) {
     let (new_row, new_report) =
         measured("signed webhook, a new alert", args, pid, webhook_shot(&addr, "new", Arc::default())).await;
     let repeats = Args { count: Some(new_row.events), ..args.clone() };
-    let (repeat_row, repeat_report) =
-        measured("signed webhook, a repeat (nothing to do)", &repeats, pid, webhook_shot(&addr, "again", Arc::default())).await;
+    let (repeat_row, repeat_report) = measured(
+        "signed webhook, a repeat (nothing to do)",
+        &repeats,
+        pid,
+        webhook_shot(&addr, "again", Arc::default()),
+    )
+    .await;
 
     // JetStream: publish n native adds, wait for their n results.
     let mut results = client.subscribe("scwm.results.>").await.unwrap();

@@ -7,6 +7,9 @@
 //! backend = "embedded"            # or "jetstream-kv" (needs a [nats] section)
 //! path = "incident-bridge.redb"   # embedded: the redb file; relative to the working directory
 //! temporary = false               # embedded: a fresh file in the temp dir, removed at exit (trials)
+//! durability = "power-loss"       # embedded: fsync every commit; or "process-crash" (see below)
+//! sync_interval = "1s"            # embedded, process-crash: fsync at most this often
+//! cache_bytes = 16777216          # embedded: redb's page cache (16 MiB)
 //! bucket = "incident-bridge"      # jetstream-kv: the KV bucket
 //! create_bucket = true            # jetstream-kv: create the bucket when missing
 //! kv_replicas = 1                 # jetstream-kv: copies of the bucket when creating it (1-5)
@@ -14,6 +17,15 @@
 //! claim_ttl = "30s"               # how long a claim on a key holds before others may take over
 //! on_scwm_change = "refuse"       # a store written against another SCWM: "refuse" or "adopt"
 //! ```
+//!
+//! `durability` is the one trade between speed and safety the store offers. `power-loss`
+//! (the default): a write is answered once its commit is on the disk (fsync), so nothing
+//! answered is lost to a crash of the process, the kernel or the machine. `process-crash`: a
+//! write is answered once its commit is in the kernel's page cache, which a crash of the
+//! process (kill -9, OOM kill, panic) does not lose; the disk is synced at most every
+//! `sync_interval`, at a clean close, and by the kernel's own writeback, so a power loss or
+//! kernel crash can lose what was committed since (the file comes back as it was at an earlier
+//! commit, or does not open: see the README).
 //!
 //! The default path is relative so that a local quickstart works on a fresh machine without a
 //! system directory; deployments set an absolute path on a persistent volume (the Helm chart
@@ -49,6 +61,20 @@ pub struct RawStore {
     pub temporary: bool,
     #[schemars(extend("enum" = ["refuse", "adopt"]))]
     pub on_scwm_change: String,
+    /// Embedded: what a commit is safe against before its write is answered. `power-loss`
+    /// fsyncs every commit; `process-crash` answers once the commit is in the kernel's page
+    /// cache and fsyncs at most every `sync_interval` (the README weighs the two).
+    #[schemars(extend("enum" = ["power-loss", "process-crash"]))]
+    pub durability: String,
+    /// Embedded with `durability = "process-crash"`: the longest time between two fsyncs while
+    /// commits are made.
+    #[serde(deserialize_with = "lenient::duration")]
+    #[schemars(with = "lenient::DurationText")]
+    pub sync_interval: Duration,
+    /// Embedded: redb's page cache in bytes (at least 1 MiB), memory the process holds once
+    /// the file is that large; beyond it reads come from the kernel's page cache.
+    #[serde(deserialize_with = "lenient::value")]
+    pub cache_bytes: usize,
 }
 
 impl Default for RawStore {
@@ -63,6 +89,9 @@ impl Default for RawStore {
             claim_ttl: Duration::from_secs(30),
             temporary: false,
             on_scwm_change: "refuse".into(),
+            durability: "power-loss".into(),
+            sync_interval: Duration::from_secs(1),
+            cache_bytes: EmbeddedOptions::default().cache_bytes,
         }
     }
 }
@@ -91,6 +120,36 @@ pub enum OnScwmChange {
     Adopt,
 }
 
+/// What the embedded store safeguards a commit against before the write is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// fsync every commit: nothing answered is lost to any crash, power loss included.
+    PowerLoss,
+    /// A commit is in the kernel's page cache when answered, safe against the process dying;
+    /// the disk is synced at most every `sync_interval` (and at a clean close).
+    ProcessCrash { sync_interval: Duration },
+}
+
+/// The embedded store's settings beyond its file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EmbeddedOptions {
+    pub durability: Durability,
+    /// redb's page cache. Its memory is the process's: the cache fills up to this size as the
+    /// file grows (each key's record is about 1 KiB), then evicts.
+    pub cache_bytes: usize,
+}
+
+impl Default for EmbeddedOptions {
+    fn default() -> Self {
+        // 16 MiB holds the pages of some 10,000 keys' records: the alerts that are active at a
+        // time in most deployments; older keys are read from the kernel's page cache.
+        Self { durability: Durability::PowerLoss, cache_bytes: 16 * 1024 * 1024 }
+    }
+}
+
+/// redb's page cache at least: below this it thrashes on its own tree's pages.
+const MIN_CACHE_BYTES: usize = 1024 * 1024;
+
 /// Which backend, with its own settings only.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BackendConfig {
@@ -101,6 +160,7 @@ pub enum BackendConfig {
         /// bridge exits: for trials, whose SCWM (the in-process simulator) forgets everything
         /// at exit too.
         temporary: bool,
+        options: EmbeddedOptions,
     },
     /// A JetStream KV bucket on the bridge's NATS connection; any number of replicas.
     JetStreamKv {
@@ -150,8 +210,30 @@ pub fn build(raw: RawStore, key_prefix: &str) -> Result<StoreConfig, Vec<(String
     if raw.claim_ttl.is_zero() {
         errors.push((key("claim_ttl"), "must be greater than zero".into()));
     }
+    let durability = match raw.durability.as_str() {
+        "power-loss" => Some(Durability::PowerLoss),
+        "process-crash" if raw.sync_interval.is_zero() => {
+            errors.push((key("sync_interval"), "must be greater than zero".into()));
+            None
+        }
+        "process-crash" => Some(Durability::ProcessCrash { sync_interval: raw.sync_interval }),
+        other => {
+            errors.push((
+                key("durability"),
+                format!("unknown value `{other}` (expected \"power-loss\" or \"process-crash\")"),
+            ));
+            None
+        }
+    };
+    if raw.cache_bytes < MIN_CACHE_BYTES {
+        errors.push((key("cache_bytes"), format!("must be at least {MIN_CACHE_BYTES} (1 MiB)")));
+    }
+    let options = EmbeddedOptions {
+        durability: durability.unwrap_or(Durability::PowerLoss),
+        cache_bytes: raw.cache_bytes,
+    };
     let backend = match raw.backend.as_str() {
-        "embedded" => Some(BackendConfig::Embedded { path: raw.path, temporary: raw.temporary }),
+        "embedded" => Some(BackendConfig::Embedded { path: raw.path, temporary: raw.temporary, options }),
         "jetstream-kv" => Some(BackendConfig::JetStreamKv {
             bucket: raw.bucket,
             create_bucket: raw.create_bucket,
@@ -206,7 +288,11 @@ mod tests {
         let c = build(parse(""), "store").unwrap();
         assert_eq!(
             c.backend,
-            BackendConfig::Embedded { path: "incident-bridge.redb".into(), temporary: false }
+            BackendConfig::Embedded {
+                path: "incident-bridge.redb".into(),
+                temporary: false,
+                options: EmbeddedOptions { durability: Durability::PowerLoss, cache_bytes: 16 * 1024 * 1024 },
+            }
         );
         assert_eq!(c.on_scwm_change, OnScwmChange::Refuse);
         assert_eq!(c.timeout, Duration::from_secs(5));
@@ -263,6 +349,31 @@ mod tests {
                 "store.backend"
             ]
         );
+    }
+
+    #[test]
+    fn the_embedded_store_can_trade_power_loss_safety_for_speed() {
+        let c = build(
+            parse("[store]\ndurability = \"process-crash\"\nsync_interval = \"250ms\"\ncache_bytes = \"4194304\""),
+            "store",
+        )
+        .unwrap();
+        let BackendConfig::Embedded { options, .. } = c.backend else { panic!("embedded") };
+        assert_eq!(
+            options,
+            EmbeddedOptions {
+                durability: Durability::ProcessCrash { sync_interval: Duration::from_millis(250) },
+                cache_bytes: 4 * 1024 * 1024
+            }
+        );
+        let errors =
+            build(parse("[store]\ndurability = \"maybe\"\ncache_bytes = 1000"), "store").unwrap_err();
+        let keys: Vec<&str> = errors.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["store.durability", "store.cache_bytes"]);
+        assert!(errors[0].1.contains("\"power-loss\" or \"process-crash\""), "{errors:?}");
+        let errors = build(parse("[store]\ndurability = \"process-crash\"\nsync_interval = \"0s\""), "store")
+            .unwrap_err();
+        assert_eq!(errors[0].0, "store.sync_interval");
     }
 
     #[test]

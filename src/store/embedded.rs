@@ -23,9 +23,10 @@ use bytes::Bytes;
 use futures::{FutureExt, future::BoxFuture};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
-use super::{CorrelationStore, Outbox, Revision, StoreError, Versioned};
+use super::{CorrelationStore, Outbox, Revision, StoreError, Versioned, config::EmbeddedOptions};
 use crate::ids::CorrelationKey;
 
+mod backend;
 mod writer;
 use writer::Writer;
 
@@ -45,9 +46,6 @@ const DEAD_LETTER_SEQ: &str = "dead_letter_seq";
 /// The layout version written into a new file, checked on open.
 const FORMAT: &str = "format";
 const FORMAT_VERSION: u64 = 1;
-/// redb's page cache. Its default (1 GiB) is sized for large databases; a correlation store's
-/// working set is small, and a bounded cache keeps the process within a container's memory limit.
-const CACHE_BYTES: usize = 64 * 1024 * 1024;
 
 /// A correlation store in a redb file. Cheap to clone; all clones share the open file, which
 /// closes when the last one is dropped.
@@ -85,6 +83,13 @@ impl EmbeddedStore {
     /// open, and with [`StoreError::Corrupt`] when the file is not a store file. Every message
     /// names the path.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Self::open_with(path, EmbeddedOptions::default())
+    }
+
+    /// [`EmbeddedStore::open`] with `options`: the durability of its commits and the size of
+    /// redb's page cache (its default, 1 GiB, is sized for large databases; a bounded cache
+    /// keeps the process within a container's memory limit).
+    pub fn open_with(path: impl AsRef<Path>, options: EmbeddedOptions) -> Result<Self, StoreError> {
         let path = path.as_ref();
         let shown = path.display();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
@@ -100,16 +105,31 @@ impl EmbeddedStore {
                 "cannot open the correlation store {shown}: it is a directory, not a file"
             )));
         }
-        let db = Database::builder().set_cache_size(CACHE_BYTES).create(path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Unavailable(format!(
-                "the correlation store {shown} is already open (by another process, or another \
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|io| {
+                let message = format!("cannot open the correlation store {shown}: {io}");
+                if is_setup_io(&io) { StoreError::Invalid(message) } else { StoreError::Unavailable(message) }
+            })?;
+        let file = redb::backends::FileBackend::new(file).map_err(|e| in_file(path, map_err(e)))?;
+        let backend = backend::SyncedFile::new(file, options.durability);
+        let db = Database::builder()
+            .set_cache_size(options.cache_bytes)
+            .create_with_backend(backend)
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Unavailable(format!(
+                    "the correlation store {shown} is already open (by another process, or another \
                  store in this one); the embedded store serves one replica — use jetstream-kv for several"
-            )),
-            redb::DatabaseError::Storage(redb::StorageError::Io(io)) if is_setup_io(&io) => {
-                StoreError::Invalid(format!("cannot open the correlation store {shown}: {io}"))
-            }
-            other => in_file(path, map_err(other)),
-        })?;
+                )),
+                redb::DatabaseError::Storage(redb::StorageError::Io(io)) if is_setup_io(&io) => {
+                    StoreError::Invalid(format!("cannot open the correlation store {shown}: {io}"))
+                }
+                other => in_file(path, map_err(other)),
+            })?;
         init(&db).map_err(|e| in_file(path, e))?;
         let db = Arc::new(db);
         let writer = Arc::new(Writer::start(db.clone())?);
@@ -128,13 +148,18 @@ impl EmbeddedStore {
     /// which forgets its incidents at exit: a store kept across runs would map keys to
     /// incidents the next run's simulator never had.
     pub fn open_temporary() -> Result<Self, StoreError> {
+        Self::open_temporary_with(EmbeddedOptions::default())
+    }
+
+    /// [`EmbeddedStore::open_temporary`] with `options`.
+    pub fn open_temporary_with(options: EmbeddedOptions) -> Result<Self, StoreError> {
         let dir =
             std::env::temp_dir().join(format!("incident-bridge-{}", crate::ids::LicensePlate::generate()));
         std::fs::create_dir(&dir).map_err(|e| {
             StoreError::Invalid(format!("cannot create the temporary store directory {}: {e}", dir.display()))
         })?;
         let guard = Arc::new(TemporaryDir(dir.clone()));
-        let mut store = Self::open(dir.join("correlation.redb"))?;
+        let mut store = Self::open_with(dir.join("correlation.redb"), options)?;
         store._temporary = Some(guard);
         Ok(store)
     }

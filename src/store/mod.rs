@@ -19,7 +19,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 
-pub use config::{BackendConfig, OnScwmChange, RawStore, StoreConfig, build};
+pub use config::{BackendConfig, Durability, EmbeddedOptions, OnScwmChange, RawStore, StoreConfig, build};
 pub use embedded::EmbeddedStore;
 pub use kv::{JetStreamKvStore, kv_key};
 
@@ -228,10 +228,14 @@ pub async fn open_with_outbox(
     nats: Option<async_nats::Client>,
 ) -> Result<Opened, StoreError> {
     match &config.backend {
-        BackendConfig::Embedded { path, temporary } => {
-            let (path, temporary) = (path.clone(), *temporary);
+        BackendConfig::Embedded { path, temporary, options } => {
+            let (path, temporary, options) = (path.clone(), *temporary, *options);
             let store = tokio::task::spawn_blocking(move || {
-                if temporary { EmbeddedStore::open_temporary() } else { EmbeddedStore::open(path) }
+                if temporary {
+                    EmbeddedStore::open_temporary_with(options)
+                } else {
+                    EmbeddedStore::open_with(path, options)
+                }
             })
             .await
             .map_err(|e| StoreError::Unavailable(format!("opening the embedded store failed: {e}")))??;

@@ -14,8 +14,8 @@ use bytes::Bytes;
 use incident_bridge::{
     ids::CorrelationKey,
     store::{
-        self, BackendConfig, CorrelationStore, EmbeddedStore, JetStreamKvStore, OnScwmChange, Revision,
-        StoreConfig, StoreError, Versioned,
+        self, BackendConfig, CorrelationStore, Durability, EmbeddedOptions, EmbeddedStore, JetStreamKvStore,
+        OnScwmChange, Revision, StoreConfig, StoreError, Versioned,
     },
 };
 use tokio::sync::{Barrier, mpsc};
@@ -272,17 +272,37 @@ async fn a_second_open_of_an_open_embedded_file_fails_and_names_the_file() {
 /// Set in the child process of the kill test: the store file it writes to.
 const KILL_TEST_PATH: &str = "INCIDENT_BRIDGE_STORE_KILL_TEST_PATH";
 
-/// Not a test on its own: the child process of the kill test below. It writes one value,
-/// reports the revision once `put` has returned, and waits to be killed.
+/// Set in the child process of the kill test when its store syncs only for a process crash.
+const KILL_TEST_PROCESS_CRASH: &str = "INCIDENT_BRIDGE_STORE_KILL_TEST_PROCESS_CRASH";
+/// Writes the child makes, each its own commit.
+const KILL_TEST_WRITES: usize = 50;
+
+/// Not a test on its own: the child process of the kill test below. It writes
+/// `KILL_TEST_WRITES` values one after another, reports the last revision once its `put` has
+/// returned, and waits to be killed.
 #[test]
 fn helper_process_that_writes_and_waits_to_be_killed() {
     let Some(path) = std::env::var_os(KILL_TEST_PATH) else { return };
+    let options = match std::env::var_os(KILL_TEST_PROCESS_CRASH) {
+        // An hour: no commit of the child's reaches the disk before the kill.
+        Some(_) => EmbeddedOptions {
+            durability: Durability::ProcessCrash { sync_interval: Duration::from_secs(3600) },
+            ..EmbeddedOptions::default()
+        },
+        None => EmbeddedOptions::default(),
+    };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let revision = rt.block_on(async {
-        let store = EmbeddedStore::open(path).unwrap();
-        let r = store.put(&key("survivor"), val("committed before the kill"), None).await.unwrap();
+        let store = EmbeddedStore::open_with(path, options).unwrap();
+        let mut last = 0;
+        for i in 0..KILL_TEST_WRITES {
+            last = store
+                .put(&key(&format!("survivor-{i}")), val("committed before the kill"), None)
+                .await
+                .unwrap();
+        }
         std::mem::forget(store); // never closed cleanly
-        r
+        last
     });
     println!("committed {revision}");
     loop {
@@ -292,6 +312,16 @@ fn helper_process_that_writes_and_waits_to_be_killed() {
 
 #[tokio::test]
 async fn an_embedded_write_survives_the_writer_being_killed() {
+    killed_writer(false).await;
+}
+
+#[tokio::test]
+async fn an_embedded_write_survives_the_writer_being_killed_with_process_crash_durability() {
+    killed_writer(true).await;
+}
+
+/// Every write answered before a SIGKILL reads back after it, synced to the disk or not.
+async fn killed_writer(process_crash: bool) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store.redb");
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
@@ -302,6 +332,7 @@ async fn an_embedded_write_survives_the_writer_being_killed() {
             "--test-threads=1",
         ])
         .env(KILL_TEST_PATH, &path)
+        .envs(process_crash.then_some((KILL_TEST_PROCESS_CRASH, "1")))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -321,17 +352,25 @@ async fn an_embedded_write_survives_the_writer_being_killed() {
     child.wait().unwrap();
 
     let store = EmbeddedStore::open(&path).expect("the file opens after the kill");
+    let last = KILL_TEST_WRITES - 1;
     assert_eq!(
-        store.get(&key("survivor")).await.unwrap(),
+        store.get(&key(&format!("survivor-{last}"))).await.unwrap(),
         Some(Versioned { value: val("committed before the kill"), revision })
     );
+    for i in 0..KILL_TEST_WRITES {
+        assert!(store.get(&key(&format!("survivor-{i}"))).await.unwrap().is_some(), "write {i} survives");
+    }
 }
 
 #[tokio::test]
 async fn the_configured_embedded_backend_opens_without_nats() {
     let dir = tempfile::tempdir().unwrap();
     let config = StoreConfig {
-        backend: BackendConfig::Embedded { path: dir.path().join("configured.redb"), temporary: false },
+        backend: BackendConfig::Embedded {
+            path: dir.path().join("configured.redb"),
+            temporary: false,
+            options: EmbeddedOptions::default(),
+        },
         timeout: TIMEOUT,
         claim_ttl: Duration::from_secs(30),
         on_scwm_change: OnScwmChange::Refuse,
@@ -344,7 +383,11 @@ async fn the_configured_embedded_backend_opens_without_nats() {
 #[tokio::test]
 async fn a_temporary_store_starts_empty_each_time_and_is_removed_when_closed() {
     let config = StoreConfig {
-        backend: BackendConfig::Embedded { path: "ignored.redb".into(), temporary: true },
+        backend: BackendConfig::Embedded {
+            path: "ignored.redb".into(),
+            temporary: true,
+            options: EmbeddedOptions::default(),
+        },
         timeout: TIMEOUT,
         claim_ttl: Duration::from_secs(30),
         on_scwm_change: OnScwmChange::Refuse,
