@@ -136,7 +136,13 @@ impl TraceParent {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    crate::alert::lower_hex(bytes)
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
 }
 
 fn hex_array<const N: usize>(s: &str) -> Option<[u8; N]> {

@@ -103,6 +103,19 @@ pub(super) async fn run(args: &Args) {
     )
     .await;
 
+    // Added latency at half capacity: new alerts paced at half the rate just measured, and the
+    // simulator called directly at the same rate, each for as many requests.
+    let half = ((new_row.events as f64 / new_row.elapsed.as_secs_f64()) / 2.0).max(1.0) as u64;
+    let paced = Args { rate: half, count: Some(n.min(half * 10).max(1000)), ..args.clone() };
+    let paced_offset = Arc::new(std::sync::atomic::AtomicU64::new(10 * n));
+    let paced_report = drive(
+        "signed webhook, new alerts at half capacity",
+        &paced,
+        webhook_shot(&addr, "paced", paced_offset),
+    )
+    .await;
+    let paced_limit = drive("simulator direct at the same rate", &paced, direct_shot(&sim)).await;
+
     // JetStream: publish n native adds, wait for their n results.
     let mut results = client.subscribe("scwm.results.>").await.unwrap();
     client.flush().await.unwrap();
@@ -150,7 +163,15 @@ pub(super) async fn run(args: &Args) {
     let end = ProcStats::read(pid);
     child.kill().await.ok();
 
-    print_table(&[&limit, &plain_report, &native_report, &new_report, &repeat_report]);
+    print_table(&[
+        &limit,
+        &plain_report,
+        &native_report,
+        &new_report,
+        &repeat_report,
+        &paced_limit,
+        &paced_report,
+    ]);
     println!("\n| path | events | events/s | bridge CPU per event | × native add |");
     println!("|---|---|---|---|---|");
     let base = plain_row.cpu_per_event();
@@ -164,6 +185,14 @@ pub(super) async fn run(args: &Args) {
             r.cpu_per_event() / base.max(1.0)
         );
     }
+    let p99 = |r: &Report| r.latency.value_at_quantile(0.99) as f64 / 1000.0;
+    println!(
+        "\nadded p99 latency at half capacity ({half}/s): {:.2} ms ({:.2} ms through the bridge, {:.2} ms the simulator directly); durability {}",
+        p99(&paced_report) - p99(&paced_limit),
+        p99(&paced_report),
+        p99(&paced_limit),
+        args.durability.as_deref().unwrap_or("power-loss")
+    );
     let rps = |r: &Report| r.latency.len() as f64 / r.elapsed.as_secs_f64();
     println!(
         "\nlimit: the simulator called directly, {:.0} req/s; bridge RSS at the end {} MiB (peak {} MiB) after {} distinct alerts",

@@ -207,6 +207,8 @@ impl Pipeline {
     ) -> Ran {
         let mut results = Vec::new();
         let mut last_envelope = None;
+        // The last step's result entry, for the write that records the intent finished.
+        let mut finished_with = None;
         while let Some((index, payload)) = plan::next_step(record) {
             // An incident SCWM has not confirmed for a while is read first: is it still open,
             // still the key's?
@@ -237,10 +239,16 @@ impl Pipeline {
                     return self.abandon(event, record, revision, e.into(), failed, delivery).await;
                 }
             };
+            // SCWM's acceptance, published to the sinks now; its outbox entry, when the outbox
+            // is in the store, goes with the record's next write: one durable write, not two.
+            let mut staged = None;
             let (answer, attempts, envelope) = match self.call(&request, delivery).await {
                 Ok(success) => {
-                    match self.publish_success(event, &request, &success).await {
-                        Ok(result) => results.push(result),
+                    match self.stage_success(event, &request, &success).await {
+                        Ok((result, entry)) => {
+                            results.push(result);
+                            staged = entry;
+                        }
                         Err(outcome) => return Ran::Stop(outcome),
                     }
                     let item_id = success.envelope.item_id();
@@ -299,17 +307,25 @@ impl Pipeline {
                 }
                 _ => Vec::new(),
             };
-            match plan::advance(record, index, answer, SystemTime::now()) {
+            let advanced = plan::advance(record, index, answer, SystemTime::now());
+            if !matches!(advanced, Advance::Next | Advance::Finished)
+                && let Some(entry) = staged.take()
+                && let Err(e) = self.publisher.write_staged(entry).await
+            {
+                return Ran::Stop(self.publish_failed(e));
+            }
+            match advanced {
                 Advance::Next => {
                     last_envelope = Some(envelope);
                     // Progress is recorded so a resumed intent does not repeat a done step.
-                    match self.save(event, record, *revision).await {
+                    match self.save_with(event, record, *revision, staged.take()).await {
                         Ok(r) => *revision = Some(r),
                         Err(e) => return Ran::Stop(store_retry(e)),
                     }
                 }
                 Advance::Finished => {
                     last_envelope = Some(envelope);
+                    finished_with = staged.take();
                     break;
                 }
                 Advance::NotFound(plate) => {
@@ -338,7 +354,7 @@ impl Pipeline {
                 }
             }
         }
-        match self.save(event, record, *revision).await {
+        match self.save_with(event, record, *revision, finished_with).await {
             Ok(r) => *revision = Some(r),
             // Only a replica that judged this claim stale writes here; it repeats the same
             // steps with the same licensePlates, so SCWM sees repeats and acts once.
@@ -464,17 +480,39 @@ impl Pipeline {
         record: &Record,
         expected: Option<Revision>,
     ) -> Result<Revision, StoreError> {
+        self.save_with(event, record, expected, None).await
+    }
+
+    /// [`Pipeline::save`], writing `staged` (a result's outbox entry) in the same write. The
+    /// entry is in the outbox once the write was made, a lost compare-and-swap included; when
+    /// the write failed it is not, and the intent, still claimed, repeats the step.
+    async fn save_with(
+        &self,
+        event: &Event,
+        record: &Record,
+        expected: Option<Revision>,
+        staged: Option<crate::publish::outbox::Prepared>,
+    ) -> Result<Revision, StoreError> {
         let store = self
             .store
             .as_ref()
             .ok_or_else(|| StoreError::Unavailable("no correlation store configured".into()))?;
-        let value = serde_json::to_vec(record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let value = Bytes::from(serde_json::to_vec(record).map_err(|e| StoreError::Corrupt(e.to_string()))?);
         let started = std::time::Instant::now();
-        let put = store
-            .put(&event.key, Bytes::from(value), expected)
-            .instrument(tracing::info_span!("store.put", backend = store.backend()))
-            .await;
+        let span = tracing::info_span!("store.put", backend = store.backend());
+        let put = match &staged {
+            None => store.put(&event.key, value, expected).instrument(span).await,
+            Some(entry) => {
+                let entries = vec![(entry.id.clone(), entry.bytes.clone())];
+                store.put_with(&event.key, value, expected, entries).instrument(span).await
+            }
+        };
         crate::observe::store_operation(store.backend(), "put", started.elapsed());
+        if let Some(entry) = &staged
+            && matches!(put, Ok(_) | Err(StoreError::Conflict))
+        {
+            self.publisher.staged_written(entry);
+        }
         put
     }
 }

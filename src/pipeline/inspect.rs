@@ -82,40 +82,44 @@ impl Pipeline {
 
     pub async fn store_list(&self, filter: &Filter) -> Result<Page, InspectError> {
         let store = self.store.as_ref().ok_or(InspectError::NoStore)?;
-        let mut keys: Vec<KeySummary> = super::records::all(store.as_ref())
-            .await
-            .map_err(InspectError::Store)?
-            .into_iter()
-            .filter_map(|(record, revision)| {
-                let key = record.key.as_ref()?.to_string();
-                let state = match record.stored.as_ref().map(|s| s.state) {
-                    Some(IncidentState::Open) => "open",
-                    Some(IncidentState::Closed) => "closed",
-                    None => "none",
-                };
-                Some(KeySummary {
-                    key,
-                    state,
-                    item_id: record.stored.as_ref().map(|s| s.item_id.to_string()),
-                    source: record.source.clone(),
-                    pending: record.pending.is_some(),
-                    confirmed_at: record
-                        .stored
-                        .as_ref()
-                        .and_then(|s| s.confirmed_at)
-                        .map(|t| humantime::format_rfc3339_millis(t).to_string()),
-                    revision,
-                })
+        let summary = |record: crate::plan::Record, revision| {
+            let key = record.key.as_ref()?.to_string();
+            let state = match record.stored.as_ref().map(|s| s.state) {
+                Some(IncidentState::Open) => "open",
+                Some(IncidentState::Closed) => "closed",
+                None => "none",
+            };
+            Some(KeySummary {
+                key,
+                state,
+                item_id: record.stored.as_ref().map(|s| s.item_id.to_string()),
+                source: record.source.clone(),
+                pending: record.pending.is_some(),
+                confirmed_at: record
+                    .stored
+                    .as_ref()
+                    .and_then(|s| s.confirmed_at)
+                    .map(|t| humantime::format_rfc3339_millis(t).to_string()),
+                revision,
             })
-            .filter(|k| !k.key.starts_with('~'))
-            .filter(|k| filter.prefix.as_ref().is_none_or(|p| k.key.starts_with(p.as_str())))
-            .filter(|k| match filter.state.as_deref() {
-                None => true,
-                Some("pending") => k.pending,
-                Some(state) => k.state == state,
-            })
-            .filter(|k| filter.after.as_ref().is_none_or(|a| k.key.as_str() > a.as_str()))
-            .collect();
+        };
+        let wanted = |k: &KeySummary| {
+            !k.key.starts_with('~')
+                && filter.prefix.as_ref().is_none_or(|p| k.key.starts_with(p.as_str()))
+                && match filter.state.as_deref() {
+                    None => true,
+                    Some("pending") => k.pending,
+                    Some(state) => k.state == state,
+                }
+                && filter.after.as_ref().is_none_or(|a| k.key.as_str() > a.as_str())
+        };
+        // Only the summaries that match are kept, never every record.
+        let mut keys: Vec<KeySummary> = Vec::new();
+        super::records::each(store.as_ref(), |record, revision| {
+            keys.extend(summary(record, revision).filter(|k| wanted(k)));
+        })
+        .await
+        .map_err(InspectError::Store)?;
         keys.sort_by(|a, b| a.key.cmp(&b.key));
         let limit = filter.limit.max(1);
         let next = (keys.len() > limit).then(|| keys[limit - 1].key.clone());

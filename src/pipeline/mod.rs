@@ -299,11 +299,14 @@ impl Pipeline {
     /// a replica that died) has to offer again.
     pub async fn holds(&self) -> Result<Vec<(crate::ids::CorrelationKey, u64)>, StoreError> {
         let Some(store) = &self.store else { return Ok(vec![]) };
-        Ok(records::all(store.as_ref())
-            .await?
-            .into_iter()
-            .filter_map(|(r, _)| Some((r.key?, r.held?.due_ms)))
-            .collect())
+        let mut holds = Vec::new();
+        records::each(store.as_ref(), |r, _| {
+            if let (Some(key), Some(held)) = (r.key, r.held) {
+                holds.push((key, held.due_ms));
+            }
+        })
+        .await?;
+        Ok(holds)
     }
 
     /// When the pipeline reads an incident before acting on it, and which field of a read
@@ -555,6 +558,23 @@ impl Pipeline {
         success: &ScwmSuccess,
     ) -> Result<ResultEvent, Outcome> {
         self.publish_answer(event, request, &success.envelope, success.attempts, success.elapsed, true).await
+    }
+
+    /// SCWM's acceptance of an alert's step, published to every sink but the outbox when the
+    /// outbox is in the correlation store: its entry is returned, to be written with the
+    /// record ([`Publisher::stage_result`]).
+    async fn stage_success(
+        &self,
+        event: &Event,
+        request: &ScwmRequest,
+        success: &ScwmSuccess,
+    ) -> Result<(ResultEvent, Option<crate::publish::outbox::Prepared>), Outcome> {
+        let result = result_event(event, request, &success.envelope, success.attempts, success.elapsed, true);
+        let store = self.store.as_ref().and_then(|s| s.outbox_identity());
+        match self.publisher.stage_result(&result, store).await {
+            Ok(entry) => Ok((result, entry)),
+            Err(e) => Err(self.publish_failed(e)),
+        }
     }
 
     /// Publishes SCWM's refusal, when it answered at all; final unless it is to be retried.

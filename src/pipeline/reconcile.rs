@@ -129,32 +129,30 @@ pub async fn due_keys(
     settings: &super::config::ReconcileSettings,
     now: SystemTime,
 ) -> Result<Vec<Due>, StoreError> {
-    let mut due: Vec<Due> = super::records::all(store)
-        .await?
-        .into_iter()
-        .map(|(record, _)| record)
-        .filter(|r| r.pending.is_none())
-        .filter_map(|r| {
-            let key = r.key?;
-            let stored = r.stored?;
-            let watched = match stored.state {
-                IncidentState::Open => true,
-                IncidentState::Closed => stored.closed_at.is_some_and(|at| {
-                    now.duration_since(at).unwrap_or(Duration::ZERO) < settings.include_closed_for
-                }),
-            };
-            (watched
-                && !key.as_str().starts_with('~')
-                && plan::unconfirmed_for(&stored, now, settings.interval))
+    let mut due: Vec<Due> = Vec::new();
+    super::records::each(store, |record, _| due.extend(due_of(record, settings, now))).await?;
+    due.sort_by_key(|d| d.confirmed_ms);
+    Ok(due)
+}
+
+/// The record's key when it is due for a read.
+fn due_of(r: plan::Record, settings: &super::config::ReconcileSettings, now: SystemTime) -> Option<Due> {
+    Some(r).filter(|r| r.pending.is_none()).and_then(|r| {
+        let key = r.key?;
+        let stored = r.stored?;
+        let watched = match stored.state {
+            IncidentState::Open => true,
+            IncidentState::Closed => stored.closed_at.is_some_and(|at| {
+                now.duration_since(at).unwrap_or(Duration::ZERO) < settings.include_closed_for
+            }),
+        };
+        (watched && !key.as_str().starts_with('~') && plan::unconfirmed_for(&stored, now, settings.interval))
             .then(|| Due {
                 key,
                 item_id: stored.item_id.clone(),
                 confirmed_ms: stored.confirmed_at.map_or(0, plan::unix_ms),
             })
-        })
-        .collect();
-    due.sort_by_key(|d| d.confirmed_ms);
-    Ok(due)
+    })
 }
 
 impl Pipeline {

@@ -1,5 +1,6 @@
 //! The store's values as the planner's [`Record`]s, for the readers beside the pipeline's own
-//! load (explain, the reconciler, store inspection): one key's record, or every record.
+//! load (explain, the reconciler, store inspection): one key's record, or every record, visited
+//! a page at a time so that a walk never holds the whole store.
 
 use crate::{
     ids::CorrelationKey,
@@ -19,13 +20,27 @@ pub(super) async fn read(
     Ok(Some((record, v.revision)))
 }
 
-/// Every record the store holds, with its revision. Values that are not records (the store's
-/// own entries: its SCWM binding, the reconciler's lease) are left out.
-pub(super) async fn all(store: &dyn CorrelationStore) -> Result<Vec<(Record, Revision)>, StoreError> {
-    Ok(store
-        .scan()
-        .await?
-        .into_iter()
-        .filter_map(|v| Some((serde_json::from_slice::<Record>(&v.value).ok()?, v.revision)))
-        .collect())
+/// Records read per page of a walk: about a megabyte of values.
+const PAGE: usize = 1000;
+
+/// Calls `visit` with every record the store holds and its revision, a page at a time. Values
+/// that are not records (the store's own entries: its SCWM binding, the reconciler's lease) are
+/// left out.
+pub(super) async fn each(
+    store: &dyn CorrelationStore,
+    mut visit: impl FnMut(Record, Revision),
+) -> Result<(), StoreError> {
+    let mut after: Option<String> = None;
+    loop {
+        let (values, next) = store.scan_page(after.as_deref(), PAGE).await?;
+        for v in values {
+            if let Ok(record) = serde_json::from_slice::<Record>(&v.value) {
+                visit(record, v.revision);
+            }
+        }
+        match next {
+            Some(key) => after = Some(key),
+            None => return Ok(()),
+        }
+    }
 }

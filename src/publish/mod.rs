@@ -245,6 +245,41 @@ impl Publisher {
         Ok(())
     }
 
+    /// Publishes `event` to every sink but the outbox, and returns its outbox entry for the
+    /// caller to write in its next write to the store `store` names (one durable write for the
+    /// record and the result, instead of two); `None` when there is no outbox, or it is not in
+    /// that store (then the entry is written here, as [`Publisher::result`] does). The caller
+    /// reports the entry written with [`Publisher::staged_written`], or, when its write did not
+    /// happen, writes it alone with [`Publisher::write_staged`].
+    pub async fn stage_result(
+        &self,
+        event: &ResultEvent,
+        store: Option<usize>,
+    ) -> Result<Option<outbox::Prepared>, PublishError> {
+        let Some(relay) = self.relay.as_ref().filter(|r| store.is_some() && r.identity() == store) else {
+            return self.result(event).await.map(|()| None);
+        };
+        for sink in &self.sinks {
+            sink.result(event).await?;
+        }
+        let prepared = relay.prepare(outbox::EntryKind::Result, relay.sink().render_result(event));
+        crate::observe::result_published(&event.source.name, event.op.as_str());
+        Ok(Some(prepared))
+    }
+
+    /// A staged result's entry is in the store: the relay may publish it.
+    pub fn staged_written(&self, prepared: &outbox::Prepared) {
+        if let Some(relay) = &self.relay {
+            relay.pushed(prepared);
+        }
+    }
+
+    /// Writes a staged result's entry alone, when the write it was staged for did not happen.
+    pub async fn write_staged(&self, prepared: outbox::Prepared) -> Result<(), PublishError> {
+        let Some(relay) = &self.relay else { return Ok(()) };
+        relay.write_prepared(prepared).await
+    }
+
     pub async fn dead_letter(&self, letter: &DeadLetter) -> Result<(), PublishError> {
         // Kept first: whoever hears of the letter can find it.
         if let Some(kept) = &self.kept {

@@ -64,6 +64,14 @@ pub enum EntryKind {
     Flap,
 }
 
+/// An outbox entry ready to be written: its id and bytes.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub id: String,
+    pub bytes: Bytes,
+    added_ms: u64,
+}
+
 /// The outbox and the task that empties it.
 pub struct Relay {
     outbox: Arc<dyn Outbox>,
@@ -172,6 +180,20 @@ impl Relay {
     /// already under way (SCWM may have acted on it) always get in, so the outbox overshoots
     /// its limit by at most the work in flight.
     pub async fn enqueue(&self, kind: EntryKind, message: Rendered) -> Result<(), PublishError> {
+        self.write_prepared(self.prepare(kind, message)).await
+    }
+
+    /// Writes a prepared entry on its own, durably, and wakes the relay.
+    pub async fn write_prepared(&self, prepared: Prepared) -> Result<(), PublishError> {
+        self.outbox.push(&prepared.id, prepared.bytes.clone()).await.map_err(store_error)?;
+        self.pushed(&prepared);
+        Ok(())
+    }
+
+    /// `message` as an outbox entry, its id given, not yet written: for a caller that writes
+    /// it together with other state in one durable write ([`Relay::identity`]), then says so
+    /// with [`Relay::pushed`].
+    pub fn prepare(&self, kind: EntryKind, message: Rendered) -> Prepared {
         let id = self.next_id();
         let mut message = message;
         // Every message gets an id that stays with it across re-publishes (a crash between the
@@ -202,12 +224,21 @@ impl Relay {
                 bytes = Bytes::from(serde_json::to_vec(&entry).expect("an outbox entry serialises"));
             }
         }
-        self.outbox.push(&id, bytes).await.map_err(store_error)?;
+        Prepared { id, bytes, added_ms }
+    }
+
+    /// The store this outbox is in, as [`crate::store::CorrelationStore::outbox_identity`]
+    /// names it.
+    pub fn identity(&self) -> Option<usize> {
+        self.outbox.identity()
+    }
+
+    /// Counts a prepared entry written durably (by whoever wrote it) and wakes the relay.
+    pub fn pushed(&self, prepared: &Prepared) {
         self.depth.fetch_add(1, Ordering::AcqRel);
-        let _ = self.oldest_ms.compare_exchange(0, added_ms, Ordering::AcqRel, Ordering::Acquire);
+        let _ = self.oldest_ms.compare_exchange(0, prepared.added_ms, Ordering::AcqRel, Ordering::Acquire);
         self.report();
         self.wake.notify_one();
-        Ok(())
     }
 
     /// Publishes what waits, in order, until `stop`; then once more for what is left, for up to

@@ -282,6 +282,20 @@ impl CorrelationStore for EmbeddedStore {
         self.writer.delete(key.as_str(), expected).boxed()
     }
 
+    fn outbox_identity(&self) -> Option<usize> {
+        Some(self.identity())
+    }
+
+    fn put_with<'a>(
+        &'a self,
+        key: &'a CorrelationKey,
+        value: Bytes,
+        expected: Option<Revision>,
+        entries: Vec<(String, Bytes)>,
+    ) -> BoxFuture<'a, Result<Revision, StoreError>> {
+        self.writer.put_with(key.as_str(), value, expected, entries).boxed()
+    }
+
     fn scan(&self) -> BoxFuture<'_, Result<Vec<Versioned>, StoreError>> {
         self.blocking(move |db| {
             let txn = db.begin_read().map_err(map_err)?;
@@ -296,12 +310,56 @@ impl CorrelationStore for EmbeddedStore {
         })
     }
 
+    fn scan_page<'a>(
+        &'a self,
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<(Vec<Versioned>, Option<String>), StoreError>> {
+        let after = after.map(str::to_owned);
+        let limit = limit.max(1);
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(map_err)?;
+            let table = txn.open_table(VALUES).map_err(map_err)?;
+            let range = match &after {
+                Some(a) => {
+                    table.range::<&str>((std::ops::Bound::Excluded(a.as_str()), std::ops::Bound::Unbounded))
+                }
+                None => table.range::<&str>(..),
+            }
+            .map_err(map_err)?;
+            let mut values = Vec::new();
+            let mut last = None;
+            for row in range {
+                let (key, guard) = row.map_err(map_err)?;
+                let (revision, value) = guard.value();
+                values.push(Versioned { value: Bytes::copy_from_slice(value), revision });
+                if values.len() == limit {
+                    last = Some(key.value().to_owned());
+                    break;
+                }
+            }
+            Ok((values, last))
+        })
+    }
+
     fn backend(&self) -> &'static str {
         "embedded"
     }
 }
 
+impl EmbeddedStore {
+    /// The open file, as both its correlation table and its outbox name it: every clone of
+    /// one store has the same.
+    fn identity(&self) -> usize {
+        Arc::as_ptr(&self.db) as usize
+    }
+}
+
 impl Outbox for EmbeddedStore {
+    fn identity(&self) -> Option<usize> {
+        Some(EmbeddedStore::identity(self))
+    }
+
     fn push<'a>(&'a self, id: &'a str, entry: Bytes) -> BoxFuture<'a, Result<(), StoreError>> {
         self.writer.push(id, entry).boxed()
     }
@@ -413,6 +471,31 @@ impl super::DeadLetterStore for EmbeddedStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_walk_in_pages_sees_every_value_once_and_ends() {
+        let store = EmbeddedStore::open_temporary().unwrap();
+        for i in 0..25 {
+            let key = CorrelationKey::new(format!("k{i:02}"));
+            store.put(&key, Bytes::from(format!("v{i}")), None).await.unwrap();
+        }
+        let (mut seen, mut after, mut pages) = (Vec::new(), None::<String>, 0);
+        loop {
+            let (values, next) = store.scan_page(after.as_deref(), 10).await.unwrap();
+            assert!(values.len() <= 10);
+            pages += 1;
+            seen.extend(values.into_iter().map(|v| v.value));
+            match next {
+                Some(k) => after = Some(k),
+                None => break,
+            }
+        }
+        assert_eq!(pages, 3);
+        let mut expected: Vec<Bytes> = (0..25).map(|i| Bytes::from(format!("v{i}"))).collect();
+        expected.sort();
+        seen.sort();
+        assert_eq!(seen, expected);
+    }
 
     #[test]
     fn a_missing_directory_is_named_in_the_error() {

@@ -17,7 +17,7 @@ pub mod witness;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::future::BoxFuture;
+use futures::{FutureExt, future::BoxFuture};
 
 pub use config::{BackendConfig, Durability, EmbeddedOptions, OnScwmChange, RawStore, StoreConfig, build};
 pub use embedded::EmbeddedStore;
@@ -147,8 +147,54 @@ pub trait CorrelationStore: Send + Sync + 'static {
     /// whose keys are listed and then read one by one; a key changed meanwhile shows its newer
     /// value, and a compare-and-swap on what was read then fails, as it should.
     fn scan(&self) -> BoxFuture<'_, Result<Vec<Versioned>, StoreError>>;
+
+    /// One page of a walk through every value: at most `limit` values after the key `after`
+    /// (`None`: from the start), in the store's key order, and the key to go on after, `None`
+    /// when the walk is over. A walk that runs again and again (the reconciler, the sweep for
+    /// holds) uses pages so that it never holds the whole store in memory. The default gives
+    /// everything [`CorrelationStore::scan`] reads as one page.
+    fn scan_page<'a>(
+        &'a self,
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<(Vec<Versioned>, Option<String>), StoreError>> {
+        let _ = limit;
+        async move {
+            if after.is_some() {
+                return Ok((Vec::new(), None));
+            }
+            Ok((self.scan().await?, None))
+        }
+        .boxed()
+    }
+
     /// A bounded label: `"embedded"` or `"jetstream-kv"`.
     fn backend(&self) -> &'static str;
+
+    /// The outbox this store writes together with its values ([`CorrelationStore::put_with`]),
+    /// when it has one: the same as that outbox's [`Outbox::identity`]. `None` (the default)
+    /// when a value and an outbox entry cannot be one write.
+    fn outbox_identity(&self) -> Option<usize> {
+        None
+    }
+
+    /// [`CorrelationStore::put`], adding `entries` (id, entry) to the outbox named by
+    /// [`CorrelationStore::outbox_identity`] in the same durable write, whether or not the
+    /// compare-and-swap succeeds: what the entries report has happened either way. Only called
+    /// when `outbox_identity` is `Some`.
+    fn put_with<'a>(
+        &'a self,
+        key: &'a CorrelationKey,
+        value: Bytes,
+        expected: Option<Revision>,
+        entries: Vec<(String, Bytes)>,
+    ) -> BoxFuture<'a, Result<Revision, StoreError>> {
+        let _ = (key, value, expected, entries);
+        Box::pin(futures::future::ready(Err(StoreError::Unavailable(format!(
+            "the {} store cannot write outbox entries with its values",
+            self.backend()
+        )))))
+    }
 }
 
 /// A durable queue of messages to publish (result events and dead letters on NATS), in the
@@ -184,6 +230,12 @@ pub trait Outbox: Send + Sync + 'static {
     /// `max_payload`); the caller makes what it pushes fit.
     fn max_entry(&self) -> usize {
         usize::MAX
+    }
+
+    /// Names this outbox for a correlation store that can write into it together with its
+    /// values ([`CorrelationStore::outbox_identity`]); `None` (the default) when none can.
+    fn identity(&self) -> Option<usize> {
+        None
     }
 }
 

@@ -180,6 +180,26 @@ impl CorrelationStore for Witnessed {
         .boxed()
     }
 
+    fn outbox_identity(&self) -> Option<usize> {
+        self.inner.outbox_identity()
+    }
+
+    fn put_with<'a>(
+        &'a self,
+        key: &'a CorrelationKey,
+        value: Bytes,
+        expected: Option<Revision>,
+        entries: Vec<(String, Bytes)>,
+    ) -> BoxFuture<'a, Result<Revision, StoreError>> {
+        async move {
+            let before = self.highest.load(Ordering::Acquire);
+            let revision = self.inner.put_with(key, value, expected, entries).await?;
+            self.wrote(before, revision);
+            Ok(revision)
+        }
+        .boxed()
+    }
+
     fn delete<'a>(
         &'a self,
         key: &'a CorrelationKey,
@@ -195,6 +215,21 @@ impl CorrelationStore for Witnessed {
                 self.saw(max);
             }
             Ok(all)
+        }
+        .boxed()
+    }
+
+    fn scan_page<'a>(
+        &'a self,
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<(Vec<Versioned>, Option<String>), StoreError>> {
+        async move {
+            let page = self.inner.scan_page(after, limit).await?;
+            if let Some(max) = page.0.iter().map(|v| v.revision).max() {
+                self.saw(max);
+            }
+            Ok(page)
         }
         .boxed()
     }

@@ -30,6 +30,13 @@ enum Op {
         value: Bytes,
         expected: Option<Revision>,
     },
+    /// A put and outbox entries (id, entry) in one: the entries are added whether or not the
+    /// put's compare-and-swap succeeds.
+    PutWith {
+        value: Bytes,
+        expected: Option<Revision>,
+        entries: Vec<(String, Bytes)>,
+    },
     Delete {
         expected: Revision,
     },
@@ -85,6 +92,20 @@ impl Writer {
         expected: Option<Revision>,
     ) -> Result<Revision, StoreError> {
         match self.write(key, Op::Put { value, expected }).await? {
+            Written::Put(revision) => Ok(revision),
+            Written::Deleted | Written::Outbox => unreachable!("the writer answers a put with its revision"),
+        }
+    }
+
+    /// [`Writer::put`] with outbox `entries` added in the same transaction.
+    pub(super) async fn put_with(
+        &self,
+        key: &str,
+        value: Bytes,
+        expected: Option<Revision>,
+        entries: Vec<(String, Bytes)>,
+    ) -> Result<Revision, StoreError> {
+        match self.write(key, Op::PutWith { value, expected, entries }).await? {
             Written::Put(revision) => Ok(revision),
             Written::Deleted | Written::Outbox => unreachable!("the writer answers a put with its revision"),
         }
@@ -199,11 +220,17 @@ fn apply(db: &Database, batch: &[Request]) -> Result<Vec<Result<Written, StoreEr
                     results.push(Ok(Written::Outbox));
                     continue;
                 }
+                Op::PutWith { entries, .. } => {
+                    for (id, entry) in entries {
+                        outbox.insert(id.as_str(), entry.as_ref()).map_err(map_err)?;
+                    }
+                    wrote |= !entries.is_empty();
+                }
                 Op::Put { .. } | Op::Delete { .. } => {}
             }
             let current = values.get(key).map_err(map_err)?.map(|g| g.value().0);
             let result = match &request.op {
-                Op::Put { value, expected } => {
+                Op::Put { value, expected } | Op::PutWith { value, expected, .. } => {
                     if current == *expected {
                         last = last
                             .checked_add(1)
@@ -289,6 +316,30 @@ mod tests {
         assert_eq!(a.value(), (4, &b"3"[..]));
         let last = txn.open_table(META).unwrap().get(LAST_REVISION).unwrap().unwrap().value();
         assert_eq!(last, 4, "the revision counter is written once, at the batch's last revision");
+    }
+
+    #[test]
+    fn a_put_with_outbox_entries_writes_them_in_its_transaction_even_when_its_swap_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("store.redb")).unwrap();
+        super::super::init(&db).unwrap();
+        let with = |expected, id: &str| Op::PutWith {
+            value: Bytes::from_static(b"record"),
+            expected,
+            entries: vec![(id.to_owned(), Bytes::from_static(b"result"))],
+        };
+        let batch: Vec<_> = [request("k", with(None, "01A")), request("k", with(Some(7), "01B"))]
+            .into_iter()
+            .map(|(r, _)| r)
+            .collect();
+        let results = apply(&db, &batch).unwrap();
+        assert_eq!(revision(&results[0]), Some(1));
+        assert!(matches!(results[1], Err(StoreError::Conflict)));
+        let txn = redb::ReadableDatabase::begin_read(&db).unwrap();
+        let outbox = txn.open_table(OUTBOX).unwrap();
+        let ids: Vec<String> = outbox.iter().unwrap().map(|e| e.unwrap().0.value().to_owned()).collect();
+        assert_eq!(ids, ["01A", "01B"], "what the entries report happened, the swap aside");
+        assert_eq!(txn.open_table(VALUES).unwrap().get("k").unwrap().unwrap().value(), (1, &b"record"[..]));
     }
 
     #[test]
