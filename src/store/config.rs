@@ -9,7 +9,7 @@
 //! temporary = false               # embedded: a fresh file in the temp dir, removed at exit (trials)
 //! durability = "power-loss"       # embedded: fsync every commit; or "process-crash" (see below)
 //! sync_interval = "1s"            # embedded, process-crash: fsync at most this often
-//! cache_bytes = 16777216          # embedded: redb's page cache (16 MiB)
+//! cache_bytes = 8388608           # embedded: redb's page cache (8 MiB)
 //! bucket = "incident-bridge"      # jetstream-kv: the KV bucket
 //! create_bucket = true            # jetstream-kv: create the bucket when missing
 //! kv_replicas = 1                 # jetstream-kv: copies of the bucket when creating it (1-5)
@@ -141,9 +141,10 @@ pub struct EmbeddedOptions {
 
 impl Default for EmbeddedOptions {
     fn default() -> Self {
-        // 16 MiB holds the pages of some 10,000 keys' records: the alerts that are active at a
-        // time in most deployments; older keys are read from the kernel's page cache.
-        Self { durability: Durability::PowerLoss, cache_bytes: 16 * 1024 * 1024 }
+        // 8 MiB holds the tree's inner pages and the records of the keys alerting now in most
+        // deployments; other keys are read from the kernel's page cache (reclaimable, unlike
+        // the process's own memory).
+        Self { durability: Durability::PowerLoss, cache_bytes: 8 * 1024 * 1024 }
     }
 }
 
@@ -291,7 +292,7 @@ mod tests {
             BackendConfig::Embedded {
                 path: "incident-bridge.redb".into(),
                 temporary: false,
-                options: EmbeddedOptions { durability: Durability::PowerLoss, cache_bytes: 16 * 1024 * 1024 },
+                options: EmbeddedOptions { durability: Durability::PowerLoss, cache_bytes: 8 * 1024 * 1024 },
             }
         );
         assert_eq!(c.on_scwm_change, OnScwmChange::Refuse);

@@ -23,7 +23,7 @@ use bytes::Bytes;
 use futures::{FutureExt, future::BoxFuture};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
-use super::{CorrelationStore, Outbox, Revision, StoreError, Versioned, config::EmbeddedOptions};
+use super::{CorrelationStore, Outbox, Revision, ScanPage, StoreError, Versioned, config::EmbeddedOptions};
 use crate::ids::CorrelationKey;
 
 mod backend;
@@ -314,7 +314,7 @@ impl CorrelationStore for EmbeddedStore {
         &'a self,
         after: Option<&'a str>,
         limit: usize,
-    ) -> BoxFuture<'a, Result<(Vec<Versioned>, Option<String>), StoreError>> {
+    ) -> BoxFuture<'a, Result<ScanPage, StoreError>> {
         let after = after.map(str::to_owned);
         let limit = limit.max(1);
         self.blocking(move |db| {

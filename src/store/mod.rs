@@ -90,6 +90,10 @@ impl StoreError {
     }
 }
 
+/// A page of a walk through the store: its values, and the key to go on after (`None`: the
+/// walk is over).
+pub type ScanPage = (Vec<Versioned>, Option<String>);
+
 /// A key-value store with compare-and-swap on every write.
 ///
 /// # Contract
@@ -157,7 +161,7 @@ pub trait CorrelationStore: Send + Sync + 'static {
         &'a self,
         after: Option<&'a str>,
         limit: usize,
-    ) -> BoxFuture<'a, Result<(Vec<Versioned>, Option<String>), StoreError>> {
+    ) -> BoxFuture<'a, Result<ScanPage, StoreError>> {
         let _ = limit;
         async move {
             if after.is_some() {

@@ -22,7 +22,7 @@ use std::{
 use bytes::Bytes;
 use futures::{FutureExt, future::BoxFuture};
 
-use super::{CorrelationStore, Revision, StoreError, Versioned};
+use super::{CorrelationStore, Revision, ScanPage, StoreError, Versioned};
 use crate::ids::CorrelationKey;
 
 /// How often the highest revision is written to the witness file at most.
@@ -223,7 +223,7 @@ impl CorrelationStore for Witnessed {
         &'a self,
         after: Option<&'a str>,
         limit: usize,
-    ) -> BoxFuture<'a, Result<(Vec<Versioned>, Option<String>), StoreError>> {
+    ) -> BoxFuture<'a, Result<ScanPage, StoreError>> {
         async move {
             let page = self.inner.scan_page(after, limit).await?;
             if let Some(max) = page.0.iter().map(|v| v.revision).max() {
