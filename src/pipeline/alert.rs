@@ -558,8 +558,10 @@ pub(super) fn position_of(event: &Event) -> Option<Position> {
     })
 }
 
-/// One line per alert decision: what the alert is called, which route took it, what was decided
-/// and why, and the incident it is about.
+/// One line per alert decision, at debug: what the alert is called, which route took it, what
+/// was decided and why, and the incident it is about. Not at info: formatting a line per alert
+/// costs every event, and the decisions are kept for people anyway (`GET /v1/decisions`, the
+/// console); `RUST_LOG=info,incident_bridge::pipeline::alert=debug` turns it on.
 fn log_decision(
     source: &str,
     route: &str,
@@ -568,7 +570,7 @@ fn log_decision(
     decision: &crate::lifecycle::Decision,
 ) {
     let item_id = record.stored.as_ref().map(|s| s.item_id.as_str());
-    tracing::info!(
+    tracing::debug!(
         alertname,
         route,
         decision = decision.label(),

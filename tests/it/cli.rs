@@ -325,8 +325,9 @@ async fn json_logs_put_every_field_at_the_top_level_and_name_each_alert_decision
     let sim = crate::kit::start_simulator().await;
     let dir = tempfile::tempdir().unwrap();
     let config = crate::kit::config_text(&sim.url(), &am_source("am", ""));
-    let (mut child, mut lines) =
-        crate::kit::spawn_bridge_with_lines(&config, &dir, &[("LOG_FORMAT", "json")]);
+    // The decision line is at debug: asked for, as an operator would.
+    let env = [("LOG_FORMAT", "json"), ("RUST_LOG", "info,incident_bridge::pipeline::alert=debug")];
+    let (mut child, mut lines) = crate::kit::spawn_bridge_with_lines(&config, &dir, &env);
     let addr = within(30, "the ready line", async {
         loop {
             let line = lines.recv().await.expect("the bridge writes");
@@ -361,20 +362,54 @@ async fn json_logs_put_every_field_at_the_top_level_and_name_each_alert_decision
     assert_eq!(decision["key"], correlation_key("am", 1), "the event span's fields, flat: {decision}");
     assert!(decision["license_plate"].as_str().is_some_and(|p| p.len() == 26), "{decision}");
     assert!(decision["trace_id"].as_str().is_some_and(|t| t.len() == 32), "{decision}");
-    assert_eq!(decision["level"], "INFO");
+    assert_eq!(decision["level"], "DEBUG");
     assert!(decision.get("spans").is_none() && decision.get("fields").is_none(), "{decision}");
     assert!(decision["attempt"].is_u64(), "integers stay integers: {decision}");
     child.start_kill().unwrap();
 
-    // LOG_FORMAT=text: lines for people.
+    // LOG_FORMAT=text: lines for people; results logged, as by default.
+    let logged = config.replace("[results]\nlog = false", "[results]\nlog = true");
+    assert_ne!(logged, config);
     let dir = tempfile::tempdir().unwrap();
     let (mut child, mut lines) =
-        crate::kit::spawn_bridge_with_lines(&config, &dir, &[("LOG_FORMAT", "text")]);
-    within(30, "the ready line in text", async {
+        crate::kit::spawn_bridge_with_lines(&logged, &dir, &[("LOG_FORMAT", "text")]);
+    let ready = within(30, "the ready line in text", async {
         loop {
             let line = lines.recv().await.expect("the bridge writes");
             if line.contains("incident-bridge ready") {
                 assert!(serde_json::from_str::<serde_json::Value>(&line).is_err(), "{line}");
+                break line;
+            }
+        }
+    })
+    .await;
+    // At the default level an alert writes its result line and no decision line.
+    // The text line is coloured: its escapes go before the address is read.
+    let mut plain = String::new();
+    let mut chars = ready.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().find(|&d| d == 'm');
+        } else {
+            plain.push(c);
+        }
+    }
+    let addr = plain.split("addr=").nth(1).and_then(|a| a.split_whitespace().next());
+    let addr = addr.unwrap_or_else(|| panic!("the address in {ready:?}"));
+    let resp = reqwest::Client::new()
+        .post(format!("http://{}/webhooks/am", addr.trim_matches('"')))
+        .header("content-type", "application/json")
+        .bearer_auth(BEARER)
+        .body(keyed_notification(2, Step::Fire))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    within(30, "the result line", async {
+        loop {
+            let line = lines.recv().await.expect("the bridge writes");
+            assert!(!line.contains("lifecycle decision"), "no decision line at info: {line}");
+            if line.contains("SCWM result") {
                 break;
             }
         }
