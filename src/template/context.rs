@@ -1,10 +1,16 @@
-//! The variables templates see, built once per target as JSON.
+//! The variables templates see, built once per target straight from the notification: borrowed
+//! parts serialised into minijinja's values, with no JSON tree between.
 //!
 //! Absent optional values (an alert's `endsAt` while it fires, a missing `generatorURL`) are left
 //! out rather than set to null, so a template that uses one fails loudly under strict undefined
-//! unless it says what to print instead with `default`.
+//! unless it says what to print instead with `default`. Every map's fields are declared in the
+//! order of their names, so a template that prints one (`tojson`) sees them sorted, as it did
+//! when the context was a JSON object.
 
-use serde_json::{Map, Value, json};
+use std::borrow::Cow;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
 
 use super::Subject;
 use crate::alert::{Alert, Grouping, Labels, Notification};
@@ -15,63 +21,116 @@ pub(super) struct Facts {
     pub occurred_at: Option<String>,
 }
 
-/// The base context and the facts the fixed payload fields are made of.
+#[derive(Serialize)]
+struct Context<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    alert: Option<AlertValue<'a>>,
+    alerts: Vec<AlertValue<'a>>,
+    annotations: Cow<'a, Labels>,
+    group: Group<'a>,
+    grouping: &'static str,
+    key: &'a str,
+    labels: &'a Labels,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    partner: Option<&'a str>,
+    source: SourceValue<'a>,
+    status: &'static str,
+}
+
+#[derive(Serialize)]
+struct AlertValue<'a> {
+    annotations: &'a Labels,
+    #[serde(rename = "endsAt", skip_serializing_if = "Option::is_none")]
+    ends_at: Option<&'a str>,
+    extra: &'a Map<String, Value>,
+    fingerprint: &'a str,
+    #[serde(rename = "generatorURL", skip_serializing_if = "Option::is_none")]
+    generator_url: Option<&'a str>,
+    labels: &'a Labels,
+    #[serde(rename = "startsAt", skip_serializing_if = "Option::is_none")]
+    starts_at: Option<&'a str>,
+    status: &'static str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Group<'a> {
+    common_annotations: &'a Labels,
+    common_labels: &'a Labels,
+    #[serde(rename = "externalURL")]
+    external_url: &'a str,
+    extra: &'a Map<String, Value>,
+    group_key: &'a str,
+    group_labels: &'a Labels,
+    receiver: &'a str,
+    status: &'static str,
+    truncated_alerts: u64,
+    version: &'a str,
+}
+
+#[derive(Serialize)]
+struct SourceValue<'a> {
+    kind: &'static str,
+    name: &'a str,
+}
+
+fn alert_value(a: &Alert) -> AlertValue<'_> {
+    AlertValue {
+        annotations: &a.annotations,
+        ends_at: a.ends_at.as_deref(),
+        extra: &a.extra,
+        fingerprint: &a.fingerprint,
+        generator_url: a.generator_url.as_deref(),
+        labels: &a.labels,
+        starts_at: a.starts_at.as_deref(),
+        status: a.status.as_str(),
+    }
+}
+
+/// The template context, and the facts the fixed payload fields are made of.
 pub(super) fn build(
     source_name: &str,
     notification: &Notification,
     target: &Subject<'_>,
-) -> (Map<String, Value>, Facts) {
+) -> (minijinja::Value, Facts) {
     let alerts: Vec<&Alert> = target.alerts(notification).collect();
     let first = alerts.first().copied();
     let (labels, annotations) = match (target.grouping, first) {
-        (Grouping::Alert, Some(a)) => (a.labels.clone(), a.annotations.clone()),
-        _ => (notification.group_match_labels(), notification.common_annotations.clone()),
+        (Grouping::Alert, Some(a)) => (a.labels.clone(), Cow::Borrowed(&a.annotations)),
+        _ => (notification.group_match_labels(), Cow::Borrowed(&notification.common_annotations)),
     };
-    let mut ctx = Map::new();
-    if let Some(a) = first {
-        ctx.insert("alert".into(), alert_value(a));
-    }
-    ctx.insert("alerts".into(), Value::Array(alerts.iter().map(|a| alert_value(a)).collect()));
-    ctx.insert(
-        "group".into(),
-        json!({
-            "receiver": notification.receiver,
-            "status": notification.status.as_str(),
-            "groupKey": notification.group_key,
-            "groupLabels": notification.group_labels,
-            "commonLabels": notification.common_labels,
-            "commonAnnotations": notification.common_annotations,
-            "externalURL": notification.external_url,
-            "truncatedAlerts": notification.truncated_alerts,
-            "version": notification.version,
-            "extra": notification.extra,
-        }),
-    );
-    ctx.insert("source".into(), json!({ "name": source_name, "kind": notification.kind.as_str() }));
-    ctx.insert("key".into(), Value::String(target.key.to_owned()));
-    ctx.insert("grouping".into(), Value::String(target.grouping.as_str().to_owned()));
-    ctx.insert("status".into(), Value::String(target.status.as_str().to_owned()));
-    ctx.insert("labels".into(), json!(labels));
-    ctx.insert("annotations".into(), json!(annotations));
-    if let Some(p) = target.partner {
-        ctx.insert("partner".into(), Value::String(p.to_owned()));
-    }
+    let context = Context {
+        alert: first.map(alert_value),
+        alerts: alerts.iter().map(|a| alert_value(a)).collect(),
+        annotations,
+        group: Group {
+            common_annotations: &notification.common_annotations,
+            common_labels: &notification.common_labels,
+            external_url: &notification.external_url,
+            extra: &notification.extra,
+            group_key: &notification.group_key,
+            group_labels: &notification.group_labels,
+            receiver: &notification.receiver,
+            status: notification.status.as_str(),
+            truncated_alerts: notification.truncated_alerts,
+            version: &notification.version,
+        },
+        grouping: target.grouping.as_str(),
+        key: target.key,
+        labels: &labels,
+        partner: target.partner,
+        source: SourceValue { kind: notification.kind.as_str(), name: source_name },
+        status: target.status.as_str(),
+    };
+    let value = minijinja::Value::from(minijinja::value::Serde(&context));
     let occurred_at = first.and_then(|a| a.starts_at.clone());
-    (ctx, Facts { labels, occurred_at })
+    (value, Facts { labels, occurred_at })
 }
 
-fn alert_value(a: &Alert) -> Value {
-    let mut m = Map::new();
-    m.insert("status".into(), Value::String(a.status.as_str().to_owned()));
-    m.insert("labels".into(), json!(a.labels));
-    m.insert("annotations".into(), json!(a.annotations));
-    let optional = [("startsAt", &a.starts_at), ("endsAt", &a.ends_at), ("generatorURL", &a.generator_url)];
-    for (k, v) in optional {
-        if let Some(v) = v {
-            m.insert(k.into(), Value::String(v.clone()));
-        }
-    }
-    m.insert("fingerprint".into(), Value::String(a.fingerprint.clone()));
-    m.insert("extra".into(), Value::Object(a.extra.clone()));
-    Value::Object(m)
+/// `ctx` with `fields` (the content fields rendered so far) added, for payload templates.
+pub(super) fn with_fields(ctx: &minijinja::Value, fields: &Map<String, Value>) -> minijinja::Value {
+    minijinja::value::merge_maps([
+        minijinja::context! { fields => minijinja::Value::from(minijinja::value::Serde(fields)) },
+        ctx.clone(),
+    ])
 }

@@ -303,9 +303,9 @@ fn sample_context() -> minijinja::Value {
         partner: Some("SAMPLE-PARTNER"),
         overrides: None,
     };
-    let (mut base, _) = context::build("sample", &notification, &subject);
-    base.insert("fields".into(), serde_json::json!({"title": "SampleAlert: A sample alert"}));
-    minijinja::Value::from(minijinja::value::Serde(&base))
+    let (ctx, _) = context::build("sample", &notification, &subject);
+    let fields = serde_json::json!({"title": "SampleAlert: A sample alert"});
+    context::with_fields(&ctx, fields.as_object().expect("an object"))
 }
 
 fn payload_name(op: Operation) -> String {
@@ -476,7 +476,6 @@ impl<'a> Subject<'a> {
 pub struct Renderer<'a> {
     /// Most specific first; the defaults last.
     layers: Vec<&'a TemplateSet>,
-    base: serde_json::Map<String, Value>,
     ctx: minijinja::Value,
     source_name: String,
     key: String,
@@ -495,8 +494,7 @@ impl<'a> Renderer<'a> {
         notification: &Notification,
         subject: Subject<'a>,
     ) -> Self {
-        let (base, facts) = context::build(source_name, notification, &subject);
-        let ctx = minijinja::Value::from(minijinja::value::Serde(&base));
+        let (ctx, facts) = context::build(source_name, notification, &subject);
         let layers = subject
             .overrides
             .into_iter()
@@ -504,7 +502,6 @@ impl<'a> Renderer<'a> {
             .collect();
         Renderer {
             layers,
-            base,
             ctx,
             source_name: source_name.to_owned(),
             key: subject.key.to_owned(),
@@ -656,9 +653,7 @@ impl<'a> Renderer<'a> {
         op: Operation,
         fields: &Payload,
     ) -> Result<Payload, RenderError> {
-        let mut ctx = self.base.clone();
-        ctx.insert("fields".into(), Value::Object(fields.clone()));
-        let ctx = minijinja::Value::from(minijinja::value::Serde(&ctx));
+        let ctx = context::with_fields(&self.ctx, fields);
         let name = payload_name(op);
         let text = layer.render(&name, &ctx)?;
         let template = format!("{}.{name}", layer.origin);

@@ -444,3 +444,40 @@ fn the_route_layer_is_shared_not_copied() {
     let t2 = t.clone();
     assert!(Arc::ptr_eq(&t.route, &t2.route));
 }
+
+#[test]
+fn the_context_prints_as_the_json_it_was_each_map_sorted_and_absent_values_left_out() {
+    let n = notification();
+    let t = target(&n, Grouping::Alert, Route::catch_all("r"));
+    let source = set(RawTemplates {
+        title: Some("{{ alert|tojson }}".into()),
+        description: Some(
+            "{{ group|tojson }} {{ source|tojson }} {{ key }} {{ grouping }} {{ status }}".into(),
+        ),
+        ..Default::default()
+    });
+    let c = Renderer::new("am", &source, &n, t.subject()).content().unwrap();
+    let title: Value = serde_json::from_str(c.fields["title"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        title,
+        json!({"annotations":{"description":"Only 2% left on db-1.","summary":"Disk full on db-1"},
+               "extra":{},"fingerprint":"aaa","generatorURL":"http://prom/g",
+               "labels":{"alertname":"DiskFull","instance":"db-1","severity":"critical","service":"postgres"},
+               "startsAt":"2026-11-28T12:00:00Z","status":"firing"}),
+        "a firing alert has no endsAt"
+    );
+    let printed = c.fields["title"].as_str().unwrap();
+    let mut at = 0;
+    for k in ["annotations", "extra", "fingerprint", "generatorURL", "labels", "startsAt", "status"] {
+        let found =
+            printed[at..].find(&format!("\"{k}\"")).unwrap_or_else(|| panic!("{k} in order: {printed}"));
+        at += found;
+    }
+    let description = c.fields["description"].as_str().unwrap();
+    assert!(description.starts_with(r#"{"commonAnnotations": {}, "commonLabels": "#), "{description}");
+    assert!(description.contains(r#""truncatedAlerts": 0, "version": "4"}"#), "{description}");
+    assert!(
+        description.contains(r#"{"kind": "alertmanager", "name": "am"} am:fp:aaa alert firing"#),
+        "{description}"
+    );
+}
