@@ -203,17 +203,7 @@ pub fn label_fingerprint(labels: &Labels) -> String {
 
 /// Lowercase hex SHA-256.
 pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
-    lower_hex(&Sha256::digest(bytes))
-}
-
-/// `bytes` as lowercase hex.
-pub(crate) fn lower_hex(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(char::from_digit(u32::from(b >> 4), 16).unwrap_or('0'));
-        out.push(char::from_digit(u32::from(b & 0x0f), 16).unwrap_or('0'));
-    }
-    out
+    crate::ids::lower_hex(&Sha256::digest(bytes))
 }
 
 #[cfg(test)]

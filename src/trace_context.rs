@@ -131,18 +131,8 @@ impl TraceParent {
     }
 
     pub fn trace_id_hex(&self) -> String {
-        hex(&self.trace_id)
+        crate::ids::lower_hex(&self.trace_id)
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
-    }
-    out
 }
 
 fn hex_array<const N: usize>(s: &str) -> Option<[u8; N]> {
@@ -158,7 +148,13 @@ fn hex_array<const N: usize>(s: &str) -> Option<[u8; N]> {
 
 impl fmt::Display for TraceParent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "00-{}-{}-{:02x}", hex(&self.trace_id), hex(&self.parent_id), self.flags)
+        write!(
+            f,
+            "00-{}-{}-{:02x}",
+            crate::ids::lower_hex(&self.trace_id),
+            crate::ids::lower_hex(&self.parent_id),
+            self.flags
+        )
     }
 }
 

@@ -7,8 +7,6 @@
 //! order of their names, so a template that prints one (`tojson`) sees them sorted, as it did
 //! when the context was a JSON object.
 
-use std::borrow::Cow;
-
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -26,7 +24,7 @@ struct Context<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     alert: Option<AlertValue<'a>>,
     alerts: Vec<AlertValue<'a>>,
-    annotations: Cow<'a, Labels>,
+    annotations: &'a Labels,
     group: Group<'a>,
     grouping: &'static str,
     key: &'a str,
@@ -96,8 +94,8 @@ pub(super) fn build(
     let alerts: Vec<&Alert> = target.alerts(notification).collect();
     let first = alerts.first().copied();
     let (labels, annotations) = match (target.grouping, first) {
-        (Grouping::Alert, Some(a)) => (a.labels.clone(), Cow::Borrowed(&a.annotations)),
-        _ => (notification.group_match_labels(), Cow::Borrowed(&notification.common_annotations)),
+        (Grouping::Alert, Some(a)) => (a.labels.clone(), &a.annotations),
+        _ => (notification.group_match_labels(), &notification.common_annotations),
     };
     let context = Context {
         alert: first.map(alert_value),

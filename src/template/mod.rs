@@ -693,7 +693,7 @@ pub fn content_hash(payload: &Payload) -> String {
     }
     let mut digest = Digest(<sha2::Sha256 as sha2::Digest>::new());
     serde_json::to_writer(&mut digest, payload).expect("a JSON map serialises");
-    crate::alert::lower_hex(&sha2::Digest::finalize(digest.0))
+    crate::ids::lower_hex(&sha2::Digest::finalize(digest.0))
 }
 
 #[cfg(test)]

@@ -31,7 +31,7 @@ pub(super) struct SyncedFile {
     durability: Durability,
     /// When the disk was last synced (process-crash only).
     last_sync: Mutex<Instant>,
-    /// Syncs made, for the tests and the metrics.
+    /// Syncs made, for the tests.
     syncs: AtomicU64,
 }
 

@@ -26,13 +26,9 @@ const MAX_BATCH: usize = 512;
 /// A change to one key: of a correlation key, made only when the key is at the expected
 /// revision; of an outbox entry (the key is its id), made as asked.
 enum Op {
+    /// With outbox entries (id, entry) added in the same transaction, whether or not the
+    /// compare-and-swap succeeds.
     Put {
-        value: Bytes,
-        expected: Option<Revision>,
-    },
-    /// A put and outbox entries (id, entry) in one: the entries are added whether or not the
-    /// put's compare-and-swap succeeds.
-    PutWith {
         value: Bytes,
         expected: Option<Revision>,
         entries: Vec<(String, Bytes)>,
@@ -91,10 +87,7 @@ impl Writer {
         value: Bytes,
         expected: Option<Revision>,
     ) -> Result<Revision, StoreError> {
-        match self.write(key, Op::Put { value, expected }).await? {
-            Written::Put(revision) => Ok(revision),
-            Written::Deleted | Written::Outbox => unreachable!("the writer answers a put with its revision"),
-        }
+        self.put_with(key, value, expected, Vec::new()).await
     }
 
     /// [`Writer::put`] with outbox `entries` added in the same transaction.
@@ -105,7 +98,7 @@ impl Writer {
         expected: Option<Revision>,
         entries: Vec<(String, Bytes)>,
     ) -> Result<Revision, StoreError> {
-        match self.write(key, Op::PutWith { value, expected, entries }).await? {
+        match self.write(key, Op::Put { value, expected, entries }).await? {
             Written::Put(revision) => Ok(revision),
             Written::Deleted | Written::Outbox => unreachable!("the writer answers a put with its revision"),
         }
@@ -220,17 +213,17 @@ fn apply(db: &Database, batch: &[Request]) -> Result<Vec<Result<Written, StoreEr
                     results.push(Ok(Written::Outbox));
                     continue;
                 }
-                Op::PutWith { entries, .. } => {
+                Op::Put { entries, .. } => {
                     for (id, entry) in entries {
                         outbox.insert(id.as_str(), entry.as_ref()).map_err(map_err)?;
                     }
                     wrote |= !entries.is_empty();
                 }
-                Op::Put { .. } | Op::Delete { .. } => {}
+                Op::Delete { .. } => {}
             }
             let current = values.get(key).map_err(map_err)?.map(|g| g.value().0);
             let result = match &request.op {
-                Op::Put { value, expected } | Op::PutWith { value, expected, .. } => {
+                Op::Put { value, expected, .. } => {
                     if current == *expected {
                         last = last
                             .checked_add(1)
@@ -277,7 +270,7 @@ mod tests {
     }
 
     fn put(value: &str, expected: Option<Revision>) -> Op {
-        Op::Put { value: Bytes::copy_from_slice(value.as_bytes()), expected }
+        Op::Put { value: Bytes::copy_from_slice(value.as_bytes()), expected, entries: Vec::new() }
     }
 
     fn revision(result: &Result<Written, StoreError>) -> Option<Revision> {
@@ -323,7 +316,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = Database::create(dir.path().join("store.redb")).unwrap();
         super::super::init(&db).unwrap();
-        let with = |expected, id: &str| Op::PutWith {
+        let with = |expected, id: &str| Op::Put {
             value: Bytes::from_static(b"record"),
             expected,
             entries: vec![(id.to_owned(), Bytes::from_static(b"result"))],
