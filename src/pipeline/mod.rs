@@ -35,7 +35,7 @@ use crate::{
     event::{Command, Event, EventKind},
     lifecycle::TransitionError,
     plan,
-    publish::{DeadLetter, PublishError, Publisher, ResultEvent},
+    publish::{DeadLetter, KeptBy, PublishError, Publisher, ResultEvent},
     scwm::{
         ResponseEnvelope,
         client::{ScwmClient, ScwmFailure, ScwmRequest, ScwmSuccess},
@@ -71,6 +71,13 @@ impl Delivery {
     /// an outage that is not the event's fault.
     pub fn rides_out_outages(&self) -> bool {
         self.last || self.redelivered
+    }
+
+    /// What keeps a native command's result between SCWM's answer and NATS: its transport's
+    /// redelivery while one follows (the message is acknowledged only after the result is
+    /// out), else the outbox.
+    fn results_kept_by(&self) -> KeptBy {
+        if self.redelivered && !self.last { KeptBy::Redelivery } else { KeptBy::Outbox }
     }
 }
 
@@ -463,7 +470,7 @@ impl Pipeline {
             () = self.cutoff.cancelled() => return self.interrupt(event, &request, delivery).await,
         };
         match called {
-            Ok(success) => self.finish(event, &request, success).await,
+            Ok(success) => self.finish(event, &request, success, delivery).await,
             Err(failure) => self.fail(event, &request, failure, delivery, started.elapsed()).await,
         }
     }
@@ -501,8 +508,15 @@ impl Pipeline {
         retry
     }
 
-    async fn finish(&self, event: &Event, request: &ScwmRequest, success: ScwmSuccess) -> Outcome {
-        match self.publish_success(event, request, &success).await {
+    async fn finish(
+        &self,
+        event: &Event,
+        request: &ScwmRequest,
+        success: ScwmSuccess,
+        delivery: Delivery,
+    ) -> Outcome {
+        let result = result_event(event, request, &success.envelope, success.attempts, success.elapsed, true);
+        match self.publish_answer(result, delivery.results_kept_by()).await {
             Ok(result) => {
                 Outcome::Done(Box::new(Done { envelope: Some(success.envelope), results: vec![result] }))
             }
@@ -521,8 +535,12 @@ impl Pipeline {
         let ScwmFailure { error, attempts, envelope, .. } = failure;
         // SCWM answered: that answer is a result like any other, even when it is an error.
         if let Some(env) = &envelope
-            && let Err(outcome) =
-                self.publish_answer(event, request, env, attempts, elapsed, !error.is_retryable()).await
+            && let Err(outcome) = self
+                .publish_answer(
+                    result_event(event, request, env, attempts, elapsed, !error.is_retryable()),
+                    delivery.results_kept_by(),
+                )
+                .await
         {
             return outcome;
         }
@@ -532,19 +550,10 @@ impl Pipeline {
         }
     }
 
-    /// Publishes one SCWM answer as a result event; `is_final` when it settles the request.
-    /// On failure the outcome to return instead.
-    async fn publish_answer(
-        &self,
-        event: &Event,
-        request: &ScwmRequest,
-        envelope: &ResponseEnvelope,
-        attempts: u32,
-        elapsed: Duration,
-        is_final: bool,
-    ) -> Result<ResultEvent, Outcome> {
-        let result = result_event(event, request, envelope, attempts, elapsed, is_final);
-        match self.publisher.result(&result).await {
+    /// Publishes one SCWM answer, `result` ([`result_event`]). On failure the outcome to
+    /// return instead.
+    async fn publish_answer(&self, result: ResultEvent, kept: KeptBy) -> Result<ResultEvent, Outcome> {
+        match self.publisher.result(&result, kept).await {
             Ok(()) => Ok(result),
             Err(e) => Err(self.publish_failed(e)),
         }
@@ -557,7 +566,8 @@ impl Pipeline {
         request: &ScwmRequest,
         success: &ScwmSuccess,
     ) -> Result<ResultEvent, Outcome> {
-        self.publish_answer(event, request, &success.envelope, success.attempts, success.elapsed, true).await
+        let result = result_event(event, request, &success.envelope, success.attempts, success.elapsed, true);
+        self.publish_answer(result, KeptBy::Outbox).await
     }
 
     /// SCWM's acceptance of an alert's step, published to every sink but the outbox when the
@@ -586,9 +596,8 @@ impl Pipeline {
     ) -> Result<(), Outcome> {
         let Some(envelope) = &failure.envelope else { return Ok(()) };
         let is_final = !failure.error.is_retryable();
-        self.publish_answer(event, request, envelope, failure.attempts, failure.elapsed, is_final)
-            .await
-            .map(|_| ())
+        let result = result_event(event, request, envelope, failure.attempts, failure.elapsed, is_final);
+        self.publish_answer(result, KeptBy::Outbox).await.map(|_| ())
     }
 
     fn publish_failed(&self, e: PublishError) -> Outcome {

@@ -186,6 +186,20 @@ pub struct PublishError {
     pub message: String,
 }
 
+/// What keeps a result from being lost between SCWM's answer and NATS having it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeptBy {
+    /// The outbox: written durably before the work is acknowledged, published from there.
+    Outbox,
+    /// The transport, which delivers the work again until it is acknowledged (a JetStream
+    /// message not on its last delivery): the result is published at once and the message
+    /// acknowledged after; a crash between leaves it unacknowledged, and its redelivery sends
+    /// SCWM the same request (the same licensePlate), which SCWM answers again, and publishes
+    /// the same result under the same message id. The outbox takes it when that cannot be done
+    /// at once ([`outbox::Relay::publish_or_enqueue`]).
+    Redelivery,
+}
+
 /// Somewhere result events and dead letters go.
 pub trait Sink: Send + Sync {
     fn name(&self) -> &'static str;
@@ -234,12 +248,16 @@ impl Publisher {
         self.relay.as_ref().map_or(Ok(()), |relay| relay.room())
     }
 
-    pub async fn result(&self, event: &ResultEvent) -> Result<(), PublishError> {
+    pub async fn result(&self, event: &ResultEvent, kept: KeptBy) -> Result<(), PublishError> {
         for sink in &self.sinks {
             sink.result(event).await?;
         }
         if let Some(relay) = &self.relay {
-            relay.enqueue(outbox::EntryKind::Result, relay.sink().render_result(event)).await?;
+            let message = relay.sink().render_result(event);
+            match kept {
+                KeptBy::Outbox => relay.enqueue(outbox::EntryKind::Result, message).await?,
+                KeptBy::Redelivery => relay.publish_or_enqueue(outbox::EntryKind::Result, message).await?,
+            }
         }
         crate::observe::result_published(&event.source.name, event.op.as_str());
         Ok(())
@@ -257,7 +275,7 @@ impl Publisher {
         store: Option<usize>,
     ) -> Result<Option<outbox::Prepared>, PublishError> {
         let Some(relay) = self.relay.as_ref().filter(|r| store.is_some() && r.identity() == store) else {
-            return self.result(event).await.map(|()| None);
+            return self.result(event, KeptBy::Outbox).await.map(|()| None);
         };
         for sink in &self.sinks {
             sink.result(event).await?;

@@ -183,6 +183,29 @@ impl Relay {
         self.write_prepared(self.prepare(kind, message)).await
     }
 
+    /// For work its transport delivers again until it is acknowledged ([`super::KeptBy::Redelivery`]):
+    /// publishes `message` at once, flushed and (for a stream) acknowledged, instead of a
+    /// durable write, a publish and a removal. Only when nothing waits in the outbox, so that
+    /// it cannot overtake an earlier entry; when something does, or NATS does not take it, or
+    /// it is too large to go whole, it is enqueued as any other.
+    pub async fn publish_or_enqueue(&self, kind: EntryKind, message: Rendered) -> Result<(), PublishError> {
+        if self.depth() == 0 && message.header_len() + message.body.len() <= self.sink.max_payload() {
+            match self.publish_now(&message).await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    tracing::debug!(error = %e, "outbox: a result could not be published at once; it is enqueued")
+                }
+            }
+        }
+        self.enqueue(kind, message).await
+    }
+
+    async fn publish_now(&self, message: &Rendered) -> Result<(), PublishError> {
+        let pending = self.sink.start(message).await?;
+        self.sink.flush().await?;
+        pending.settled().await
+    }
+
     /// Writes a prepared entry on its own, durably, and wakes the relay.
     pub async fn write_prepared(&self, prepared: Prepared) -> Result<(), PublishError> {
         self.outbox.push(&prepared.id, prepared.bytes.clone()).await.map_err(store_error)?;

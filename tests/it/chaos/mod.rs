@@ -918,6 +918,108 @@ async fn a_slow_scwm_under_a_burst_keeps_probes_prompt_memory_bounded_and_refuse
 }
 
 /// Captures every result event, with a duplicate window longer than any run here.
+/// Native commands over JetStream publish their result at once and acknowledge the message
+/// after, with no outbox write between: the redelivery is what keeps a result a kill cut off.
+/// Bridges killed while commands run, wherever the kill lands (before SCWM's answer, between it
+/// and the publish, between the publish and the ack), leave every command's result in the
+/// stream once and no command acted on twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bridges_killed_while_jetstream_commands_run_leave_every_result_in_the_stream_once() {
+    const COMMANDS: &str = "COMMANDS";
+    let scale = Scale::from_env();
+    let mut rng = seeded("kill while jetstream commands run");
+    let n = scale.pick(1_000, 5_000);
+    let kills = scale.pick(3, 8);
+    let rig = Rig::start().await;
+    for (name, subject) in [(RESULTS, "scwm.results.>"), (COMMANDS, "commands.js.>")] {
+        rig.js
+            .create_stream(stream::Config {
+                name: name.into(),
+                subjects: vec![subject.into()],
+                storage: stream::StorageType::File,
+                duplicate_window: Duration::from_secs(3600),
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("creating stream {name}: {e}"));
+    }
+    let mut last = 0;
+    for chunk in (0..n).collect::<Vec<_>>().chunks(500) {
+        let mut acks = Vec::with_capacity(chunk.len());
+        for k in chunk {
+            let body = serde_json::json!({"title": format!("command {k}"), "externalRef": format!("c{k}")});
+            acks.push(rig.js.publish("commands.js.add", body.to_string().into()).await.expect("publish"));
+        }
+        for ack in futures::future::join_all(acks.into_iter().map(std::future::IntoFuture::into_future)).await
+        {
+            last = last.max(ack.expect("stream ack").sequence);
+        }
+    }
+    let extra = format!(
+        "[nats]\nurl = \"{url}\"\nsubscriptions = []\n\n[[nats.consumers]]\nstream = \"{COMMANDS}\"\n\
+         create = true\nstream_subjects = [\"commands.js.>\"]\ndurable = \"{DURABLE}\"\n{CONSUMER}\n{store}\n",
+        url = rig.nats.url(),
+        store = embedded_store(&rig.dir),
+    );
+    let config = crate::kit::config_text(&rig.scwm_url(), &extra);
+    let acked = || async {
+        let Ok(stream) = rig.js.get_stream(COMMANDS).await else { return false };
+        let Ok(mut consumer) = stream.get_consumer::<jetstream::consumer::pull::Config>(DURABLE).await else {
+            return false;
+        };
+        let Ok(info) = consumer.info().await else { return false };
+        info.ack_floor.stream_sequence >= last && info.num_ack_pending == 0 && info.num_pending == 0
+    };
+
+    let started = Instant::now();
+    let share = n / (kills + 1);
+    let mut kills_mid_run = 0;
+    for _ in 0..kills {
+        let bridge = Bridge::spawn(&config, &rig.dir, &[]).await;
+        let target = rig.scwm.request_count() + rng.random_range(share * 3 / 4..=share);
+        rig.wait_scwm_requests(target, "SCWM work to be under way", 120).await;
+        bridge.kill().await;
+        if !acked().await {
+            kills_mid_run += 1;
+        }
+    }
+    let bridge = Bridge::spawn(&config, &rig.dir, &[]).await;
+    poll_until(scale.pick(150, 900), "every command to be acknowledged", Duration::from_millis(100), acked)
+        .await;
+    let waiting = outbox_depth(&bridge).await;
+    bridge.kill().await;
+
+    let mut results = rig.js.get_stream(RESULTS).await.unwrap();
+    let stored = results.info().await.unwrap().state.messages;
+    let mut ids = Vec::new();
+    for seq in 1..=stored {
+        let m = results.get_raw_message(seq).await.expect("a result");
+        ids.push(m.headers.get("Nats-Msg-Id").map(|v| v.as_str().to_owned()).unwrap_or_default());
+    }
+    let distinct: std::collections::BTreeSet<String> = ids.iter().cloned().collect();
+    let answered: std::collections::BTreeSet<String> = rig
+        .scwm
+        .requests()
+        .iter()
+        .filter(|r| r.status == Some(200))
+        .map(|r| r.body["header"]["licensePlate"].as_str().expect("a licensePlate").to_owned())
+        .collect();
+    eprintln!(
+        "kill while jetstream commands run: {n} commands in {:.1?}, {kills_mid_run} kills mid-run; {} SCWM \
+         requests, {} repeats of a licensePlate; {stored} results",
+        started.elapsed(),
+        rig.scwm.requests().len(),
+        replays(&rig.scwm),
+    );
+    assert_eq!(kills_mid_run, kills, "every kill came while commands remained");
+    assert_eq!(rig.scwm.incidents().len(), n, "one incident per command, none twice");
+    assert_eq!(answered.len(), n, "one licensePlate per command");
+    assert_eq!(distinct.len(), ids.len(), "no result is in the stream twice");
+    assert_eq!(distinct, answered, "every licensePlate SCWM answered has its result in the stream");
+    assert_eq!(waiting, Some(0), "nothing waits in the outbox");
+    assert_eq!(rig.dead_letter_count().await, 0, "no dead letters");
+}
+
 const RESULTS: &str = "RESULTS";
 
 /// A bridge config for alerts over HTTP, results to NATS, and the `store` table.
