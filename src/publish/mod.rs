@@ -253,10 +253,16 @@ impl Publisher {
             sink.result(event).await?;
         }
         if let Some(relay) = &self.relay {
-            let message = relay.sink().render_result(event);
+            let sink = relay.sink();
             match kept {
-                KeptBy::Outbox => relay.enqueue(outbox::EntryKind::Result, message).await?,
-                KeptBy::Redelivery => relay.publish_or_enqueue(outbox::EntryKind::Result, message).await?,
+                KeptBy::Outbox => relay.enqueue(outbox::EntryKind::Result, sink.render_result(event)).await?,
+                KeptBy::Redelivery => {
+                    relay
+                        .publish_or_enqueue(outbox::EntryKind::Result, sink.result_message(event), || {
+                            sink.render_result(event)
+                        })
+                        .await?
+                }
             }
         }
         crate::observe::result_published(&event.source.name, event.op.as_str());

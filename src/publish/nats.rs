@@ -117,8 +117,29 @@ impl NatsSink {
         let span = producer_span(&subject);
         // The publish span's context, so a reader's trace hangs off this hop.
         let traceparent = crate::trace_context::headers_of(&span).remove("traceparent");
-        let headers = result_headers(e, traceparent.as_deref().unwrap_or(&e.traceparent));
+        let headers = result_header_pairs(e, traceparent.as_deref().unwrap_or(&e.traceparent))
+            .into_iter()
+            .map(|(name, value)| (name.to_owned(), value))
+            .collect();
         Rendered { subject, headers, body: Bytes::copy_from_slice(e.header.get().as_bytes()) }
+    }
+
+    /// The result event as the client sends it, for a result published at once rather than
+    /// kept ([`super::KeptBy::Redelivery`]): the header map built straight from the static
+    /// names, with no owned pairs between, and the span its `traceparent` names.
+    pub fn result_message(&self, e: &ResultEvent) -> Outgoing {
+        let subject = self.results.render(e.op.as_str(), &e.source.name);
+        let span = producer_span(&subject);
+        let traceparent = crate::trace_context::headers_of(&span).remove("traceparent");
+        let pairs = result_header_pairs(e, traceparent.as_deref().unwrap_or(&e.traceparent));
+        let header_len = 12 + pairs.iter().map(|(n, v)| n.len() + v.len() + 4).sum::<usize>();
+        let mut headers = HeaderMap::new();
+        // Each name appears once among a result's headers, so an insert is an append.
+        for (name, value) in pairs {
+            headers.insert(async_nats::header::HeaderName::from_static(name), value);
+        }
+        let body = Bytes::copy_from_slice(e.header.get().as_bytes());
+        Outgoing { subject, headers, body, header_len, span }
     }
 
     /// The dead letter as a NATS message.
@@ -160,17 +181,37 @@ impl NatsSink {
         let headers = to_nats_headers(message.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
         let subject = message.subject.clone();
         let span = producer_span(&subject);
+        self.send(subject, headers, message.body.clone(), span).await
+    }
+
+    /// [`NatsSink::start`] for a message built to go at once ([`NatsSink::result_message`]).
+    pub async fn start_outgoing(&self, message: Outgoing) -> Result<Pending, PublishError> {
+        let state = self.client.connection_state();
+        if state != async_nats::connection::State::Connected {
+            return Err(error(format!("not connected to NATS ({state:?})")));
+        }
+        let Outgoing { subject, headers, body, span, .. } = message;
+        self.send(subject, headers, body, span).await
+    }
+
+    async fn send(
+        &self,
+        subject: String,
+        headers: HeaderMap,
+        body: Bytes,
+        span: tracing::Span,
+    ) -> Result<Pending, PublishError> {
         async {
             if !self.is_captured(&subject).await? {
                 self.client
-                    .publish_with_headers(subject, headers, message.body.clone())
+                    .publish_with_headers(subject, headers, body)
                     .await
                     .map_err(|e| error(format!("publish failed: {e}")))?;
                 return Ok(Pending::Sent);
             }
             let ack = self
                 .js
-                .publish_with_headers(subject.clone(), headers, message.body.clone())
+                .publish_with_headers(subject.clone(), headers, body)
                 .await
                 .map_err(|e| error(format!("JetStream publish of {subject} failed: {e}")))?;
             Ok(Pending::Acknowledgement { subject, ack })
@@ -178,6 +219,16 @@ impl NatsSink {
         .instrument(span)
         .await
     }
+}
+
+/// A message built to be sent at once, not kept: the client's header map, not owned pairs.
+pub struct Outgoing {
+    pub subject: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    /// Bytes on the wire beyond the body, as [`Rendered::header_len`] counts them.
+    pub header_len: usize,
+    span: tracing::Span,
 }
 
 /// A message sent, not yet known to be kept.
@@ -245,10 +296,14 @@ fn source_headers(pairs: &mut Vec<(&'static str, String)>, source: &crate::event
     }
 }
 
-/// A result event's headers, in order, as pairs: built straight into what the outbox keeps, with
-/// no header map between (the result is the one message every event publishes).
-pub fn result_headers(e: &ResultEvent, traceparent: &str) -> Vec<(String, String)> {
-    let mut pairs: Vec<(&'static str, String)> = vec![
+/// A result event's headers, in order, as pairs: what the outbox keeps
+/// ([`NatsSink::render_result`]) or the client sends at once ([`NatsSink::result_message`]),
+/// with no header map between (the result is the one message every event publishes). Only
+/// what NATS can carry.
+fn result_header_pairs(e: &ResultEvent, traceparent: &str) -> Vec<(&'static str, String)> {
+    // Room for every header a result can have, so the vector grows once.
+    let mut pairs: Vec<(&'static str, String)> = Vec::with_capacity(24);
+    pairs.extend([
         ("Nats-Msg-Id", e.id.clone()),
         ("Incident-Bridge-Final", e.is_final.to_string()),
         ("Content-Type", "application/json".into()),
@@ -258,7 +313,7 @@ pub fn result_headers(e: &ResultEvent, traceparent: &str) -> Vec<(String, String
         ("Incident-Bridge-Attempts", e.attempts.to_string()),
         ("Incident-Bridge-Duration-Ms", e.duration.as_millis().to_string()),
         ("Incident-Bridge-Err-Code", e.err_code.clone()),
-    ];
+    ]);
     if let Some(id) = &e.item_id {
         pairs.push(("Incident-Bridge-Item-Id", id.to_string()));
     }
@@ -273,11 +328,8 @@ pub fn result_headers(e: &ResultEvent, traceparent: &str) -> Vec<(String, String
     if let Some(id) = &e.item_id {
         pairs.push(("ce-subject", ce_encode(id.as_str())));
     }
+    pairs.retain(|(name, value)| crate::headers::nats_can_carry(name, value));
     pairs
-        .into_iter()
-        .filter(|(name, value)| crate::headers::nats_can_carry(name, value))
-        .map(|(name, value)| (name.to_owned(), value))
-        .collect()
 }
 
 pub fn flap_headers(f: &FlapEvent) -> HeaderMap {
@@ -376,5 +428,52 @@ mod tests {
         assert_eq!(ce_encode("/incident-bridge/sources/native"), "/incident-bridge/sources/native");
         assert_eq!(ce_encode("a b\"c%d"), "a%20b%22c%25d");
         assert_eq!(ce_encode("Žluť"), "%C5%BDlu%C5%A5");
+    }
+
+    fn result_with_everything() -> ResultEvent {
+        use crate::{
+            event::{Source, Transport},
+            ids::{CorrelationKey, ItemId, LicensePlate},
+            incident::Operation,
+        };
+        ResultEvent {
+            id: "01JD1X4Y0ZKQ6N0M7W7E3H5T9B".into(),
+            is_final: true,
+            op: Operation::Add,
+            license_plate: LicensePlate::generate(),
+            item_id: Some(ItemId::new("IT-1")),
+            key: CorrelationKey::new("am/abc"),
+            source: Source {
+                transport: Transport::Jetstream,
+                name: "am".into(),
+                subject: "alerts.js.am".into(),
+                stream: Some("ALERTS".into()),
+                stream_sequence: Some(7),
+                stream_published_ms: Some(1),
+            },
+            attempts: 1,
+            duration: Duration::from_millis(3),
+            header: serde_json::value::RawValue::from_string(r#"{"isErr":false}"#.into()).unwrap(),
+            is_err: false,
+            // A value NATS cannot carry: left out, never sent broken.
+            err_code: "line\r\nbreak".into(),
+            finished_at: std::time::SystemTime::UNIX_EPOCH,
+            traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into(),
+        }
+    }
+
+    /// A result sent at once is built into the client's map with `insert`: that is only the
+    /// same message as the outbox's pairs while no name comes twice.
+    #[test]
+    fn a_result_names_each_header_once_and_leaves_out_what_nats_cannot_carry() {
+        let e = result_with_everything();
+        let pairs = result_header_pairs(&e, &e.traceparent);
+        let names: std::collections::BTreeSet<&str> = pairs.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names.len(), pairs.len(), "a name twice among {pairs:?}");
+        assert!(
+            names.contains("Incident-Bridge-Item-Id") && names.contains("Incident-Bridge-Source-Sequence")
+        );
+        assert!(!names.contains("Incident-Bridge-Err-Code"), "a value with a line break is left out");
+        assert!(pairs.len() <= 24, "the capacity reserved covers every header: {}", pairs.len());
     }
 }

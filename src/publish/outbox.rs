@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     PublishError,
-    nats::{NatsSink, Pending, Rendered},
+    nats::{NatsSink, Outgoing, Pending, Rendered},
 };
 use crate::{
     health::Health,
@@ -184,26 +184,34 @@ impl Relay {
     }
 
     /// For work its transport delivers again until it is acknowledged ([`super::KeptBy::Redelivery`]):
-    /// publishes `message` at once, flushed and (for a stream) acknowledged, instead of a
+    /// publishes `message` at once, flushed or (for a stream) acknowledged, instead of a
     /// durable write, a publish and a removal. Only when nothing waits in the outbox, so that
     /// it cannot overtake an earlier entry; when something does, or NATS does not take it, or
-    /// it is too large to go whole, it is enqueued as any other.
-    pub async fn publish_or_enqueue(&self, kind: EntryKind, message: Rendered) -> Result<(), PublishError> {
-        if self.depth() == 0 && message.header_len() + message.body.len() <= self.sink.max_payload() {
-            match self.publish_now(&message).await {
+    /// it is too large to go whole, `kept` (the same message as the outbox keeps it) is
+    /// enqueued as any other.
+    pub async fn publish_or_enqueue(
+        &self,
+        kind: EntryKind,
+        message: Outgoing,
+        kept: impl FnOnce() -> Rendered,
+    ) -> Result<(), PublishError> {
+        if self.depth() == 0 && message.header_len + message.body.len() <= self.sink.max_payload() {
+            match self.publish_now(message).await {
                 Ok(()) => return Ok(()),
                 Err(e) => {
                     tracing::debug!(error = %e, "outbox: a result could not be published at once; it is enqueued")
                 }
             }
         }
-        self.enqueue(kind, message).await
+        self.enqueue(kind, kept()).await
     }
 
-    async fn publish_now(&self, message: &Rendered) -> Result<(), PublishError> {
-        let pending = self.sink.start(message).await?;
-        self.sink.flush().await?;
-        pending.settled().await
+    async fn publish_now(&self, message: Outgoing) -> Result<(), PublishError> {
+        match self.sink.start_outgoing(message).await? {
+            // A stream's acknowledgement says it is kept; only a core publish needs the flush.
+            Pending::Sent => self.sink.flush().await,
+            ack => ack.settled().await,
+        }
     }
 
     /// Writes a prepared entry on its own, durably, and wakes the relay.
