@@ -54,7 +54,8 @@ pub struct Parts {
 }
 
 pub async fn run(client: async_nats::Client, config: ConsumerConfig, parts: Parts, stop: CancellationToken) {
-    let js = jetstream::new(client);
+    // Shared by every message's in-progress acks, which are built only when one is due.
+    let js = Arc::new(jetstream::new(client));
     let mut failures: u32 = 0;
     loop {
         match consume(&js, &config, &parts, &stop, &mut failures).await {
@@ -105,7 +106,7 @@ async fn consumer(
 }
 
 async fn consume(
-    js: &jetstream::Context,
+    js: &Arc<jetstream::Context>,
     config: &ConsumerConfig,
     parts: &Parts,
     stop: &CancellationToken,
@@ -134,13 +135,9 @@ async fn consume(
             Some(Err(e)) => break Err(e.into()),
             Some(Ok(msg)) => {
                 *failures = 0;
-                let (in_progress, done) = oneshot::channel();
-                tokio::spawn(keep_in_progress(
-                    Acker::new(js.clone(), msg.reply.clone()),
-                    config.ack_wait,
-                    done,
-                ));
-                if arrived_tx.send(Arrived { msg, in_progress }).await.is_err() {
+                let (settle, settled_by) = oneshot::channel();
+                parts.acks.spawn(watch(Arc::clone(js), msg.reply.clone(), config.ack_wait, settled_by));
+                if arrived_tx.send(Arrived { msg, settle }).await.is_err() {
                     break Ok(());
                 }
             }
@@ -159,9 +156,13 @@ async fn consume(
 /// A message delivered to this bridge and not yet handed to the runner.
 struct Arrived {
     msg: jetstream::Message,
-    /// Sending on it, or dropping it, ends the message's in-progress acks.
-    in_progress: oneshot::Sender<()>,
+    /// Takes what settles the message (waits for its events' outcomes and acks it), which its
+    /// [`watch`] runs; dropped, the message is left unsettled and its in-progress acks end.
+    settle: oneshot::Sender<Settle>,
 }
+
+/// What settles one message once it is handed on.
+type Settle = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// Hands arrived messages to the runner one at a time, in the order they arrived, until
 /// `halt` or the channel closes.
@@ -177,12 +178,12 @@ async fn submit_in_order(
             _ = halt.cancelled() => return,
             next = arrived.recv() => next,
         };
-        let Some(Arrived { msg, in_progress }) = next else { return };
+        let Some(Arrived { msg, settle }) = next else { return };
         if !circuit_closes(&parts, &halt).await {
             return;
         }
         let span = super::consumer_span(&msg.subject, msg.headers.as_ref());
-        handle(&config, &parts, msg, in_progress).instrument(span).await;
+        handle(&config, &parts, msg, settle).instrument(span).await;
     }
 }
 
@@ -212,7 +213,7 @@ async fn handle(
     config: &ConsumerConfig,
     parts: &Parts,
     msg: jetstream::Message,
-    in_progress: oneshot::Sender<()>,
+    settle: oneshot::Sender<Settle>,
 ) {
     let Ok(info) = msg.info() else {
         tracing::error!(subject = %msg.subject, "a JetStream message without delivery info; skipping it");
@@ -272,13 +273,12 @@ async fn handle(
     let tickets = intake.submit(read, delivery, Room::Wait).await;
     // The next message is handed on while this one's events run; its ack goes out when they end.
     let intake = intake.clone();
-    parts.acks.spawn(
+    let settling: Settle = Box::pin(
         async move {
             // JetStream delivers a nakked message again (unless this was its last delivery):
             // that is not a replay.
             let sent_again = |outcomes: &[Outcome]| !last && matches!(ack_for(outcomes), AckKind::Nak(_));
             let Ok(outcomes) = tickets.outcomes(None, sent_again).await else { return };
-            let _ = in_progress.send(());
             let mut ack = ack_for(&outcomes);
             // The server will not offer the message again: what still wanted a retry (a busy
             // key, the store or a sink down) becomes a dead letter rather than vanish.
@@ -301,6 +301,11 @@ async fn handle(
         }
         .in_current_span(),
     );
+    // Its watch runs it, keeping the message in progress meanwhile; should the watch be gone,
+    // the ack is still sent.
+    if let Err(settling) = settle.send(settling) {
+        parts.acks.spawn(settling);
+    }
 }
 
 /// What the server hears about a message once all its events have outcomes.
@@ -327,19 +332,39 @@ async fn send_ack(acker: &Acker, ack: AckKind, last: bool) {
     }
 }
 
-/// Tells the server the message is still being worked on, every half ack_wait, until `done`
-/// fires or its sender is dropped.
-async fn keep_in_progress(acker: Acker, ack_wait: Duration, mut done: oneshot::Receiver<()>) {
+/// Keeps one message in progress, telling the server every half `ack_wait` that it is still
+/// being worked on: while it waits its turn, then while what `settle` hands over runs (its
+/// events, then its ack). One task per message for both, spawned when it arrives; the ack for
+/// a progress report is only built when one is due, as most messages finish first. Ends
+/// without settling when `settle`'s sender is dropped (the message comes again).
+async fn watch(
+    js: Arc<jetstream::Context>,
+    reply: Option<async_nats::Subject>,
+    ack_wait: Duration,
+    settle: oneshot::Receiver<Settle>,
+) {
     let mut ticker = tokio::time::interval(ack_wait / 2);
     ticker.tick().await;
+    let progress = || async {
+        let acker = Acker::new(jetstream::Context::clone(&js), reply.clone());
+        if let Err(e) = acker.ack_with(AckKind::Progress).await {
+            tracing::debug!(error = %e, "in-progress ack failed");
+        }
+    };
+    tokio::pin!(settle);
+    let mut settling = loop {
+        tokio::select! {
+            handed = &mut settle => match handed {
+                Ok(settling) => break settling,
+                Err(_) => return,
+            },
+            _ = ticker.tick() => progress().await,
+        }
+    };
     loop {
         tokio::select! {
-            _ = &mut done => return,
-            _ = ticker.tick() => {
-                if let Err(e) = acker.ack_with(AckKind::Progress).await {
-                    tracing::debug!(error = %e, "in-progress ack failed");
-                }
-            }
+            () = &mut settling => return,
+            _ = ticker.tick() => progress().await,
         }
     }
 }
