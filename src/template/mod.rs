@@ -250,12 +250,12 @@ impl TemplateSet {
     }
 
     fn render(&self, name: &str, ctx: &minijinja::Value) -> Result<String, RenderError> {
-        let template = format!("{}.{name}", self.origin);
-        let tmpl = self
-            .env
-            .get_template(name)
-            .map_err(|e| RenderError::Template { template: template.clone(), message: describe(&e) })?;
-        tmpl.render(ctx).map_err(|e| RenderError::Template { template, message: describe(&e) })
+        // The template's full name is only needed to report a failure.
+        let failed = |e: minijinja::Error| RenderError::Template {
+            template: format!("{}.{name}", self.origin),
+            message: describe(&e),
+        };
+        self.env.get_template(name).map_err(failed)?.render(ctx).map_err(failed)
     }
 }
 
