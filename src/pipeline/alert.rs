@@ -64,12 +64,8 @@ impl Pipeline {
         };
         let target = &alert.target;
         let renderer = Renderer::new(&spec.name, &settings.templates, &alert.notification, target.subject());
-        let content = renderer.content();
-        report_fallbacks(&renderer, &spec.name, &event.key);
-        let content = match content {
-            Ok(c) => c,
-            Err(e) => return self.reject(event, None, RejectError::Render(e), 0, None, delivery).await,
-        };
+        // Rendered when planning needs it: a repeat whose inputs the record knows is not.
+        let content = plan::Contents::new(&renderer);
         let facts = facts(spec, settings, event, alert);
         let claimant = Claimant { instance: &self.instance, claim_ttl: self.claim_ttl };
         let mut after_not_found: Option<LicensePlate> = None;
@@ -87,7 +83,6 @@ impl Pipeline {
                     plan::plan(
                         &record,
                         &facts,
-                        &renderer,
                         &content,
                         claimant,
                         SystemTime::now(),

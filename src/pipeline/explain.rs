@@ -144,7 +144,9 @@ impl Pipeline {
             return reject(explained, format!("source `{}` has no alert settings", event.source.name));
         };
         let renderer = Renderer::new(&spec.name, &settings.templates, &alert.notification, target.subject());
-        let content = renderer.content();
+        // Rendered up front, as the hash is part of the explanation.
+        let contents = plan::Contents::new(&renderer);
+        let content = contents.get();
         let fallbacks = |r: &Renderer<'_>, into: &mut Vec<ExplainedFallback>| {
             into.extend(r.take_fallbacks().into_iter().map(|f| ExplainedFallback {
                 template: f.template,
@@ -168,7 +170,7 @@ impl Pipeline {
         let record = record.unwrap_or_default();
         let facts = super::alert::facts(spec, settings, event, alert);
         let claimant = Claimant { instance: "explain", claim_ttl: self.claim_ttl };
-        let planned = plan::plan(&record, &facts, &renderer, &content, claimant, now, None);
+        let planned = plan::plan(&record, &facts, &contents, claimant, now, None);
         fallbacks(&renderer, &mut explained.template_fallbacks);
         let (decision, reason, to_run) = match planned {
             Err(e) => return reject(explained, format!("dead-lettered: template: {e}")),

@@ -77,6 +77,55 @@ pub struct Record {
     /// at it again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held: Option<Held>,
+    /// The content hash the key's last rendered inputs gave: a repeat with the same inputs has
+    /// the same content, so it need not be rendered to be found unchanged. Kept on writes made
+    /// anyway, never a write of its own (inputs that change while the content does not, as
+    /// Grafana's values do, would make every repeat a write).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memo: Option<ContentMemo>,
+}
+
+/// Inputs ([`Renderer::inputs`]) and the content hash they render to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContentMemo {
+    pub inputs: String,
+    pub hash: String,
+}
+
+/// One target's content, rendered only when a decision needs more than its hash and the
+/// record's [`ContentMemo`] does not already know the hash for these inputs.
+pub struct Contents<'r> {
+    renderer: &'r Renderer<'r>,
+    rendered: std::cell::OnceCell<Content>,
+}
+
+impl<'r> Contents<'r> {
+    pub fn new(renderer: &'r Renderer<'r>) -> Self {
+        Contents { renderer, rendered: std::cell::OnceCell::new() }
+    }
+
+    /// The content, rendered on first need.
+    pub fn get(&self) -> Result<&Content, RenderError> {
+        if let Some(content) = self.rendered.get() {
+            return Ok(content);
+        }
+        let content = self.renderer.content()?;
+        Ok(self.rendered.get_or_init(|| content))
+    }
+
+    /// The content hash: `memo`'s when it was made from the same inputs, else rendered.
+    pub fn hash<'m>(&'m self, memo: Option<&'m ContentMemo>) -> Result<&'m str, RenderError> {
+        match memo {
+            Some(m) if self.rendered.get().is_none() && m.inputs == self.renderer.inputs() => Ok(&m.hash),
+            _ => Ok(&self.get()?.hash),
+        }
+    }
+
+    /// What to remember for the next event, once the content is rendered.
+    fn memo(&self) -> Option<ContentMemo> {
+        let content = self.rendered.get()?;
+        Some(ContentMemo { inputs: self.renderer.inputs().to_owned(), hash: content.hash.clone() })
+    }
 }
 
 /// The newest stream message decided for a key, and what it said.
@@ -187,8 +236,7 @@ pub enum Plan {
 pub fn plan(
     record: &Record,
     facts: &Facts<'_>,
-    renderer: &Renderer<'_>,
-    content: &Content,
+    content: &Contents<'_>,
     claimant: Claimant<'_>,
     now: SystemTime,
     after_not_found: Option<&LicensePlate>,
@@ -223,9 +271,11 @@ pub fn plan(
         record.source = Some(facts.source.to_owned());
     }
 
+    let memo = record.memo.clone();
+    let content_hash = content.hash(memo.as_ref())?;
     let input = Input {
         status: facts.status,
-        content_hash: &content.hash,
+        content_hash,
         now,
         reopen_window: facts.reopen_window,
         partner: facts.partner,
@@ -265,8 +315,13 @@ pub fn plan(
         changed = true;
     }
     if decision.is_nothing() {
+        if changed && let Some(memo) = content.memo() {
+            record.memo = Some(memo);
+        }
         return Ok(Plan::Nothing { decision, record: changed.then_some(record) });
     }
+    // Steps are sent: their payloads and the hash they are known by come from this rendering.
+    let content_hash = content.get()?.hash.as_str();
 
     let previous = record
         .stored
@@ -280,7 +335,7 @@ pub fn plan(
         episode: facts.episode,
         fallback: facts.event_plate,
         previous,
-        content_hash: &content.hash,
+        content_hash,
         ops: &decision.ops,
     });
     let steps = decision
@@ -288,7 +343,7 @@ pub fn plan(
         .iter()
         .zip(plates)
         .map(|(&op, license_plate)| {
-            let mut payload = renderer.payload(op, content, None)?;
+            let mut payload = content.renderer.payload(op, content.get()?, None)?;
             if decision.kind == lifecycle::DecisionKind::FlapStart && op == Operation::Edit {
                 let cycles = record.flap.as_ref().map_or(0, |f| f.refires_ms.len());
                 add_note(&mut payload, &hold::flapping_note(cycles, &facts.hold.damping));
@@ -301,10 +356,11 @@ pub fn plan(
         owner: claimant.instance.to_owned(),
         claimed_at_ms: unix_ms(now),
         decision: decision.label().to_owned(),
-        content_hash: content.hash.clone(),
+        content_hash: content_hash.to_owned(),
         steps,
         progress: record.stored.clone(),
     });
+    record.memo = content.memo();
     Ok(Plan::Run { decision, record })
 }
 
@@ -357,7 +413,13 @@ pub fn advance(record: &mut Record, index: usize, answer: Answer, now: SystemTim
     let Some(step) = pending.steps.get(index).cloned() else { return Advance::Finished };
     match answer {
         Answer::NotFound => {
-            *record = Record { latest: record.latest.take(), key: record.key.take(), ..Record::default() };
+            // What the inputs render to does not depend on the mapping: the memo stays.
+            *record = Record {
+                latest: record.latest.take(),
+                key: record.key.take(),
+                memo: record.memo.take(),
+                ..Record::default()
+            };
             Advance::NotFound(step.license_plate)
         }
         Answer::Accepted { item_id } => {

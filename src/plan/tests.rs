@@ -128,7 +128,7 @@ mod planning {
     fn plan_for(w: &World, record: &Record, position: Option<Position>) -> Plan {
         let renderer =
             crate::template::Renderer::new("am", &w.templates, &w.notification, w.target.subject());
-        let content = renderer.content().unwrap();
+        let content = Contents::new(&renderer);
         let facts = Facts {
             source: "am",
             key: &w.key,
@@ -142,7 +142,7 @@ mod planning {
             max_string_chars: 8192,
             hold: Default::default(),
         };
-        plan(record, &facts, &renderer, &content, ME, now(), None).unwrap()
+        plan(record, &facts, &content, ME, now(), None).unwrap()
     }
 
     fn run(p: Plan) -> (crate::lifecycle::Decision, Record) {
@@ -325,9 +325,62 @@ mod planning {
         assert_eq!(advanced, Advance::Abandon(TransitionError::MissingItemId));
         assert_eq!(
             record,
-            Record { key: Some(w.key.clone()), source: Some("am".into()), ..Record::default() },
+            Record {
+                key: Some(w.key.clone()),
+                source: Some("am".into()),
+                memo: record.memo.clone(),
+                ..Record::default()
+            },
             "nothing was done, nothing is kept"
         );
+    }
+
+    fn inputs_of(w: &World) -> String {
+        crate::template::Renderer::new("am", &w.templates, &w.notification, w.target.subject())
+            .inputs()
+            .to_owned()
+    }
+
+    #[test]
+    fn a_claim_remembers_what_its_inputs_render_to_and_the_finished_record_keeps_it() {
+        let w = world(FIRING);
+        let record = opened(&w);
+        let memo = record.memo.as_ref().expect("a memo");
+        assert_eq!(memo.inputs, inputs_of(&w));
+        assert_eq!(&memo.hash, &record.stored.as_ref().unwrap().content_hash, "the add's content");
+    }
+
+    /// The memo stands for rendering: a repeat with the inputs it names is decided on its hash,
+    /// and inputs it does not name are rendered.
+    #[test]
+    fn a_repeat_whose_inputs_the_memo_names_is_decided_on_the_memo_s_hash_without_rendering() {
+        let w = world(FIRING);
+        let mut record = opened(&w);
+        // A memo that says these inputs render to something else than SCWM has: believed.
+        record.memo = Some(ContentMemo { inputs: inputs_of(&w), hash: "not what SCWM has".into() });
+        let (decision, _) = run(plan_for(&w, &record, None));
+        assert_eq!(decision.kind, DecisionKind::Edit, "the memo's hash differs from the stored one");
+
+        // The same memo for other inputs: rendered, the content is what SCWM has, nothing to do.
+        record.memo = Some(ContentMemo { inputs: "other inputs".into(), hash: "not what SCWM has".into() });
+        match plan_for(&w, &record, None) {
+            Plan::Nothing { decision, .. } => assert_eq!(decision.kind, DecisionKind::NothingUnchanged),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn inputs_differ_when_the_alert_the_templates_or_the_source_differ_and_not_otherwise() {
+        let w = world(FIRING);
+        assert_eq!(inputs_of(&w), inputs_of(&world(FIRING)), "another delivery of the same notification");
+        assert_ne!(inputs_of(&w), inputs_of(&world(&FIRING.replace("Disk full", "Disk nearly full"))));
+        let mut other_templates = world(FIRING);
+        let raw = RawTemplates { title: Some("{{ labels.alertname }}".into()), ..RawTemplates::default() };
+        other_templates.templates = build_templates(&raw, "sources.am.templates").unwrap();
+        assert_ne!(inputs_of(&w), inputs_of(&other_templates));
+        let other_source =
+            crate::template::Renderer::new("other", &w.templates, &w.notification, w.target.subject());
+        assert_ne!(inputs_of(&w), other_source.inputs());
     }
 
     #[test]

@@ -85,12 +85,14 @@ fn alert_value(a: &Alert) -> AlertValue<'_> {
     }
 }
 
-/// The template context, and the facts the fixed payload fields are made of.
+/// The template context, the facts the fixed payload fields are made of, and a digest of the
+/// context (its JSON: every map sorted, so equal contexts give equal bytes). The facts come from
+/// what the context holds (`labels`, `alert.startsAt`), so the digest covers them too.
 pub(super) fn build(
     source_name: &str,
     notification: &Notification,
     target: &Subject<'_>,
-) -> (minijinja::Value, Facts) {
+) -> (minijinja::Value, Facts, [u8; 32]) {
     let alerts: Vec<&Alert> = target.alerts(notification).collect();
     let first = alerts.first().copied();
     let (labels, annotations) = match (target.grouping, first) {
@@ -120,9 +122,11 @@ pub(super) fn build(
         source: SourceValue { kind: notification.kind.as_str(), name: source_name },
         status: target.status.as_str(),
     };
+    let mut digest = super::DigestWriter::default();
+    serde_json::to_writer(&mut digest, &context).expect("the template context serialises");
     let value = minijinja::Value::from(minijinja::value::Serde(&context));
     let occurred_at = first.and_then(|a| a.starts_at.clone());
-    (value, Facts { labels, occurred_at })
+    (value, Facts { labels, occurred_at }, digest.finish())
 }
 
 /// `ctx` with `fields` (the content fields rendered so far) added, for payload templates.

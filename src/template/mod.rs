@@ -133,6 +133,9 @@ pub struct TemplateSet {
     env: Environment<'static>,
     fields: BTreeSet<Field>,
     payloads: BTreeSet<Operation>,
+    /// A digest of the layer's origin and every template's name and source: what a
+    /// [`Renderer::inputs`] digest knows the layer by.
+    fingerprint: [u8; 32],
 }
 
 impl fmt::Debug for TemplateSet {
@@ -148,11 +151,14 @@ impl fmt::Debug for TemplateSet {
 impl TemplateSet {
     /// A layer that overrides nothing.
     pub fn empty(origin: impl Into<String>) -> Self {
+        let origin = origin.into();
+        let fingerprint = fingerprint(&origin, &[]);
         TemplateSet {
-            origin: origin.into(),
+            origin,
             env: environment(),
             fields: BTreeSet::new(),
             payloads: BTreeSet::new(),
+            fingerprint,
         }
     }
 
@@ -195,6 +201,12 @@ impl TemplateSet {
         payloads: Vec<(Operation, String)>,
     ) -> Result<Self, Vec<(String, String)>> {
         let mut set = TemplateSet::empty(origin);
+        let named: Vec<(String, &str)> = fields
+            .iter()
+            .map(|(f, source)| (f.key().to_owned(), source.as_str()))
+            .chain(payloads.iter().map(|(op, source)| (payload_name(*op), source.as_str())))
+            .collect();
+        set.fingerprint = fingerprint(origin, &named);
         let mut errors = Vec::new();
         for (field, source) in fields {
             match set.env.add_template_owned(field.key(), source) {
@@ -303,7 +315,7 @@ fn sample_context() -> minijinja::Value {
         partner: Some("SAMPLE-PARTNER"),
         overrides: None,
     };
-    let (ctx, _) = context::build("sample", &notification, &subject);
+    let (ctx, _, _) = context::build("sample", &notification, &subject);
     let fields = serde_json::json!({"title": "SampleAlert: A sample alert"});
     context::with_fields(&ctx, fields.as_object().expect("an object"))
 }
@@ -472,11 +484,25 @@ impl<'a> Subject<'a> {
     }
 }
 
+/// A layer's fingerprint: its origin, then each template's name and source, each length-prefixed
+/// so no two layers run together into the same bytes.
+fn fingerprint(origin: &str, templates: &[(String, &str)]) -> [u8; 32] {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for part in std::iter::once(origin).chain(templates.iter().flat_map(|(n, s)| [n.as_str(), *s])) {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    h.finalize().into()
+}
+
 /// Renders one target's payloads through its template layers.
 pub struct Renderer<'a> {
     /// Most specific first; the defaults last.
     layers: Vec<&'a TemplateSet>,
     ctx: minijinja::Value,
+    /// What the content is rendered from, as a digest ([`Renderer::inputs`]).
+    inputs: String,
     source_name: String,
     key: String,
     facts: context::Facts,
@@ -494,21 +520,43 @@ impl<'a> Renderer<'a> {
         notification: &Notification,
         subject: Subject<'a>,
     ) -> Self {
-        let (ctx, facts) = context::build(source_name, notification, &subject);
-        let layers = subject
+        let (ctx, facts, ctx_digest) = context::build(source_name, notification, &subject);
+        let layers: Vec<&TemplateSet> = subject
             .overrides
             .into_iter()
             .chain([source_templates, TemplateSet::defaults(notification.kind)])
             .collect();
+        let inputs = {
+            use sha2::Digest;
+            let mut h = sha2::Sha256::new();
+            // A new version may render the same inputs differently.
+            h.update(env!("CARGO_PKG_VERSION").as_bytes());
+            for layer in &layers {
+                h.update(layer.fingerprint);
+            }
+            h.update(ctx_digest);
+            crate::ids::lower_hex(&h.finalize())
+        };
         Renderer {
             layers,
             ctx,
+            inputs,
             source_name: source_name.to_owned(),
             key: subject.key.to_owned(),
             facts,
             partner: subject.partner.map(str::to_owned),
             fallbacks: std::sync::Mutex::new(Vec::new()),
         }
+    }
+
+    /// A digest of everything the content ([`Renderer::content`]) is rendered from: the bridge's
+    /// version, each layer's templates, and the template context (which holds the source, the
+    /// key, the partner and everything of the notification the target sees). Rendering is a
+    /// pure function of these (no clock, no randomness among the functions templates can call),
+    /// so equal inputs render to equal content, and a hash remembered for them
+    /// ([`crate::plan::ContentMemo`]) stands for rendering again.
+    pub fn inputs(&self) -> &str {
+        &self.inputs
     }
 
     /// The templates that failed since the last call, each stood in for by the layer below it
@@ -681,19 +729,29 @@ pub fn content_hash(payload: &Payload) -> String {
     // serde_json's map is ordered by key (the crate is built without `preserve_order`), so its
     // compact encoding is canonical: keys sorted at every level, strings escaped one way. It
     // streams into the digest instead of being built as a string first.
-    struct Digest(sha2::Sha256);
-    impl std::io::Write for Digest {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            sha2::Digest::update(&mut self.0, buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut digest = Digest(<sha2::Sha256 as sha2::Digest>::new());
+    let mut digest = DigestWriter::default();
     serde_json::to_writer(&mut digest, payload).expect("a JSON map serialises");
-    crate::ids::lower_hex(&sha2::Digest::finalize(digest.0))
+    crate::ids::lower_hex(&digest.finish())
+}
+
+/// SHA-256 as a writer, so JSON streams into it.
+#[derive(Default)]
+struct DigestWriter(sha2::Sha256);
+
+impl DigestWriter {
+    fn finish(self) -> [u8; 32] {
+        sha2::Digest::finalize(self.0).into()
+    }
+}
+
+impl std::io::Write for DigestWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        sha2::Digest::update(&mut self.0, buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -271,7 +271,7 @@ impl Bridge {
                 continue;
             }
             let renderer = Renderer::new(self.source, &self.templates, &n, target.subject());
-            let content = renderer.content().unwrap();
+            let content = plan::Contents::new(&renderer);
             let facts = Facts {
                 source: self.source,
                 key: &target.key,
@@ -286,7 +286,7 @@ impl Bridge {
                 hold: Default::default(),
             };
             let record = self.store.get(&target.key).cloned().unwrap_or_default();
-            let planned = plan::plan(&record, &facts, &renderer, &content, claimant, self.now, None).unwrap();
+            let planned = plan::plan(&record, &facts, &content, claimant, self.now, None).unwrap();
             let (decision, mut record) = match planned {
                 Plan::Nothing { decision, record: saved } => {
                     if let Some(saved) = saved {

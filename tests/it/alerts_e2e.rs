@@ -826,6 +826,32 @@ async fn after_the_store_is_lost_a_repeat_of_the_same_notification_finds_the_inc
     app.stop().await;
 }
 
+/// A repeat whose inputs the store remembers is not rendered again; templates changed between
+/// two runs are changed inputs, so the next repeat is rendered, and edits the incident.
+#[tokio::test]
+async fn a_repeat_after_the_templates_changed_across_a_restart_edits_the_incident() {
+    let dir = tempfile::tempdir().unwrap();
+    let before = format!("{}{}", am_source("am", ""), embedded_store(&dir));
+    let app = TestApp::start_against(crate::kit::start_simulator().await, &before, &[]).await;
+    for _ in 0..2 {
+        assert_eq!(post(&app, "am", &am("firing-single")).await.0, 200);
+    }
+    assert_eq!(ops(&calls(&app.sim)), [Operation::Add], "the repeat calls nothing");
+    let sim = app.stop_keeping_simulator().await;
+
+    let templates = "\n[sources.am.templates]\ntitle = \"[{{ labels.severity }}] {{ labels.alertname }}\"\n";
+    let after = format!("{}{}", am_source("am", templates), embedded_store(&dir));
+    let app = TestApp::start_against(sim, &after, &[]).await;
+    let (status, answer) = post(&app, "am", &am("firing-single")).await;
+    assert_eq!(status, 200, "{answer}");
+    let all = calls(&app.sim);
+    assert_eq!(ops(&all), [Operation::Add, Operation::Edit], "the repeat under new templates edits");
+    assert!(all[1].payload["title"].as_str().is_some_and(|t| t.starts_with('[')), "{}", all[1].payload);
+    assert_eq!(post(&app, "am", &am("firing-single")).await.0, 200);
+    assert_eq!(calls(&app.sim).len(), 2, "and the repeat after it calls nothing again");
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn a_jetstream_message_retried_after_a_newer_one_for_its_key_does_not_undo_it() {
     let nats = NatsServer::start();
