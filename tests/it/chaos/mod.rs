@@ -342,6 +342,20 @@ source = "{SOURCE}"
         out
     }
 
+    /// The `Nats-Msg-Id` of every result the results stream holds, in stream order, each
+    /// message's headers passed to `check` first.
+    async fn result_ids(&self, check: impl Fn(&async_nats::HeaderMap)) -> Vec<String> {
+        let mut results = self.js.get_stream(RESULTS).await.expect("the results stream");
+        let stored = results.info().await.expect("results stream info").state.messages;
+        let mut ids = Vec::new();
+        for seq in 1..=stored {
+            let m = results.get_raw_message(seq).await.expect("a result");
+            check(&m.headers);
+            ids.push(m.headers.get("Nats-Msg-Id").map(|v| v.as_str().to_owned()).unwrap_or_default());
+        }
+        ids
+    }
+
     /// Waits until SCWM has seen `n` requests in all, for at most `secs`.
     async fn wait_scwm_requests(&self, n: usize, what: &str, secs: u64) {
         within(secs, what, self.scwm.wait_for_requests(n, Duration::from_secs(secs))).await.unwrap();
@@ -383,6 +397,15 @@ fn in_rounds(scripts: &[Vec<Step>]) -> Vec<Vec<u8>> {
                 .enumerate()
                 .filter_map(move |(k, s)| s.get(r).map(|step| keyed_notification(k, *step)))
         })
+        .collect()
+}
+
+/// Every licensePlate SCWM answered with success.
+fn answered_plates(scwm: &SimState) -> std::collections::BTreeSet<String> {
+    scwm.requests()
+        .iter()
+        .filter(|r| r.status == Some(200))
+        .map(|r| r.body["header"]["licensePlate"].as_str().expect("a licensePlate").to_owned())
         .collect()
 }
 
@@ -989,21 +1012,10 @@ async fn bridges_killed_while_jetstream_commands_run_leave_every_result_in_the_s
     let waiting = outbox_depth(&bridge).await;
     bridge.kill().await;
 
-    let mut results = rig.js.get_stream(RESULTS).await.unwrap();
-    let stored = results.info().await.unwrap().state.messages;
-    let mut ids = Vec::new();
-    for seq in 1..=stored {
-        let m = results.get_raw_message(seq).await.expect("a result");
-        ids.push(m.headers.get("Nats-Msg-Id").map(|v| v.as_str().to_owned()).unwrap_or_default());
-    }
+    let ids = rig.result_ids(|_| {}).await;
+    let stored = ids.len();
     let distinct: std::collections::BTreeSet<String> = ids.iter().cloned().collect();
-    let answered: std::collections::BTreeSet<String> = rig
-        .scwm
-        .requests()
-        .iter()
-        .filter(|r| r.status == Some(200))
-        .map(|r| r.body["header"]["licensePlate"].as_str().expect("a licensePlate").to_owned())
-        .collect();
+    let answered = answered_plates(&rig.scwm);
     eprintln!(
         "kill while jetstream commands run: {n} commands in {:.1?}, {kills_mid_run} kills mid-run; {} SCWM \
          requests, {} repeats of a licensePlate; {stored} results",
@@ -1173,23 +1185,15 @@ async fn bridges_killed_between_scwm_s_answer_and_the_publish_leave_every_result
     .await;
     bridge.kill().await;
 
-    let mut results = rig.js.get_stream(RESULTS).await.unwrap();
-    let stored = results.info().await.unwrap().state.messages;
-    let mut ids = Vec::new();
-    for seq in 1..=stored {
-        let m = results.get_raw_message(seq).await.expect("a result");
-        let h = |name: &str| m.headers.get(name).map(|v| v.as_str().to_owned()).unwrap_or_default();
-        assert_eq!(h("Incident-Bridge-Final"), "true", "SCWM never failed, so every result is final");
-        ids.push(h("Nats-Msg-Id"));
-    }
+    let ids = rig
+        .result_ids(|h| {
+            let last = h.get("Incident-Bridge-Final").map(|v| v.as_str());
+            assert_eq!(last, Some("true"), "SCWM never failed, so every result is final");
+        })
+        .await;
+    let stored = ids.len();
     let distinct: std::collections::BTreeSet<String> = ids.iter().cloned().collect();
-    let answered: std::collections::BTreeSet<String> = rig
-        .scwm
-        .requests()
-        .iter()
-        .filter(|r| r.status == Some(200))
-        .map(|r| r.body["header"]["licensePlate"].as_str().expect("a licensePlate").to_owned())
-        .collect();
+    let answered = answered_plates(&rig.scwm);
     eprintln!(
         "kill between answer and publish: {n} alerts, {sends} sends, in {:.1?}; {kills} kills leaving \
          {left_waiting:?} results in the outbox; {} SCWM requests, {} repeats of a licensePlate; {stored} results",
