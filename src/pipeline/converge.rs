@@ -15,7 +15,7 @@ use crate::{
     incident::{Operation, Payload},
     lifecycle::converge::{Drift, Observed, Seen},
     plan::{self, Record},
-    publish::{DriftEvent, ResultEvent},
+    publish::{DriftEvent, KeptBy, ResultEvent},
     scwm::{ScwmError, ScwmFailure, ScwmRequest, ScwmSuccess},
     store::{Revision, StoreError},
 };
@@ -50,7 +50,9 @@ impl Pipeline {
         let request = read_request(&item_id, owner_id);
         let answer = self.call(&request, delivery).await;
         let published = match &answer {
-            Ok(success) => self.publish_success(event, &request, success).await.map(|r| results.push(r)),
+            Ok(success) => {
+                self.publish_success(event, &request, success, KeptBy::Outbox).await.map(|r| results.push(r))
+            }
             Err(failure) => self.publish_refusal(event, &request, failure).await,
         };
         if let Err(outcome) = published {

@@ -515,8 +515,7 @@ impl Pipeline {
         success: ScwmSuccess,
         delivery: Delivery,
     ) -> Outcome {
-        let result = result_event(event, request, &success.envelope, success.attempts, success.elapsed, true);
-        match self.publish_answer(result, delivery.results_kept_by()).await {
+        match self.publish_success(event, request, &success, delivery.results_kept_by()).await {
             Ok(result) => {
                 Outcome::Done(Box::new(Done { envelope: Some(success.envelope), results: vec![result] }))
             }
@@ -559,15 +558,16 @@ impl Pipeline {
         }
     }
 
-    /// Publishes SCWM's acceptance as a final result.
+    /// Publishes SCWM's acceptance as a final result, kept as `kept` says.
     async fn publish_success(
         &self,
         event: &Event,
         request: &ScwmRequest,
         success: &ScwmSuccess,
+        kept: KeptBy,
     ) -> Result<ResultEvent, Outcome> {
         let result = result_event(event, request, &success.envelope, success.attempts, success.elapsed, true);
-        self.publish_answer(result, KeptBy::Outbox).await
+        self.publish_answer(result, kept).await
     }
 
     /// SCWM's acceptance of an alert's step, published to every sink but the outbox when the

@@ -256,6 +256,8 @@ pub fn plan(
         (Some(p), Some(latest)) if p.is_before(&latest.position) => Some(latest.status),
         _ => None,
     };
+    // From the record as read: the working copy below is changed while the hash is in use.
+    let content_hash = content.hash(record.memo.as_ref())?;
     let mut record = record.clone();
     let newest = late.is_none()
         && facts.position.is_some()
@@ -271,8 +273,6 @@ pub fn plan(
         record.source = Some(facts.source.to_owned());
     }
 
-    let memo = record.memo.clone();
-    let content_hash = content.hash(memo.as_ref())?;
     let input = Input {
         status: facts.status,
         content_hash,

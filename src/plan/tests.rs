@@ -152,6 +152,14 @@ mod planning {
         }
     }
 
+    /// The kind of a plan that calls nothing.
+    fn nothing(p: Plan) -> DecisionKind {
+        match p {
+            Plan::Nothing { decision, .. } => decision.kind,
+            other => panic!("expected nothing, got {other:?}"),
+        }
+    }
+
     #[test]
     fn an_unknown_firing_key_claims_an_add_whose_plate_names_the_episode() {
         let w = world_with(FIRING, Some("DBA"));
@@ -284,10 +292,7 @@ mod planning {
         assert_eq!(converged.drift.len(), 1);
         assert!(closing.pending.is_none(), "the close is not sent");
         assert_eq!(closing.stored.as_ref().unwrap().state, IncidentState::Closed);
-        match plan_for(&resolved, &closing, None) {
-            Plan::Nothing { decision, .. } => assert_eq!(decision.kind, DecisionKind::NothingResolvedClosed),
-            other => panic!("{other:?}"),
-        }
+        assert_eq!(nothing(plan_for(&resolved, &closing, None)), DecisionKind::NothingResolvedClosed);
     }
 
     #[test]
@@ -299,10 +304,7 @@ mod planning {
         assert!(!converged.replan, "no intent was under way");
         let changed = world(&FIRING.replace("DiskFull\"}", "DiskFull\", \"x\": \"1\"}"));
         for event in [&w, &changed] {
-            match plan_for(event, &record, None) {
-                Plan::Nothing { decision, .. } => assert_eq!(decision.kind, DecisionKind::NothingQuiet),
-                other => panic!("{other:?}"),
-            }
+            assert_eq!(nothing(plan_for(event, &record, None)), DecisionKind::NothingQuiet);
         }
         let resolved = world(&FIRING.replace("\"status\":\"firing\"", "\"status\":\"resolved\""));
         let forgotten = match plan_for(&resolved, &record, None) {
@@ -363,10 +365,7 @@ mod planning {
 
         // The same memo for other inputs: rendered, the content is what SCWM has, nothing to do.
         record.memo = Some(ContentMemo { inputs: "other inputs".into(), hash: "not what SCWM has".into() });
-        match plan_for(&w, &record, None) {
-            Plan::Nothing { decision, .. } => assert_eq!(decision.kind, DecisionKind::NothingUnchanged),
-            other => panic!("{other:?}"),
-        }
+        assert_eq!(nothing(plan_for(&w, &record, None)), DecisionKind::NothingUnchanged);
     }
 
     #[test]

@@ -113,33 +113,33 @@ impl NatsSink {
 
     /// The result event as a NATS message.
     pub fn render_result(&self, e: &ResultEvent) -> Rendered {
-        let subject = self.results.render(e.op.as_str(), &e.source.name);
-        let span = producer_span(&subject);
-        // The publish span's context, so a reader's trace hangs off this hop.
-        let traceparent = crate::trace_context::headers_of(&span).remove("traceparent");
-        let headers = result_header_pairs(e, traceparent.as_deref().unwrap_or(&e.traceparent))
-            .into_iter()
-            .map(|(name, value)| (name.to_owned(), value))
-            .collect();
-        Rendered { subject, headers, body: Bytes::copy_from_slice(e.header.get().as_bytes()) }
+        let (subject, _, pairs, body) = self.result_parts(e);
+        let headers = pairs.into_iter().map(|(name, value)| (name.to_owned(), value)).collect();
+        Rendered { subject, headers, body }
     }
 
     /// The result event as the client sends it, for a result published at once rather than
     /// kept ([`super::KeptBy::Redelivery`]): the header map built straight from the static
     /// names, with no owned pairs between, and the span its `traceparent` names.
     pub fn result_message(&self, e: &ResultEvent) -> Outgoing {
-        let subject = self.results.render(e.op.as_str(), &e.source.name);
-        let span = producer_span(&subject);
-        let traceparent = crate::trace_context::headers_of(&span).remove("traceparent");
-        let pairs = result_header_pairs(e, traceparent.as_deref().unwrap_or(&e.traceparent));
+        let (subject, span, pairs, body) = self.result_parts(e);
         let header_len = 12 + pairs.iter().map(|(n, v)| n.len() + v.len() + 4).sum::<usize>();
         let mut headers = HeaderMap::new();
         // Each name appears once among a result's headers, so an insert is an append.
         for (name, value) in pairs {
             headers.insert(async_nats::header::HeaderName::from_static(name), value);
         }
-        let body = Bytes::copy_from_slice(e.header.get().as_bytes());
         Outgoing { subject, headers, body, header_len, span }
+    }
+
+    /// A result's subject, its publish span, its headers (with the span's `traceparent`, so a
+    /// reader's trace hangs off this hop) and its body: what both ways of sending it share.
+    fn result_parts(&self, e: &ResultEvent) -> (String, tracing::Span, Vec<(&'static str, String)>, Bytes) {
+        let subject = self.results.render(e.op.as_str(), &e.source.name);
+        let span = producer_span(&subject);
+        let traceparent = crate::trace_context::headers_of(&span).remove("traceparent");
+        let pairs = result_header_pairs(e, traceparent.as_deref().unwrap_or(&e.traceparent));
+        (subject, span, pairs, Bytes::copy_from_slice(e.header.get().as_bytes()))
     }
 
     /// The dead letter as a NATS message.
@@ -172,12 +172,6 @@ impl NatsSink {
     ///
     /// [`flush`]: NatsSink::flush
     pub async fn start(&self, message: &Rendered) -> Result<Pending, PublishError> {
-        // A client that is not connected would hold the message until it is; the outbox holds
-        // it better, and a relay waiting on a dead connection would hold up the ones behind.
-        let state = self.client.connection_state();
-        if state != async_nats::connection::State::Connected {
-            return Err(error(format!("not connected to NATS ({state:?})")));
-        }
         let headers = to_nats_headers(message.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
         let subject = message.subject.clone();
         let span = producer_span(&subject);
@@ -186,10 +180,6 @@ impl NatsSink {
 
     /// [`NatsSink::start`] for a message built to go at once ([`NatsSink::result_message`]).
     pub async fn start_outgoing(&self, message: Outgoing) -> Result<Pending, PublishError> {
-        let state = self.client.connection_state();
-        if state != async_nats::connection::State::Connected {
-            return Err(error(format!("not connected to NATS ({state:?})")));
-        }
         let Outgoing { subject, headers, body, span, .. } = message;
         self.send(subject, headers, body, span).await
     }
@@ -201,6 +191,12 @@ impl NatsSink {
         body: Bytes,
         span: tracing::Span,
     ) -> Result<Pending, PublishError> {
+        // A client that is not connected would hold the message until it is; the outbox holds
+        // it better, and a relay waiting on a dead connection would hold up the ones behind.
+        let state = self.client.connection_state();
+        if state != async_nats::connection::State::Connected {
+            return Err(error(format!("not connected to NATS ({state:?})")));
+        }
         async {
             if !self.is_captured(&subject).await? {
                 self.client
