@@ -72,6 +72,10 @@ struct Args {
     /// default) or `process-crash`.
     #[arg(long)]
     durability: Option<String>,
+    /// http-webhook: after the run, the bridge's CPU at rest over this long, with every alert's
+    /// key in its store (what its periodic sweeps of the store cost).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    idle: Option<Duration>,
     /// Ignored (cargo bench passes it).
     #[arg(long, hide = true)]
     bench: bool,

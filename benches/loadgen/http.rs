@@ -110,6 +110,14 @@ pub async fn webhook(args: &Args) {
             .await;
     let after = ProcStats::read(child.id().unwrap());
     let results = counted.await.unwrap();
+    let at_rest = match args.idle {
+        Some(idle) => {
+            let rest = ProcStats::read(child.id().unwrap());
+            tokio::time::sleep(idle).await;
+            Some((idle, ProcStats::read(child.id().unwrap()).cpu.saturating_sub(rest.cpu)))
+        }
+        None => None,
+    };
     child.kill().await.ok();
     print_table(&[&direct, &bridged]);
     println!(
@@ -117,6 +125,13 @@ pub async fn webhook(args: &Args) {
         sim.request_count()
     );
     after.print_since(&before, bridged.latency.len());
+    if let Some((idle, cpu)) = at_rest {
+        println!(
+            "bridge at rest with {} keys in its store: CPU {cpu:.2?} over {idle:.0?} ({:.2} % of a core)",
+            bridged.latency.len(),
+            100.0 * cpu.as_secs_f64() / idle.as_secs_f64()
+        );
+    }
 }
 
 /// Capacity, then 5× capacity for `--duration` (open loop), then capacity again.

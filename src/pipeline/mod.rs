@@ -306,14 +306,7 @@ impl Pipeline {
     /// a replica that died) has to offer again.
     pub async fn holds(&self) -> Result<Vec<(crate::ids::CorrelationKey, u64)>, StoreError> {
         let Some(store) = &self.store else { return Ok(vec![]) };
-        let mut holds = Vec::new();
-        records::each(store.as_ref(), |r, _| {
-            if let (Some(key), Some(held)) = (r.key, r.held) {
-                holds.push((key, held.due_ms));
-            }
-        })
-        .await?;
-        Ok(holds)
+        records::holds(store.as_ref()).await
     }
 
     /// When the pipeline reads an incident before acting on it, and which field of a read
