@@ -2,7 +2,9 @@
 //! a new alert's `hold_add`): the pipeline reports each hold it records with its due time; this
 //! task waits for it and hands the notification back to the intake, which queues it for its key
 //! like any other. A sweep of the store at start and every [`SWEEP_EVERY`] finds holds no live
-//! process is waiting for (recorded by a replica that died, or before a restart).
+//! process is waiting for (recorded by a replica that died, or before a restart). A sweep walks
+//! every key, so a store so large that one takes long is swept less often: the sweeps keep to
+//! [`SWEEP_SHARE`] of the time.
 //!
 //! It owns only the timing. What a due notification leads to is the planner's to say; an offer
 //! that comes too early, twice or after a newer notification is decided as such (nothing).
@@ -18,8 +20,11 @@ use tokio_util::sync::CancellationToken;
 use super::Intake;
 use crate::ids::CorrelationKey;
 
-/// How often the store is swept for holds nobody waits for.
+/// How often the store is swept for holds nobody waits for, at most.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(30);
+
+/// The share of the time sweeps may take (a walk of a million keys takes seconds).
+const SWEEP_SHARE: u32 = 20;
 
 /// Runs until `stop` fires.
 pub async fn run(
@@ -28,7 +33,7 @@ pub async fn run(
     stop: CancellationToken,
 ) {
     let mut due = Schedule::default();
-    let mut sweep = tokio::time::interval(SWEEP_EVERY);
+    let mut next_sweep = tokio::time::Instant::now();
     loop {
         let wake = due.next().map_or(Duration::from_secs(3600), until);
         tokio::select! {
@@ -37,10 +42,14 @@ pub async fn run(
                 Some((key, at)) => due.insert(key, at),
                 None => return,
             },
-            _ = sweep.tick() => match intake.runner().pipeline().holds().await {
-                Ok(holds) => holds.into_iter().for_each(|(key, at)| due.insert(key, at)),
-                Err(e) => tracing::warn!(error = %e, "the store could not be swept for held notifications"),
-            },
+            () = tokio::time::sleep_until(next_sweep) => {
+                let started = tokio::time::Instant::now();
+                match intake.runner().pipeline().holds().await {
+                    Ok(holds) => holds.into_iter().for_each(|(key, at)| due.insert(key, at)),
+                    Err(e) => tracing::warn!(error = %e, "the store could not be swept for held notifications"),
+                }
+                next_sweep = tokio::time::Instant::now() + sweep_gap(started.elapsed());
+            }
             () = tokio::time::sleep(wake) => {
                 for key in due.take_due(now_ms()) {
                     offer(&intake, &key, &mut due).await;
@@ -94,6 +103,12 @@ impl Schedule {
     }
 }
 
+/// The wait after a sweep that took `took`: [`SWEEP_EVERY`], or longer when that would let
+/// sweeps take more than a [`SWEEP_SHARE`]th of the time.
+fn sweep_gap(took: Duration) -> Duration {
+    SWEEP_EVERY.max(took.saturating_mul(SWEEP_SHARE - 1))
+}
+
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
@@ -120,5 +135,13 @@ mod tests {
         assert_eq!(s.take_due(15), vec![key("b")]);
         assert_eq!(s.take_due(25), vec![key("a")]);
         assert_eq!(s.next(), None);
+    }
+
+    #[test]
+    fn sweeps_come_every_thirty_seconds_unless_they_would_take_more_than_a_twentieth_of_the_time() {
+        assert_eq!(sweep_gap(Duration::from_millis(150)), SWEEP_EVERY);
+        assert_eq!(sweep_gap(Duration::from_secs(3)), Duration::from_secs(57));
+        let (took, gap) = (Duration::from_secs(10), sweep_gap(Duration::from_secs(10)));
+        assert_eq!(took * SWEEP_SHARE, took + gap, "a sweep and the wait after it: one twentieth sweeping");
     }
 }
