@@ -9,6 +9,8 @@
 use serde_json::{Map, Value};
 
 use super::DecodeError;
+
+mod typed;
 use crate::alert::{Alert, AlertStatus, Labels, Notification, NotificationKind, label_fingerprint};
 
 /// Decodes an Alertmanager webhook body.
@@ -16,8 +18,14 @@ pub fn decode(body: &[u8]) -> Result<Notification, DecodeError> {
     parse_webhook(NotificationKind::Alertmanager, body)
 }
 
-/// Reads the Alertmanager-shaped body both webhook kinds share.
+/// Reads the Alertmanager-shaped body both webhook kinds share: read straight into the model
+/// when it can be ([`typed`]), through a `Value` tree otherwise, which names what is wrong.
 pub(super) fn parse_webhook(kind: NotificationKind, body: &[u8]) -> Result<Notification, DecodeError> {
+    typed::read(kind, body).map_or_else(|| parse_tree(kind, body), Ok)
+}
+
+/// The reference reading of a body, through a `Value` tree, with an error that names the field.
+fn parse_tree(kind: NotificationKind, body: &[u8]) -> Result<Notification, DecodeError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| DecodeError::NotJson(e.to_string()))?;
     let Value::Object(mut obj) = value else {
         return Err(DecodeError::NotAnObject);
@@ -236,5 +244,145 @@ mod tests {
             decode(br#"{"status":"firing","alerts":[{"status":"firing","labels":{"n":1}}]}"#).unwrap_err();
         assert_eq!(e.to_string(), "`alerts[0].labels.n` must be a string");
         assert_eq!(e.kind(), "wrong_type");
+    }
+
+    /// Every fixture, Alertmanager's and Grafana's.
+    fn fixtures() -> Vec<(NotificationKind, Vec<u8>)> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let mut out = Vec::new();
+        for (sub, kind) in
+            [("alertmanager", NotificationKind::Alertmanager), ("grafana", NotificationKind::Grafana)]
+        {
+            for entry in std::fs::read_dir(dir.join(sub)).unwrap() {
+                let path = entry.unwrap().path();
+                if path.extension().is_some_and(|e| e == "json") && !path.ends_with("INDEX.json") {
+                    out.push((kind, std::fs::read(path).unwrap()));
+                }
+            }
+        }
+        assert!(out.len() > 10, "the fixtures are there");
+        out
+    }
+
+    /// The quick reader agrees with the tree-based one: the same notification whenever it
+    /// answers, and an answer for whatever the tree-based reader accepts, unless it said why not.
+    fn agree(kind: NotificationKind, body: &[u8]) -> Option<Notification> {
+        let quick = typed::read(kind, body);
+        let tree = parse_tree(kind, body);
+        if let Some(quick) = &quick {
+            assert_eq!(Ok(quick), tree.as_ref(), "{}", String::from_utf8_lossy(body));
+        }
+        assert_eq!(parse_webhook(kind, body), tree, "{}", String::from_utf8_lossy(body));
+        quick
+    }
+
+    #[test]
+    fn the_quick_reader_reads_every_fixture_as_the_tree_does() {
+        for (kind, body) in fixtures() {
+            assert!(agree(kind, &body).is_some(), "read quickly: {}", String::from_utf8_lossy(&body));
+        }
+    }
+
+    #[test]
+    fn the_quick_reader_agrees_on_the_unusual_and_leaves_the_wrong_to_the_tree() {
+        let quick = [
+            MINIMAL,
+            r#"{"status":"firing","alerts":[],"groupLabels":{"alertname":"A","q":"x\"y"}}"#,
+            r#"{"version":"5","status":"resolved","new":1,"alerts":[{"status":"resolved","labels":{},"x":true,"endsAt":"2026-01-01T00:00:00Z"}]}"#,
+            r#"{"status":"firing","commonAnnotations":null,"receiver":null,"alerts":[{"status":"firing","labels":{"a":"b"},"annotations":null,"fingerprint":null}]}"#,
+            // A field named twice counts as its last; so does a label.
+            r#"{"status":"resolved","status":"firing","alerts":[{"status":"firing","labels":{"a":"1","a":"2"}}]}"#,
+            r#"{"status":"firing","alerts":[{"status":"firing","labels":{},"startsAt":"0001-01-01T00:00:00Z","endsAt":"","generatorURL":"","fingerprint":""}],"groupKey":"","truncatedAlerts":null}"#,
+            r#"{"status":"firing","alerts":[{"labels":{"k":"v"},"status":"firing","nested":{"a":[1,{"b":null}]}}],"extra":[true]}"#,
+        ];
+        for body in quick {
+            assert!(agree(NotificationKind::Alertmanager, body.as_bytes()).is_some(), "{body}");
+        }
+        let left = [
+            "{",
+            "[]",
+            r#"{"alerts":[]}"#,
+            r#"{"status":"firing"}"#,
+            r#"{"status":"burning","alerts":[]}"#,
+            r#"{"status":"firing","alerts":{}}"#,
+            r#"{"status":"firing","alerts":[1]}"#,
+            r#"{"status":"firing","alerts":[{"status":"firing"}]}"#,
+            r#"{"status":"firing","alerts":[{"status":"firing","labels":null}]}"#,
+            r#"{"status":"firing","alerts":[{"status":"firing","labels":{"n":1}}]}"#,
+            r#"{"status":"firing","alerts":[{"status":"firing","labels":{},"startsAt":5}]}"#,
+            r#"{"status":"firing","alerts":[],"truncatedAlerts":-1}"#,
+            r#"{"status":"firing","alerts":[],"truncatedAlerts":1.0}"#,
+            r#"{"status":"firing","alerts":[],"groupLabels":[]}"#,
+            r#"{"status":null,"alerts":[]}"#,
+            // An escaped name: the tree reads it, as a field like any other.
+            r#"{"st\u0061tus":"firing","status":"firing","alerts":[]}"#,
+            // The first of two is wrong, the last right: the tree takes the last.
+            r#"{"status":"firing","alerts":5,"alerts":[]}"#,
+        ];
+        for body in left {
+            agree(NotificationKind::Alertmanager, body.as_bytes());
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        /// A fixture with fields set to other values, removed or named twice: the two readers
+        /// still agree.
+        #[test]
+        fn the_quick_reader_agrees_with_the_tree_on_changed_fixtures(
+            which in 0usize..64,
+            edits in proptest::collection::vec((0usize..64, 0usize..64, 0usize..8), 1..4),
+        ) {
+            let all = fixtures();
+            let (kind, body) = &all[which % all.len()];
+            let mut value: Value = serde_json::from_slice(body).unwrap();
+            for (at, inner, to) in edits {
+                edit(&mut value, at, inner, to);
+            }
+            let mut bytes = serde_json::to_vec(&value).unwrap();
+            if which % 5 == 0 {
+                // The same field again at the end: a second `status`.
+                bytes.pop();
+                bytes.extend_from_slice(br#","status":"resolved"}"#);
+            }
+            agree(*kind, &bytes);
+        }
+    }
+
+    /// Sets one field of the body, or of one of its alerts, to one of a few values that matter.
+    fn edit(body: &mut Value, at: usize, inner: usize, to: usize) {
+        let replacement = [
+            Value::Null,
+            Value::from(1),
+            Value::from(-1),
+            Value::from("firing"),
+            Value::from(""),
+            serde_json::json!({"k": "v"}),
+            serde_json::json!([]),
+            Value::from("0001-01-01T00:00:00Z"),
+        ][to]
+            .clone();
+        let Some(obj) = body.as_object_mut() else { return };
+        let key = obj.keys().nth(at % obj.len().max(1)).cloned();
+        match (key, obj.get_mut("alerts").and_then(Value::as_array_mut)) {
+            (Some(key), Some(alerts)) if key == "alerts" && !alerts.is_empty() => {
+                let n = alerts.len();
+                if let Some(alert) = alerts[inner % n].as_object_mut() {
+                    let keys: Vec<String> = alert.keys().cloned().collect();
+                    if to == 6 && !keys.is_empty() {
+                        alert.remove(&keys[inner % keys.len()]);
+                    } else if let Some(k) = keys.get(inner % keys.len().max(1)) {
+                        alert.insert(k.clone(), replacement);
+                    }
+                }
+            }
+            (Some(key), _) if to == 6 => {
+                obj.remove(&key);
+            }
+            (Some(key), _) => {
+                obj.insert(key, replacement);
+            }
+            (None, _) => {}
+        }
     }
 }
