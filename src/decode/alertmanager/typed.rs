@@ -1,9 +1,9 @@
 //! The quick way to read an Alertmanager-shaped body: straight into the model, field by field,
 //! with no `serde_json::Value` tree between (building that tree and taking it apart was most of
-//! what decoding a notification cost). It only ever answers for a body it reads whole; any
-//! body it cannot, wrong or merely unusual (an escaped field name), it gives up on, and the
-//! tree-based reader beside it reads it again: that one names what is wrong, and is the
-//! reference this one must agree with (the tests hold them to it).
+//! what decoding a notification cost). It only ever answers for a body it reads whole; a body
+//! with anything wrong it gives up on, and the tree-based reader beside it reads it again: that
+//! one names what is wrong, and is the reference this one must agree with (the tests hold them
+//! to it).
 
 use std::{borrow::Cow, fmt};
 
