@@ -175,6 +175,9 @@ impl NatsSink {
         let headers = to_nats_headers(message.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
         let subject = message.subject.clone();
         let span = producer_span(&subject);
+        // The message names the span it was made under (its `traceparent`, written when it was
+        // kept): this send, perhaps much later, continues that trace rather than start its own.
+        crate::trace_context::continue_trace(&span, &message.headers);
         self.send(subject, headers, message.body.clone(), span).await
     }
 

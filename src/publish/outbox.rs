@@ -391,6 +391,11 @@ impl Relay {
     /// Sends one entry; with it, `true` when it went out cut to fit (and is to be kept whole).
     async fn start_one(&self, id: &str, entry: &Entry) -> Result<(Pending, bool), PublishError> {
         let max = self.sink.max_payload();
+        // A client that has not heard from a server yet knows no limit (0): nothing can go out,
+        // and nothing is to be cut to fit one.
+        if max == 0 {
+            return Err(PublishError { sink: "nats", message: "not connected to NATS yet".into() });
+        }
         let message = &entry.message;
         if message.header_len() + message.body.len() <= max {
             return Ok((self.sink.start(message).await?, false));

@@ -95,25 +95,36 @@ async fn one_trace_runs_from_the_sender_through_scwm_to_the_result_event() {
         .expect("traceparent sent to SCWM");
     assert!(scwm_tp.starts_with(&format!("00-{TRACE_ID}-")), "{scwm_tp}");
 
-    // Collect spans until the chain server → event → SCWM attempt, and the publish, are there.
+    // Collect spans until the chain server → event → SCWM attempt, and both publish spans (the
+    // one the kept result names, made with it, and the outbox's send of it) are there.
     let mut by_name: HashMap<String, Span> = HashMap::new();
+    let mut sends: Vec<Span> = Vec::new();
     within(20, "the exported spans", async {
-        while !["POST /v1/incidents/{op}", "process event", "POST", "send scwm.results.add"]
-            .iter()
-            .all(|n| by_name.contains_key(*n))
+        while !["POST /v1/incidents/{op}", "process event", "POST"].iter().all(|n| by_name.contains_key(*n))
+            || sends.len() < 2
         {
             let span = spans.recv().await.unwrap();
-            by_name.insert(span.name.clone(), span);
+            if span.name == "send scwm.results.add" {
+                sends.push(span);
+            } else {
+                by_name.insert(span.name.clone(), span);
+            }
         }
     })
     .await;
     let server = &by_name["POST /v1/incidents/{op}"];
     let event = &by_name["process event"];
     let attempt = &by_name["POST"];
-    let publish = &by_name["send scwm.results.add"];
-    for s in [server, event, attempt, publish] {
+    let publish =
+        sends.iter().find(|s| s.parent_span_id == event.span_id).expect("a publish span under processing");
+    let relay = sends.iter().find(|s| s.span_id != publish.span_id).unwrap();
+    for s in [server, event, attempt, publish, relay] {
         assert_eq!(hex(&s.trace_id), TRACE_ID, "{} is in the sender's trace", s.name);
     }
+    assert_eq!(
+        relay.parent_span_id, publish.span_id,
+        "the outbox's send continues the trace the result names"
+    );
     assert_eq!(hex(&server.parent_span_id), PARENT_ID, "the server span's parent is the sender's span");
     assert_eq!(event.parent_span_id, server.span_id, "processing hangs off the request");
     assert_eq!(attempt.parent_span_id, event.span_id, "the SCWM attempt hangs off processing");
