@@ -9,9 +9,9 @@
 use serde_json::{Map, Value};
 
 use super::DecodeError;
+use crate::alert::{Alert, AlertStatus, Labels, Notification, NotificationKind, label_fingerprint};
 
 mod typed;
-use crate::alert::{Alert, AlertStatus, Labels, Notification, NotificationKind, label_fingerprint};
 
 /// Decodes an Alertmanager webhook body.
 pub fn decode(body: &[u8]) -> Result<Notification, DecodeError> {

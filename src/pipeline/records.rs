@@ -22,9 +22,9 @@ pub(super) async fn read(
 
 /// Every key whose record holds a notification back, and when it is due.
 ///
-/// The holds sweep runs this every [`crate::intake::holds::SWEEP_EVERY`] over every key, and
-/// few keys hold anything: a value whose bytes do not name the field is passed over unparsed,
-/// and the others are read for their key and due time only, not parsed whole.
+/// The holds sweep runs this over every key, at most every [`crate::intake::holds::SWEEP_EVERY`],
+/// and few keys hold anything: a value whose bytes do not name the field is passed over
+/// unparsed, and the others are read for their key and due time only, not parsed whole.
 pub(super) async fn holds(store: &dyn CorrelationStore) -> Result<Vec<(CorrelationKey, u64)>, StoreError> {
     #[derive(serde::Deserialize)]
     struct HeldOf {

@@ -7,14 +7,14 @@
 
 use std::{borrow::Cow, fmt};
 
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::{Map, Value};
 
 use crate::alert::{Alert, AlertStatus, Labels, Notification, NotificationKind, label_fingerprint};
 
 /// The body as a notification, or `None` when the tree-based reader must look at it.
 pub(super) fn read(kind: NotificationKind, body: &[u8]) -> Option<Notification> {
-    let Body(fields) = serde_json::from_slice(body).ok()?;
+    let fields: Fields = serde_json::from_slice(body).ok()?;
     let group_labels = fields.group_labels.unwrap_or_default();
     let group_key = match fields.group_key {
         Some(k) if !k.is_empty() => k,
@@ -52,30 +52,32 @@ struct Fields {
     extra: Map<String, Value>,
 }
 
-struct Body(Fields);
-
-impl<'de> Deserialize<'de> for Body {
+impl<'de> Deserialize<'de> for Fields {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_map(BodyVisitor)
+        d.deserialize_map(FieldsVisitor)
     }
 }
 
-struct BodyVisitor;
+struct FieldsVisitor;
 
-impl<'de> Visitor<'de> for BodyVisitor {
-    type Value = Body;
+impl<'de> Visitor<'de> for FieldsVisitor {
+    type Value = Fields;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("an Alertmanager webhook body")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Body, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields, A::Error> {
         let mut b = Fields::default();
         // A field named twice counts as its last, as in the tree.
         while let Some(Name(name)) = map.next_key()? {
             match &*name {
                 "status" => b.status = status(map.next_value()?)?,
-                "alerts" => b.alerts = map.next_value::<Option<Alerts>>()?.map(|a| a.0),
+                "alerts" => {
+                    b.alerts = map
+                        .next_value::<Option<Vec<OneAlert>>>()?
+                        .map(|alerts| alerts.into_iter().map(|OneAlert(a)| a).collect())
+                }
                 "receiver" => b.receiver = map.next_value()?,
                 "groupLabels" => b.group_labels = map.next_value()?,
                 "commonLabels" => b.common_labels = map.next_value()?,
@@ -89,7 +91,7 @@ impl<'de> Visitor<'de> for BodyVisitor {
                 }
             }
         }
-        Ok(Body(b))
+        Ok(b)
     }
 }
 
@@ -98,28 +100,6 @@ fn status<E: de::Error>(s: Option<Cow<'_, str>>) -> Result<Option<AlertStatus>, 
     match s {
         None => Ok(None),
         Some(s) => AlertStatus::parse(&s).map(Some).ok_or_else(|| E::custom("not a status")),
-    }
-}
-
-struct Alerts(Vec<Alert>);
-
-impl<'de> Deserialize<'de> for Alerts {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct AlertsVisitor;
-        impl<'de> Visitor<'de> for AlertsVisitor {
-            type Value = Alerts;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("an array of alerts")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Alerts, A::Error> {
-                let mut alerts = Vec::with_capacity(seq.size_hint().unwrap_or(1).min(64));
-                while let Some(OneAlert(alert)) = seq.next_element()? {
-                    alerts.push(alert);
-                }
-                Ok(Alerts(alerts))
-            }
-        }
-        d.deserialize_seq(AlertsVisitor)
     }
 }
 
