@@ -13,6 +13,7 @@
 //! the results of work already under way still get in. It owns those rules; it does not render messages (the NATS sink does).
 
 use std::{
+    collections::BTreeMap,
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, AtomicUsize, Ordering},
@@ -44,6 +45,8 @@ const CONNECTION_POLL: Duration = Duration::from_millis(50);
 const BATCH: usize = 256;
 /// How long the relay waits before trying NATS again after a failed publish, at most.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Entries kept as made for the relay, at most: about a batch, a few hundred KiB.
+const MADE: usize = BATCH;
 
 /// What an outbox entry holds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -83,6 +86,11 @@ pub struct Relay {
     oldest_ms: AtomicU64,
     limit: usize,
     ids: Mutex<ulid::Generator>,
+    /// The entries made here lately, as made, by id: the relay takes an entry from here rather
+    /// than read it back from its bytes. The store stays what is published from (its order,
+    /// what is there); this only spares the parse. The oldest go first when it is full (NATS
+    /// away), and an entry whose write failed is never asked for and goes the same way.
+    made: Made,
     /// Where readiness is reported: a full outbox cannot accept work durably.
     health: Option<Health>,
 }
@@ -116,6 +124,7 @@ impl Relay {
             oldest_ms: AtomicU64::new(0),
             limit: limit.max(1),
             ids: Mutex::new(ulid::Generator::new()),
+            made: Made::default(),
             health: None,
         };
         if depth > 0 {
@@ -255,6 +264,7 @@ impl Relay {
                 bytes = Bytes::from(serde_json::to_vec(&entry).expect("an outbox entry serialises"));
             }
         }
+        self.made.keep(id.clone(), entry);
         Prepared { id, bytes, added_ms }
     }
 
@@ -332,7 +342,11 @@ impl Relay {
             let mut sent: Vec<(String, Option<Pending>, Option<Bytes>)> = Vec::with_capacity(batch.len());
             let mut failed = None;
             for (id, bytes) in batch {
-                let entry: Entry = match serde_json::from_slice(&bytes) {
+                let entry: Entry = match self
+                    .made
+                    .take(&id)
+                    .map_or_else(|| serde_json::from_slice(&bytes), Ok)
+                {
                     Ok(entry) => entry,
                     Err(e) => {
                         // Not ours to read: kept aside rather than block the queue for ever.
@@ -411,6 +425,24 @@ impl Relay {
     }
 }
 
+/// Entries as made, by id, at most [`MADE`]: the oldest (ids sort by time) leave first.
+#[derive(Default)]
+struct Made(Mutex<BTreeMap<String, Entry>>);
+
+impl Made {
+    fn keep(&self, id: String, entry: Entry) {
+        let mut made = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if made.len() >= MADE {
+            made.pop_first();
+        }
+        made.insert(id, entry);
+    }
+
+    fn take(&self, id: &str) -> Option<Entry> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(id)
+    }
+}
+
 /// Cuts headers larger than `room`: the original sender's first, then every value to
 /// [`MAX_HEADER_VALUE`].
 fn shrink_headers(message: &mut Rendered, room: usize) {
@@ -457,6 +489,25 @@ fn cut_to_fit(message: &Rendered, max: usize, id: &str) -> Rendered {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn entries_as_made_are_taken_once_and_the_oldest_leave_when_full() {
+        let made = Made::default();
+        let entry = |n: usize| Entry {
+            kind: EntryKind::Result,
+            added_ms: n as u64,
+            message: Rendered { subject: format!("s.{n}"), headers: Vec::new(), body: Bytes::new() },
+        };
+        for n in 0..MADE + 10 {
+            made.keep(format!("{n:05}"), entry(n));
+        }
+        assert!(made.take("00000").is_none(), "the oldest left to make room");
+        assert!(made.take("00009").is_none());
+        assert_eq!(made.take("00010").map(|e| e.message.subject), Some("s.10".into()));
+        assert!(made.take("00010").is_none(), "taken once");
+        let newest = format!("{:05}", MADE + 9);
+        assert_eq!(made.take(&newest).map(|e| e.added_ms), Some((MADE + 9) as u64));
+    }
 
     #[test]
     fn a_cut_message_fits_and_says_how_large_it_was_and_where_it_is_kept() {

@@ -315,7 +315,7 @@ fn sample_context() -> minijinja::Value {
         partner: Some("SAMPLE-PARTNER"),
         overrides: None,
     };
-    let (ctx, _, _) = context::build("sample", &notification, &subject);
+    let ctx = context::value("sample", &notification, &subject);
     let fields = serde_json::json!({"title": "SampleAlert: A sample alert"});
     context::with_fields(&ctx, fields.as_object().expect("an object"))
 }
@@ -500,13 +500,15 @@ fn fingerprint(origin: &str, templates: &[(String, &str)]) -> [u8; 32] {
 pub struct Renderer<'a> {
     /// Most specific first; the defaults last.
     layers: Vec<&'a TemplateSet>,
-    ctx: minijinja::Value,
+    notification: &'a Notification,
+    subject: Subject<'a>,
+    /// The template context, made the first time something is rendered: a repeat whose
+    /// content the record knows by [`Renderer::inputs`] renders nothing.
+    ctx: OnceLock<minijinja::Value>,
     /// What the content is rendered from, as a digest ([`Renderer::inputs`]).
     inputs: String,
     source_name: String,
-    key: String,
     facts: context::Facts,
-    partner: Option<String>,
     /// Templates that failed and were stood in for since the last [`Renderer::take_fallbacks`].
     fallbacks: std::sync::Mutex<Vec<Fallback>>,
 }
@@ -517,10 +519,10 @@ impl<'a> Renderer<'a> {
     pub fn new(
         source_name: &str,
         source_templates: &'a TemplateSet,
-        notification: &Notification,
+        notification: &'a Notification,
         subject: Subject<'a>,
     ) -> Self {
-        let (ctx, facts, ctx_digest) = context::build(source_name, notification, &subject);
+        let (facts, ctx_digest) = context::facts_and_digest(source_name, notification, &subject);
         let layers: Vec<&TemplateSet> = subject
             .overrides
             .into_iter()
@@ -539,14 +541,18 @@ impl<'a> Renderer<'a> {
         };
         Renderer {
             layers,
-            ctx,
+            notification,
+            subject,
+            ctx: OnceLock::new(),
             inputs,
             source_name: source_name.to_owned(),
-            key: subject.key.to_owned(),
             facts,
-            partner: subject.partner.map(str::to_owned),
             fallbacks: std::sync::Mutex::new(Vec::new()),
         }
+    }
+
+    fn ctx(&self) -> &minijinja::Value {
+        self.ctx.get_or_init(|| context::value(&self.source_name, self.notification, &self.subject))
     }
 
     /// A digest of everything the content ([`Renderer::content`]) is rendered from: the bridge's
@@ -607,7 +613,7 @@ impl<'a> Renderer<'a> {
             fields.insert(Field::Description.payload_key().into(), Value::String(description));
         }
         fields.insert("source".into(), Value::String(format!("incident-bridge/{}", self.source_name)));
-        fields.insert("externalRef".into(), Value::String(self.key.clone()));
+        fields.insert("externalRef".into(), Value::String(self.subject.key.to_owned()));
         fields.insert("labels".into(), serde_json::json!(self.facts.labels));
         if let Some(t) = &self.facts.occurred_at {
             fields.insert("occurredAt".into(), Value::String(t.clone()));
@@ -646,8 +652,8 @@ impl<'a> Renderer<'a> {
             (Operation::Submit, None) => self.fields_payload(&[Field::Note])?,
         };
         if op == Operation::Submit && !payload.contains_key("partnerId") {
-            let partner = self.partner.as_ref().ok_or(RenderError::NoPartner)?;
-            payload.insert("partnerId".into(), Value::String(partner.clone()));
+            let partner = self.subject.partner.ok_or(RenderError::NoPartner)?;
+            payload.insert("partnerId".into(), Value::String(partner.to_owned()));
         }
         if let Some(id) = item_id {
             payload.insert("id".into(), Value::String(id.as_str().to_owned()));
@@ -671,7 +677,7 @@ impl<'a> Renderer<'a> {
     fn field(&self, field: Field) -> Result<Option<String>, RenderError> {
         let mut layers = self.layers.iter().filter(|l| l.has_field(field)).peekable();
         while let Some(layer) = layers.next() {
-            match layer.render(field.key(), &self.ctx) {
+            match layer.render(field.key(), self.ctx()) {
                 Ok(text) => {
                     let text = text.trim();
                     return Ok((!text.is_empty()).then(|| text.to_owned()));
@@ -701,7 +707,7 @@ impl<'a> Renderer<'a> {
         op: Operation,
         fields: &Payload,
     ) -> Result<Payload, RenderError> {
-        let ctx = context::with_fields(&self.ctx, fields);
+        let ctx = context::with_fields(self.ctx(), fields);
         let name = payload_name(op);
         let text = layer.render(&name, &ctx)?;
         let template = format!("{}.{name}", layer.origin);

@@ -481,3 +481,22 @@ fn the_context_prints_as_the_json_it_was_each_map_sorted_and_absent_values_left_
         "{description}"
     );
 }
+
+#[test]
+fn the_template_value_shows_exactly_the_context_the_digest_is_of() {
+    // The value templates see and the digest that stands for it are built apart (the value
+    // only when something renders); they must show the same context, byte for byte as JSON.
+    let mut n = notification();
+    n.extra.insert("tenant".into(), json!({"id": 7, "tags": ["a", "b"]}));
+    n.alerts[0].extra.insert("weight".into(), json!(1.5));
+    for grouping in [Grouping::Alert, Grouping::Group] {
+        for t in Routes::new(vec![Route::catch_all("r")]).plan(&n, "am", grouping) {
+            let subject = t.subject();
+            let (_, digest) = context::facts_and_digest("am", &n, &subject);
+            let value = context::value("am", &n, &subject);
+            let mut of_value = DigestWriter::default();
+            serde_json::to_writer(&mut of_value, &value).unwrap();
+            assert_eq!(of_value.finish(), digest, "{grouping:?} {}: {value}", subject.key);
+        }
+    }
+}

@@ -3,6 +3,7 @@
 //! a requester reads the same numbers over either transport.
 
 use http::StatusCode;
+use serde::Serialize;
 
 use crate::{
     decode::DecodeError,
@@ -44,24 +45,56 @@ pub fn of_decode(e: &DecodeError) -> StatusCode {
     }
 }
 
-/// A short JSON account of an outcome, for answers that cover several events.
-pub fn summary(outcome: &Outcome) -> serde_json::Value {
+/// A short account of one event's outcome, for answers that cover several events. Its fields
+/// are in the order of their names, as the answer has always shown them.
+#[derive(Debug, Serialize)]
+pub struct Summary<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    alertname: Option<&'a str>,
+    detail: Option<String>,
+    /// The incident SCWM last acted on, when it did.
+    #[serde(rename = "itemId", skip_serializing_if = "Option::is_none")]
+    item_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<&'a str>,
+    /// What SCWM did for it: each operation, when it did anything.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ops: Option<Vec<&'static str>>,
+    outcome: &'static str,
+    status: u16,
+}
+
+/// The summary of `outcome`.
+pub fn summary(outcome: &Outcome) -> Summary<'_> {
     let detail = match outcome {
         Outcome::Done(d) => d.results.last().map(|r| r.license_plate.to_string()),
         Outcome::Duplicate { reason } => Some(reason.clone()),
         Outcome::Retry { cause, .. } => Some(cause.to_string()),
         Outcome::Reject(r) => Some(r.error.to_string()),
     };
-    let mut summary =
-        serde_json::json!({"outcome": outcome.label(), "status": of(outcome), "detail": detail});
-    // What SCWM did for it: each operation and the incident it was done to.
-    if let Outcome::Done(d) = outcome {
-        summary["ops"] = d.results.iter().map(|r| r.op.as_str()).collect();
-        if let Some(id) = d.results.iter().rev().find_map(|r| r.item_id.as_ref()) {
-            summary["itemId"] = id.as_str().into();
-        }
+    let (ops, item_id) = match outcome {
+        Outcome::Done(d) => (
+            Some(d.results.iter().map(|r| r.op.as_str()).collect()),
+            d.results.iter().rev().find_map(|r| r.item_id.as_ref()).map(|id| id.as_str()),
+        ),
+        _ => (None, None),
+    };
+    Summary {
+        alertname: None,
+        detail,
+        item_id,
+        key: None,
+        ops,
+        outcome: outcome.label(),
+        status: of(outcome),
     }
-    summary
+}
+
+impl<'a> Summary<'a> {
+    /// The summary naming the event it is of: its correlation `key`, and `alertname` for an alert.
+    pub fn of_event(self, key: &'a str, alertname: Option<&'a str>) -> Self {
+        Summary { key: Some(key), alertname, ..self }
+    }
 }
 
 #[cfg(test)]
@@ -69,6 +102,26 @@ mod tests {
     use super::*;
     use crate::decode::{alertmanager, cloudevents, native};
     use crate::incident::Operation;
+
+    #[test]
+    fn a_summary_shows_its_fields_sorted_and_leaves_out_what_it_does_not_have() {
+        let duplicate = Outcome::Duplicate { reason: "nothing changed".into() };
+        assert_eq!(
+            serde_json::to_string(&summary(&duplicate).of_event("am:fp:1", Some("DiskFull"))).unwrap(),
+            r#"{"alertname":"DiskFull","detail":"nothing changed","key":"am:fp:1","outcome":"duplicate","status":200}"#
+        );
+        let retry = Outcome::Retry {
+            after: std::time::Duration::from_secs(1),
+            cause: crate::pipeline::RetryCause::Busy,
+        };
+        let told = serde_json::to_value(summary(&retry)).unwrap();
+        assert_eq!(told["outcome"], "retry");
+        assert_eq!(told["status"], 503);
+        assert!(told["detail"].is_string(), "{told}");
+        for absent in ["alertname", "key", "ops", "itemId"] {
+            assert!(told.get(absent).is_none(), "{absent} in {told}");
+        }
+    }
 
     #[test]
     fn decode_refusals_map_to_400_415_and_422() {

@@ -20,7 +20,6 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use http::{HeaderMap, StatusCode, header};
-use serde_json::json;
 
 use super::{HttpState, body, inbound, problem::Problem, status};
 use crate::{
@@ -122,19 +121,19 @@ fn answer(count: usize, described: &[Described], outcomes: Vec<Outcome>) -> Resp
             .and_then(|s| StatusCode::from_u16(s).ok())
             .unwrap_or(StatusCode::OK),
     };
-    let summary: Vec<_> = outcomes
+    #[derive(serde::Serialize)]
+    struct Answer<'a> {
+        events: usize,
+        outcomes: Vec<status::Summary<'a>>,
+    }
+    let outcomes = outcomes
         .iter()
         .zip(described)
         .map(|(outcome, about)| {
-            let mut s = status::summary(outcome);
-            s["key"] = about.key.as_str().into();
-            if let Some(name) = &about.alertname {
-                s["alertname"] = name.as_str().into();
-            }
-            s
+            status::summary(outcome).of_event(about.key.as_str(), about.alertname.as_deref())
         })
         .collect();
-    let body = json!({"events": count, "outcomes": summary}).to_string();
+    let body = serde_json::to_vec(&Answer { events: count, outcomes }).expect("an answer serialises");
     let mut resp = (code, [(header::CONTENT_TYPE, "application/json")], body).into_response();
     if let Some(after) = retry_after {
         // Whole seconds, rounded up: a sender that waits what it is told finds the wait over.
