@@ -227,14 +227,15 @@ impl SourceSpec {
 /// Every source by name; `native` is always present.
 #[derive(Debug, Clone)]
 pub struct Sources {
-    by_name: BTreeMap<String, Arc<SourceSpec>>,
+    /// Shared: every HTTP request clones the state that holds it, several times over.
+    by_name: Arc<BTreeMap<String, Arc<SourceSpec>>>,
 }
 
 impl Default for Sources {
     fn default() -> Self {
         let mut by_name = BTreeMap::new();
         by_name.insert(NATIVE.to_owned(), Arc::new(SourceSpec::builtin_native()));
-        Self { by_name }
+        Self { by_name: Arc::new(by_name) }
     }
 }
 
@@ -262,7 +263,7 @@ pub fn build(
     read_file: &dyn Fn(&Path) -> io::Result<String>,
 ) -> Result<Sources, Vec<(String, String)>> {
     let mut errors = Vec::new();
-    let mut sources = Sources::default();
+    let mut by_name = Arc::unwrap_or_clone(Sources::default().by_name);
     for (name, raw) in raw {
         let key = format!("sources.{name}");
         if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
@@ -270,12 +271,12 @@ pub fn build(
         }
         match build_one(&name, raw, &key, read_file) {
             Ok(spec) => {
-                sources.by_name.insert(name, Arc::new(spec));
+                by_name.insert(name, Arc::new(spec));
             }
             Err(mut e) => errors.append(&mut e),
         }
     }
-    if errors.is_empty() { Ok(sources) } else { Err(errors) }
+    if errors.is_empty() { Ok(Sources { by_name: Arc::new(by_name) }) } else { Err(errors) }
 }
 
 fn build_one(
