@@ -11,6 +11,7 @@
 use std::{
     sync::{Arc, mpsc},
     thread::JoinHandle,
+    time::{Duration, Instant},
 };
 
 use bytes::Bytes;
@@ -22,6 +23,13 @@ use crate::store::{Revision, StoreError};
 
 /// Writes taken into one transaction at most, so a flood still gets answers in steady steps.
 const MAX_BATCH: usize = 512;
+
+/// How long removals of published outbox entries wait for another write to commit with when
+/// they are all there is. A commit costs the writer about as much CPU whether it holds one
+/// write or a dozen, and the relay's removals otherwise take a quarter of all commits, each
+/// alone between the writes that matter; nobody waits on a removal but the relay, and a
+/// removal lost to a crash only publishes its entry again.
+const REMOVALS_WAIT: Duration = Duration::from_millis(5);
 
 /// A change to one key: of a correlation key, made only when the key is at the expected
 /// revision; of an outbox entry (the key is its id), made as asked.
@@ -143,12 +151,7 @@ impl Drop for Writer {
 
 fn run(db: &Database, requests: &mpsc::Receiver<Request>) {
     while let Ok(first) = requests.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH
-            && let Ok(next) = requests.try_recv()
-        {
-            batch.push(next);
-        }
+        let batch = gather(first, requests, REMOVALS_WAIT);
         match apply(db, &batch) {
             Ok(results) => {
                 for (request, result) in batch.into_iter().zip(results) {
@@ -172,6 +175,48 @@ fn run(db: &Database, requests: &mpsc::Receiver<Request>) {
             }
         }
     }
+}
+
+/// Where the writer takes its writes from: the queue, or in tests a scripted one.
+trait Queue {
+    /// A write already waiting.
+    fn waiting(&self) -> Option<Request>;
+    /// The next write, if one comes within `wait`; `None` at once when the queue is closed.
+    fn within(&self, wait: Duration) -> Option<Request>;
+}
+
+impl Queue for mpsc::Receiver<Request> {
+    fn waiting(&self) -> Option<Request> {
+        self.try_recv().ok()
+    }
+
+    fn within(&self, wait: Duration) -> Option<Request> {
+        self.recv_timeout(wait).ok()
+    }
+}
+
+/// The writes for one transaction: `first` and every write waiting behind it; when those are
+/// only removals, what arrives within `removals_wait` as well, so that they commit with it.
+fn gather(first: Request, requests: &impl Queue, removals_wait: Duration) -> Vec<Request> {
+    let mut batch = vec![first];
+    let take_waiting = |batch: &mut Vec<Request>| {
+        while batch.len() < MAX_BATCH
+            && let Some(next) = requests.waiting()
+        {
+            batch.push(next);
+        }
+    };
+    take_waiting(&mut batch);
+    let deadline = Instant::now() + removals_wait;
+    while batch.len() < MAX_BATCH && batch.iter().all(|r| matches!(r.op, Op::Remove)) {
+        // Closed (the store is closing) or nothing came in time: the removals commit alone.
+        let Some(next) = requests.within(deadline.saturating_duration_since(Instant::now())) else {
+            break;
+        };
+        batch.push(next);
+        take_waiting(&mut batch);
+    }
+    batch
 }
 
 /// Applies `batch` in order in one transaction and commits it when anything was written. The
@@ -348,6 +393,78 @@ mod tests {
         assert!(results.iter().all(|r| matches!(r, Err(StoreError::Conflict))));
         let txn = redb::ReadableDatabase::begin_read(&db).unwrap();
         assert!(txn.open_table(VALUES).unwrap().get("a").unwrap().is_none());
+    }
+
+    /// Writes waiting now, then one that comes only to a caller that waits for it.
+    struct Scripted {
+        waiting: std::cell::RefCell<std::collections::VecDeque<Request>>,
+        later: std::cell::RefCell<Option<Request>>,
+        waited: std::cell::Cell<Option<Duration>>,
+    }
+
+    impl Scripted {
+        fn new(waiting: Vec<Request>, later: Option<Request>) -> Self {
+            Self {
+                waiting: std::cell::RefCell::new(waiting.into()),
+                later: std::cell::RefCell::new(later),
+                waited: std::cell::Cell::new(None),
+            }
+        }
+    }
+
+    impl Queue for Scripted {
+        fn waiting(&self) -> Option<Request> {
+            self.waiting.borrow_mut().pop_front()
+        }
+
+        fn within(&self, wait: Duration) -> Option<Request> {
+            self.waited.set(Some(wait));
+            self.later.borrow_mut().take()
+        }
+    }
+
+    fn keys(batch: Vec<Request>) -> Vec<String> {
+        batch.into_iter().map(|r| r.key).collect()
+    }
+
+    #[test]
+    fn removals_wait_for_a_write_to_commit_with() {
+        let (first, _a) = request("01A", Op::Remove);
+        let (second, _b) = request("01B", Op::Remove);
+        let (put, _k) = request("k", put("v", None));
+        // The put comes only to a writer that waits for it.
+        let queue = Scripted::new(vec![second], Some(put));
+        let batch = gather(first, &queue, Duration::from_millis(5));
+        assert_eq!(keys(batch), ["01A", "01B", "k"], "the removals go with the put that came later");
+        assert!(queue.waited.get().is_some_and(|w| w <= Duration::from_millis(5)), "within the wait");
+    }
+
+    #[test]
+    fn removals_commit_alone_when_nothing_comes_or_the_store_closes() {
+        let (first, _a) = request("01A", Op::Remove);
+        let queue = Scripted::new(Vec::new(), None);
+        assert_eq!(keys(gather(first, &queue, Duration::from_millis(5))), ["01A"], "after the wait");
+
+        // A closed queue answers at once: the store's close does not wait out a long wait.
+        let (queue, requests) = mpsc::channel::<Request>();
+        drop(queue);
+        let (first, _a) = request("01A", Op::Remove);
+        let (done, result) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = done.send(keys(gather(first, &requests, Duration::from_secs(3600))));
+        });
+        let batch = result.recv_timeout(Duration::from_secs(60)).expect("gather returns at once");
+        assert_eq!(batch, ["01A"]);
+    }
+
+    #[test]
+    fn other_writes_never_wait() {
+        let (first, _k) = request("k", put("v", None));
+        let (removal, _a) = request("01A", Op::Remove);
+        let (later, _l) = request("l", put("v", None));
+        let queue = Scripted::new(vec![removal], Some(later));
+        assert_eq!(keys(gather(first, &queue, Duration::from_millis(5))), ["k", "01A"]);
+        assert_eq!(queue.waited.get(), None, "what waits is taken, nothing more awaited");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
