@@ -7,6 +7,8 @@
 //! arrival order inside that one transaction, each compare-and-swap seeing the writes before
 //! it exactly as if they had committed one by one, and commits once. A caller hears back only
 //! after the commit that holds its write is durable, so a kill loses nothing that was answered.
+//! Removals of published outbox entries, when nothing else waits, wait a moment for a write
+//! to commit with rather than take a commit of their own.
 
 use std::{
     sync::{Arc, mpsc},
@@ -208,7 +210,7 @@ fn gather(first: Request, requests: &impl Queue, removals_wait: Duration) -> Vec
     };
     take_waiting(&mut batch);
     let deadline = Instant::now() + removals_wait;
-    while batch.len() < MAX_BATCH && batch.iter().all(|r| matches!(r.op, Op::Remove)) {
+    while batch.len() < MAX_BATCH && only_removals(&batch) {
         // Closed (the store is closing) or nothing came in time: the removals commit alone.
         let Some(next) = requests.within(deadline.saturating_duration_since(Instant::now())) else {
             break;
@@ -219,6 +221,12 @@ fn gather(first: Request, requests: &impl Queue, removals_wait: Duration) -> Vec
     batch
 }
 
+/// Whether `batch` only takes published entries out of the outbox: such a batch waits for
+/// company and commits without waiting for the disk.
+fn only_removals(batch: &[Request]) -> bool {
+    batch.iter().all(|r| matches!(r.op, Op::Remove))
+}
+
 /// Applies `batch` in order in one transaction and commits it when anything was written. The
 /// outer error fails the whole batch; the inner results are each write's own answer.
 fn apply(db: &Database, batch: &[Request]) -> Result<Vec<Result<Written, StoreError>>, StoreError> {
@@ -226,7 +234,7 @@ fn apply(db: &Database, batch: &[Request]) -> Result<Vec<Result<Written, StoreEr
     // Taking published entries out of the outbox need not wait for the disk: a removal lost to
     // a crash only publishes the entry again, under the same message id (at least once), and
     // the next durable commit makes it durable too. It saves the relay one fsync per batch.
-    if batch.iter().all(|r| matches!(r.op, Op::Remove)) {
+    if only_removals(batch) {
         txn.set_durability(redb::Durability::None).map_err(map_err)?;
     }
     let mut results = Vec::with_capacity(batch.len());
