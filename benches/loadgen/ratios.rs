@@ -6,7 +6,9 @@
 //! over HTTP (now with its result through the outbox), new alerts as signed webhooks, the same
 //! alerts again (repeats: nothing to do), native `add`s from JetStream. The simulator called
 //! directly is the limit. For each: events/s, the bridge's CPU per event (from /proc) and that
-//! over the plain native path's.
+//! over the plain native path's, which is measured again at the end on a fresh bridge: the
+//! ratios are to the mean of the two, and both are printed, so a run on a machine whose speed
+//! moved shows it.
 
 use std::{
     future::IntoFuture,
@@ -69,15 +71,18 @@ pub(super) async fn run(args: &Args) {
             })
         })
     };
-    let (mut plain, plain_addr, _plain_dir) = spawn_bridge(args, &sim, "").await;
-    let (plain_row, plain_report) = measured(
-        "native add over HTTP (sync), nothing else configured",
-        args,
-        plain.id().unwrap(),
-        native_shot(&plain_addr),
-    )
-    .await;
-    plain.kill().await.ok();
+    // The base on a bridge of its own, once before the other paths and once after them: the
+    // machine's speed moves within minutes, and a ratio to one measurement moves with it.
+    let plain_path = |path: &'static str| {
+        let (args, sim, native_shot) = (args, &sim, &native_shot);
+        async move {
+            let (mut plain, plain_addr, _plain_dir) = spawn_bridge(args, sim, "").await;
+            let measured = measured(path, args, plain.id().unwrap(), native_shot(&plain_addr)).await;
+            plain.kill().await.ok();
+            measured
+        }
+    };
+    let (plain_row, plain_report) = plain_path("native add over HTTP (sync), nothing else configured").await;
 
     let store = tempfile::tempdir().unwrap();
     let extra = format!(
@@ -162,6 +167,8 @@ pub(super) async fn run(args: &Args) {
     publisher.await.unwrap();
     let end = ProcStats::read(pid);
     child.kill().await.ok();
+    let (plain_after_row, plain_after_report) =
+        plain_path("native add over HTTP (sync), nothing else configured, again at the end").await;
 
     print_table(&[
         &limit,
@@ -171,11 +178,17 @@ pub(super) async fn run(args: &Args) {
         &repeat_report,
         &paced_limit,
         &paced_report,
+        &plain_after_report,
     ]);
+    let base = (plain_row.cpu_per_event() + plain_after_row.cpu_per_event()) / 2.0;
+    println!(
+        "\nbase (the plain native add): {:.0} µs before the other paths, {:.0} µs after them; the ratios are to their mean, {base:.0} µs",
+        plain_row.cpu_per_event(),
+        plain_after_row.cpu_per_event()
+    );
     println!("\n| path | events | events/s | bridge CPU per event | × native add |");
     println!("|---|---|---|---|---|");
-    let base = plain_row.cpu_per_event();
-    for r in [&plain_row, &native_row, &new_row, &repeat_row, &js_row] {
+    for r in [&plain_row, &native_row, &new_row, &repeat_row, &js_row, &plain_after_row] {
         println!(
             "| {} | {} | {:.0} | {:.0} µs | {:.2} |",
             r.path,
