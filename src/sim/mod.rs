@@ -175,6 +175,14 @@ impl SimState {
         lock(&self.store).request_count()
     }
 
+    /// Makes room for `additional` more licensePlates to remember. The map of plates grows by
+    /// doubling, and a grow moves every plate while the one lock is held: at a few million
+    /// plates that stops every request for seconds. A run that knows how many requests it will
+    /// send reserves them first, so what it measures is not the simulator growing.
+    pub fn reserve_plates(&self, additional: usize) {
+        lock(&self.store).reserve_plates(additional);
+    }
+
     /// The fault plan in force, with `fail_next` counted down by the requests it has failed.
     pub fn faults(&self) -> Faults {
         lock(&self.faults).faults.clone()

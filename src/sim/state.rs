@@ -488,6 +488,10 @@ impl Store {
         Self { log_limit, ..Self::default() }
     }
 
+    pub fn reserve_plates(&mut self, additional: usize) {
+        self.answers.reserve(additional);
+    }
+
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.requests.iter().cloned().collect()
     }
