@@ -33,6 +33,8 @@ pub const LEASE_KEY: &str = "~bridge/reconciler";
 const LEASE_TTL: Duration = Duration::from_secs(30);
 /// How long to wait after the store or the lease could not be read.
 const TROUBLE_WAIT: Duration = Duration::from_secs(5);
+/// The most keys one pass lists, whatever the settings: about 100 bytes each.
+const MAX_DUE: usize = 100_000;
 
 /// Who reconciles, until when.
 #[derive(Debug, Serialize, Deserialize)]
@@ -123,18 +125,45 @@ async fn pause(stop: &CancellationToken, d: Duration) -> bool {
 }
 
 /// The keys due for a read, oldest confirmation first: open ones (and closed ones within
-/// `include_closed_for`) that SCWM has not confirmed for `interval`, with no intent under way.
+/// `include_closed_for`) that SCWM has not confirmed for `interval`, with no intent under way;
+/// the oldest [`pass_limit`] of them.
 pub async fn due_keys(
     store: &dyn CorrelationStore,
     settings: &super::config::ReconcileSettings,
     now: SystemTime,
 ) -> Result<Vec<Due>, StoreError> {
+    let limit = pass_limit(settings);
     let mut due: Vec<Due> = Vec::new();
+    let keep_oldest = |due: &mut Vec<Due>| {
+        due.sort_by_key(|d| d.confirmed_ms);
+        due.truncate(limit);
+    };
     // Read for what decides it only: an intent's steps, the flap history, a held notification
     // are skipped, not built, for every key of every pass.
-    super::records::each_as(store, |_| true, |r: Watched, _| due.extend(due_of(r, settings, now))).await?;
-    due.sort_by_key(|d| d.confirmed_ms);
+    super::records::each_as(
+        store,
+        |_| true,
+        |r: Watched, _| {
+            due.extend(due_of(r, settings, now));
+            // Held to twice the limit as the walk goes, so a store of millions of open keys costs
+            // the pass a bounded list, not one entry per key.
+            if due.len() >= 2 * limit {
+                keep_oldest(&mut due);
+            }
+        },
+    )
+    .await?;
+    keep_oldest(&mut due);
     Ok(due)
+}
+
+/// The most keys one pass takes: as many as it can read within `interval` at
+/// `reads_per_second`, at most [`MAX_DUE`]. Keys further back in line wait for the next pass,
+/// which walks the store again once these are read and finds them still the oldest.
+fn pass_limit(settings: &super::config::ReconcileSettings) -> usize {
+    let readable = settings.reads_per_second * settings.interval.as_secs_f64();
+    // A float to usize cast saturates; the clamp keeps at least one key per pass.
+    (readable.ceil() as usize).clamp(1, MAX_DUE)
 }
 
 /// The part of a record that says whether its key is due for a read.
@@ -359,5 +388,31 @@ mod tests {
             ["closed-lately", "older", "newer"],
             "closed within the hour is watched too; an intent under way never is"
         );
+    }
+
+    #[tokio::test]
+    async fn a_pass_lists_only_as_many_keys_as_it_can_read_in_an_interval_the_oldest() {
+        let store = EmbeddedStore::open_temporary().unwrap();
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(10_000);
+        // Written in an order that is not their age, more than twice the limit of two.
+        for (key, confirmed_s) in [("c", 3_000), ("e", 5_000), ("a", 1_000), ("d", 4_000), ("b", 2_000)] {
+            let r = record(key, "IT-1", confirmed_s, IncidentState::Open, None);
+            let key = r.key.clone().unwrap();
+            store.put(&key, Bytes::from(serde_json::to_vec(&r).unwrap()), None).await.unwrap();
+        }
+        let settings = crate::pipeline::config::ReconcileSettings {
+            interval: Duration::from_secs(600),
+            // Two reads in an interval.
+            reads_per_second: 2.0 / 600.0,
+            include_closed_for: Duration::ZERO,
+            ..Default::default()
+        };
+        let names: Vec<_> =
+            due_keys(&store, &settings, now).await.unwrap().into_iter().map(|d| d.key.to_string()).collect();
+        assert_eq!(names, ["a", "b"]);
+        let defaults = crate::pipeline::config::ReconcileSettings::default();
+        assert_eq!(pass_limit(&defaults), 1_200, "2 reads/s over 10 minutes");
+        let eager = crate::pipeline::config::ReconcileSettings { reads_per_second: 1e9, ..defaults };
+        assert_eq!(pass_limit(&eager), MAX_DUE);
     }
 }
