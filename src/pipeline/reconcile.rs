@@ -35,6 +35,8 @@ const LEASE_TTL: Duration = Duration::from_secs(30);
 const TROUBLE_WAIT: Duration = Duration::from_secs(5);
 /// The most keys one pass lists, whatever the settings: about 100 bytes each.
 const MAX_DUE: usize = 100_000;
+/// The shortest span of reads one pass lists keys for.
+const MIN_PASS: Duration = Duration::from_secs(60);
 
 /// Who reconciles, until when.
 #[derive(Debug, Serialize, Deserialize)]
@@ -157,11 +159,12 @@ pub async fn due_keys(
     Ok(due)
 }
 
-/// The most keys one pass takes: as many as it can read within `interval` at
-/// `reads_per_second`, at most [`MAX_DUE`]. Keys further back in line wait for the next pass,
-/// which walks the store again once these are read and finds them still the oldest.
+/// The most keys one pass takes: as many as it can read within `interval` (a minute at least,
+/// so that a short interval does not walk the store for every read) at `reads_per_second`, at
+/// most [`MAX_DUE`]. Keys further back in line wait for the next pass, which walks the store
+/// again once these are read and finds them still the oldest.
 fn pass_limit(settings: &super::config::ReconcileSettings) -> usize {
-    let readable = settings.reads_per_second * settings.interval.as_secs_f64();
+    let readable = settings.reads_per_second * settings.interval.max(MIN_PASS).as_secs_f64();
     // A float to usize cast saturates; the clamp keeps at least one key per pass.
     (readable.ceil() as usize).clamp(1, MAX_DUE)
 }
@@ -412,7 +415,9 @@ mod tests {
         assert_eq!(names, ["a", "b"]);
         let defaults = crate::pipeline::config::ReconcileSettings::default();
         assert_eq!(pass_limit(&defaults), 1_200, "2 reads/s over 10 minutes");
-        let eager = crate::pipeline::config::ReconcileSettings { reads_per_second: 1e9, ..defaults };
+        let eager = crate::pipeline::config::ReconcileSettings { reads_per_second: 1e9, ..defaults.clone() };
         assert_eq!(pass_limit(&eager), MAX_DUE);
+        let constant = crate::pipeline::config::ReconcileSettings { interval: Duration::ZERO, ..defaults };
+        assert_eq!(pass_limit(&constant), 120, "a minute's reads when every key is always due");
     }
 }
