@@ -279,7 +279,7 @@ pub async fn soak(args: &Args) {
     child.kill().await.ok();
     sampler.abort();
     print_table(&[&report]);
-    let calls = sim.state().request_count().max(1);
+    let calls = sim.request_count().max(1);
     println!(
         "bridge peak RSS {} MiB; CPU {:.1?} in all, {:.0} µs per SCWM call ({calls} calls)",
         stats.peak_rss_kib / 1024,
